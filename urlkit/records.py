@@ -1,0 +1,145 @@
+"""The run directory: everything a run leaves behind, in open formats.
+
+Notebooks and ``urlkit.analysis`` read these files (never W&B alone), so a run with W&B
+offline or disabled is still fully analysable::
+
+    <run dir>/
+      config.yaml      the resolved Hydra config
+      run.json         run id, W&B id, status, start/end time, host, pid
+      history.csv      one row per optimizer step (loss, weights, counterfactual weights, ...)
+      eval.csv         one row per (step, split, dataset) evaluation, metric columns
+      metrics.json     final metrics (test split), flat "split/dataset/metric" keys
+      per_query/       per-query metrics and TREC run files of the final evaluation
+      checkpoints/     LoRA adapter + head + optimizer state (Lightning checkpoints)
+      wandb/           the W&B run (offline runs can be synced later)
+
+History rows are appended and flushed as training goes, so a killed run loses at most the
+step in flight; on resume the history is cut back to the checkpoint's step so that no step
+is duplicated or missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def new_run_id() -> str:
+    """Short, unique even for runs started in the same second by parallel sweep agents."""
+    return f"{uuid.uuid4().hex[:8]}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write then rename: a kill mid-write leaves the previous file intact."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class CsvLog:
+    """An append-only CSV whose header grows when new columns appear (rare: rewritten once)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] = []
+        if path.exists() and path.stat().st_size > 0:
+            with path.open(newline="") as f:
+                self.columns = next(csv.reader(f), [])
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def append(self, row: dict[str, Any]) -> None:
+        new = [k for k in row if k not in self.columns]
+        if new:
+            old_rows = self.rows()
+            self.columns += new
+            self._rewrite(old_rows)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.columns).writerow({k: _plain(v) for k, v in row.items()})
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_after(self, step: int, key: str = "step") -> int:
+        """Drop rows with ``key`` > step (the steps a killed run logged after its checkpoint)."""
+        rows = self.rows()
+        kept = [r for r in rows if r.get(key, "") == "" or int(float(r[key])) <= step]
+        if len(kept) != len(rows):
+            self._rewrite(kept)
+        return len(rows) - len(kept)
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):  # 0-d tensors and numpy scalars
+        return value.item()
+    return value
+
+
+class RunDirectory:
+    """One run's directory; creating it twice for the same path is safe (resume)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.history = CsvLog(self.path / "history.csv")
+        self.evals = CsvLog(self.path / "eval.csv")
+
+    # -- files -------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def per_query(self) -> Path:
+        p = self.path / "per_query"
+        p.mkdir(exist_ok=True)
+        return p
+
+    def last_checkpoint(self) -> Path | None:
+        last = self.checkpoints / "last.ckpt"
+        return last if last.exists() else None
+
+    def write_config(self, config: dict) -> None:
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def read_info(self) -> dict:
+        f = self.path / "run.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def update_info(self, **fields: Any) -> dict:
+        info = self.read_info()
+        if not info:
+            info = {
+                "run_id": new_run_id(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "host": socket.gethostname(),
+            }
+        info.update(fields, pid=os.getpid())
+        atomic_write_text(self.path / "run.json", json.dumps(info, indent=2))
+        return info
+
+    def write_metrics(self, metrics: dict[str, float]) -> None:
+        atomic_write_text(self.path / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+
+    def read_metrics(self) -> dict[str, float]:
+        f = self.path / "metrics.json"
+        return json.loads(f.read_text()) if f.exists() else {}
