@@ -1,0 +1,159 @@
+"""BEIR folders: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+
+The layout of BEIR (Thakur et al., 2021) and of 14 of MRB's datasets:
+
+    corpus.jsonl     {"_id": "d1", "title": "...", "text": "..."}
+    queries.jsonl    {"_id": "q1", "text": "..."}
+    qrels/test.tsv   query-id <TAB> corpus-id <TAB> score   (a header line first)
+
+A split holds exactly the queries that have qrels in ``qrels/<split>.tsv`` (normal BEIR:
+``queries.jsonl`` is shared by all splits). Score 0 means judged non-relevant; a query whose
+judgements are all 0 has no positive and is an error (or skipped). An optional ``image``
+field on a corpus line (a path relative to the folder) is read too, and an optional
+``dataset.json`` names the dataset, its category and instruction, as for urlkit JSONL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from urlkit.data.format import DataError, Document, Query, Split
+from urlkit.data.reading import (
+    ErrorPolicy,
+    LineFields,
+    check_document,
+    check_query,
+    find_data_file,
+    iter_jsonl,
+    read_dataset_info,
+)
+
+
+def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
+    info = read_dataset_info(folder)
+    corpus_path = find_data_file(folder, "corpus")
+    queries_path = find_data_file(folder, "queries")
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if corpus_path is None or queries_path is None:
+        raise DataError("a BEIR folder needs corpus.jsonl and queries.jsonl", path=folder)
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        raise DataError(f"no qrels for split {split!r}; available: {available}", path=qrels_path)
+
+    corpus = _read_corpus(corpus_path, folder, policy)
+    texts = _read_queries(queries_path, policy)  # query id -> (text, line number)
+    qrels, qrels_lines = _read_qrels(qrels_path, texts, corpus, policy)
+
+    queries: list[Query] = []
+    for query_id, judgements in qrels.items():
+        text, line_no = texts[query_id]
+        query = Query(id=query_id, text=text, qrels=judgements)
+        # The query is judged in the qrels but *written* in queries.jsonl: an empty text is
+        # a queries.jsonl problem, a missing positive a qrels problem.
+        where = (
+            LineFields({}, queries_path, line_no)
+            if not text.strip()
+            else LineFields({}, qrels_path, qrels_lines[query_id])
+        )
+        try:
+            queries.append(check_query(query, corpus, where))
+        except DataError as err:
+            policy.handle(err)
+
+    return Split(
+        name=info["name"],
+        split=split,
+        category=info["category"],
+        instruction=info["instruction"],
+        corpus=corpus,
+        queries=queries,
+        source=str(folder),
+    )
+
+
+def _read_corpus(path: Path, folder: Path, policy: ErrorPolicy) -> dict[str, Document]:
+    corpus: dict[str, Document] = {}
+    for line_no, record in iter_jsonl(path, policy):
+        fields = LineFields(record, path, line_no)
+        try:
+            doc = check_document(
+                Document(
+                    id=fields.id("_id"),
+                    text=fields.text("text"),
+                    title=fields.text("title"),
+                    image=fields.image("image", folder),
+                ),
+                fields,
+            )
+            if doc.id in corpus:
+                raise fields.error(f"duplicate document id {doc.id!r}", "duplicate id")
+        except DataError as err:
+            policy.handle(err)
+            continue
+        corpus[doc.id] = doc
+    return corpus
+
+
+def _read_queries(path: Path, policy: ErrorPolicy) -> dict[str, tuple[str, int]]:
+    texts: dict[str, tuple[str, int]] = {}
+    for line_no, record in iter_jsonl(path, policy):
+        fields = LineFields(record, path, line_no)
+        try:
+            query_id, text = fields.id("_id"), fields.text("text")
+            if query_id in texts:
+                raise fields.error(f"duplicate query id {query_id!r}", "duplicate id")
+        except DataError as err:
+            policy.handle(err)
+            continue
+        texts[query_id] = (text, line_no)
+    return texts
+
+
+def _read_qrels(
+    path: Path,
+    texts: dict[str, tuple[str, int]],
+    corpus: dict[str, Document],
+    policy: ErrorPolicy,
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """query id -> {doc id: grade}, and query id -> the line of its first judgement.
+
+    Lines are ``query-id corpus-id score`` (BEIR) or ``query-id 0 corpus-id score`` (TREC),
+    tab- or space-separated; a first line whose score is not an integer is the header.
+    """
+    qrels: dict[str, dict[str, int]] = {}
+    first_line: dict[str, int] = {}
+    with open(path, encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            columns = line.split()
+            if not columns:
+                continue
+            fields = LineFields({}, path, line_no)
+            try:
+                if len(columns) not in (3, 4):
+                    raise fields.error(
+                        f"expected 'query-id corpus-id score', got {len(columns)} columns",
+                        "malformed qrels line",
+                    )
+                query_id, doc_id, score = columns[0], columns[-2], columns[-1]
+                try:
+                    grade = int(float(score))
+                except ValueError:
+                    if line_no == 1:
+                        continue  # the header: query-id corpus-id score
+                    raise fields.error(f"score {score!r} is not a number",
+                                       "malformed qrels line") from None
+                if query_id not in texts:
+                    raise fields.error(f"unknown query id {query_id!r} (not in queries.jsonl)",
+                                       "unknown query id")
+                if doc_id not in corpus:
+                    raise fields.error(f"unknown doc id {doc_id!r} (not in the corpus)",
+                                       "unknown doc id")
+                if doc_id in qrels.get(query_id, {}):
+                    raise fields.error(f"second judgement of ({query_id!r}, {doc_id!r})",
+                                       "duplicate judgement")
+            except DataError as err:
+                policy.handle(err)
+                continue
+            qrels.setdefault(query_id, {})[doc_id] = grade
+            first_line.setdefault(query_id, line_no)
+    return qrels, first_line

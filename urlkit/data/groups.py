@@ -1,0 +1,154 @@
+"""Training groups: one positive and N negatives per query, padded with a mask.
+
+Item i of :class:`TrainGroups` is the group of query i for the current epoch:
+
+    {"query_id": "q7",
+     "doc_ids":  ["d3", "d9", "d1", "", ""],     # positive first, then up to N negatives
+     "mask":     tensor([True, True, True, False, False])}   # True = real document
+
+:class:`GroupCollator` renders only the real documents. Their scores come back from the
+reranker as a (n_real, K) tensor *in row-major order of the mask* (query 0's documents,
+then query 1's, ...), which is exactly the order of ``tensor[mask]``; :func:`scatter_scores`
+puts them back into (B, 1+N, K) with zeros at the padded slots, for a loss that takes the
+mask. Call :meth:`TrainGroups.set_epoch` before each epoch: negatives and the positive
+(when a query has several) are redrawn per (seed, epoch, query id). With DataLoader
+workers, set the epoch before the workers start (the default, non-persistent workers do).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from urlkit.data.candidates import Ranking
+from urlkit.data.format import DataError, Split
+from urlkit.data.negatives import query_rng, sample_negatives
+from urlkit.data.prompts import PromptRenderer
+
+PAD_DOC_ID = ""
+
+
+class TrainGroups(Dataset):
+    """(positive, N negatives, mask) groups of a training split.
+
+    A query with several positives gets one per epoch, uniformly among those with grade > 0.
+    A query that has some but fewer than N possible negatives is padded (its mask says
+    which slots are real); a query with no possible negative at all (e.g. a corpus of one
+    document) makes the split unusable for a contrastive group and raises a DataError.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        ranking: Ranking | None,
+        n_negatives: int,
+        hard_fraction: float = 0.5,
+        hard_depth: int = 100,
+        seed: int = 0,
+    ):
+        if n_negatives < 0:
+            raise ValueError(f"n_negatives must be >= 0, got {n_negatives}")
+        self.split = split
+        self.ranking = ranking or {}
+        self.n_negatives = n_negatives
+        self.hard_fraction = hard_fraction
+        self.hard_depth = hard_depth
+        self.seed = seed
+        self.epoch = 0
+        self._corpus_ids = list(split.corpus)
+        self.padded_queries = 0  # queries with fewer than N possible negatives
+        for query in split.queries:
+            supply = self._negative_supply(query)
+            if n_negatives > 0 and supply == 0:
+                raise DataError(
+                    f"dataset {split.name}/{split.split} is too small for {n_negatives} "
+                    f"negatives: query {query.id!r} has no document that is not a positive",
+                    path=split.source or None,
+                )
+            self.padded_queries += supply < n_negatives
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.split.queries)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        query = self.split.queries[index]
+        rng = query_rng(self.seed, self.epoch, query.id)
+        positives = query.positives
+        positive = positives[int(rng.integers(len(positives)))]
+        negatives = sample_negatives(
+            query, self.ranking.get(query.id), self._corpus_ids, self.n_negatives,
+            hard_fraction=self.hard_fraction, hard_depth=self.hard_depth, rng=rng,
+        )
+        padding = self.n_negatives - len(negatives)
+        mask = torch.zeros(1 + self.n_negatives, dtype=torch.bool)
+        mask[: 1 + len(negatives)] = True
+        return {"query_id": query.id, "doc_ids": [positive, *negatives] + [PAD_DOC_ID] * padding,
+                "mask": mask}
+
+    def report(self) -> str:
+        line = (f"{self.split.name}/{self.split.split}: {len(self)} training groups of 1 "
+                f"positive + {self.n_negatives} negatives (hard fraction {self.hard_fraction})")
+        if self.padded_queries:
+            line += f"; {self.padded_queries} queries have fewer negatives and are padded"
+        return line
+
+    def _negative_supply(self, query) -> int:
+        """How many distinct documents could serve as the query's negatives."""
+        positives = set(query.positives)
+        if query.candidates is None:  # the whole corpus, which holds every referenced id
+            return len(self._corpus_ids) - len(positives)
+        ranked = [doc_id for doc_id, _ in self.ranking.get(query.id, [])[: self.hard_depth]]
+        return len({*query.candidates, *query.negatives, *ranked} - positives)
+
+
+class GroupCollator:
+    """``collate_fn`` for a DataLoader over :class:`TrainGroups`.
+
+    Returns ``{"prompts": renderer.collate(...) of the real documents (row-major order of
+    mask), "mask": (B, 1+N) bool, "query_ids": [B], "doc_ids": [B][1+N]}``.
+    """
+
+    def __init__(self, renderer: PromptRenderer, split: Split):
+        self.renderer = renderer
+        self.split = split
+        self._queries = {query.id: query for query in split.queries}
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        encodings = []
+        for item in items:
+            query = self._queries[item["query_id"]]
+            instruction = self.split.instruction_for(query)
+            for doc_id, real in zip(item["doc_ids"], item["mask"].tolist(), strict=True):
+                if real:
+                    encodings.append(
+                        self.renderer.encode(instruction, query, self.split.corpus[doc_id])
+                    )
+        return {
+            "prompts": self.renderer.collate(encodings),
+            "mask": torch.stack([item["mask"] for item in items]),
+            "query_ids": [item["query_id"] for item in items],
+            "doc_ids": [item["doc_ids"] for item in items],
+        }
+
+
+def collate_groups(items: list[dict[str, Any]], renderer: PromptRenderer, split: Split) -> dict:
+    """Functional form of :class:`GroupCollator` (builds the query index on every call:
+    prefer ``GroupCollator(renderer, split)`` as a DataLoader's ``collate_fn``)."""
+    return GroupCollator(renderer, split)(items)
+
+
+def scatter_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(n_real, K) scores in row-major mask order -> (B, 1+N, K), zeros at padded slots.
+
+    Differentiable in ``scores`` (it is an index_put into a fresh zero tensor).
+    """
+    if scores.shape[0] != int(mask.sum()):
+        raise ValueError(f"{scores.shape[0]} score rows for {int(mask.sum())} real documents")
+    grouped = scores.new_zeros((*mask.shape, scores.shape[-1]))
+    grouped[mask.to(scores.device)] = scores
+    return grouped

@@ -1,0 +1,179 @@
+"""``load_split``: one entry point for urlkit JSONL folders, BEIR folders and M-BEIR files.
+
+The format is detected from what is on disk, so ``data.path=...`` alone is enough:
+
+* a folder with ``<split>.jsonl[.gz]`` next to ``corpus.jsonl[.gz]``  -> urlkit JSONL
+* a folder with ``qrels/<split>.tsv`` and ``corpus.jsonl``             -> BEIR
+* a ``.jsonl`` file whose lines carry ``qid`` / ``pos_cand_list``       -> M-BEIR query file
+
+The urlkit JSONL format is documented in docs/architecture.md ("urlkit JSONL format").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from urlkit.data.format import DataError, Document, Query, Split, infer_category
+from urlkit.data.reading import (
+    ErrorPolicy,
+    LineFields,
+    check_document,
+    check_query,
+    find_data_file,
+    iter_jsonl,
+    open_text,
+    read_dataset_info,
+)
+
+FORMATS = ("auto", "jsonl", "beir", "mbeir")
+
+
+def load_split(
+    path: str | Path,
+    split: str,
+    *,
+    format: str = "auto",
+    on_error: str = "raise",
+    instruction: str | None = None,
+    category: str | None = None,
+    pool: str | Path | None = None,
+    image_root: str | Path | None = None,
+) -> Split:
+    """Load one split of a dataset into a :class:`Split`.
+
+    ``on_error="raise"`` stops at the first bad line with a :class:`DataError` naming file
+    and line; ``"skip"`` drops bad lines and counts them by reason in ``Split.skipped``.
+    ``instruction`` and ``category`` override ``dataset.json`` (and the category inferred
+    from the modalities). ``pool`` and ``image_root`` are for M-BEIR only: the candidate
+    pool file and the folder its image paths are relative to (both found from the M-BEIR
+    layout when left out).
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise DataError("no such file or folder", path=path)
+    policy = ErrorPolicy(on_error)
+    fmt = detect_format(path, split) if format == "auto" else format
+    if fmt == "jsonl":
+        loaded = _load_jsonl_folder(path, split, policy)
+    elif fmt == "beir":
+        from urlkit.data.beir import load_beir
+
+        loaded = load_beir(path, split, policy)
+    elif fmt == "mbeir":
+        from urlkit.data.mbeir import load_mbeir
+
+        loaded = load_mbeir(path, split, policy, pool=pool, image_root=image_root)
+    else:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if instruction is not None:
+        loaded.instruction = instruction
+    if category is not None:
+        loaded.category = category
+    elif not loaded.category:
+        loaded.category = infer_category(loaded.queries, loaded.corpus)
+    loaded.skipped = policy.skipped
+    if not loaded.queries:
+        raise DataError(f"split {split!r} has no usable query ({loaded.report()})", path=path)
+    return loaded
+
+
+def detect_format(path: Path, split: str) -> str:
+    """"jsonl", "beir" or "mbeir" from the files on disk (see the module docstring)."""
+    if path.is_dir():
+        if find_data_file(path, "corpus") is None:
+            raise DataError("not a dataset folder: no corpus.jsonl[.gz] in it", path=path)
+        if find_data_file(path, split) is not None:
+            return "jsonl"
+        if (path / "qrels").is_dir():
+            return "beir"
+        raise DataError(
+            f"no split {split!r} here: expected {split}.jsonl[.gz] (urlkit JSONL) or "
+            f"qrels/{split}.tsv (BEIR)",
+            path=path,
+        )
+    with open_text(path) as lines:
+        first = next((line for line in lines if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        record = None
+    if isinstance(record, dict) and "qid" in record and "pos_cand_list" in record:
+        return "mbeir"
+    raise DataError(
+        "cannot tell the data format: give a urlkit JSONL or BEIR folder, or an M-BEIR "
+        "query file (lines with 'qid' and 'pos_cand_list')",
+        path=path,
+    )
+
+
+def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
+    info = read_dataset_info(folder)
+    corpus_path = find_data_file(folder, "corpus")
+    split_path = find_data_file(folder, split)
+    if corpus_path is None or split_path is None:
+        raise DataError(f"expected corpus.jsonl and {split}.jsonl (optionally .gz)", path=folder)
+
+    corpus: dict[str, Document] = {}
+    for line_no, record in iter_jsonl(corpus_path, policy):
+        fields = LineFields(record, corpus_path, line_no)
+        try:
+            doc = check_document(
+                Document(
+                    id=fields.id("id"),
+                    text=fields.text("text"),
+                    image=fields.image("image", folder),
+                    title=fields.text("title"),
+                ),
+                fields,
+            )
+            if doc.id in corpus:
+                raise fields.error(f"duplicate document id {doc.id!r}", "duplicate id")
+        except DataError as err:
+            policy.handle(err)
+            continue
+        corpus[doc.id] = doc
+
+    queries: dict[str, Query] = {}
+    for line_no, record in iter_jsonl(split_path, policy):
+        fields = LineFields(record, split_path, line_no)
+        try:
+            query = check_query(
+                Query(
+                    id=fields.id("id"),
+                    text=fields.text("text"),
+                    image=fields.image("image", folder),
+                    instruction=fields.text("instruction"),
+                    qrels=_read_positives(fields),
+                    negatives=fields.id_list("negatives") or [],
+                    candidates=fields.id_list("candidates"),
+                ),
+                corpus,
+                fields,
+            )
+            if query.id in queries:
+                raise fields.error(f"duplicate query id {query.id!r}", "duplicate id")
+        except DataError as err:
+            policy.handle(err)
+            continue
+        queries[query.id] = query
+
+    return Split(
+        name=info["name"],
+        split=split,
+        category=info["category"],
+        instruction=info["instruction"],
+        corpus=corpus,
+        queries=list(queries.values()),
+        source=str(folder),
+    )
+
+
+def _read_positives(fields: LineFields) -> dict[str, int]:
+    """``positives``: a list of ids (grade 1 each) or a ``{id: grade}`` dict."""
+    value = fields.require("positives")
+    if isinstance(value, dict):
+        if not all(isinstance(g, int) and not isinstance(g, bool) for g in value.values()):
+            raise fields.error("'positives' grades must be integers", "invalid field")
+        return {str(doc_id): grade for doc_id, grade in value.items()}
+    return dict.fromkeys(fields.id_list("positives", required=True) or [], 1)

@@ -1,0 +1,180 @@
+"""Line-level reading shared by the loaders: JSONL (plain or gzip), fields, images, errors.
+
+Every problem becomes a :class:`DataError` naming the file and the 1-based line. The
+:class:`ErrorPolicy` decides what happens next: ``"raise"`` stops the load, ``"skip"`` drops
+the offending line and counts it under the error's ``reason`` (nothing is dropped silently:
+the counts end up in ``Split.skipped`` and in ``Split.report()``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from urlkit.data.format import DataError, Document, Query
+
+ON_ERROR = ("raise", "skip")
+
+
+class ErrorPolicy:
+    """``raise`` or ``skip`` bad lines; counts what was skipped, by reason."""
+
+    def __init__(self, on_error: str):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.on_error = on_error
+        self.skipped: Counter[str] = Counter()
+
+    def handle(self, error: DataError) -> None:
+        if self.on_error == "raise":
+            raise error
+        self.skipped[error.reason] += 1
+
+
+def find_data_file(folder: Path, stem: str) -> Path | None:
+    """``<stem>.jsonl`` or ``<stem>.jsonl.gz`` inside ``folder``, whichever exists."""
+    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def open_text(path: Path) -> IO[str]:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def iter_jsonl(path: Path, policy: ErrorPolicy) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, object)`` for every non-blank line; bad JSON goes to ``policy``."""
+    with open_text(path) as lines:
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                policy.handle(
+                    DataError(f"malformed JSON ({err.msg})", path=path, line=line_no,
+                              reason="malformed JSON")
+                )
+                continue
+            if not isinstance(record, dict):
+                policy.handle(
+                    DataError(f"expected a JSON object, got {type(record).__name__}",
+                              path=path, line=line_no, reason="malformed JSON")
+                )
+                continue
+            yield line_no, record
+
+
+def read_dataset_info(folder: Path) -> dict[str, str]:
+    """``dataset.json`` (optional): ``{"name", "category", "instruction"}``."""
+    info_path = folder / "dataset.json"
+    info = read_json(info_path) if info_path.is_file() else {}
+    for key in ("name", "category", "instruction"):
+        if key in info and not isinstance(info[key], str):
+            raise DataError(f"field {key!r} must be a string", path=info_path)
+    return {"name": folder.name, "category": "", "instruction": "", **info}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A whole-file JSON object (``dataset.json``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON ({err.msg})", path=path, line=err.lineno,
+                        reason="malformed JSON") from err
+    if not isinstance(value, dict):
+        raise DataError("expected a JSON object", path=path, line=1, reason="malformed JSON")
+    return value
+
+
+class LineFields:
+    """Typed access to the fields of one JSONL record, with errors naming file and line."""
+
+    def __init__(self, record: dict[str, Any], path: Path, line: int):
+        self.record, self.path, self.line = record, path, line
+
+    def error(self, message: str, reason: str) -> DataError:
+        return DataError(message, path=self.path, line=self.line, reason=reason)
+
+    def id(self, key: str) -> str:
+        """A required id; JSON numbers are accepted and read as strings."""
+        if self.record.get(key) is None:
+            raise self.error(f"missing required field {key!r}", "missing field")
+        value = self.record[key]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise self.error(f"field {key!r} must be a string id, got {value!r}", "invalid field")
+        return str(value)
+
+    def text(self, key: str) -> str:
+        """An optional string; missing or null reads as ""."""
+        value = self.record.get(key)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise self.error(f"field {key!r} must be a string, got {value!r}", "invalid field")
+        return value
+
+    def require(self, key: str) -> Any:
+        if key not in self.record or self.record[key] is None:
+            raise self.error(f"missing required field {key!r}", "missing field")
+        return self.record[key]
+
+    def id_list(self, key: str, *, required: bool = False) -> list[str] | None:
+        """A list of doc ids (missing or null -> None unless required)."""
+        value = self.require(key) if required else self.record.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(v, (str, int)) and not isinstance(v, bool) for v in value
+        ):
+            raise self.error(f"field {key!r} must be a list of ids, got {value!r}",
+                             "invalid field")
+        return [str(v) for v in value]
+
+    def image(self, key: str, root: Path) -> str | None:
+        """An optional image path relative to ``root``, resolved and checked to exist."""
+        raw = self.text(key)
+        if not raw:
+            return None
+        resolved = (root / raw).resolve()
+        if not resolved.is_file():
+            raise self.error(f"image file not found: {raw} (looked at {resolved})",
+                             "missing image")
+        return str(resolved)
+
+
+def check_document(doc: Document, fields: LineFields) -> Document:
+    if not (doc.text.strip() or doc.title.strip() or doc.image):
+        raise fields.error(f"document {doc.id!r} is empty (no text, title or image)",
+                           "empty document")
+    return doc
+
+
+def check_query(query: Query, corpus: dict[str, Document], fields: LineFields) -> Query:
+    """Every referenced doc id exists; at least one positive; positives inside the pool."""
+    if not (query.text.strip() or query.image):
+        raise fields.error(f"query {query.id!r} is empty (no text and no image)", "empty query")
+    referenced = [*query.qrels, *query.negatives, *(query.candidates or [])]
+    unknown = [doc_id for doc_id in dict.fromkeys(referenced) if doc_id not in corpus]
+    if unknown:
+        raise fields.error(f"query {query.id!r} names unknown doc ids {unknown[:5]}",
+                           "unknown doc id")
+    if not query.positives:
+        raise fields.error(f"query {query.id!r} has no positive (no doc with grade > 0)",
+                           "no positive")
+    if query.candidates is not None:
+        outside = [d for d in query.positives if d not in set(query.candidates)]
+        if outside:
+            raise fields.error(
+                f"query {query.id!r}: positives {outside[:5]} are not in its candidates",
+                "positive outside candidates",
+            )
+    return query
