@@ -1,0 +1,32 @@
+"""The run directory keeps history readable after kills and resumes."""
+
+from urlkit.records import CsvLog, RunDirectory, new_run_id
+
+
+def test_history_appends_flushes_and_truncates_for_resume(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    for step in range(1, 6):
+        run.history.append({"step": step, "loss": 1.0 / step})
+    assert [r["step"] for r in run.history.rows()] == ["1", "2", "3", "4", "5"]
+    # a resumed run reopens the same file and cuts the steps logged after the checkpoint
+    reopened = RunDirectory(tmp_path / "run")
+    assert reopened.history.truncate_after(3) == 2
+    reopened.history.append({"step": 4, "loss": 0.3})
+    assert [r["step"] for r in reopened.history.rows()] == ["1", "2", "3", "4"]
+
+
+def test_new_columns_extend_the_header(tmp_path):
+    log = CsvLog(tmp_path / "h.csv")
+    log.append({"step": 1, "a": 1})
+    log.append({"step": 2, "a": 2, "b": 3})
+    rows = log.rows()
+    assert rows[0] == {"step": "1", "a": "1", "b": ""}
+    assert rows[1]["b"] == "3"
+
+
+def test_run_ids_are_unique_and_info_is_kept(tmp_path):
+    assert len({new_run_id() for _ in range(1000)}) == 1000
+    run = RunDirectory(tmp_path)
+    first = run.update_info(status="running")
+    second = run.update_info(status="finished")
+    assert first["run_id"] == second["run_id"] and second["status"] == "finished"
