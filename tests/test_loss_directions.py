@@ -65,3 +65,12 @@ def test_unknown_direction_lists_the_valid_ones():
         relevance(torch.zeros(2, 2), "yes")
     with pytest.raises(ValueError, match="unknown direction"):
         url_loss(torch.zeros(1, 2, 2), "sft", "random")
+
+
+def test_info_scores_rank_every_document_with_the_positive_side_form():
+    """For K > 2 r_neg is the negative-side form; info["scores"] is comparable across documents."""
+    logits = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
+    _, info = url_loss(logits, "sft", "sft")
+    torch.testing.assert_close(info["scores"], relevance(logits, "sft"))
+    torch.testing.assert_close(info["scores"][:, 0], info["r_pos"])
+    assert (info["scores"][:, 1:] - info["r_neg"]).abs().max() > 1e-3

@@ -58,8 +58,11 @@ def url_loss(
     Returns:
         (loss, info): the scalar loss, differentiable w.r.t. ``logits``, and a dict of
         detached tensors: "w_pos" (B,), "w_neg" (B, N), "r_pos" (B,), "r_neg" (B, N) (padded
-        negatives: weight 0, r as computed), "per_example" (B,) the bracket above, and
-        "masked_fraction" the share of real pairs the tau mask silenced (0 without tau).
+        negatives: weight 0, r as computed), "scores" (B, 1+N) the ranking score of every
+        document (r on the positive side, :func:`urlkit.loss.relevance`; for K > 2 with
+        sft/rand, r_neg is the other form and is not comparable to r_pos), "per_example"
+        (B,) the bracket above, and "masked_fraction" the share of real pairs the tau mask
+        silenced (0 without tau).
     """
     chosen = get_direction(direction)
     check_logits(logits, caller="url_loss")
@@ -85,6 +88,7 @@ def url_loss(
         "w_neg": w_neg,
         "r_pos": r_pos.detach(),
         "r_neg": r_neg.detach(),
+        "scores": chosen.positive(scores.detach()),
         "per_example": per_example.detach(),
         "masked_fraction": masked_fraction,
     }
