@@ -23,8 +23,10 @@ and suffix leave no room for a single document token raises a :class:`DataError`
 Tokenised prefixes are cached per (instruction, query) and documents per doc id, so the
 tokeniser runs once per text across epochs.
 
-Images: an :class:`Encoded` can carry image paths for a vision-language processor, but this
-renderer handles text only; a query or document with an image raises a clear error.
+Images: an :class:`Encoded` can carry image paths for a vision-language processor, and the
+renderer accepts the backbone's ``processor`` (kept as ``self.processor`` for the
+vision-language prompt path), but it renders text only: a query or document with an image
+raises a clear error.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class PromptRenderer:
         max_length: int = 512,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         template: str = DEFAULT_TEMPLATE,
+        processor: Any = None,
         document_cache_size: int = 200_000,
     ):
         if not getattr(tokenizer, "chat_template", None):
@@ -88,6 +91,7 @@ class PromptRenderer:
                 f"{{instruction}}, and nothing else; got fields {sorted(names)}"
             )
         self.tokenizer = tokenizer
+        self.processor = processor
         self.max_length = max_length
         self.system_prompt = system_prompt
         self.template = template
@@ -108,8 +112,11 @@ class PromptRenderer:
         """Token ids of the full prompt, the document cut to fit ``max_length``."""
         for owner, image in ((f"query {query.id!r}", query.image), (f"document {doc.id!r}", doc.image)):
             if image is not None:
-                raise DataError(f"image on a text-only backbone: {owner} has an image ({image}); "
-                                "use a vision-language backbone with its processor")
+                raise DataError(
+                    f"image on a text-only backbone: {owner} has an image ({image}); this "
+                    "renderer writes text prompts only (images need a vision-language backbone "
+                    "and the processor's prompt path)"
+                )
         prefix, suffix = self._prefix_suffix(instruction, query)
         budget = self.max_length - len(prefix) - len(suffix)
         document = self._document_ids(doc)
