@@ -143,14 +143,15 @@ def _bm25_rank(split: Split, k: int) -> Ranking:
             raise DataError(f"query {query.id!r} of {split.name} has no text (image only), so "
                             "BM25 cannot rank for it; " + TREC_HINT, path=split.source or None)
 
-    def tokenize(strings: list[str]) -> list[list[str]]:
-        return bm25s.tokenize(strings, stopwords=BM25_SETTINGS["stopwords"], return_ids=False,
-                              show_progress=False)
-
+    stopwords = BM25_SETTINGS["stopwords"]
     model = bm25s.BM25(method=BM25_SETTINGS["method"], k1=BM25_SETTINGS["k1"],
                        b=BM25_SETTINGS["b"])
-    model.index(tokenize(texts), show_progress=False)
-    query_tokens = tokenize([q.text for q in split.queries])
+    # Token ids + vocabulary for the corpus index (twice as fast as lists of strings); the
+    # queries stay strings, mapped onto the corpus vocabulary (unknown words score nothing).
+    model.index(bm25s.tokenize(texts, stopwords=stopwords, show_progress=False),
+                show_progress=False)
+    query_tokens = bm25s.tokenize([q.text for q in split.queries], stopwords=stopwords,
+                                  return_ids=False, show_progress=False)
 
     ranking: Ranking = {}
     for query, tokens in zip(split.queries, query_tokens, strict=True):

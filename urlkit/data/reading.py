@@ -171,7 +171,8 @@ def check_query(query: Query, corpus: dict[str, Document], fields: LineFields) -
         raise fields.error(f"query {query.id!r} has no positive (no doc with grade > 0)",
                            "no positive")
     if query.candidates is not None:
-        outside = [d for d in query.positives if d not in set(query.candidates)]
+        pool = set(query.candidates)
+        outside = [d for d in query.positives if d not in pool]
         if outside:
             raise fields.error(
                 f"query {query.id!r}: positives {outside[:5]} are not in its candidates",
