@@ -43,3 +43,12 @@ def test_paired_test_detects_a_consistent_gain_and_not_noise():
     same = paired_test(a, noise)
     assert same["p_value"] > 0.5
     assert same["ci95_low"] < 0 < same["ci95_high"]
+
+
+def test_ties_follow_the_run_order_and_mrr_is_cut_at_10():
+    qrels = {"q": {"d2": 1}, "p": {"x11": 1}}
+    # d1 and d2 tie: the run lists d1 first, so d2 is at rank 2 (trec_eval alone would sort by id)
+    run = {"q": {"d1": 0.0, "d2": 0.0, "d0": 0.0}, "p": {f"x{i}": 1.0 - i / 100 for i in range(12)}}
+    frame = per_query_metrics(qrels, run, metrics=("mrr@10", "recall@10"))
+    assert frame.loc["q", "mrr@10"] == 0.5
+    assert frame.loc["p", "mrr@10"] == 0.0 and frame.loc["p", "recall@10"] == 0.0  # rank 12

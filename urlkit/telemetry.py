@@ -72,8 +72,10 @@ def step_statistics(
     p_yes = logits.softmax(-1)[..., 0]
     stats["p_yes_pos"] = p_yes[:, 0].mean().item()
     stats["p_yes_neg"] = _masked_stats(p_yes[:, 1:], neg_mask)[0]
-    r_neg = info["r_neg"].float().masked_fill(~neg_mask, float("-inf"))
-    stats["pairwise_accuracy"] = (info["r_pos"].float() > r_neg.max(dim=1).values).float().mean().item()
+    # ranking scores (not r_neg, whose scale differs from r_pos for K > 2 with sft/rand)
+    scores = info["scores"].float()
+    best_negative = scores[:, 1:].masked_fill(~neg_mask, float("-inf")).max(dim=1).values
+    stats["pairwise_accuracy"] = (scores[:, 0] > best_negative).float().mean().item()
     return stats
 
 

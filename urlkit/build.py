@@ -1,0 +1,146 @@
+"""From a composed config to the objects a run needs. Hydra composes; this module builds.
+
+Shared by ``urlkit.run`` (training), ``urlkit.evaluate`` and ``urlkit.rerank`` so that all
+three render prompts and score documents the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from urlkit.backbone import Backbone, load_backbone
+from urlkit.data.format import DataError, Split
+from urlkit.data.loaders import load_split
+from urlkit.data.prompts import PromptRenderer
+from urlkit.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
+from urlkit.paths import REPO_ROOT
+from urlkit.scoring import Reranker
+
+
+@dataclass
+class Built:
+    """A reranker ready to train or score, and what it was built from."""
+
+    reranker: Reranker
+    renderer: PromptRenderer
+    backbone: Backbone
+    token_ids: list[int]
+    tokens: list[str]
+
+
+def resolve_path(path: str | Path, key: str = "data.path") -> Path:
+    """A path as given, else relative to the urlkit checkout (where the embedded data lives)."""
+    candidate = Path(path).expanduser()
+    if candidate.exists():
+        return candidate
+    if not candidate.is_absolute() and (REPO_ROOT / candidate).exists():
+        return REPO_ROOT / candidate
+    raise FileNotFoundError(f"{key}={path}: no such file or directory")
+
+
+def load_data_split(data_cfg: Any, split: str) -> Split:
+    """One split of the configured dataset; skipped lines (on_error=skip) are reported."""
+    path = resolve_path(data_cfg.path)
+    loaded = load_split(path, split, format=data_cfg.get("format", "auto"), on_error=data_cfg.get("on_error", "raise"))
+    print(f"[urlkit] {loaded.report()}", flush=True)
+    return loaded
+
+
+def make_renderer(backbone: Backbone, model_cfg: Any) -> PromptRenderer:
+    kwargs = {"max_length": int(model_cfg.get("max_length", 512))}
+    if backbone.processor is not None:
+        kwargs["processor"] = backbone.processor
+    return PromptRenderer(backbone.tokenizer, **kwargs)
+
+
+def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool = True) -> Built:
+    """Backbone (+ LoRA when ``trainable``) + scoring head, from ``cfg.model``/``cfg.head``/``cfg.direction``.
+
+    ``sample`` is a training split whose prompts rank the extra tokens when
+    ``head.num_tokens`` exceeds the listed tokens (paper Appendix B.3).
+    """
+    backbone = load_backbone(cfg.model)
+    renderer = make_renderer(backbone, cfg.model)
+    tokens = list(cfg.head.tokens)
+    token_ids = resolve_token_ids(backbone.tokenizer, tokens)
+    extra = int(cfg.head.get("num_tokens", len(tokens))) - len(tokens)
+    if extra > 0:
+        token_ids, tokens = _expand_token_set(backbone, renderer, sample, token_ids, extra, cfg)
+    direction = cfg.direction.name
+    head = build_head(
+        "rand" if direction == "rand" else "lm_head",
+        backbone.model,
+        token_ids,
+        trainable=bool(cfg.head.get("trainable", False)),
+        seed=int(cfg.direction.get("seed", cfg.get("seed", 0))),
+    )
+    if trainable:
+        add_lora(backbone.model, cfg.model.lora, bool(cfg.train.get("gradient_checkpointing", False)))
+    reranker = Reranker(backbone, head)
+    reranker.train(trainable)  # from_pretrained returns eval mode; LoRA dropout needs train mode
+    return Built(reranker, renderer, backbone, token_ids, tokens)
+
+
+def add_lora(model: torch.nn.Module, lora_cfg: Any, gradient_checkpointing: bool = False) -> None:
+    """Inject LoRA adapters in place (peft); only they (and a trainable head) will train."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    targets = lora_cfg.target_modules
+    config = LoraConfig(
+        r=int(lora_cfg.r),
+        lora_alpha=int(lora_cfg.alpha),
+        lora_dropout=float(lora_cfg.dropout),
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        bias="none",
+    )
+    inject_adapter_in_model(config, model)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+
+
+def _expand_token_set(backbone, renderer, sample: Split | None, token_ids, extra: int, cfg):
+    if sample is None:
+        raise ValueError("head.num_tokens > len(head.tokens) needs training prompts to rank extra tokens")
+    n = int(cfg.head.get("token_sample", 256))
+    queries = sample.queries[:n]
+    encoded = [
+        renderer.encode(sample.instruction_for(q), q, sample.corpus[q.positives[0]]) for q in queries
+    ]
+    batches = [renderer.collate(encoded[i : i + 16]) for i in range(0, len(encoded), 16)]
+    ranked = top_tokens_by_mean_logit(backbone.model, batches, len(token_ids) + extra, leading=token_ids)
+    tokens = [backbone.tokenizer.decode([i]) for i in ranked]
+    print(f"[urlkit] token set ({len(ranked)}): {tokens}", flush=True)
+    return ranked, tokens
+
+
+def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[Built, DictConfig]:
+    """The reranker of a finished (or killed) training run: its config + its last checkpoint."""
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.yaml"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{run_dir} is not a urlkit run directory (no config.yaml)")
+    cfg = OmegaConf.load(config_file)
+    sample = None
+    if int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens):
+        sample = load_data_split(cfg.data, cfg.data.train_split)
+    built = build_reranker(cfg, sample=sample, trainable=True)
+    ckpt = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint at {ckpt}")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    prefix = "reranker."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    missing = set(weights) - set(built.reranker.state_dict())
+    if missing:
+        raise DataError(f"checkpoint {ckpt} has parameters this config does not build: {sorted(missing)[:5]}")
+    built.reranker.load_state_dict(weights, strict=False)
+    built.reranker.eval()
+    return built, cfg

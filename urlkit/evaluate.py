@@ -1,0 +1,155 @@
+"""Evaluation: rerank the first stage's top-k with the one scoring function, score with ranx.
+
+    python -m urlkit.evaluate                          # untrained default backbone + BM25 row
+    python -m urlkit.evaluate run_dir=outputs/runs/<run>   # a trained run, on its data
+    python -m urlkit.evaluate data.path=/data/beir/scifact # any BEIR folder, no code changes
+    python -m urlkit.evaluate model=none               # BM25 alone
+
+Writes to its output directory (or the run's): ``metrics.json``, ``per_query/<dataset>_<model>.csv``
+and the TREC run files ``per_query/<dataset>_<model>.trec``; prints the metrics table with
+BM25 as one of its rows and the Table 4 category layout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from urlkit.data.candidates import Ranking, write_trec_run
+from urlkit.data.format import Split
+from urlkit.loss import relevance
+from urlkit.metrics import MAIN_METRIC, METRICS, category_table, per_query_metrics
+
+
+@torch.inference_mode()
+def rerank_split(
+    reranker: torch.nn.Module,
+    renderer,
+    split: Split,
+    ranking: Ranking,
+    *,
+    direction: str = "sft",
+    depth: int = 25,
+    batch_size: int = 16,
+    max_queries: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Scores of the top-``depth`` candidates of each query: ``{query id: {doc id: score}}``.
+
+    Prompts are sorted by length before batching (less padding, same scores), scored under
+    ``inference_mode`` with the model in eval mode, and ranked by the direction's relevance
+    (sft/rand: the yes-vs-rest log-odds; cl: the yes logit).
+    """
+    queries = split.queries[:max_queries] if max_queries else split.queries
+    pairs = [(q, doc_id) for q in queries for doc_id, _ in ranking.get(q.id, [])[:depth]]
+    encoded = [renderer.encode(split.instruction_for(q), q, split.corpus[d]) for q, d in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: len(encoded[i].input_ids))
+
+    was_training = reranker.training
+    reranker.eval()
+    scores = torch.empty(len(pairs))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    bar = tqdm(batches, desc=f"scoring {split.name}/{split.split}", unit="batch", disable=not progress, file=sys.stderr)
+    for batch in bar:
+        logits = reranker(renderer.collate([encoded[i] for i in batch]))
+        scores[batch] = relevance(logits.float(), direction).cpu()
+    reranker.train(was_training)
+
+    run: dict[str, dict[str, float]] = {q.id: {} for q in queries}
+    for (q, doc_id), score in zip(pairs, scores.tolist()):
+        run[q.id][doc_id] = score
+    return run
+
+
+def first_stage_run(split: Split, ranking: Ranking, depth: int, max_queries: int | None = None):
+    """The first stage's own top-``depth`` as a run (the BM25 row of the tables)."""
+    queries = split.queries[:max_queries] if max_queries else split.queries
+    return {q.id: {d: s for d, s in ranking.get(q.id, [])[:depth]} for q in queries}
+
+
+def score(split: Split, run: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Per-query metrics of ``run`` against the split's qrels (only the run's queries)."""
+    qrels = {q.id: q.qrels for q in split.queries if q.id in run}
+    return per_query_metrics(qrels, run)
+
+
+def save_evaluation(
+    out_dir: Path, split: Split, model: str, run: dict[str, dict[str, float]], per_query: pd.DataFrame
+) -> dict[str, float]:
+    """Write per-query metrics and the TREC run; return the means as flat metric keys."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{split.name}_{split.split}_{model}"
+    per_query.to_csv(out_dir / f"{stem}.csv")
+    ranked = {q: sorted(docs.items(), key=lambda kv: -kv[1]) for q, docs in run.items()}
+    write_trec_run(out_dir / f"{stem}.trec", ranked, tag=model)
+    return {f"{split.split}/{split.name}/{m}": float(per_query[m].mean()) for m in METRICS}
+
+
+def results_table(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-dataset metric table, Table 4 category layout) from rows of
+    ``{"model", "dataset", "category", <metric>: mean, ...}``."""
+    frame = pd.DataFrame(results)
+    per_dataset = frame.set_index(["dataset", "model"])[list(METRICS)].mul(100).round(2)
+    return per_dataset, category_table(frame)
+
+
+def evaluate(cfg) -> dict[str, float]:
+    """The Hydra app's work: rerank one split with one model (and the first stage), score, save."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from urlkit.build import build_reranker, load_data_split, load_trained
+    from urlkit.data.candidates import first_stage
+    from urlkit.records import RunDirectory
+
+    out = RunDirectory(HydraConfig.get().runtime.output_dir)
+    data_cfg, direction, label, built = cfg.data, cfg.direction.name, cfg.model.name, None
+    if cfg.run_dir:
+        built, run_cfg = load_trained(cfg.run_dir)
+        direction, label = run_cfg.direction.name, Path(cfg.run_dir).name
+        overridden = any(o.split("=")[0].lstrip("+").startswith("data") for o in HydraConfig.get().overrides.task)
+        data_cfg = cfg.data if overridden else run_cfg.data
+    elif cfg.model.name != "none":
+        built = build_reranker(cfg, trainable=False)
+    out.write_config(OmegaConf.to_container(cfg, resolve=True))
+
+    split = load_data_split(data_cfg, cfg.split)
+    ranking = first_stage(split, data_cfg.retriever, k=cfg.depth, run_file=data_cfg.run_file)
+    runs = {data_cfg.retriever: first_stage_run(split, ranking, cfg.depth, cfg.max_queries)}
+    if built is not None:
+        runs[label] = rerank_split(
+            built.reranker, built.renderer, split, ranking, direction=direction,
+            depth=cfg.depth, batch_size=cfg.batch_size, max_queries=cfg.max_queries,
+        )  # fmt: skip
+    metrics, rows = {}, []
+    for model, run in runs.items():
+        per_query = score(split, run)
+        means = save_evaluation(out.per_query, split, model, run, per_query)
+        metrics.update({f"{model}/{key}": value for key, value in means.items()})
+        rows.append({"model": model, "dataset": split.name, "category": split.category,
+                     **{key.rsplit("/", 1)[-1]: value for key, value in means.items()}})
+    out.write_metrics(metrics)
+    per_dataset, categories = results_table(rows)
+    print(f"\n{split.name}/{split.split}: {len(runs[next(iter(runs))])} queries, "
+          f"top-{cfg.depth} of {data_cfg.retriever} reranked (metrics x100)")
+    print(per_dataset.to_string())
+    print(f"\nTable 4 layout ({MAIN_METRIC} x100):\n{categories.to_string()}")
+    print(f"\nwritten to {out.path}")
+    return metrics
+
+
+def main() -> None:
+    import hydra
+
+    from urlkit.resolvers import register_resolvers
+
+    register_resolvers()
+    hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")(evaluate)()
+
+
+if __name__ == "__main__":
+    main()
