@@ -1,0 +1,236 @@
+"""The figures of the notebooks: seaborn on the tidy tables of :mod:`urlkit.analysis.runs`.
+
+Each function takes :class:`Runs` and returns a matplotlib Figure; :func:`save_figure` writes
+it as PNG and PDF. Curves over training are smoothed per run with a trailing moving average
+of ``smoothing`` steps, then averaged over seeds (band: +- one standard deviation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from urlkit.analysis.runs import Runs
+
+FAMILY_LABEL = {"sft": "$W_{sft}$", "cl": "$W_{cl}$", "base": "$W_{base}$"}
+OBJECTIVE_LABEL = {"sft": "SFT", "cl": "CL"}
+
+
+def smooth(
+    steps: pd.DataFrame, window: int, value: str = "value", by: Sequence[str] = ("run_id", "metric")
+) -> pd.DataFrame:
+    """Trailing moving average of ``value`` over ``window`` steps within each run and metric."""
+    steps = steps.sort_values([*by, "step"]).copy()
+    if window > 1:
+        rolling = steps.groupby(list(by), sort=False)[value].rolling(window, min_periods=1).mean()
+        steps[value] = rolling.reset_index(level=list(range(len(by))), drop=True)
+    return steps
+
+
+def weight_curves(
+    runs: Runs, families: Sequence[str] = ("sft", "cl"), counterfactual: bool = True
+) -> pd.DataFrame:
+    """Long table of mean weights per step, for the runs whose weight is one of ``families``.
+
+    Columns: run_id, step, side ("positives" W+ / "negatives" W-), weight (the family),
+    computed_in ("its own training": the logged W that trained; "the other's training": the
+    same family's weight computed from the scores of a run trained with another weight),
+    trained_with, seed, value.
+    """
+    if "weight.name" not in runs.config:
+        return pd.DataFrame()
+    trained = runs.config[runs.config["weight.name"].isin(families)]
+    parts = []
+    for side, suffix in (("positives", "pos"), ("negatives", "neg")):
+        for family in families:
+            own = trained[trained["weight.name"] == family]["run_id"]
+            logged = runs.history[
+                runs.history["run_id"].isin(own) & (runs.history["metric"] == f"w_{suffix}_mean")
+            ]
+            parts.append(logged.assign(side=side, weight=family, computed_in="its own training"))
+            if counterfactual:
+                others = trained[trained["weight.name"] != family]["run_id"]
+                cf = runs.history[
+                    runs.history["run_id"].isin(others)
+                    & (runs.history["metric"] == f"w_{family}_{suffix}")
+                ]
+                parts.append(
+                    cf.assign(side=side, weight=family, computed_in="the other's training")
+                )
+    curves = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if curves.empty:
+        return curves
+    columns = runs.config[["run_id", "weight.name", *(["seed"] if "seed" in runs.config else [])]]
+    return curves.merge(columns.rename(columns={"weight.name": "trained_with"}), on="run_id")
+
+
+def weight_evolution(
+    runs: Runs,
+    smoothing: int = 10,
+    families: Sequence[str] = ("sft", "cl"),
+    counterfactual: bool = True,
+) -> plt.Figure:
+    """Figure 3: average W+ and W- over training steps, per weight family."""
+    curves = weight_curves(runs, families, counterfactual)
+    if curves.empty:
+        raise ValueError(f"no runs trained with a weight in {list(families)} (weight.name)")
+    curves = smooth(curves, smoothing, by=("run_id", "side", "weight", "computed_in"))
+    curves["weight"] = curves["weight"].map(lambda f: FAMILY_LABEL.get(f, f))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, side in zip(axes, ("positives", "negatives"), strict=True):
+        sns.lineplot(
+            data=curves[curves["side"] == side], x="step", y="value", hue="weight", style="computed_in",
+            style_order=["its own training", "the other's training"], errorbar="sd", ax=ax,
+        )  # fmt: skip
+        sign = "+" if side == "positives" else "-"
+        ax.set(
+            xlabel="optimizer step",
+            ylabel=f"mean $W^{sign}$ (per {side[:-1]})",
+            title=f"{side}: $W^{sign}$",
+        )
+        ax.legend(fontsize=8, title=None)
+    fig.suptitle(
+        f"Average weights over training (moving average of {smoothing} steps, band: $\\pm$1 sd over seeds)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def native_losses(runs: Runs, smoothing: int = 10) -> plt.Figure:
+    """Figure 2: the native SFT and InfoNCE losses along URL(sft, sft) and URL(cl, cl) training."""
+    if "objective" not in runs.config:
+        raise ValueError("no runs with weight.name and direction.name")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, (objective, metric, label) in zip(
+        axes,
+        (
+            ("sft", "loss_sft_native", "native SFT loss"),
+            ("cl", "loss_infonce_native", "native InfoNCE loss"),
+        ),
+        strict=True,
+    ):
+        steps = runs.select(objective=objective).steps(metric)
+        if steps.empty:
+            ax.set_title(f"URL({objective}, {objective}): no runs")
+            continue
+        steps = smooth(steps, smoothing)
+        sns.lineplot(data=steps, x="step", y="value", errorbar="sd", ax=ax)
+        ax.set(
+            xlabel="optimizer step",
+            ylabel=f"{label} (nats)",
+            title=f"URL({objective}, {objective}): {label}",
+        )
+    fig.suptitle(f"Native losses along URL training (moving average of {smoothing} steps)")
+    fig.tight_layout()
+    return fig
+
+
+def metric_by(
+    runs: Runs,
+    x: str,
+    metric: str = "test/ndcg@10",
+    hue: str | None = "objective",
+    xlabel: str | None = None,
+    log2_x: bool = True,
+    scale: float = 100.0,
+) -> plt.Figure:
+    """A final metric against a setting (negatives per query, token set size), mean +- sd over seeds."""
+    table = runs.final(metric).dropna(subset=[metric])
+    if table.empty or x not in table:
+        raise ValueError(f"no finished runs with {metric!r} and a {x!r} column")
+    table = table.assign(**{metric: table[metric] * scale})
+    if hue and hue in table:
+        table[hue] = table[hue].map(lambda v: OBJECTIVE_LABEL.get(v, v))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(
+        data=table,
+        x=x,
+        y=metric,
+        hue=hue if hue in table else None,
+        marker="o",
+        errorbar="sd",
+        ax=ax,
+    )
+    if log2_x:
+        ax.set_xscale("log", base=2)
+        ticks = sorted(table[x].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set(xlabel=xlabel or x, ylabel=f"{metric} (x{scale:g})")
+    fig.tight_layout()
+    return fig
+
+
+def metric_grid(
+    runs: Runs, x: str, metrics: Sequence[str], hue: str = "objective", xlabel: str | None = None
+) -> plt.Figure:
+    """Several final metrics against one setting, one panel each."""
+    table = runs.final(list(metrics))
+    long = table.melt(
+        id_vars=[c for c in ("run_id", x, hue) if c in table],
+        value_vars=list(metrics),
+        var_name="metric",
+    )
+    long = long.dropna(subset=["value"]).assign(value=lambda t: t["value"] * 100)
+    if long.empty:
+        raise ValueError(f"no finished runs with any of {list(metrics)}")
+    long[hue] = long[hue].map(lambda v: OBJECTIVE_LABEL.get(v, v))
+    grid = sns.relplot(
+        data=long, x=x, y="value", hue=hue, col="metric", col_wrap=min(3, len(metrics)), kind="line",
+        marker="o", errorbar="sd", height=3, facet_kws={"sharey": False},
+    )  # fmt: skip
+    grid.set(xscale="log")
+    grid.set_axis_labels(xlabel or x, "metric (x100)")
+    grid.set_titles("{col_name}")
+    return grid.figure
+
+
+def probing_deltas(
+    tables: dict[str, pd.DataFrame], titles: dict[str, str] | None = None
+) -> plt.Figure:
+    """Per probing table, each row's delta to the table's first row: urlkit beside the paper."""
+    names = [n for n, t in tables.items() if len(t) > 1]
+    if not names:
+        raise ValueError("no probing table with more than one row")
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        table = tables[name]
+        keys = [
+            c
+            for c in table.columns
+            if c not in ("n", "mean", "std", "paper", "difference", "delta", "paper_delta")
+        ]
+        rows = table.assign(setting=table[keys].astype(str).agg(" ".join, axis=1))
+        long = rows.melt(
+            id_vars="setting",
+            value_vars=["delta", "paper_delta"],
+            var_name="source",
+            value_name="delta",
+        )
+        long["source"] = long["source"].map({"delta": "urlkit", "paper_delta": "paper"})
+        sns.barplot(
+            data=long, x="setting", y="delta", hue="source", hue_order=["paper", "urlkit"], ax=ax
+        )
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(
+            xlabel="",
+            ylabel="delta to the first row (points)",
+            title=(titles or {}).get(name, name),
+        )
+        ax.tick_params(axis="x", rotation=35, labelsize=8)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, out_dir: str | Path, name: str, dpi: int = 150) -> list[Path]:
+    """``<name>.png`` and ``<name>.pdf`` in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return paths

@@ -1,0 +1,101 @@
+"""Probing tables: a final metric's mean +- std over seeds, beside the paper's number.
+
+Columns of :func:`probe_table`, one row per setting (the ``by`` columns):
+
+    n            runs with the metric (seeds; unfinished runs have none)
+    mean, std    over those runs, in points (metric x ``scale``, 100 by default; std with ddof=1)
+    paper        the paper's MRB average (percent) for that setting, when ``paper`` names a table
+    difference   mean - paper (different backbone and data: read it as orientation, not a target)
+    delta        mean - mean of the table's first paper row within the same ``within`` group
+                 (Table 2: vs the base weight; Table 3: vs the weight's native direction)
+    paper_delta  the same difference in the paper: the deltas are what should agree in sign
+
+Settings the paper lists but no run covers stay in the table with n = 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from urlkit.analysis.paper import PAPER_TABLES, paper_reference
+from urlkit.analysis.runs import Runs
+
+DEFAULT_METRIC = "test/ndcg@10"
+
+
+def seed_summary(
+    runs: Runs, by: Sequence[str], metric: str = DEFAULT_METRIC, scale: float = 100.0
+) -> pd.DataFrame:
+    """``by`` columns, then n, mean, std of ``metric`` x ``scale`` over the runs of each group."""
+    by = list(by)
+    table = runs.final(metric)
+    missing = [c for c in by if c not in table]
+    if missing:
+        known = ", ".join(c for c in table.columns if "." in c or c in ("objective", "seed"))
+        raise KeyError(f"no run column {missing}; config columns include: {known}")
+    table = _normalise_keys(table, by)
+    grouped = table.groupby(by, dropna=False, sort=False)[metric]
+    stats = grouped.agg(n="count", mean="mean", std="std").reset_index()
+    stats[["mean", "std"]] *= scale
+    return stats
+
+
+def probe_table(
+    runs: Runs,
+    by: Sequence[str] | None = None,
+    metric: str = DEFAULT_METRIC,
+    paper: str | None = None,
+    scale: float = 100.0,
+) -> pd.DataFrame:
+    """Mean, std and n over seeds per setting; with ``paper``, joined with the paper's table."""
+    if paper is None:
+        if not by:
+            raise ValueError("probe_table needs `by` columns or a `paper` table name")
+        return seed_summary(runs, by, metric, scale)
+    spec = PAPER_TABLES[paper]
+    by = list(by or spec.keys)
+    reference = _normalise_keys(paper_reference(paper), spec.keys)
+    stats = seed_summary(runs, by, metric, scale)
+    table = reference.merge(stats, on=by, how="left")  # the paper's rows, in the paper's order
+    extra = stats.merge(reference[by], on=by, how="left", indicator=True)
+    extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge")
+    table = pd.concat([table, extra], ignore_index=True)
+    table["n"] = table["n"].fillna(0).astype(int)
+    table["difference"] = table["mean"] - table["paper"]
+    table["delta"], table["paper_delta"] = (
+        _deltas(table, "mean", spec.within),
+        _deltas(table, "paper", spec.within),
+    )
+    return table[[*by, "n", "mean", "std", "paper", "difference", "delta", "paper_delta"]]
+
+
+def write_table(table: pd.DataFrame, out_dir: str | Path, name: str, digits: int = 2) -> list[Path]:
+    """``<name>.csv`` and ``<name>.md`` (a Markdown table, rounded) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / f"{name}.csv", out / f"{name}.md"
+    table.to_csv(csv_path, index=False)
+    md_path.write_text(table.round(digits).to_markdown(index=False) + "\n")
+    return [csv_path, md_path]
+
+
+def _deltas(table: pd.DataFrame, column: str, within: Sequence[str]) -> pd.Series:
+    """Each row's value minus the group's first row's value (groups of ``within``)."""
+    if not within:
+        return table[column] - table[column].iloc[0]
+    first = table.groupby(list(within), dropna=False, sort=False)[column].transform(
+        lambda group: group.iloc[0]
+    )
+    return table[column] - first
+
+
+def _normalise_keys(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Float keys rounded (1e-3 read from YAML and from CSV must match exactly)."""
+    table = table.copy()
+    for key in keys:
+        if pd.api.types.is_float_dtype(table[key]):
+            table[key] = table[key].map(lambda v: float(f"{v:.12g}"))
+    return table
