@@ -25,7 +25,15 @@ from torch import nn
 
 HEAD_KINDS = ("lm_head", "rand")
 # The keys of a collated batch that the decoder consumes (others, e.g. ids, are bookkeeping).
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")
+# Qwen2.5-VL computes its 3-D multimodal rotary positions only when given mm_token_type_ids
+# (1 at image tokens); without them the image patches would get plain 1-D positions.
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "pixel_values",
+    "image_grid_thw",
+    "mm_token_type_ids",
+)
 
 
 def resolve_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:

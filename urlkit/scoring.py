@@ -4,8 +4,8 @@
     logits[i, k] = head(decoder(prompt_i)[final position])[k]
 
 The decoder is the backbone *without* its LM head (``LlamaForCausalLM.model``,
-``Qwen2_5_VLForConditionalGeneration.model``, which also takes ``pixel_values`` and
-``image_grid_thw``); the head multiplies only K rows (see ``urlkit.heads``). Training reshapes
+``Qwen2_5_VLForConditionalGeneration.model``, which also takes ``pixel_values``,
+``image_grid_thw`` and ``mm_token_type_ids``); the head multiplies only K rows (see ``urlkit.heads``). Training reshapes
 the (n_prompts, K) logits to (B, 1+N, K) for ``url_loss``; ranking uses column 0 minus column 1
 (column 0 alone for ``direction=cl``).
 """
@@ -25,7 +25,8 @@ class Reranker(nn.Module):
     """``Reranker(backbone, head)(batch) -> logits (n_prompts, K)``.
 
     ``batch`` is the output of ``PromptRenderer.collate``: LEFT-padded ``input_ids`` and
-    ``attention_mask``, optional ``pixel_values`` and ``image_grid_thw``. The score is read at
+    ``attention_mask``, optional ``pixel_values``, ``image_grid_thw`` and ``mm_token_type_ids``
+    (other keys are ignored). The score is read at
     each row's last real token (index -1 under left padding; right padding also works because
     that position is found from ``attention_mask``). No explicit ``position_ids`` are passed:
     the supported backbones use rotary embeddings, whose attention depends only on relative
