@@ -33,6 +33,7 @@ import re
 import shlex
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from urlkit.datasets.bm25_report import print_report
@@ -76,28 +77,33 @@ def build_manpages(
     per_page: int = 30,
     test_queries: int = 300,
     dev_queries: int = 100,
+    render_page: Callable[[Path], str] = render,
 ) -> BuiltDataset:
-    """The manpages benchmark from man page files (the packages' ``dpkg -L`` list)."""
+    """The manpages benchmark from man page files (the packages' ``dpkg -L`` list).
+
+    ``render_page`` turns a page file into plain text (mandoc by default; tests pass their own).
+    """
     skipped: Counter[str] = Counter()
-    sources, aliases = _resolve_aliases(files, skipped)
+    sources, aliases = resolve_aliases(files, skipped)
     pages: dict[str, ManPage] = {}
     for doc_id, path in sorted(sources.items()):
+        text = render_page(path)  # a missing renderer stops the build right here
         try:
-            page = parse_page(render(path), path=path)
+            page = parse_page(text, path=path)
         except DatasetBuildError:
             skipped["no NAME line"] += 1
             continue
-        if not _body(page):
+        if not body_paragraphs(page):
             skipped["no DESCRIPTION"] += 1
             continue
         pages[doc_id] = page
 
     corpus = [
         {"id": doc_id, "title": f"{', '.join(page.names)} ({doc_id.rsplit('.', 1)[1]})",
-         "text": capped(_body(page), max_chars)}
+         "text": capped(body_paragraphs(page), max_chars)}
         for doc_id, page in pages.items()
     ]
-    related = {doc_id: _see_also(doc_id, page, aliases, pages) for doc_id, page in pages.items()}
+    related = {doc_id: related_pages(doc_id, page, aliases, pages) for doc_id, page in pages.items()}
 
     by_description: dict[str, list[str]] = defaultdict(list)
     for doc_id, page in pages.items():
@@ -140,11 +146,12 @@ def build_manpages(
     )
 
 
-def _body(page: ManPage) -> list[str]:
+def body_paragraphs(page: ManPage) -> list[str]:
+    """The paragraphs a document is made of: DESCRIPTION (or SYNOPSIS AND DESCRIPTION)."""
     return next((page.sections[s] for s in BODY_SECTIONS if page.sections.get(s)), [])
 
 
-def _resolve_aliases(files: list[Path], skipped: Counter) -> tuple[dict[str, Path], dict[str, str]]:
+def resolve_aliases(files: list[Path], skipped: Counter) -> tuple[dict[str, Path], dict[str, str]]:
     """Real page files ``{id: path}`` and ``{any page id: id of the page it shows}``."""
     by_id = {page_id(p): p for p in files if page_id(p) is not None}
     points_to: dict[str, str] = {}
@@ -167,7 +174,7 @@ def _resolve_aliases(files: list[Path], skipped: Counter) -> tuple[dict[str, Pat
     return sources, aliases
 
 
-def _see_also(doc_id: str, page: ManPage, aliases: dict[str, str], pages: dict) -> list[str]:
+def related_pages(doc_id: str, page: ManPage, aliases: dict[str, str], pages: dict) -> list[str]:
     """Corpus pages named in SEE ALSO, aliases resolved, the page itself left out."""
     found = {aliases.get(f"{name}.{section}") for name, section in page.see_also}
     return sorted(d for d in found if d in pages and d != doc_id)

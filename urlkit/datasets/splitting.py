@@ -29,13 +29,13 @@ def assign_groups(
 
     ``query_counts[key]`` is how many evaluation queries the group would contribute;
     ``targets`` (e.g. ``{"test": 500, "dev": 400}``, filled in that order) the minimum
-    number of queries per evaluation split. Groups that contribute 0 queries never count
-    towards a target and go to ``rest``.
+    number of queries per evaluation split (a target of 0 leaves that split empty). Groups
+    that contribute 0 queries never count towards a target and go to ``rest``.
     """
     order = sorted(query_counts, key=lambda key: (stable_hash(key), key))
     assignment: dict[str, str] = {}
     filled = dict.fromkeys(targets, 0)
-    pending = list(targets)
+    pending = [split for split, target in targets.items() if target > 0]
     for key in order:
         count = query_counts[key]
         if pending and count > 0:

@@ -28,6 +28,7 @@ import argparse
 import shlex
 import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from urlkit.datasets.bm25_report import print_report
@@ -107,6 +108,48 @@ def build_wordsense(
     )
 
 
+@dataclass
+class ExampleQueries:
+    """Turns the example sentences of a synset into queries (rules: module docstring)."""
+
+    synsets: dict[str, Synset]
+    senses: dict[str, dict[str, list[str]]]  # pos -> lemma -> synset ids, sense order
+    morphology: Morphology
+    pool_size: int
+    skipped: Counter = field(default_factory=Counter)
+
+    def of(self, synset: Synset) -> list[tuple[str, str, dict]]:
+        """``(word, normalised sentence, query)`` for each usable example of ``synset``."""
+        index = self.senses[synset.pos]
+        found = []
+        for k, sentence in enumerate(synset.examples):
+            sentence_tokens = tokens(sentence)
+            in_sentence = [
+                lemma for lemma in synset.lemmas
+                if self.morphology.occurs(lemma, sentence_tokens, synset.pos)
+            ]
+            polysemous = [lemma for lemma in in_sentence if len(index.get(lemma, ())) >= 2]
+            if not polysemous:
+                self.skipped["monosemous word" if in_sentence else "no lemma in the sentence"] += 1
+                continue
+            word = polysemous[0]
+            pool = _pool(synset.id, index[word], self.pool_size)
+            definition = synset.definition.lower()
+            if not definition or any(
+                self.synsets[other].definition.lower() == definition
+                for other in pool if other != synset.id
+            ):
+                self.skipped["definition shared by two senses in the pool"] += 1
+                continue
+            found.append((word, " ".join(sentence_tokens), {
+                "id": f"{synset.id}.{k}",
+                "text": f"word: {word} | sentence: {sentence}",
+                "positives": {synset.id: 1},
+                "candidates": pool,
+            }))
+        return found
+
+
 def _example_queries(
     synsets: dict[str, Synset],
     senses: dict[str, dict[str, list[str]]],
@@ -114,37 +157,13 @@ def _example_queries(
     pool_size: int,
 ) -> tuple[list[dict], dict[str, str], Counter]:
     """One query per usable example sentence; also ``{query id: word}`` and skip counts."""
-    skipped: Counter[str] = Counter()
+    make = ExampleQueries(synsets, senses, morphology, pool_size)
     drafts: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for synset in synsets.values():
-        index = senses[synset.pos]
-        for k, sentence in enumerate(synset.examples):
-            sentence_tokens = tokens(sentence)
-            in_sentence = [
-                lemma for lemma in synset.lemmas
-                if morphology.occurs(lemma, sentence_tokens, synset.pos)
-            ]
-            polysemous = [lemma for lemma in in_sentence if len(index.get(lemma, ())) >= 2]
-            if not polysemous:
-                skipped["no lemma in the sentence" if not in_sentence else "monosemous word"] += 1
-                continue
-            word = polysemous[0]
-            pool = _pool(synset.id, index[word], pool_size)
-            definition = synset.definition.lower()
-            if not definition or any(
-                synsets[other].definition.lower() == definition
-                for other in pool if other != synset.id
-            ):
-                skipped["definition shared by two senses in the pool"] += 1
-                continue
-            drafts[(word, synset.pos, " ".join(sentence_tokens))].append({
-                "id": f"{synset.id}.{k}",
-                "text": f"word: {word} | sentence: {sentence}",
-                "positives": {synset.id: 1},
-                "candidates": pool,
-            })
+        for word, sentence, query in make.of(synset):
+            drafts[(word, synset.pos, sentence)].append(query)
 
-    queries, word_of = [], {}
+    queries, word_of, skipped = [], {}, make.skipped
     for (word, _, _), same_sentence in drafts.items():
         if len({next(iter(q["positives"])) for q in same_sentence}) > 1:
             skipped["same sentence and word in two synsets"] += len(same_sentence)
