@@ -20,13 +20,24 @@ and suffix leave no room for a single document token raises a :class:`DataError`
 (we never cut the query silently: raise ``max_length`` or shorten the data).
 :meth:`PromptRenderer.validate` checks a whole split up front so this fails before training.
 
-Tokenised prefixes are cached per (instruction, query) and documents per doc id, so the
-tokeniser runs once per text across epochs.
+Tokenised prefixes are cached per (instruction, query) and documents per document (its id
+and contents), so the tokeniser runs once per text across epochs.
 
-Images: an :class:`Encoded` can carry image paths for a vision-language processor, and the
-renderer accepts the backbone's ``processor`` (kept as ``self.processor`` for the
-vision-language prompt path), but it renders text only: a query or document with an image
-raises a clear error.
+Images (vision-language backbones: pass the backbone's ``processor``). A query or document
+image is placed at the start of its field, in the template's order (instruction, query,
+document), as the processor's chat template writes an image item, e.g. for Qwen2.5-VL
+
+    Query: <|vision_start|><|image_pad|> x n<|vision_end|>grinning face
+
+where n = t * h * w / merge**2 is the image's token count from the processor's image
+processor (its ``image_grid_thw``; 56 x 56 pixels -> 4 tokens). Image tokens are never cut:
+the budget of the document's *text* is ``max_length`` minus the prefix (with any query
+image), the suffix and the document's image tokens. An image that does not fit raises a
+:class:`DataError`; an unreadable one raises a DataError naming the file. ``collate`` adds
+``pixel_values`` (all images of the batch, in token order: row by row, query before
+document), ``image_grid_thw`` (n_images, 3) and ``mm_token_type_ids`` (1 at image tokens,
+which Qwen2.5-VL needs to give image tokens their 3-D rotary positions). Without a
+processor, a query or document with an image raises a clear error.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from __future__ import annotations
 import string
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,11 +64,12 @@ DEFAULT_TEMPLATE = (
 )
 _FIELDS = {"instruction", "query", "document"}
 _SENTINEL = "\u27e6urlkit-document-3f9c\u27e7"
+_QUERY_IMAGE = "\u27e6urlkit-query-image-3f9c\u27e7"
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """One tokenised prompt. ``images`` are the paths a processor would insert (none here)."""
+    """One tokenised prompt. ``images``: its image paths, in the order of their tokens."""
 
     input_ids: list[int]
     images: tuple[str, ...] = ()
@@ -80,6 +93,7 @@ class PromptRenderer:
         template: str = DEFAULT_TEMPLATE,
         processor: Any = None,
         document_cache_size: int = 200_000,
+        image_cache_size: int = 1024,
     ):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template; the prompt needs one to "
@@ -92,6 +106,9 @@ class PromptRenderer:
             )
         self.tokenizer = tokenizer
         self.processor = processor
+        self._images = None if processor is None else _ImageInputs(processor, image_cache_size)
+        self._image_marker = None if processor is None else self._image_item_text()
+        self._query_first = template.index("{query}") < template.index("{document}")
         self.max_length = max_length
         self.system_prompt = system_prompt
         self.template = template
@@ -103,29 +120,43 @@ class PromptRenderer:
         before = template.split("{document}")[0]
         self._document_lead = before[len(before.rstrip(" ")):]
         self._prefixes: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
-        self._documents: OrderedDict[str, list[int]] = OrderedDict()
+        # Keyed by the whole (frozen) Document: two datasets may reuse an id for different
+        # documents (emoji_t2i's picture "1f600" is emoji_i2t's name "1f600").
+        self._documents: OrderedDict[Document, tuple[list[int], list[int]]] = OrderedDict()
         self._document_cache_size = document_cache_size
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad) if pad is not None else 0
 
     def encode(self, instruction: str, query: Query, doc: Document) -> Encoded:
-        """Token ids of the full prompt, the document cut to fit ``max_length``."""
+        """Token ids of the full prompt, the document's text cut to fit ``max_length``."""
         for owner, image in ((f"query {query.id!r}", query.image), (f"document {doc.id!r}", doc.image)):
-            if image is not None:
+            if image is not None and self.processor is None:
                 raise DataError(
                     f"image on a text-only backbone: {owner} has an image ({image}); this "
                     "renderer writes text prompts only (images need a vision-language backbone "
                     "and the processor's prompt path)"
                 )
         prefix, suffix = self._prefix_suffix(instruction, query)
-        budget = self.max_length - len(prefix) - len(suffix)
-        document = self._document_ids(doc)
-        return Encoded(input_ids=prefix + document[:budget] + suffix,
+        image_ids, document = self._document_ids(doc)
+        budget = self.max_length - len(prefix) - len(suffix) - len(image_ids)
+        if budget < 0:
+            raise DataError(
+                f"document {doc.id!r}: its image takes {len(image_ids)} tokens and query "
+                f"{query.id!r}'s prompt {len(prefix) + len(suffix)}, over max_length="
+                f"{self.max_length}; images are never cut: raise max_length or lower the "
+                "backbone's max_pixels", path=doc.image)
+        images = tuple(path for path in (query.image, doc.image) if path is not None)
+        return Encoded(input_ids=prefix + image_ids + document[:budget] + suffix,
+                       images=images if self._query_first else images[::-1],
                        truncated=len(document) > budget)
 
     def render_text(self, instruction: str, query: Query, doc: Document) -> str:
-        """The full prompt as a string, untruncated (to read what the model sees)."""
-        return self._chat_text(instruction, query.text).replace(_SENTINEL, _document_text(doc))
+        """The full prompt as a string, untruncated (to read what the model sees; an image
+        is its chat-template item, with one image token)."""
+        document = _document_text(doc)
+        if doc.image is not None and self._image_marker is not None:
+            document = self._image_marker + document
+        return self._chat_text(instruction, query).replace(_SENTINEL, document)
 
     def collate(self, encodings: list[Encoded]) -> dict[str, torch.Tensor]:
         """Left-padded ``input_ids`` and ``attention_mask`` of shape (B, longest prompt), so
@@ -139,7 +170,14 @@ class PromptRenderer:
             length = len(encoded.input_ids)
             input_ids[row, width - length:] = torch.tensor(encoded.input_ids, dtype=torch.long)
             attention_mask[row, width - length:] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        images = [path for encoded in encodings for path in encoded.images]
+        if images and self._images is not None:
+            pixels, grids = zip(*(self._images.pixels(path) for path in images), strict=True)
+            batch["pixel_values"] = torch.cat(pixels)
+            batch["image_grid_thw"] = torch.cat(grids)
+            batch["mm_token_type_ids"] = (input_ids == self._images.token_id).int()
+        return batch
 
     def validate(self, split: Split) -> None:
         """Raise the DataError of the first query whose prompt cannot fit a document."""
@@ -147,10 +185,12 @@ class PromptRenderer:
             self._prefix_suffix(split.instruction_for(query), query)
 
     def _prefix_suffix(self, instruction: str, query: Query) -> tuple[list[int], list[int]]:
-        key = (instruction, query.id, query.text)
+        key = (instruction, query.id, query.text, query.image)
         if key not in self._prefixes:
-            prefix, suffix = self._chat_text(instruction, query.text).split(_SENTINEL)
+            prefix, suffix = self._chat_text(instruction, query).split(_SENTINEL)
             prefix = prefix.removesuffix(self._document_lead)
+            if query.image is not None:
+                prefix, suffix = self._expand_query_image(prefix, suffix, query.image)
             ids = (self._tokenize(prefix), self._tokenize(suffix))
             fixed = len(ids[0]) + len(ids[1])
             if fixed >= self.max_length:
@@ -162,21 +202,37 @@ class PromptRenderer:
             self._prefixes[key] = ids
         return self._prefixes[key]
 
-    def _document_ids(self, doc: Document) -> list[int]:
-        ids = self._documents.get(doc.id)
+    def _document_ids(self, doc: Document) -> tuple[list[int], list[int]]:
+        """(image ids, never cut; text ids, cut to the budget) of a document."""
+        ids = self._documents.get(doc)
         if ids is None:
-            # Kept up to max_length tokens: no budget is ever larger.
-            ids = self._tokenize(self._document_lead + _document_text(doc))[: self.max_length]
-            self._documents[doc.id] = ids
+            # Text kept up to max_length tokens: no budget is ever larger.
+            if doc.image is None or self._image_marker is None:
+                ids = ([], self._tokenize(self._document_lead + _document_text(doc))[: self.max_length])
+            else:
+                image = self._image_marker.replace(self._images.token, self._image_tokens(doc.image))
+                ids = (self._tokenize(self._document_lead + image),
+                       self._tokenize(_document_text(doc))[: self.max_length])
+            self._documents[doc] = ids
             if len(self._documents) > self._document_cache_size:
                 self._documents.popitem(last=False)
         else:
-            self._documents.move_to_end(doc.id)
+            self._documents.move_to_end(doc)
         return ids
 
-    def _chat_text(self, instruction: str, query_text: str) -> str:
+    def _chat_text(self, instruction: str, query: Query) -> str:
         template = self.template if instruction else self._template_without_instruction
-        user = template.format(instruction=instruction, query=query_text, document=_SENTINEL)
+        query_field = query.text if query.image is None else _QUERY_IMAGE + query.text
+        user = template.format(instruction=instruction, query=query_field, document=_SENTINEL)
+        if self.processor is not None:  # content items: the template writes the image item
+            before, _, after = user.partition(_QUERY_IMAGE)
+            items = [{"type": "text", "text": before}]
+            if query.image is not None:
+                items += [{"type": "image"}, {"type": "text", "text": after}]
+            messages = [{"role": "system", "content": self.system_prompt},
+                        {"role": "user", "content": items}]
+            return self._checked(self.processor.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True))
         messages = [{"role": "system", "content": self.system_prompt},
                     {"role": "user", "content": user}]
         try:
@@ -186,10 +242,39 @@ class PromptRenderer:
             merged = [{"role": "user", "content": f"{self.system_prompt}\n\n{user}"}]
             text = self.tokenizer.apply_chat_template(merged, tokenize=False,
                                                       add_generation_prompt=True)
+        return self._checked(text)
+
+    @staticmethod
+    def _checked(text: str) -> str:
         if text.count(_SENTINEL) != 1:
             raise ValueError("the chat template did not keep the user turn verbatim; "
                              "cannot locate the document in the rendered prompt")
         return text
+
+    def _image_item_text(self) -> str:
+        """What the processor's chat template writes for one image item (with one image
+        token), found by rendering an image between two known texts."""
+        items = [{"type": "text", "text": _SENTINEL}, {"type": "image"},
+                 {"type": "text", "text": _QUERY_IMAGE}]
+        text = self.processor.apply_chat_template([{"role": "user", "content": items}],
+                                                  tokenize=False)
+        marker = text.partition(_SENTINEL)[2].partition(_QUERY_IMAGE)[0]
+        if marker.count(self._images.token) != 1:
+            raise ValueError(f"the processor's chat template writes an image item as {marker!r}, "
+                             f"not with one image token {self._images.token!r}")
+        return marker
+
+    def _image_tokens(self, image: str) -> str:
+        """The image token once per token of ``image``, as the processor expands it."""
+        return self._images.token * self._images.n_tokens(image)
+
+    def _expand_query_image(self, prefix: str, suffix: str, image: str) -> tuple[str, str]:
+        token = self._images.token
+        if prefix.count(token) + suffix.count(token) != 1:
+            raise DataError(f"the prompt should hold the query's image token {token!r} exactly "
+                            "once; it must not appear in the instruction, query or template text")
+        expanded = self._image_tokens(image)
+        return prefix.replace(token, expanded), suffix.replace(token, expanded)
 
     def _tokenize(self, text: str) -> list[int]:
         # The chat template already wrote any BOS/special tokens as text.
@@ -199,3 +284,59 @@ class PromptRenderer:
 def _document_text(doc: Document) -> str:
     """Title, then text, on separate lines (the title survives truncation)."""
     return "\n".join(part for part in (doc.title, doc.text) if part)
+
+
+class _ImageInputs:
+    """Image path -> (pixel_values, image_grid_thw) through the processor's image processor.
+
+    Token counts are kept for every image seen (one int each); pixel values only for the
+    ``cache_size`` most recent images (a 1280-token image is 24 MB of float32 patches).
+    """
+
+    def __init__(self, processor: Any, cache_size: int):
+        for attribute in ("image_processor", "image_token", "apply_chat_template"):
+            if not hasattr(processor, attribute):
+                raise ValueError(f"the processor {type(processor).__name__} has no {attribute!r}: "
+                                 "pass a vision-language processor (e.g. Qwen2.5-VL's)")
+        self.image_processor = processor.image_processor
+        self.token = processor.image_token
+        self.token_id = processor.tokenizer.convert_tokens_to_ids(self.token)
+        self.merge = getattr(self.image_processor, "merge_size", 1) or 1
+        self._counts: dict[str, int] = {}
+        self._pixels: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def n_tokens(self, path: str) -> int:
+        if path not in self._counts:
+            self.pixels(path)
+        return self._counts[path]
+
+    def pixels(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        cached = self._pixels.get(path)
+        if cached is not None:
+            self._pixels.move_to_end(path)
+            return cached
+        image = read_image(path)
+        try:
+            inputs = self.image_processor(images=[image], return_tensors="pt")
+        except ValueError as err:  # e.g. an aspect ratio the processor cannot resize
+            raise DataError(f"the image processor rejects this image ({image.size[0]} x "
+                            f"{image.size[1]} pixels): {err}", path=path,
+                            reason="unreadable image") from err
+        entry = (inputs["pixel_values"], inputs["image_grid_thw"])
+        self._counts[path] = int(entry[1].prod()) // self.merge**2
+        self._pixels[path] = entry
+        if len(self._pixels) > self._cache_size:
+            self._pixels.popitem(last=False)
+        return entry
+
+
+def read_image(path: str | Path):
+    """The image at ``path`` as RGB; a :class:`DataError` naming the file if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read the image: {err}", path=path, reason="unreadable image") from err
