@@ -7,6 +7,7 @@ docs/architecture.md ("urlkit JSONL format")::
     corpus.jsonl.gz   {"id", "text", "title"}
     <split>.jsonl.gz  {"id", "text", "positives": {doc id: grade}, "candidates": [...]}
     dataset.json      {"name", "category", "instruction", "provenance": {...}}
+    COPYRIGHT, ...    attachments: the source's licence notice, copied verbatim
 
 :func:`write_dataset` makes the bytes a pure function of the records: keys in a fixed order,
 no ASCII escaping, gzip with ``mtime=0`` and no file name in the header. Rebuilding from the
@@ -20,6 +21,7 @@ import datetime as _dt
 import gzip
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ class BuiltDataset:
     splits: dict[str, list[dict[str, Any]]]
     provenance: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)  # counts a builder wants reported
+    # files copied verbatim into the folder, e.g. {"COPYRIGHT": the source's licence notice}
+    attachments: dict[str, Path] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per split: queries, mean candidate pool size (0 when no pool), mean positives."""
@@ -82,6 +86,10 @@ def write_dataset(dataset: BuiltDataset, folder: str | Path) -> Path:
     (folder / "dataset.json").write_text(
         json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
+    for name, source in sorted(dataset.attachments.items()):
+        if not Path(source).is_file():
+            raise DatasetBuildError("file to attach to the dataset not found", path=source)
+        shutil.copyfile(source, folder / name)
     return folder
 
 

@@ -57,6 +57,7 @@ INSTRUCTION = (
     "does, retrieve the manual page that documents it."
 )
 PACKAGES = ["manpages", "manpages-dev"]
+COPYRIGHT_FILE = Path("/usr/share/doc/manpages/copyright")  # covers manpages-dev as well
 # man3/size_t.3type.gz: the folder names the section's digit, the file the full section.
 PAGE_FILE = re.compile(r"(?:^|/)man(?P<digit>\d)\w*/(?P<page>[^/]+)\.(?P<section>(?P=digit)[a-z]*)(?:\.gz)?$")
 BODY_SECTIONS = ("DESCRIPTION", "SYNOPSIS AND DESCRIPTION")
@@ -246,9 +247,11 @@ def main(argv: list[str] | None = None) -> None:
         "command": shlex.join(["python", "-m", "urlkit.datasets.manpages", *(argv or sys.argv[1:])]),
         "built": build_date(),
         "renderer": f"mandoc -T utf8 -O width=1000 (mandoc {package_versions(['mandoc'])['mandoc']})",
-        "licence": "see /usr/share/doc/manpages/copyright and data/README.md",
+        "licence": "per page, see COPYRIGHT (from /usr/share/doc/manpages/copyright)",
         **dataset.provenance,
     }
+    # "Formatted or processed versions ... must acknowledge the copyright and authors"
+    dataset.attachments = {"COPYRIGHT": COPYRIGHT_FILE}
     if args.out:
         write_dataset(dataset, args.out)
         print(f"wrote {args.out}")

@@ -53,6 +53,7 @@ INSTRUCTION = (
 )
 PACKAGES = ["wordnet-base"]
 WORDNET_DIR = Path("/usr/share/wordnet")
+LICENCE_FILE = Path("/usr/share/doc/wordnet-base/copyright")
 
 
 def build_wordsense(
@@ -203,9 +204,10 @@ def main(argv: list[str] | None = None) -> None:
         "debian_packages": versions,
         "command": shlex.join(["python", "-m", "urlkit.datasets.wordsense", *(argv or sys.argv[1:])]),
         "built": build_date(),
-        "licence": "WordNet 3.0 license (Princeton University), see data/README.md",
+        "licence": "WordNet 3.0 license (Princeton University), see LICENSE",
         **dataset.provenance,
     }
+    dataset.attachments = {"LICENSE": LICENCE_FILE}  # the licence asks to travel with copies
     if args.out:
         write_dataset(dataset, args.out)
         print(f"wrote {args.out}")
