@@ -399,3 +399,16 @@ def test_manpages_slice_rebuilds_from_the_packages():
         for doc_id, page in pages.items():
             assert corpus[doc_id]["text"] == capped(body_paragraphs(page), info["provenance"]["max_chars"])
             assert corpus[doc_id]["title"].startswith(", ".join(page.names) + " (")
+
+
+def test_builders_name_the_bad_file_and_line(tiny_wordnet, tmp_path):
+    from urlkit.datasets.build import DatasetBuildError
+
+    with pytest.raises(DatasetBuildError, match=r"missing/data\.noun: WordNet file not found"):
+        build_wordsense(tmp_path / "missing")
+    with open(tiny_wordnet / "data.verb", "a") as f:
+        f.write("00000099 03 v zz run 0 000 | broken\n")
+    with pytest.raises(DatasetBuildError, match=r"data\.verb:4: not a WordNet data line"):
+        build_wordsense(tiny_wordnet)
+    with pytest.raises(DatasetBuildError, match="NAME line"):
+        parse_page("X(1)  header\n\nNAME\n       no dash here\n\nfooter\n")
