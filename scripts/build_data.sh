@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the embedded text benchmarks (data/wordsense, data/manpages) from Debian packages.
+# Rebuild the embedded benchmarks (data/wordsense, data/manpages, data/emoji) from Debian packages.
 #   bash scripts/build_data.sh            # install the packages (needs root), build both
 #   bash scripts/build_data.sh --report   # also print split sizes and BM25's scores
 # Same package versions -> byte-identical corpus/split files (see data/README.md); set
@@ -21,3 +21,10 @@ fi
 
 python -m urlkit.datasets.wordsense --out data/wordsense "$@"
 python -m urlkit.datasets.manpages --out data/manpages "$@"
+
+# The image-text task (T->I and I->T): Noto Color Emoji rendered with Pillow, Unicode groups.
+for p in fonts-noto-color-emoji unicode-data; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q " installed$" || {
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"; $sudo apt-get install -y --no-install-recommends "$p"; }
+done
+python -m urlkit.datasets.emoji --out data/emoji

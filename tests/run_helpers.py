@@ -49,7 +49,7 @@ def compose_train(data_path: Path, *overrides: str, config_name: str = "train"):
     register_resolvers()
     tiny = [
         "model=tiny",
-        f"data.path={data_path}",
+        *([f"data.path={data_path}"] if "data=" not in " ".join(overrides) else []),
         "logger=none",
         "train.max_steps=3",
         "train.warmup_steps=1",

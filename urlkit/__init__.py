@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 
 def rerank(*args, **kwargs):
-    """Score documents for a query with a trained run (see :func:`urlkit.rerank.rerank`)."""
-    from urlkit.rerank import rerank as _rerank  # lazy: keeps `import urlkit` light
+    """Score documents for a query with a trained run (see :func:`urlkit.inference.rerank`)."""
+    from urlkit.inference import rerank as _rerank  # lazy: keeps `import urlkit` light
 
     return _rerank(*args, **kwargs)

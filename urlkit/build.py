@@ -86,6 +86,13 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     return Built(reranker, renderer, backbone, token_ids, tokens)
 
 
+def trainer_arguments(trainer_cfg: Any) -> dict:
+    """Lightning Trainer keyword arguments from ``cfg.trainer`` (``_target_`` entries instantiated)."""
+    from hydra.utils import instantiate
+
+    return instantiate(trainer_cfg, _convert_="all")
+
+
 def add_lora(model: torch.nn.Module, lora_cfg: Any, gradient_checkpointing: bool = False) -> None:
     """Inject LoRA adapters in place (peft); only they (and a trainable head) will train."""
     from peft import LoraConfig, inject_adapter_in_model

@@ -9,19 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from urlkit.build import build_reranker, load_data_split
-from urlkit.callbacks import Evaluator, FinalEvaluation, PeriodicEvaluation
-from urlkit.data.candidates import first_stage
-from urlkit.data.groups import GroupCollator, TrainGroups
-from urlkit.data.stream import GroupStream
-from urlkit.loggers import make_loggers
-from urlkit.module import RerankerModule
-from urlkit.records import RunDirectory, new_run_id
 from urlkit.resolvers import register_resolvers
 
 register_resolvers()
@@ -29,6 +18,20 @@ register_resolvers()
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """One training run in ``run_dir``; returns the final metrics (also in metrics.json)."""
+    # heavy imports here, not at module level: `python -m urlkit.run --help` stays instant
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+    from urlkit.build import build_reranker, load_data_split, trainer_arguments
+    from urlkit.callbacks import Evaluator, FinalEvaluation, PeriodicEvaluation
+    from urlkit.data.candidates import first_stage
+    from urlkit.data.groups import GroupCollator, TrainGroups
+    from urlkit.data.stream import GroupStream
+    from urlkit.loggers import make_loggers
+    from urlkit.module import RerankerModule
+    from urlkit.records import RunDirectory, new_run_id
+
     run = RunDirectory(run_dir)
     resuming = run.last_checkpoint() is not None and cfg.get("resume")
     run.write_config(OmegaConf.to_container(cfg, resolve=True))
@@ -38,6 +41,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     # data: the training groups and the first-stage candidates of dev and test
     train_split = load_data_split(cfg.data, cfg.data.train_split)
     built = build_reranker(cfg, sample=train_split)
+    built.renderer.validate(train_split)  # an over-long query fails now, not mid-epoch
     train_ranking = first_stage(
         train_split, cfg.data.retriever, k=cfg.data.hard_depth, run_file=cfg.data.run_file
     )
@@ -72,7 +76,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         save_last=True, save_top_k=0, enable_version_counter=False,
     )  # fmt: skip
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_arguments(cfg.trainer),
         max_steps=cfg.train.max_steps,
         accumulate_grad_batches=cfg.train.accumulate,
         gradient_clip_val=cfg.train.grad_clip or None,

@@ -8,6 +8,8 @@ A *ranking* maps query id -> ``[(doc id, score), ...]``, best first. Two retriev
   A query with its own ``candidates`` pool is ranked within that pool (IDF still comes
   from the whole corpus); documents with equal scores (e.g. all the zero-score ones) keep
   the pool's order, or the corpus order without a pool, so rankings are deterministic.
+* ``pool``: each query's own ``candidates`` list, in its stored order (image tasks with
+  natural pools).
 * ``trec``: a 6-column TREC run file ``qid Q0 docid rank score tag`` from any retriever
   (dense, multimodal, ...): the way to give image queries candidates.
 
@@ -51,7 +53,29 @@ def first_stage(
         if run_file is None:
             raise ValueError("retriever='trec' needs run_file=<a TREC run file>")
         return _run_for_split(read_trec_run(run_file), split, Path(run_file), k)
-    raise ValueError(f"retriever must be 'bm25' or 'trec', got {retriever!r}")
+    if retriever == "pool":
+        return pool_candidates(split, k)
+    raise ValueError(f"retriever must be 'bm25', 'trec' or 'pool', got {retriever!r}")
+
+
+def pool_candidates(split: Split, k: int = 100) -> Ranking:
+    """Each query's own ``candidates`` pool, in its stored order, as the first stage.
+
+    For tasks whose natural pools are the candidate lists (e.g. the emoji tasks, where image
+    queries or image documents leave BM25 nothing to match). Scores are k, k-1, ... so the
+    pool order is the ranking.
+    """
+    ranking: Ranking = {}
+    for query in split.queries:
+        if query.candidates is None:
+            raise DataError(
+                f"retriever=pool needs a candidate pool for every query; query {query.id!r} of "
+                f"{split.name}/{split.split} has none ({TREC_HINT})",
+                path=split.source or None,
+            )
+        pool = query.candidates[:k]
+        ranking[query.id] = [(doc_id, float(len(pool) - i)) for i, doc_id in enumerate(pool)]
+    return ranking
 
 
 def bm25_candidates(

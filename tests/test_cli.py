@@ -1,0 +1,63 @@
+"""The Hydra entry points behave as Hydra users expect; every trainer config builds a Trainer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from urlkit.build import trainer_arguments
+from urlkit.paths import REPO_ROOT
+
+
+def _cli(*args, module="urlkit.run"):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
+
+
+def test_help_lists_the_config_groups():
+    out = _cli("--help")
+    assert out.returncode == 0
+    for group in ("weight", "direction", "model", "data", "trainer", "logger"):
+        assert f"{group}:" in out.stdout
+
+
+def test_cfg_job_prints_the_composed_config():
+    out = _cli("weight=cl", "direction=rand", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    cfg = OmegaConf.create(out.stdout)
+    assert cfg.weight.name == "cl" and cfg.direction.name == "rand"
+    assert cfg.model.lora.r == 16 and cfg.train.lr == 1e-4  # the paper's defaults
+
+
+def test_a_wrong_group_value_lists_the_valid_ones():
+    out = _cli("weight=sfx", "--cfg", "job")
+    assert out.returncode != 0
+    assert "weight" in out.stderr and "sft" in out.stderr and "tau_mask" in out.stderr
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "fsdp"])
+def test_every_trainer_config_composes_and_builds_a_trainer(trainer):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"trainer={trainer}", "logger=none"])
+    args = trainer_arguments(cfg.trainer)
+    if args.get("accelerator") == "gpu":  # no GPU here: the same strategy on CPU processes
+        args.update(accelerator="cpu", devices=2 if args.get("strategy") else 1, precision="bf16-mixed")
+    if trainer == "fsdp":
+        # Lightning builds FSDP only on CUDA; here the strategy object itself must build
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        assert isinstance(args["strategy"], FSDPStrategy)
+        if not torch.cuda.is_available():
+            with pytest.raises(ValueError, match="requires a GPU"):
+                L.Trainer(**args, logger=False, enable_checkpointing=False, max_steps=1)
+            return
+    built = L.Trainer(**args, logger=False, enable_checkpointing=False, max_steps=1)
+    if trainer == "ddp":
+        assert type(built.strategy).__name__ == "DDPStrategy"

@@ -1,0 +1,140 @@
+"""Use a trained reranker: ``urlkit.rerank(query, documents, run=...)`` and its CLI
+(the module is not named ``rerank`` so that it never shadows the function ``urlkit.rerank``).
+
+    import urlkit
+    scores = urlkit.rerank("what does grep do", ["search files for a pattern", "copy files"],
+                           instruction="Find the manual page.", run="outputs/runs/<run>")
+
+    python -m urlkit.inference --run outputs/runs/<run> --query "..." --doc "..." --doc "..." [--merge]
+
+The scores come from the same prompt rendering and the same scoring function (``Reranker``)
+as training and evaluation: the relevance of the run's direction (sft/rand: log-odds of
+"yes" against the other tokens; cl: the "yes" logit). ``merge=True`` folds the LoRA
+adapters into the backbone's weights (faster scoring, same scores up to float rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from urlkit.build import Built, load_trained
+from urlkit.data.format import Document, Query
+from urlkit.loss import relevance
+
+
+class TrainedReranker:
+    """A training run's reranker, ready to score (query, documents) pairs."""
+
+    def __init__(self, built: Built, direction: str, instruction: str = ""):
+        self.built, self.direction, self.instruction = built, direction, instruction
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, merge: bool = False) -> TrainedReranker:
+        built, cfg = load_trained(run_dir)
+        if merge:
+            merge_lora(built.reranker)
+        instruction = ""
+        try:  # the instruction the run trained with, as the default
+            from urlkit.build import load_data_split
+
+            instruction = load_data_split(cfg.data, cfg.data.test_split).instruction
+        except (FileNotFoundError, ValueError, OSError):
+            pass
+        return cls(built, cfg.direction.name, instruction)
+
+    @torch.inference_mode()
+    def score(
+        self,
+        query: str | dict,
+        documents: Sequence[str | dict],
+        instruction: str | None = None,
+        batch_size: int = 16,
+    ) -> list[float]:
+        """One score per document, in the documents' order (higher = more relevant)."""
+        q = _as_query(query)
+        docs = [_as_document(d, i) for i, d in enumerate(documents)]
+        text = self.instruction if instruction is None else instruction
+        renderer, reranker = self.built.renderer, self.built.reranker
+        reranker.eval()
+        encoded = [renderer.encode(text, q, d) for d in docs]
+        scores: list[float] = []
+        for start in range(0, len(encoded), batch_size):
+            logits = reranker(renderer.collate(encoded[start : start + batch_size]))
+            scores.extend(relevance(logits.float(), self.direction).tolist())
+        return scores
+
+
+def merge_lora(module: torch.nn.Module) -> int:
+    """Fold every LoRA adapter into its base layer (peft ``merge``); returns how many."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in module.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        layer.merge()
+    return len(layers)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(run: str, merge: bool) -> TrainedReranker:
+    return TrainedReranker.from_run(run, merge=merge)
+
+
+def rerank(
+    query: str | dict,
+    documents: Sequence[str | dict],
+    instruction: str | None = None,
+    *,
+    run: str | Path,
+    merge: bool = False,
+    batch_size: int = 16,
+) -> list[float]:
+    """Scores of ``documents`` for ``query`` by the reranker of the training run ``run``.
+
+    Queries and documents are strings or dicts with ``text`` and/or ``image`` (a path).
+    ``instruction`` defaults to the run's dataset instruction. The loaded run is cached.
+    """
+    reranker = _cached(str(Path(run).resolve()), merge)
+    return reranker.score(query, documents, instruction=instruction, batch_size=batch_size)
+
+
+def _as_query(query: str | dict) -> Query:
+    if isinstance(query, str):
+        return Query(id="query", text=query, qrels={})
+    return Query(id=str(query.get("id", "query")), text=query.get("text", ""), image=query.get("image"), qrels={})
+
+
+def _as_document(doc: str | dict, index: int) -> Document:
+    if isinstance(doc, str):
+        return Document(id=str(index), text=doc)
+    return Document(id=str(doc.get("id", index)), text=doc.get("text", ""), image=doc.get("image"), title=doc.get("title", ""))
+
+
+def main(argv: list[str] | None = None) -> list[tuple[float, str]]:
+    parser = argparse.ArgumentParser(prog="python -m urlkit.inference", description="Score documents with a trained urlkit run.")
+    parser.add_argument("--run", required=True, help="a training run directory (outputs/runs/...)")
+    parser.add_argument("--query", required=True)
+    parser.add_argument("--doc", action="append", default=[], help="a document (repeatable)")
+    parser.add_argument("--docs-file", help="a text file with one document per line")
+    parser.add_argument("--instruction", default=None, help="defaults to the run's dataset instruction")
+    parser.add_argument("--merge", action="store_true", help="merge LoRA into the backbone first")
+    args = parser.parse_args(argv)
+    documents = list(args.doc)
+    if args.docs_file:
+        documents += [line.rstrip("\n") for line in Path(args.docs_file).read_text().splitlines() if line.strip()]
+    if not documents:
+        parser.error("give at least one --doc or a --docs-file")
+    scores = TrainedReranker.from_run(args.run, merge=args.merge).score(args.query, documents, args.instruction)
+    ranked = sorted(zip(scores, documents), key=lambda pair: -pair[0])
+    for rank, (score, doc) in enumerate(ranked, 1):
+        print(f"{rank:>3}  {score:+.4f}  {doc}")
+    return ranked
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
