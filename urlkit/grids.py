@@ -16,7 +16,7 @@ and composes a grid point exactly as ``python -m urlkit.run`` would.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -156,12 +156,15 @@ def parse_point(point: Sequence[str]) -> dict[str, Any]:
     return {o.get_key_element(): o.value() for o in parsed}
 
 
-def point_label(point: Sequence[str], skip: Sequence[str] = ("experiment",)) -> str:
-    """A readable, file-name-safe label of a grid point: ``objective=cl,head.trainable=true``."""
+def point_label(point: Sequence[str], only: Collection[str] | None = None) -> str:
+    """A readable, file-name-safe label of a grid point: ``objective=cl,head.trainable=True``.
+
+    ``only``: the keys to show (an experiment's swept keys); ``experiment=`` is never shown.
+    """
     parts = []
     for override in point:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
-        if key not in skip:
+        if key != "experiment" and (only is None or key in only):
             parts.append(f"{key}={value}".replace("/", "-"))
     return ",".join(parts) or "default"

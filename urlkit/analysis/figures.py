@@ -68,6 +68,27 @@ def weight_curves(
     return curves.merge(columns.rename(columns={"weight.name": "trained_with"}), on="run_id")
 
 
+def weight_summary(
+    runs: Runs, families: Sequence[str] = ("sft", "cl"), counterfactual: bool = True
+) -> pd.DataFrame:
+    """Mean weights over all steps and over the last quarter of training, per curve of Figure 3."""
+    curves = weight_curves(runs, families, counterfactual)
+    if curves.empty:
+        return pd.DataFrame(
+            columns=["side", "weight", "computed_in", "all steps", "last quarter", "runs"]
+        )
+    keys = ["side", "weight", "computed_in"]
+    late = curves["step"] > 0.75 * curves.groupby("run_id")["step"].transform("max")
+    return pd.concat(
+        [
+            curves.groupby(keys)["value"].mean().rename("all steps"),
+            curves[late].groupby(keys)["value"].mean().rename("last quarter"),
+            curves.groupby(keys)["run_id"].nunique().rename("runs"),
+        ],
+        axis=1,
+    ).reset_index()
+
+
 def weight_evolution(
     runs: Runs,
     smoothing: int = 10,
