@@ -1,15 +1,28 @@
 """The LightningModule: wires the reranker, the URL loss and per-step logging. Nothing else.
 
-One training step, in full::
+One optimizer step, in full (``training_step`` runs once per micro-batch)::
 
-    scores = reranker(prompts)                  # (real documents, K) from the one scoring function
+    scores = reranker(prompts)                  # (real documents, K): the one scoring function
     logits = scatter(scores, mask)              # (B, 1+N, K), padded negatives masked out
     loss, info = url_loss(logits, weight, direction, mask)
-    loss.backward(); optimizer.step()           # Lightning does these two
+    (loss / accumulate).backward()              # micro-batches add up their gradients
+    every `accumulate` micro-batches: clip, optimizer.step(), scheduler.step(), zero_grad()
     log W+, W-, counterfactual W_sft/W_cl/W_base, native SFT and InfoNCE losses
 
-Logging goes to the run directory's history.csv (always) and to the Lightning loggers
-(W&B, CSV) once per optimizer step, averaged over the micro-batches of that step.
+Optimisation is manual (Lightning's ``automatic_optimization = False``) so that the whole
+step is visible here, a non-finite step can be dropped before it touches the weights, and
+the constant-memory step below can run its own backward.
+
+**Constant memory in N** (``chunk_size``): URL's weights are detached, so the gradient of
+the loss w.r.t. each document's logits depends only on those logits and the (constant)
+weights. The step therefore scores all 1+N documents without a graph, computes the loss and
+g = dloss/dlogits, then re-scores ``chunk_size`` documents at a time with a graph and
+back-propagates g through each chunk. The gradient equals the one-pass gradient; activation
+memory holds one chunk instead of 1+N documents. The RNG is forked around the first pass, so
+dropout masks are the same in both passes.
+
+Logging goes to the run directory's history.csv (always) and to the Lightning loggers once
+per optimizer step, averaged over the micro-batches of that step.
 """
 
 from __future__ import annotations
@@ -25,7 +38,41 @@ from urlkit.telemetry import StepAccumulator, step_statistics
 
 
 class NonFiniteError(RuntimeError):
-    """A non-finite loss, score or weight, with the step and the batch's query ids."""
+    """A non-finite loss, weight or gradient, with the step and the batch's query ids."""
+
+
+def url_backward(reranker, batch: dict, loss_fn, *, scale=1.0, chunked=False, backward=None, check=None):
+    """Forward and backward of one micro-batch; returns (logits, loss, info), all detached.
+
+    ``loss_fn(logits, mask) -> (loss, info)``; gradients of ``scale * loss`` accumulate in
+    the reranker's parameters. ``chunked`` runs the constant-memory step over
+    ``batch["chunks"]`` (see the module docstring); the gradient is the same. ``check(loss,
+    info)`` may veto the backward (a non-finite step); ``backward(tensor, gradient=...)``
+    defaults to autograd's (the module passes Lightning's ``manual_backward``).
+    """
+    backward = backward or (lambda tensor, gradient=None: tensor.backward(gradient))
+    mask = batch["mask"]
+    if not chunked:
+        logits = scatter_scores(reranker(batch["prompts"]), mask)
+        loss, info = loss_fn(logits, mask)
+        if check is None or check(loss, info):
+            backward(loss * scale)
+        return logits.detach(), loss.detach(), info
+    chunks = batch["chunks"]
+    devices = [scores_device(reranker)] if scores_device(reranker).type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):  # same dropout in both passes
+        scores = torch.cat([reranker(chunk) for chunk in chunks])
+    logits = scatter_scores(scores, mask).requires_grad_(True)
+    loss, info = loss_fn(logits, mask)
+    if check is None or check(loss, info):
+        (grad,) = torch.autograd.grad(loss * scale, logits)
+        for chunk, chunk_grad in zip(chunks, grad[mask].split([len(c["input_ids"]) for c in chunks])):
+            backward(reranker(chunk), gradient=chunk_grad)
+    return logits.detach(), loss.detach(), info
+
+
+def scores_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 class RerankerModule(L.LightningModule):
@@ -38,6 +85,9 @@ class RerankerModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         max_steps: int = 1,
+        accumulate: int = 1,
+        grad_clip: float | None = 1.0,
+        chunk_size: int | None = None,
         nonfinite: str = "stop",
         history=None,
         histogram_every_n_steps: int = 0,
@@ -45,6 +95,7 @@ class RerankerModule(L.LightningModule):
         super().__init__()
         if nonfinite not in ("stop", "skip"):
             raise ValueError(f"train.nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
+        self.automatic_optimization = False
         self.reranker = reranker
         self.weight = weight["name"]
         self.weight_options = {
@@ -56,95 +107,91 @@ class RerankerModule(L.LightningModule):
         self.direction = direction
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
+        self.accumulate, self.grad_clip, self.chunk_size = accumulate, grad_clip, chunk_size
         self.nonfinite = nonfinite
         self.history = history  # urlkit.records.CsvLog or None
         self.histogram_every_n_steps = histogram_every_n_steps
         self.step_stats = StepAccumulator()
         self.skipped_steps = 0  # optimizer steps dropped by nonfinite="skip"
-        self.items_consumed = 0  # training groups consumed, for exact data resume
+        self.items_consumed = 0  # training groups consumed: where the data stream resumes
 
-    # -- the model ---------------------------------------------------------------------
+    # -- the step ----------------------------------------------------------------------
     def forward(self, batch: dict) -> torch.Tensor:
         """(B, 1+N, K) score columns for a batch of training groups."""
-        scores = self.reranker(batch["prompts"])
-        return scatter_scores(scores, batch["mask"])
+        return scatter_scores(self.reranker(batch["prompts"]), batch["mask"])
 
-    def training_step(self, batch: dict, batch_idx: int):
-        logits = self(batch)
+    def training_step(self, batch: dict, batch_idx: int) -> None:
         mask = batch["mask"]
-        loss, info = url_loss(
-            logits.float(), weight=self.weight, direction=self.direction, mask=mask, **self.weight_options
-        )
+        logits, loss, info = url_backward(
+            self.reranker, batch, self._url_loss, scale=1.0 / self.accumulate,
+            chunked=bool(self.chunk_size), backward=self.manual_backward,
+            check=lambda loss, info: self._finite(loss, info, mask, batch),
+        )  # fmt: skip
         self.items_consumed += mask.shape[0]
-        finite = bool(torch.isfinite(loss)) and all(
-            bool(torch.isfinite(info[k][m]).all())
-            for k, m in (("w_pos", slice(None)), ("w_neg", mask[:, 1:]))
-        )
         stats = step_statistics(logits, loss, info, mask, self.weight_options)
         self.step_stats.add(stats, info, mask, batch["query_ids"])
+        if len(self.step_stats) == self.accumulate:
+            self._optimizer_step()
+
+    def _url_loss(self, logits: torch.Tensor, mask: torch.Tensor):
+        return url_loss(logits.float(), weight=self.weight, direction=self.direction, mask=mask, **self.weight_options)
+
+    def _finite(self, loss: torch.Tensor, info: dict, mask: torch.Tensor, batch: dict) -> bool:
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(info["w_pos"]).all())
+        finite = finite and bool(torch.isfinite(info["w_neg"][mask[:, 1:]]).all())
         if not finite:
-            self.step_stats.nonfinite = True
-            step = self.global_step + 1
-            if self.nonfinite == "stop":
-                raise NonFiniteError(
-                    f"non-finite loss or weight at optimizer step {step} "
-                    f"(loss={loss.item()}); queries: {', '.join(batch['query_ids'])}. "
-                    "Set train.nonfinite=skip to skip such steps instead."
-                )
-            return None  # Lightning skips backward for this micro-batch
-        return loss
+            self._non_finite(f"loss or weight (loss={loss.item()})", batch["query_ids"])
+        return finite
 
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
-        if optimizer_closure is not None:
-            optimizer_closure()  # the last micro-batch's forward and backward
-        if self.step_stats.nonfinite or not self._gradients_finite():
-            # nonfinite == "skip": drop the whole step, so nothing non-finite reaches the weights
-            optimizer.zero_grad(set_to_none=True)
+    def _non_finite(self, what: str, query_ids) -> None:
+        if self.nonfinite == "stop":
+            raise NonFiniteError(
+                f"non-finite {what} at optimizer step {self.global_step + 1}; queries: "
+                f"{', '.join(query_ids)}. Set train.nonfinite=skip to skip such steps instead."
+            )
+        self.step_stats.nonfinite = True
+
+    def _optimizer_step(self) -> None:
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        params = [p for p in self.parameters() if p.grad is not None]
+        if not all(torch.isfinite(p.grad).all() for p in params):
+            self._non_finite("gradient", self.step_stats.query_ids)
+        skipped = self.step_stats.nonfinite
+        if skipped:  # nonfinite="skip": drop the whole step, nothing non-finite reaches the weights
             self.skipped_steps += 1
-            self._log_step(skipped=True)
-            return
-        optimizer.step()
-        self._log_step(skipped=False)
-
-    def _gradients_finite(self) -> bool:
-        for p in self.parameters():
-            if p.grad is not None and not torch.isfinite(p.grad).all():
-                if self.nonfinite == "stop":
-                    raise NonFiniteError(
-                        f"non-finite gradient at optimizer step {self.global_step + 1}; queries: "
-                        f"{', '.join(self.step_stats.query_ids)}"
-                    )
-                self.step_stats.nonfinite = True
-                return False
-        return True
+        else:
+            if self.grad_clip:
+                self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            optimizer.step()  # advances global_step
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        self._log_step(skipped)
 
     # -- logging -----------------------------------------------------------------------
     def _log_step(self, skipped: bool) -> None:
-        if not len(self.step_stats):
-            return
-        # global_step counts completed optimizer steps (skipped ones too); this is the next, 1-based
-        step = self.global_step + 1
-        row = {"step": step, **self.step_stats.mean()}
-        row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else self.lr
+        row = {"step": self.global_step, **self.step_stats.mean()}
+        row["lr"] = self.optimizers().param_groups[0]["lr"]
         row["skipped_steps"] = self.skipped_steps
         row["items_consumed"] = self.items_consumed
         if not skipped:
             if self.history is not None:
                 self.history.append(row)
             for logger in self.loggers:
-                logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
-            if self.histogram_every_n_steps and step % self.histogram_every_n_steps == 0:
-                self._log_histograms(step)
+                logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+            if self.histogram_every_n_steps and row["step"] % self.histogram_every_n_steps == 0:
+                self._log_histograms(row["step"])
+        else:
+            print(f"[urlkit] skipped a non-finite step ({self.skipped_steps} so far); queries: "
+                  f"{', '.join(self.step_stats.query_ids)}", flush=True)  # fmt: skip
         self.step_stats.reset()
 
     def _log_histograms(self, step: int) -> None:
         for logger in self.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if type(logger).__name__ != "WandbLogger" or experiment is None:
+            if type(logger).__name__ != "WandbLogger":
                 continue
             import wandb
 
-            experiment.log(
+            logger.experiment.log(
                 {
                     "train/w_pos_hist": wandb.Histogram(torch.cat(self.step_stats.w_pos).numpy()),
                     "train/w_neg_hist": wandb.Histogram(torch.cat(self.step_stats.w_neg).numpy()),
@@ -174,13 +221,16 @@ class RerankerModule(L.LightningModule):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # the frozen backbone comes from the model config, not from the checkpoint
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        if set(state_dict) != trainable:
+            raise RuntimeError(
+                "the checkpoint's trainable parameters do not match this config's: missing "
+                f"{sorted(trainable - set(state_dict))[:3]}, unexpected {sorted(set(state_dict) - trainable)[:3]}"
+            )
         return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["urlkit"] = {
-            "skipped_steps": self.skipped_steps,
-            "items_consumed": self.items_consumed,
-        }
+        checkpoint["urlkit"] = {"skipped_steps": self.skipped_steps, "items_consumed": self.items_consumed}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("urlkit", {})

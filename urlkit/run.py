@@ -19,6 +19,8 @@ register_resolvers()
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """One training run in ``run_dir``; returns the final metrics (also in metrics.json)."""
     # heavy imports here, not at module level: `python -m urlkit.run --help` stays instant
+    import warnings
+
     import lightning as L
     import torch
     from torch.utils.data import DataLoader
@@ -61,15 +63,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         weight_decay=cfg.train.weight_decay,
         warmup_steps=cfg.train.warmup_steps,
         max_steps=cfg.train.max_steps,
+        accumulate=cfg.train.accumulate,
+        grad_clip=cfg.train.grad_clip,
+        chunk_size=cfg.train.chunk_size,
         nonfinite=cfg.train.nonfinite,
         history=run.history,
         histogram_every_n_steps=cfg.log.histogram_every_n_steps,
     )
     stream = GroupStream(groups, seed=cfg.seed, start=lambda: module.items_consumed)
     loader = DataLoader(
-        stream, batch_size=cfg.train.queries_per_step, collate_fn=GroupCollator(built.renderer, train_split)
+        stream, batch_size=cfg.train.queries_per_step, collate_fn=GroupCollator(built.renderer, train_split, cfg.train.chunk_size)
     )
 
+    # checkpoints hold the state after the step, which is what resume needs
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     loggers = make_loggers(cfg, run, wandb_id=info["wandb_id"])
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=run.checkpoints, every_n_train_steps=cfg.checkpoint.every_n_steps,
@@ -78,8 +85,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     trainer = L.Trainer(
         **trainer_arguments(cfg.trainer),
         max_steps=cfg.train.max_steps,
-        accumulate_grad_batches=cfg.train.accumulate,
-        gradient_clip_val=cfg.train.grad_clip or None,
         logger=loggers or False,
         callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps)],
         default_root_dir=str(run.path),

@@ -110,12 +110,17 @@ class GroupCollator:
     """``collate_fn`` for a DataLoader over :class:`TrainGroups`.
 
     Returns ``{"prompts": renderer.collate(...) of the real documents (row-major order of
-    mask), "mask": (B, 1+N) bool, "query_ids": [B], "doc_ids": [B][1+N]}``.
+    mask), "mask": (B, 1+N) bool, "query_ids": [B], "doc_ids": [B][1+N]}``. With
+    ``chunk_size``, ``"chunks"`` also holds the same documents collated ``chunk_size`` at a
+    time (each chunk padded to its own longest prompt), for the constant-memory step.
     """
 
-    def __init__(self, renderer: PromptRenderer, split: Split):
+    def __init__(self, renderer: PromptRenderer, split: Split, chunk_size: int | None = None):
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.renderer = renderer
         self.split = split
+        self.chunk_size = chunk_size
         self._queries = {query.id: query for query in split.queries}
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -128,12 +133,18 @@ class GroupCollator:
                     encodings.append(
                         self.renderer.encode(instruction, query, self.split.corpus[doc_id])
                     )
-        return {
+        batch = {
             "prompts": self.renderer.collate(encodings),
             "mask": torch.stack([item["mask"] for item in items]),
             "query_ids": [item["query_id"] for item in items],
             "doc_ids": [item["doc_ids"] for item in items],
         }
+        if self.chunk_size is not None:
+            size = self.chunk_size
+            batch["chunks"] = [
+                self.renderer.collate(encodings[i : i + size]) for i in range(0, len(encodings), size)
+            ]
+        return batch
 
 
 def collate_groups(items: list[dict[str, Any]], renderer: PromptRenderer, split: Split) -> dict:
