@@ -229,11 +229,11 @@ def probing_deltas(
             id_vars="setting",
             value_vars=["delta", "paper_delta"],
             var_name="source",
-            value_name="delta",
+            value_name="points",
         )
         long["source"] = long["source"].map({"delta": "urlkit", "paper_delta": "paper"})
         sns.barplot(
-            data=long, x="setting", y="delta", hue="source", hue_order=["paper", "urlkit"], ax=ax
+            data=long, x="setting", y="points", hue="source", hue_order=["paper", "urlkit"], ax=ax
         )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(

@@ -1,0 +1,101 @@
+"""python -m urlkit.study: a tiny study end to end, its plan per profile, and resuming."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from run_helpers import write_small_dataset
+
+from urlkit.study import main, plan
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """``figure3 --tiny`` on the small dataset: 2 runs, the weight_evolution notebook, findings."""
+    root = tmp_path_factory.mktemp("study")
+    data = write_small_dataset(root / "data")
+    args = [
+        "figure3",
+        "--tiny",
+        f"data.path={data}",
+        "--output-root",
+        str(root / "out"),
+        "--figures",
+        str(root / "figures"),
+    ]
+    return root, args
+
+
+def test_tiny_study_trains_its_grid_runs_the_notebook_and_prints_findings(tiny_study, capsys):
+    root, args = tiny_study
+    assert main([*args, "--progress-every", "0"]) == 0
+    out = capsys.readouterr().out
+    runs = root / "out" / "studies" / "tiny" / "figure3_weights"
+    assert sorted(p.name for p in runs.iterdir()) == ["objective=cl,seed=0", "objective=sft,seed=0"]
+    for run in runs.iterdir():
+        assert json.loads((run / "run.json").read_text())["status"] == "finished"
+        assert len((run / "history.csv").read_text().splitlines()) == 1 + 3  # header + 3 tiny steps
+    assert "[study] run 1/2 figure3_weights/objective=sft,seed=0 | 6 steps to go" in out
+    assert "[study] run 2/2 figure3_weights/objective=cl,seed=0 | elapsed" in out and "ETA" in out
+    assert (root / "figures" / "figure3_weights.png").stat().st_size > 10_000
+    assert (root / "out" / "studies" / "tiny" / "notebooks" / "weight_evolution.ipynb").exists()
+    verdicts = [line for line in out.splitlines() if line.startswith("- ")]
+    assert [v.split(":")[0] for v in verdicts] == ["- Figure 2", "- Figure 3"]
+
+
+def test_study_resumes_skips_finished_runs_and_refuses_a_changed_config(tiny_study, capsys):
+    root, args = tiny_study
+    if not (root / "out" / "studies").exists():
+        pytest.skip("needs the tiny study of the previous test")
+    assert main([*args, "--skip-notebooks"]) == 0
+    assert "[study] 2 runs, 2 already finished, 0 to train" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "train.max_steps=5"])
+    assert exit_.value.code == 2
+    assert (
+        "objective=sft,seed=0 holds a run with another config (differs in: train)"
+        in capsys.readouterr().err
+    )
+
+    # an unfinished run resumes from its checkpoint; without one, it restarts
+    study_root = root / "out" / "studies" / "tiny"
+    run = study_root / "figure3_weights" / "objective=cl,seed=0"
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    data_path = args[2]
+    states = {
+        p.run_dir.name: p.state for p in plan(["figure3"], "tiny", [data_path], study_root, "none")
+    }
+    assert states == {"objective=sft,seed=0": "finished", "objective=cl,seed=0": "resume"}
+    shutil.rmtree(run / "checkpoints")
+    states = {
+        p.run_dir.name: p.state for p in plan(["figure3"], "tiny", [data_path], study_root, "none")
+    }
+    assert states["objective=cl,seed=0"] == "restart"
+
+
+def test_laptop_plan_is_one_seed_of_100_steps_and_overrides_widen_it(tmp_path):
+    planned = plan(["table1"], "laptop", [], tmp_path, "none")
+    assert sorted(p.run_dir.name for p in planned) == sorted(
+        f"weight={w},direction={d},seed=0" for w in ("sft", "cl") for d in ("sft", "cl")
+    )
+    for p in planned:
+        assert p.state == "new" and p.cfg.model.name == "smollm2_135m"
+        assert (p.cfg.train.max_steps, p.cfg.eval.test_queries, p.cfg.logger.name) == (
+            100,
+            100,
+            "none",
+        )
+        assert p.run_dir.parent == tmp_path / "table1_weight_direction"
+    widened = plan(["table1"], "laptop", ["seed=0,1", "train.max_steps=20"], tmp_path, "none")
+    assert len(widened) == 8 and {p.cfg.train.max_steps for p in widened} == {20}
+    assert {p.cfg.seed for p in widened} == {0, 1}
+
+
+def test_unknown_study_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["figure99"])
+    assert "invalid choice: 'figure99'" in capsys.readouterr().err
