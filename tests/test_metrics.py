@@ -1,4 +1,4 @@
-"""Metrics come from ranx; these tests pin the glue: missing queries, layout, significance."""
+"""Metrics come from trec_eval (pytrec_eval); these tests pin the glue: missing queries, layout, significance."""
 
 import math
 

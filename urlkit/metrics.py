@@ -1,9 +1,9 @@
-"""Retrieval metrics (ranx), the paper's Table 4 layout, and a paired significance test.
+"""Retrieval metrics (trec_eval), the paper's Table 4 layout, and a paired significance test.
 
 No metric is computed by hand here: per-query values come from trec_eval (through
 pytrec_eval), so NDCG, recall and MRR mean exactly what the IR community means by them.
-(ranx was tried first: its numba JIT cost ~20 s at the start of every process.) The paper's probing numbers are MRB
-averages of such metrics over datasets; :func:`category_table` averages per dataset, then
+(ranx was tried first: its numba JIT cost ~20 s at the start of every process.)
+The paper's probing numbers are MRB averages of such metrics over datasets; :func:`category_table` averages per dataset, then
 per task category (T2T, T2I, I2T, ...), then over all datasets, as in its Table 4.
 """
 

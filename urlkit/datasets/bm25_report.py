@@ -10,8 +10,8 @@ every corpus document, tokenised by bm25s (lower case, English stop words, no st
 
 Ties (frequent in small pools: a short sentence often shares no word with any gloss) are
 broken by a hash of (query id, document id), a fixed arbitrary order, so that neither the
-order of the pool nor the document ids can flatter or hurt BM25. The run handed to ranx
-carries ranks, not raw scores. Metrics are ranx's: MRR@10 and Recall@10 count every grade
+order of the pool nor the document ids can flatter or hurt BM25. The run carries ranks,
+not raw scores. Metrics are urlkit.metrics' (trec_eval): MRR@10 and Recall@10 count every grade
 >= ``min_grade`` as relevant, NDCG@10 uses the grades.
 """
 
@@ -21,10 +21,10 @@ from typing import Any
 
 import bm25s
 import numpy as np
-from ranx import Qrels, Run, evaluate
 
 from urlkit.datasets.build import BuiltDataset
 from urlkit.datasets.splitting import stable_hash
+from urlkit.metrics import per_query_metrics
 
 METRICS = ("mrr@10", "ndcg@10", "recall@10")
 
@@ -64,13 +64,12 @@ def bm25_run(
 def evaluate_run(
     run: dict[str, dict[str, float]], queries: list[dict[str, Any]], *, min_grade: int = 1
 ) -> dict[str, float]:
-    """ranx's METRICS of ``run``, counting documents of grade >= ``min_grade`` as relevant."""
+    """Mean METRICS of ``run`` (urlkit.metrics, trec_eval), counting grade >= ``min_grade`` as relevant."""
     qrels = {q["id"]: {d: int(g) for d, g in q["positives"].items() if g >= min_grade}
              for q in queries}
     qrels = {qid: grades for qid, grades in qrels.items() if grades}
-    kept = {qid: run.get(qid, {}) for qid in qrels}
-    metrics = evaluate(Qrels(qrels), Run(kept), list(METRICS), make_comparable=True)
-    return {name: float(value) for name, value in metrics.items()}
+    per_query = per_query_metrics(qrels, {qid: run.get(qid, {}) for qid in qrels}, METRICS)
+    return {name: float(per_query[name].mean()) for name in METRICS}
 
 
 def markdown_table(rows: dict[str, dict[str, float]]) -> str:
