@@ -101,11 +101,13 @@ def weight_evolution(
         raise ValueError(f"no runs trained with a weight in {list(families)} (weight.name)")
     curves = smooth(curves, smoothing, by=("run_id", "side", "weight", "computed_in"))
     curves["weight"] = curves["weight"].map(lambda f: FAMILY_LABEL.get(f, f))
+    curves = curves.rename(columns={"weight": "weight family", "computed_in": "computed along"})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for ax, side in zip(axes, ("positives", "negatives"), strict=True):
         sns.lineplot(
-            data=curves[curves["side"] == side], x="step", y="value", hue="weight", style="computed_in",
-            style_order=["its own training", "the other's training"], errorbar="sd", ax=ax,
+            data=curves[curves["side"] == side], x="step", y="value", errorbar="sd", ax=ax,
+            hue="weight family", hue_order=[FAMILY_LABEL.get(f, f) for f in families],
+            style="computed along", style_order=["its own training", "the other's training"],
         )  # fmt: skip
         sign = "+" if side == "positives" else "-"
         ax.set(
@@ -113,7 +115,7 @@ def weight_evolution(
             ylabel=f"mean $W^{sign}$ (per {side[:-1]})",
             title=f"{side}: $W^{sign}$",
         )
-        ax.legend(fontsize=8, title=None)
+        ax.legend(fontsize=8)
     fig.suptitle(
         f"Average weights over training (moving average of {smoothing} steps, band: $\\pm$1 sd over seeds)"
     )
@@ -177,9 +179,7 @@ def metric_by(
         ax=ax,
     )
     if log2_x:
-        ax.set_xscale("log", base=2)
-        ticks = sorted(table[x].unique())
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        _log2_ticks(ax, table[x])
     ax.set(xlabel=xlabel or x, ylabel=f"{metric} (x{scale:g})")
     fig.tight_layout()
     return fig
@@ -203,7 +203,8 @@ def metric_grid(
         data=long, x=x, y="value", hue=hue, col="metric", col_wrap=min(3, len(metrics)), kind="line",
         marker="o", errorbar="sd", height=3, facet_kws={"sharey": False},
     )  # fmt: skip
-    grid.set(xscale="log")
+    for ax in grid.axes.flat:
+        _log2_ticks(ax, long[x])
     grid.set_axis_labels(xlabel or x, "metric (x100)")
     grid.set_titles("{col_name}")
     return grid.figure
@@ -216,8 +217,12 @@ def probing_deltas(
     names = [n for n, t in tables.items() if len(t) > 1]
     if not names:
         raise ValueError("no probing table with more than one row")
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.8), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
         table = tables[name]
         keys = [
             c
@@ -241,10 +246,19 @@ def probing_deltas(
             ylabel="delta to the first row (points)",
             title=(titles or {}).get(name, name),
         )
+        ax.title.set_fontsize(10)
         ax.tick_params(axis="x", rotation=35, labelsize=8)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _log2_ticks(ax, values: pd.Series) -> None:
+    """A log2 x axis ticked at the values run (1, 2, 4, 8, 16), labelled as plain numbers."""
+    ticks = sorted(pd.unique(values.dropna()))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
 
 
 def save_figure(fig: plt.Figure, out_dir: str | Path, name: str, dpi: int = 150) -> list[Path]:
