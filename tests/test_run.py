@@ -68,8 +68,10 @@ def test_tau_mask_with_a_larger_tau_masks_more(dataset, tmp_path):
         ["weight=cl", "direction=cl", "weight.dtype=float16"],  # fp16 weights (Table 5)
         ["train.accumulate=2", "train.queries_per_step=2"],
         ["train.chunk_size=2", "weight=cl", "direction=cl"],  # constant-memory step
+        ["train.gradient_checkpointing=true"],
+        ["model.dtype=bfloat16"],  # bf16 frozen backbone
     ],
-    ids=["4-tokens", "trainable-head", "fp16-weights", "accumulation", "chunked"],
+    ids=["4-tokens", "trainable-head", "fp16-weights", "accumulation", "chunked", "grad-checkpointing", "bf16-backbone"],
 )
 def test_probing_settings_train_end_to_end(dataset, tmp_path, overrides):
     run_dir, metrics, history = _train(dataset, tmp_path, *overrides)
