@@ -17,6 +17,7 @@ from urlkit.backbone import Backbone, load_backbone
 from urlkit.data.format import DataError, Split
 from urlkit.data.loaders import load_split
 from urlkit.data.prompts import PromptRenderer
+from urlkit.errors import ConfigError
 from urlkit.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
 from urlkit.paths import REPO_ROOT
 from urlkit.scoring import Reranker
@@ -67,7 +68,10 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     backbone = load_backbone(cfg.model)
     renderer = make_renderer(backbone, cfg.model)
     tokens = list(cfg.head.tokens)
-    token_ids = resolve_token_ids(backbone.tokenizer, tokens)
+    try:
+        token_ids = resolve_token_ids(backbone.tokenizer, tokens)
+    except ValueError as err:
+        raise ConfigError(f"head.tokens={tokens}: {err}") from err
     extra = int(cfg.head.get("num_tokens", len(tokens))) - len(tokens)
     if extra > 0:
         token_ids, tokens = _expand_token_set(backbone, renderer, sample, token_ids, extra, cfg)

@@ -25,6 +25,7 @@ import torch
 
 from urlkit.build import Built, load_trained
 from urlkit.data.format import Document, Query
+from urlkit.errors import reported_errors
 from urlkit.loss import relevance
 
 
@@ -124,13 +125,14 @@ def main(argv: list[str] | None = None) -> list[tuple[float, str]]:
     parser.add_argument("--instruction", default=None, help="defaults to the run's dataset instruction")
     parser.add_argument("--merge", action="store_true", help="merge LoRA into the backbone first")
     args = parser.parse_args(argv)
-    documents = list(args.doc)
-    if args.docs_file:
-        documents += [line.rstrip("\n") for line in Path(args.docs_file).read_text().splitlines() if line.strip()]
-    if not documents:
-        parser.error("give at least one --doc or a --docs-file")
-    scores = TrainedReranker.from_run(args.run, merge=args.merge).score(args.query, documents, args.instruction)
-    ranked = sorted(zip(scores, documents), key=lambda pair: -pair[0])
+    with reported_errors():  # bad input: "error: <message>", exit status 2
+        documents = list(args.doc)
+        if args.docs_file:
+            documents += [line.rstrip("\n") for line in Path(args.docs_file).read_text().splitlines() if line.strip()]
+        if not documents:
+            parser.error("give at least one --doc or a --docs-file")
+        scores = TrainedReranker.from_run(args.run, merge=args.merge).score(args.query, documents, args.instruction)
+    ranked = sorted(zip(scores, documents, strict=True), key=lambda pair: -pair[0])
     for rank, (score, doc) in enumerate(ranked, 1):
         print(f"{rank:>3}  {score:+.4f}  {doc}")
     return ranked

@@ -1,0 +1,123 @@
+"""Check a composed config before any work starts, so that a typo costs a second, not a run.
+
+Hydra already rejects unknown keys and unknown options of a config group (listing the valid
+ones). What it cannot know is which *values* urlkit accepts: ``train.nonfinite=skp``,
+``train.max_steps=-1`` (Lightning would read that as "train forever") or
+``data.hard_fraction=2`` would otherwise fail minutes later, deep inside a library, or not
+at all. :func:`check_train_config` and :func:`check_evaluate_config` raise one
+:class:`~urlkit.errors.ConfigError` naming the key, the value given and what is allowed.
+
+Only keys present in the config are checked, so a config group that leaves a key out keeps
+the module's own default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from urlkit.errors import ConfigError
+
+CHOICES = {
+    "train.nonfinite": ("stop", "skip"),
+    "data.retriever": ("bm25", "trec", "pool"),
+    "data.on_error": ("raise", "skip"),
+    "data.format": ("auto", "jsonl", "beir", "mbeir"),
+    "logger.name": ("wandb", "csv", "none"),
+    "logger.mode": ("auto", "online", "offline", "disabled"),
+    "weight.dtype": ("float32", "float64", "float16", "bfloat16"),
+}
+# key -> smallest allowed integer (None allowed where the comment says so in conf/)
+INTEGERS = {
+    "train.max_steps": 1,
+    "train.queries_per_step": 1,
+    "train.accumulate": 1,
+    "train.warmup_steps": 0,
+    "train.max_consecutive_skips": 1,
+    "data.n_negatives": 0,
+    "data.hard_depth": 1,
+    "eval.every_n_steps": 0,
+    "eval.depth": 1,
+    "eval.batch_size": 1,
+    "log.histogram_every_n_steps": 0,
+    "checkpoint.every_n_steps": 1,
+    "depth": 1,  # urlkit.evaluate
+    "batch_size": 1,
+}
+NULLABLE_INTEGERS = {"train.chunk_size": 1, "eval.dev_queries": 1, "eval.test_queries": 1, "max_queries": 1}
+# key -> (lowest, highest, lowest excluded)
+NUMBERS = {
+    "train.lr": (0.0, math.inf, True),
+    "train.weight_decay": (0.0, math.inf, False),
+    "data.hard_fraction": (0.0, 1.0, False),
+    "weight.temperature": (0.0, math.inf, True),
+    "weight.beta": (0.0, math.inf, True),
+    "weight.tau": (0.0, 1.0, False),
+}
+NULLABLE_NUMBERS = {"train.grad_clip": (0.0, math.inf, True)}
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first value ``python -m urlkit.run`` cannot use."""
+    _check_missing(cfg)
+    _check_values(cfg)
+    if _get(cfg, "data.retriever") == "trec" and not _get(cfg, "data.run_file"):
+        raise ConfigError("data.retriever=trec needs data.run_file=<a TREC run file>")
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first value ``python -m urlkit.evaluate`` cannot use."""
+    _check_missing(cfg, ignore=("data",) if cfg.get("run_dir") else ())
+    _check_values(cfg)
+
+
+def _check_missing(cfg: DictConfig, ignore: Iterable[str] = ()) -> None:
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k.split(".")[0] not in ignore)
+    if missing:
+        shown = " ".join(f"{key}=..." for key in missing)
+        raise ConfigError(f"{', '.join(missing)} must be given on the command line ({shown})")
+
+
+def _check_values(cfg: DictConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    for key, lowest in {**INTEGERS, **NULLABLE_INTEGERS}.items():
+        value = _get(cfg, key, default=...)
+        if value is ... or (value is None and key in NULLABLE_INTEGERS):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            null = " or null" if key in NULLABLE_INTEGERS else ""
+            raise ConfigError(f"{key}={value!r} must be an integer >= {lowest}{null}")
+    for key, (low, high, open_low) in {**NUMBERS, **NULLABLE_NUMBERS}.items():
+        value = _get(cfg, key, default=...)
+        if value is ... or (value is None and key in NULLABLE_NUMBERS):
+            continue
+        number = _as_number(value)
+        if number is None or not (low < number if open_low else low <= number) or number > high:
+            low_text = f"> {low:g}" if open_low else f">= {low:g}"
+            bound = low_text if math.isinf(high) else f"{low_text} and <= {high:g}"
+            raise ConfigError(f"{key}={value!r} must be a number {bound}")
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # "1e-4" arrives as a string when YAML does not read it as a float
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return default
+        node = node[part]
+    return node
