@@ -1,43 +1,42 @@
-"""A run killed with SIGKILL after a checkpoint resumes with a continuous, identical history."""
+"""A run SIGKILLed at every kind of point, then resumed, ends exactly as an uninterrupted run.
+
+One run (LoRA dropout 0.1, so the RNG state matters) is killed three times, each time by
+SIGKILL sent from inside a real ``urlkit.run`` process at a chosen point (see
+reliability_helpers.py), and resumed with ``resume=<run dir>`` after each kill:
+
+1. after step 2, before the first checkpoint (step 3): the resume starts over in the same
+   directory and the two history rows of the dead attempt are dropped;
+2. halfway through writing the checkpoint of step 6: ``last.ckpt`` is still the complete
+   checkpoint of step 3 (the save is atomic) and the resume replays steps 4-6;
+3. during the final test evaluation, after the reranker's results were written: the
+   checkpoint of the last step (10, not a multiple of 3) exists and the evaluation is redone.
+
+The history, the evaluation rows and the final metrics must equal those of a run that was
+never interrupted (same seed), to floating-point tolerance.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-
+from reliability_helpers import (
+    compose_run,
+    evaluations,
+    history,
+    metrics,
+    resume_command,
+    run,
+    train_command,
+)
 from run_helpers import write_small_dataset
-from urlkit.paths import REPO_ROOT
 
-STEPS = 30
+from urlkit.run import resume_config, train
 
-
-def _command(data, run_dir, *extra):
-    return [
-        sys.executable, "-m", "urlkit.run", "model=tiny", f"data.path={data}", "logger=none",
-        f"train.max_steps={STEPS}", "train.warmup_steps=2", "checkpoint.every_n_steps=5",
-        "eval.every_n_steps=0", "data.n_negatives=3", "+trainer.enable_progress_bar=false",
-        f"hydra.run.dir={run_dir}", *extra,
-    ]  # fmt: skip
-
-
-def _history(run_dir):
-    with (run_dir / "history.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
-def _checkpoint_step(path):
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
-    except Exception:  # being written right now
-        return -1
+STEPS, EVERY = 10, 3
+SETTINGS = [f"train.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}", "model.lora.dropout=0.1"]
+COMPARED = ("loss", "w_pos_mean", "w_neg_mean", "loss_sft_native", "items_consumed", "lr", "skipped_steps")
 
 
 @pytest.fixture(scope="module")
@@ -45,37 +44,51 @@ def data(tmp_path_factory):
     return write_small_dataset(tmp_path_factory.mktemp("resume") / "data")
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    straight = tmp_path / "straight"
-    subprocess.run(_command(data, straight), check=True, env=env, cwd=REPO_ROOT, capture_output=True, timeout=600)
+def _killed(result) -> bool:
+    return result.returncode == -signal.SIGKILL
 
+
+def _checkpoint_step(run_dir) -> int:
+    return int(torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"])
+
+
+def test_a_run_killed_at_every_kind_of_point_resumes_to_the_uninterrupted_result(data, tmp_path):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_command(data, killed), env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    ckpt = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and 0 < _checkpoint_step(ckpt) < STEPS:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    logged_before = len(_history(killed))
-    assert 0 < logged_before < STEPS
+
+    # 1. killed after step 2, before any checkpoint
+    result = run(train_command(data, killed, *SETTINGS, die="step:2"))
+    assert _killed(result), result.stderr[-3000:]
+    assert [row["step"] for row in history(killed)] == ["1", "2"]  # flushed as it went
+    assert not (killed / "checkpoints" / "last.ckpt").exists()
+
+    # 2. resumed from scratch, killed while writing the checkpoint of step 6
+    result = run(resume_command(killed, die="save:6"))
+    assert _killed(result), result.stderr[-3000:]
+    assert "from scratch" in result.stdout
+    assert [row["step"] for row in history(killed)] == [str(s) for s in range(1, 7)]  # no duplicate 1, 2
+    assert list((killed / "checkpoints").glob(".last.ckpt.*.tmp")), "the kill did not land mid-save"
+    assert _checkpoint_step(killed) == 3  # the previous checkpoint, complete
+
+    # 3. resumed from step 3, killed during the final evaluation
+    result = run(resume_command(killed, die="final-eval"))
+    assert _killed(result), result.stderr[-3000:]
+    assert "from step 3" in result.stdout
+    assert not list((killed / "checkpoints").glob(".*.tmp"))  # the next save cleared the torn file
+    assert _checkpoint_step(killed) == STEPS  # the last step is checkpointed, off the 3-step grid
     assert not (killed / "metrics.json").exists()
+    assert [row["split"] for row in evaluations(killed)] == ["test:reranker"]
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "urlkit.run", f"resume={killed}"],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # 4. resumed at the end of training: only the evaluation is redone (in-process: same code
+    #    path as `python -m urlkit.run resume=<dir>` after Hydra)
+    final = train(resume_config(killed), killed)
 
-    history, reference = _history(killed), _history(straight)
-    assert [int(r["step"]) for r in history] == list(range(1, STEPS + 1))  # no gap, no duplicate
-    for mine, theirs in zip(history, reference, strict=True):
-        for key in ("loss", "w_pos_mean", "w_neg_mean", "items_consumed", "lr"):
-            assert float(mine[key]) == pytest.approx(float(theirs[key]), rel=1e-4, abs=1e-6), (mine["step"], key)
-    final, expected = (json.loads((d / "metrics.json").read_text()) for d in (killed, straight))
+    straight = tmp_path / "straight"
+    expected = train(compose_run(data, *SETTINGS), straight)
     assert final == pytest.approx(expected, abs=1e-6)
+    assert metrics(killed) == pytest.approx(metrics(straight), abs=1e-6)
+    mine, theirs = history(killed), history(straight)
+    assert [row["step"] for row in mine] == [str(s) for s in range(1, STEPS + 1)]
+    for row, reference in zip(mine, theirs, strict=True):
+        for key in COMPARED:
+            assert float(row[key]) == pytest.approx(float(reference[key]), rel=1e-4, abs=1e-6), (row["step"], key)
+    assert [(r["step"], r["split"]) for r in evaluations(killed)] == [(r["step"], r["split"]) for r in evaluations(straight)]

@@ -10,8 +10,9 @@ One optimizer step, in full (``training_step`` runs once per micro-batch)::
     log W+, W-, counterfactual W_sft/W_cl/W_base, native SFT and InfoNCE losses
 
 Optimisation is manual (Lightning's ``automatic_optimization = False``) so that the whole
-step is visible here, a non-finite step can be dropped before it touches the weights, and
-the constant-memory step below can run its own backward.
+step is visible here, a non-finite step can be dropped before it touches the weights
+(``urlkit.nonfinite``: scores, loss and weights before the backward, gradients before the
+update, parameters after it), and the constant-memory step below can run its own backward.
 
 **Constant memory in N** (``chunk_size``): URL's weights are detached, so the gradient of
 the loss w.r.t. each document's logits depends only on those logits and the (constant)
@@ -23,6 +24,10 @@ dropout masks are the same in both passes.
 
 Logging goes to the run directory's history.csv (always) and to the Lightning loggers once
 per optimizer step, averaged over the micro-batches of that step.
+
+Checkpoints hold the trainable parameters, the optimizer and scheduler (Lightning), the
+number of training groups consumed (where the data stream resumes), the skipped-step count
+and the RNG state (``urlkit.checkpointing``): a resumed run replays the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -32,22 +37,21 @@ import math
 import lightning as L
 import torch
 
+from urlkit.checkpointing import restore_rng_state, rng_state
 from urlkit.data.groups import scatter_scores
 from urlkit.loss import url_loss
+from urlkit.nonfinite import NonFiniteError, NonFiniteGuard
 from urlkit.telemetry import StepAccumulator, step_statistics
 
-
-class NonFiniteError(RuntimeError):
-    """A non-finite loss, weight or gradient, with the step and the batch's query ids."""
-
+__all__ = ["NonFiniteError", "RerankerModule", "url_backward"]  # NonFiniteError: urlkit.nonfinite
 
 def url_backward(reranker, batch: dict, loss_fn, *, scale=1.0, chunked=False, backward=None, check=None):
     """Forward and backward of one micro-batch; returns (logits, loss, info), all detached.
 
     ``loss_fn(logits, mask) -> (loss, info)``; gradients of ``scale * loss`` accumulate in
     the reranker's parameters. ``chunked`` runs the constant-memory step over
-    ``batch["chunks"]`` (see the module docstring); the gradient is the same. ``check(loss,
-    info)`` may veto the backward (a non-finite step); ``backward(tensor, gradient=...)``
+    ``batch["chunks"]`` (see the module docstring); the gradient is the same. ``check(logits,
+    loss, info)`` may veto the backward (a non-finite step); ``backward(tensor, gradient=...)``
     defaults to autograd's (the module passes Lightning's ``manual_backward``).
     """
     backward = backward or (lambda tensor, gradient=None: tensor.backward(gradient))
@@ -55,7 +59,7 @@ def url_backward(reranker, batch: dict, loss_fn, *, scale=1.0, chunked=False, ba
     if not chunked:
         logits = scatter_scores(reranker(batch["prompts"]), mask)
         loss, info = loss_fn(logits, mask)
-        if check is None or check(loss, info):
+        if check is None or check(logits.detach(), loss, info):
             backward(loss * scale)
         return logits.detach(), loss.detach(), info
     chunks = batch["chunks"]
@@ -64,9 +68,9 @@ def url_backward(reranker, batch: dict, loss_fn, *, scale=1.0, chunked=False, ba
         scores = torch.cat([reranker(chunk) for chunk in chunks])
     logits = scatter_scores(scores, mask).requires_grad_(True)
     loss, info = loss_fn(logits, mask)
-    if check is None or check(loss, info):
+    if check is None or check(logits.detach(), loss, info):
         (grad,) = torch.autograd.grad(loss * scale, logits)
-        for chunk, chunk_grad in zip(chunks, grad[mask].split([len(c["input_ids"]) for c in chunks])):
+        for chunk, chunk_grad in zip(chunks, grad[mask].split([len(c["input_ids"]) for c in chunks]), strict=True):
             backward(reranker(chunk), gradient=chunk_grad)
     return logits.detach(), loss.detach(), info
 
@@ -89,12 +93,11 @@ class RerankerModule(L.LightningModule):
         grad_clip: float | None = 1.0,
         chunk_size: int | None = None,
         nonfinite: str = "stop",
+        max_consecutive_skips: int = 20,
         history=None,
         histogram_every_n_steps: int = 0,
     ):
         super().__init__()
-        if nonfinite not in ("stop", "skip"):
-            raise ValueError(f"train.nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
         self.automatic_optimization = False
         self.reranker = reranker
         self.weight = weight["name"]
@@ -108,12 +111,17 @@ class RerankerModule(L.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
         self.accumulate, self.grad_clip, self.chunk_size = accumulate, grad_clip, chunk_size
-        self.nonfinite = nonfinite
+        self.guard = NonFiniteGuard(nonfinite, max_consecutive_skips)
         self.history = history  # urlkit.records.CsvLog or None
         self.histogram_every_n_steps = histogram_every_n_steps
         self.step_stats = StepAccumulator()
-        self.skipped_steps = 0  # optimizer steps dropped by nonfinite="skip"
         self.items_consumed = 0  # training groups consumed: where the data stream resumes
+        self._resumed_rng = None  # RNG state of a checkpoint, restored at the next step
+
+    @property
+    def skipped_steps(self) -> int:
+        """Optimizer steps dropped by ``nonfinite="skip"`` (see urlkit.nonfinite)."""
+        return self.guard.skipped_steps
 
     # -- the step ----------------------------------------------------------------------
     def forward(self, batch: dict) -> torch.Tensor:
@@ -125,7 +133,7 @@ class RerankerModule(L.LightningModule):
         logits, loss, info = url_backward(
             self.reranker, batch, self._url_loss, scale=1.0 / self.accumulate,
             chunked=bool(self.chunk_size), backward=self.manual_backward,
-            check=lambda loss, info: self._finite(loss, info, mask, batch),
+            check=lambda logits, loss, info: self._finite(logits, loss, info, batch),
         )  # fmt: skip
         self.items_consumed += mask.shape[0]
         stats = step_statistics(logits, loss, info, mask, self.weight_options)
@@ -136,35 +144,28 @@ class RerankerModule(L.LightningModule):
     def _url_loss(self, logits: torch.Tensor, mask: torch.Tensor):
         return url_loss(logits.float(), weight=self.weight, direction=self.direction, mask=mask, **self.weight_options)
 
-    def _finite(self, loss: torch.Tensor, info: dict, mask: torch.Tensor, batch: dict) -> bool:
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(info["w_pos"]).all())
-        finite = finite and bool(torch.isfinite(info["w_neg"][mask[:, 1:]]).all())
-        if not finite:
-            self._non_finite(f"loss or weight (loss={loss.item()})", batch["query_ids"])
+    def _finite(self, logits: torch.Tensor, loss: torch.Tensor, info: dict, batch: dict) -> bool:
+        """The guard's verdict on a micro-batch; a non-finite one marks its whole step skipped."""
+        finite = self.guard.scores_and_loss(
+            logits, loss, info, batch["mask"], step=self.global_step + 1, query_ids=batch["query_ids"]
+        )
+        self.step_stats.nonfinite |= not finite
         return finite
-
-    def _non_finite(self, what: str, query_ids) -> None:
-        if self.nonfinite == "stop":
-            raise NonFiniteError(
-                f"non-finite {what} at optimizer step {self.global_step + 1}; queries: "
-                f"{', '.join(query_ids)}. Set train.nonfinite=skip to skip such steps instead."
-            )
-        self.step_stats.nonfinite = True
 
     def _optimizer_step(self) -> None:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        params = [p for p in self.parameters() if p.grad is not None]
-        if not all(torch.isfinite(p.grad).all() for p in params):
-            self._non_finite("gradient", self.step_stats.query_ids)
-        skipped = self.step_stats.nonfinite
-        if skipped:  # nonfinite="skip": drop the whole step, nothing non-finite reaches the weights
-            self.skipped_steps += 1
-        else:
+        step, query_ids = self.global_step + 1, self.step_stats.query_ids
+        skipped = self.step_stats.nonfinite or not self.guard.gradients(
+            self.parameters(), step=step, query_ids=query_ids
+        )
+        if not skipped:  # nonfinite="skip" drops the whole step: nothing non-finite reaches the weights
             if self.grad_clip:
                 self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
             optimizer.step()  # advances global_step
             scheduler.step()
+            self.guard.parameters(self.named_parameters(), step=step, query_ids=query_ids)
         optimizer.zero_grad(set_to_none=True)
+        self.guard.end_step(skipped, step=step, query_ids=query_ids)
         self._log_step(skipped)
 
     # -- logging -----------------------------------------------------------------------
@@ -230,9 +231,21 @@ class RerankerModule(L.LightningModule):
         return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["urlkit"] = {"skipped_steps": self.skipped_steps, "items_consumed": self.items_consumed}
+        checkpoint["urlkit"] = {
+            "skipped_steps": self.guard.skipped_steps,
+            "items_consumed": self.items_consumed,
+            "rng": rng_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("urlkit", {})
-        self.skipped_steps = state.get("skipped_steps", 0)
+        self.guard.skipped_steps = state.get("skipped_steps", 0)
         self.items_consumed = state.get("items_consumed", 0)
+        self._resumed_rng = state.get("rng")
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # The RNG goes back to its checkpointed state right before the first resumed step: the
+        # trainer draws random numbers while it sets up (see urlkit.checkpointing).
+        if self._resumed_rng is not None:
+            restore_rng_state(self._resumed_rng)
+            self._resumed_rng = None

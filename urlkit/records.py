@@ -13,9 +13,11 @@ offline or disabled is still fully analysable::
       checkpoints/     LoRA adapter + head + optimizer state (Lightning checkpoints)
       wandb/           the W&B run (offline runs can be synced later)
 
-History rows are appended and flushed as training goes, so a killed run loses at most the
-step in flight; on resume the history is cut back to the checkpoint's step so that no step
-is duplicated or missing.
+History rows are appended, flushed and fsynced as training goes, so a killed run loses at
+most the step in flight; a row cut short by the kill is dropped when the file is reopened.
+On resume the history is cut back to the checkpoint's step so that no step is duplicated or
+missing; every other file is replaced atomically (write, fsync, rename). See
+docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +41,27 @@ def new_run_id() -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename: a kill mid-write leaves the previous file intact."""
+    """Write, fsync, then rename: a kill mid-write leaves the previous file intact."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 class CsvLog:
-    """An append-only CSV whose header grows when new columns appear (rare: rewritten once)."""
+    """An append-only CSV whose header grows when new columns appear (rare: rewritten once).
+
+    Every row is flushed and fsynced as it is appended. Opening the file drops a last row
+    without its newline: what a process killed in the middle of ``append`` leaves behind.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.columns: list[str] = []
         if path.exists() and path.stat().st_size > 0:
+            self._drop_partial_row()
             with path.open(newline="") as f:
                 self.columns = next(csv.reader(f), [])
 
@@ -73,8 +84,12 @@ class CsvLog:
 
     def truncate_after(self, step: int, key: str = "step") -> int:
         """Drop rows with ``key`` > step (the steps a killed run logged after its checkpoint)."""
+        return self.drop(lambda row: row.get(key, "") != "" and int(float(row[key])) > step)
+
+    def drop(self, unwanted: Callable[[dict[str, str]], bool]) -> int:
+        """Drop the rows for which ``unwanted(row)`` is true (atomically); returns how many."""
         rows = self.rows()
-        kept = [r for r in rows if r.get(key, "") == "" or int(float(r[key])) <= step]
+        kept = [row for row in rows if not unwanted(row)]
         if len(kept) != len(rows):
             self._rewrite(kept)
         return len(rows) - len(kept)
@@ -85,6 +100,18 @@ class CsvLog:
             writer = csv.DictWriter(f, self.columns)
             writer.writeheader()
             writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def _drop_partial_row(self) -> None:
+        with self.path.open("rb") as f:
+            data = f.read()
+        if data.endswith(b"\n"):
+            return
+        complete = data[: data.rfind(b"\n") + 1]  # b"" when even the header was cut short
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_bytes(complete)
         os.replace(tmp, self.path)
 
 

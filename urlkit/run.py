@@ -2,6 +2,11 @@
 
 Hydra composes the config (``conf/train.yaml``); this file builds the pieces, hands them to
 Lightning, and evaluates at the end. Read top to bottom, it is the whole run.
+
+Reliability (docs/reliability.md): the config is checked before any work; bad input ends
+with ``error: <message>`` and exit status 2; checkpoints are written atomically and hold the
+RNG state; ``resume=<run dir>`` continues a killed run exactly (from its last checkpoint, or
+from scratch in the same directory when it died before the first one).
 """
 
 from __future__ import annotations
@@ -11,33 +16,58 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from urlkit.config_checks import check_train_config
+from urlkit.errors import ConfigError, reported_errors
+from urlkit.paths import REPO_ROOT
 from urlkit.resolvers import register_resolvers
 
 register_resolvers()
+# absolute, so that `python -m urlkit.run`, the `urlkit-run` console script and
+# `from urlkit.run import main` all find conf/ (a relative path resolves against the caller)
+CONFIG_DIR = str(REPO_ROOT / "conf")
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """One training run in ``run_dir``; returns the final metrics (also in metrics.json)."""
+    """One training run in ``run_dir``; returns the final metrics (also in metrics.json).
+
+    ``run.json`` says how it ended: ``finished``, ``failed`` (with the error) or
+    ``interrupted``; a run killed outright stays ``running`` with the pid of its process.
+    """
+    from urlkit.records import RunDirectory, new_run_id
+
+    run = RunDirectory(run_dir)
+    if not cfg.get("resume") and (run.path / "config.yaml").exists():
+        raise ConfigError(
+            f"{run.path} already holds a urlkit run: continue it with resume={run.path}, "
+            "or leave hydra.run.dir unset to get a new directory"
+        )
+    start_step = restart_point(run) if cfg.get("resume") else 0
+    run.write_config(OmegaConf.to_container(cfg, resolve=True))
+    info = run.update_info(status="running", wandb_id=run.read_info().get("wandb_id") or new_run_id())
+    try:
+        return _fit_and_evaluate(cfg, run, info["wandb_id"], start_step)
+    except BaseException as err:
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        run.update_info(status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}")
+        raise
+
+
+def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> dict[str, float]:
     # heavy imports here, not at module level: `python -m urlkit.run --help` stays instant
     import warnings
 
     import lightning as L
-    import torch
     from torch.utils.data import DataLoader
 
     from urlkit.build import build_reranker, load_data_split, trainer_arguments
     from urlkit.callbacks import Evaluator, FinalEvaluation, PeriodicEvaluation
+    from urlkit.checkpointing import AtomicCheckpointIO
     from urlkit.data.candidates import first_stage
     from urlkit.data.groups import GroupCollator, TrainGroups
     from urlkit.data.stream import GroupStream
     from urlkit.loggers import make_loggers
     from urlkit.module import RerankerModule
-    from urlkit.records import RunDirectory, new_run_id
 
-    run = RunDirectory(run_dir)
-    resuming = run.last_checkpoint() is not None and cfg.get("resume")
-    run.write_config(OmegaConf.to_container(cfg, resolve=True))
-    info = run.update_info(status="running", wandb_id=run.read_info().get("wandb_id") or new_run_id())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # data: the training groups and the first-stage candidates of dev and test
@@ -54,7 +84,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     print(f"[urlkit] {groups.report()}", flush=True)
     evaluator = Evaluator.from_config(cfg, built)
 
-    # model: reranker + URL loss; the module restores its counters from a checkpoint
+    # model: reranker + URL loss; the module restores its counters and RNG from a checkpoint
     module = RerankerModule(
         built.reranker,
         weight=OmegaConf.to_container(cfg.weight),
@@ -67,6 +97,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         grad_clip=cfg.train.grad_clip,
         chunk_size=cfg.train.chunk_size,
         nonfinite=cfg.train.nonfinite,
+        max_consecutive_skips=cfg.train.get("max_consecutive_skips", 20),
         history=run.history,
         histogram_every_n_steps=cfg.log.histogram_every_n_steps,
     )
@@ -77,7 +108,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     # checkpoints hold the state after the step, which is what resume needs
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    loggers = make_loggers(cfg, run, wandb_id=info["wandb_id"])
+    loggers = make_loggers(cfg, run, wandb_id=wandb_id)
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=run.checkpoints, every_n_train_steps=cfg.checkpoint.every_n_steps,
         save_last=True, save_top_k=0, enable_version_counter=False,
@@ -87,18 +118,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         max_steps=cfg.train.max_steps,
         logger=loggers or False,
         callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps)],
+        plugins=[AtomicCheckpointIO()],  # write, fsync, rename: a kill mid-save keeps the last one
         default_root_dir=str(run.path),
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
-    ckpt_path = None
-    if resuming:
-        ckpt_path = str(run.last_checkpoint())
-        step = int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"])
-        dropped = run.history.truncate_after(step) + run.evals.truncate_after(step)
-        print(f"[urlkit] resuming {run.path} from step {step} ({dropped} rows after it dropped)", flush=True)
+    ckpt_path = str(run.last_checkpoint()) if start_step else None
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    if trainer.global_step != checkpoint_step(run.last_checkpoint()):
+        # max_steps is not a multiple of checkpoint.every_n_steps: keep the final weights
+        # (what urlkit.evaluate and urlkit.rerank load, and where a resume restarts)
+        trainer.save_checkpoint(run.checkpoints / "last.ckpt")
 
     metrics = FinalEvaluation(evaluator, run)(trainer.global_step)
     for logger in loggers:
@@ -106,8 +137,40 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
             logger.experiment.summary.update(metrics)
         logger.finalize("success")
-    run.update_info(status="finished", steps=trainer.global_step)
+    run.update_info(status="finished", steps=trainer.global_step, skipped_steps=module.skipped_steps)
     return metrics
+
+
+def checkpoint_step(path: Path | None) -> int | None:
+    """The optimizer step a checkpoint was saved at (None: no checkpoint)."""
+    if path is None:
+        return None
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    except Exception as err:  # written atomically, so only a foreign or damaged file gets here
+        raise FileNotFoundError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
+            "move it away to restart the run from scratch"
+        ) from err
+
+
+def restart_point(run) -> int:
+    """Prepare ``run`` to continue; returns the step it restarts from (0 = from scratch).
+
+    The history keeps the steps up to the last checkpoint (the rows a killed process logged
+    after it are replayed identically); the final test evaluation is always redone. A run
+    killed before its first checkpoint starts over in the same directory.
+    """
+    step = checkpoint_step(run.last_checkpoint()) or 0
+    dropped = run.history.truncate_after(step)
+    dropped += run.evals.drop(
+        lambda row: int(float(row["step"])) > step or row.get("split", "").startswith("test:")
+    )
+    where = f"from step {step}" if step else "from scratch (it had no checkpoint yet)"
+    print(f"[urlkit] resuming {run.path} {where}; {dropped} rows logged after it dropped", flush=True)
+    return step
 
 
 def run_directory(cfg: DictConfig) -> Path:
@@ -120,18 +183,25 @@ def run_directory(cfg: DictConfig) -> Path:
     return Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def resume_config(run_dir: Path) -> DictConfig:
+    """The config a resumed run continues with: the one it started with (same data, model,
+    loss and steps), plus ``resume=<run_dir>``."""
+    saved = OmegaConf.load(Path(run_dir) / "config.yaml")
+    saved.resume = str(run_dir)
+    return saved
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    run_dir = run_directory(cfg)
-    if cfg.get("resume"):
-        # a resumed run keeps the config it started with (same data, model, loss, steps)
-        saved = OmegaConf.load(run_dir / "config.yaml")
-        saved.resume = cfg.resume
-        cfg = saved
-    print(f"[urlkit] run directory: {run_dir}", flush=True)
-    metrics = train(cfg, run_dir)
-    print(f"[urlkit] final metrics: {metrics}", flush=True)
-    return metrics.get("test/ndcg@10")
+    with reported_errors():  # bad input: "error: <message>", exit status 2
+        run_dir = run_directory(cfg)
+        if cfg.get("resume"):
+            cfg = resume_config(run_dir)
+        check_train_config(cfg)
+        print(f"[urlkit] run directory: {run_dir}", flush=True)
+        metrics = train(cfg, run_dir)
+        print(f"[urlkit] final metrics: {metrics}", flush=True)
+        return metrics.get("test/ndcg@10")
 
 
 if __name__ == "__main__":
