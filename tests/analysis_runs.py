@@ -22,7 +22,7 @@ RUNS = [
     ("figure5_negatives", ["+objective=sft", "data.n_negatives=1", "seed=0"]),
     ("figure5_negatives", ["+objective=cl", "data.n_negatives=1", "seed=0"]),
 ]
-STEPS = 4
+STEPS = 3
 FAST_EVAL = [
     "eval.test_queries=3",
     "eval.depth=6",

@@ -13,7 +13,7 @@ from urlkit.study import main, plan
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    """``figure3 --tiny`` on the small dataset: 2 runs, the weight_evolution notebook, findings."""
+    """``figure3 --tiny`` on the small dataset: 2 runs of 3 steps, then the findings."""
     root = tmp_path_factory.mktemp("study")
     data = write_small_dataset(root / "data")
     args = [
@@ -28,9 +28,11 @@ def tiny_study(tmp_path_factory):
     return root, args
 
 
-def test_tiny_study_trains_its_grid_runs_the_notebook_and_prints_findings(tiny_study, capsys):
+def test_tiny_study_trains_its_grid_and_prints_findings(tiny_study, capsys):
+    # the notebook step is left out here (tests/test_notebooks.py executes every notebook on
+    # real runs; a kernel start costs seconds); python -m urlkit.study runs it by default
     root, args = tiny_study
-    assert main([*args, "--progress-every", "0"]) == 0
+    assert main([*args, "--progress-every", "0", "--skip-notebooks"]) == 0
     out = capsys.readouterr().out
     runs = root / "out" / "studies" / "tiny" / "figure3_weights"
     assert sorted(p.name for p in runs.iterdir()) == ["objective=cl,seed=0", "objective=sft,seed=0"]
@@ -39,8 +41,6 @@ def test_tiny_study_trains_its_grid_runs_the_notebook_and_prints_findings(tiny_s
         assert len((run / "history.csv").read_text().splitlines()) == 1 + 3  # header + 3 tiny steps
     assert "[study] run 1/2 figure3_weights/objective=sft,seed=0 | 6 steps to go" in out
     assert "[study] run 2/2 figure3_weights/objective=cl,seed=0 | elapsed" in out and "ETA" in out
-    assert (root / "figures" / "figure3_weights.png").stat().st_size > 10_000
-    assert (root / "out" / "studies" / "tiny" / "notebooks" / "weight_evolution.ipynb").exists()
     verdicts = [line for line in out.splitlines() if line.startswith("- ")]
     assert [v.split(":")[0] for v in verdicts] == ["- Figure 2", "- Figure 3"]
 
@@ -56,7 +56,7 @@ def test_study_resumes_skips_finished_runs_and_refuses_a_changed_config(tiny_stu
         main([*args, "train.max_steps=5"])
     assert exit_.value.code == 2
     assert (
-        "objective=sft,seed=0 holds a run with another config (differs in: train)"
+        "objective=sft,seed=0 holds a run with another config (differs in: train.max_steps)"
         in capsys.readouterr().err
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from analysis_runs import shared_runs
@@ -10,13 +12,19 @@ from PIL import Image
 from urlkit.notebooks import NOTEBOOKS_DIR, NotebookError, execute_notebook, notebook_names
 
 # Table 1's runs have 3 negatives and 2 tokens; pooled with figure5's 1-negative runs they
-# give each figure two points per curve without more training.
+# give each figure two points per curve without more training. interactive=True also runs
+# the widget cells (headless, each widget callback runs once with its defaults).
 PARAMETERS = {
-    "weight_evolution": {"experiments": ["table1_weight_direction"], "smoothing": 2},
-    "probing_tables": {},
+    "weight_evolution": {
+        "experiments": ["table1_weight_direction"],
+        "smoothing": 2,
+        "interactive": True,
+    },
+    "probing_tables": {"interactive": True},
     "negatives_and_tokens": {
         "negatives_experiments": ["figure5_negatives", "table1_weight_direction"],
         "tokens_experiments": ["table1_weight_direction"],
+        "interactive": True,
     },
 }
 FIGURES = {
@@ -66,6 +74,19 @@ def test_notebook_writes_its_figures_as_png_and_pdf(executed, name):
             colors = len(set(image.convert("RGB").resize((200, 100)).getdata()))
         assert width >= 600 and height >= 300, (png, image.size)
         assert colors > 20, f"{png} looks blank ({colors} colours)"
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_widget_callbacks_ran_without_error(executed, name):
+    _, notebooks = executed
+    notebook = json.loads(notebooks[name].read_text())
+    state = notebook["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    outputs = [
+        o for w in state.values() if w["model_name"] == "OutputModel" for o in w["state"]["outputs"]
+    ]
+    assert outputs and not [o for o in outputs if o["output_type"] == "error"]
+    kinds = {kind for o in outputs for kind in o.get("data", {})}
+    assert ("image/png" in kinds) == (name != "probing_tables")  # redrawn figure / redrawn table
 
 
 def test_probing_tables_notebook_writes_the_tables_with_real_counts(executed):

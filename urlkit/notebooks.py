@@ -38,10 +38,12 @@ def execute_notebook(
     parameters: Mapping[str, Any] | None = None,
     kernel: str = "python3",
     executed: str | Path | None = None,
+    timeout_s: int = 1800,
 ) -> Path:
     """Run ``notebooks/<name>.py`` on ``runs``; figures go to ``out``, tables to ``tables``
     (default ``<out>/tables``). Returns the executed notebook (``executed``, default
-    ``<out>/notebooks/<name>.ipynb``)."""
+    ``<out>/notebooks/<name>.ipynb``). A cell running past ``timeout_s`` fails the notebook
+    instead of hanging a study or a test run."""
     import jupytext
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -68,7 +70,12 @@ def execute_notebook(
             papermill.execute_notebook(
                 str(unexecuted), str(executed), parameters=values, kernel_name=kernel,
                 cwd=str(NOTEBOOKS_DIR), progress_bar=False, log_output=False,
+                execution_timeout=timeout_s, start_timeout=120,
             )  # fmt: skip
+        except TimeoutError as err:
+            raise NotebookError(
+                f"notebook {source}: a cell ran past {timeout_s} s ({err})"
+            ) from err
         except PapermillExecutionError as err:
             raise NotebookError(
                 f"notebook {source} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "

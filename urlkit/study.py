@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf, open_dict
 
+from urlkit.analysis.runs import flatten
 from urlkit.grids import GridError, config_composer, expand, experiment_params, point_label
 
 
@@ -115,11 +116,16 @@ def plan(
 def _state(run_dir: Path, cfg) -> str:
     if not (run_dir / "config.yaml").exists():
         return "new"
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    wanted = OmegaConf.to_container(cfg, resolve=True)
-    saved.pop("resume", None), wanted.pop("resume", None)
-    if saved != wanted:
-        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    wanted = flatten(OmegaConf.to_container(cfg, resolve=True))
+    # neither where a run resumed from nor how it was logged changes what it computes
+    ignored = ("resume", "logger.", "trainer.enable_progress_bar")
+    changed = sorted(
+        key
+        for key in set(saved) | set(wanted)
+        if not key.startswith(ignored) and saved.get(key) != wanted.get(key)
+    )
+    if changed:
         raise StudyError(
             f"{run_dir} holds a run with another config (differs in: {', '.join(changed)}); "
             "use another --output-root, or delete that directory to run it again"
