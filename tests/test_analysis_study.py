@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from run_helpers import write_small_dataset
@@ -60,21 +59,20 @@ def test_study_resumes_skips_finished_runs_and_refuses_a_changed_config(tiny_stu
         in capsys.readouterr().err
     )
 
-    # an unfinished run resumes from its checkpoint; without one, it restarts
+    # an unfinished run (killed, failed) is resumed by urlkit.run in its own directory
     study_root = root / "out" / "studies" / "tiny"
     run = study_root / "figure3_weights" / "objective=cl,seed=0"
     info = json.loads((run / "run.json").read_text())
-    (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
-    data_path = args[2]
-    states = {
-        p.run_dir.name: p.state for p in plan(["figure3"], "tiny", [data_path], study_root, "none")
+    (run / "run.json").write_text(json.dumps({**info, "status": "failed"}))
+    planned = {p.run_dir.name: p for p in plan(["figure3"], "tiny", [args[2]], study_root, "none")}
+    assert {name: p.state for name, p in planned.items()} == {
+        "objective=sft,seed=0": "finished",
+        "objective=cl,seed=0": "resume",
     }
-    assert states == {"objective=sft,seed=0": "finished", "objective=cl,seed=0": "resume"}
-    shutil.rmtree(run / "checkpoints")
-    states = {
-        p.run_dir.name: p.state for p in plan(["figure3"], "tiny", [data_path], study_root, "none")
-    }
-    assert states["objective=cl,seed=0"] == "restart"
+    assert main([*args, "--skip-notebooks", "--progress-every", "0"]) == 0
+    assert "[study] 2 runs, 1 already finished, 1 to train" in capsys.readouterr().out
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 3  # no step twice
 
 
 def test_laptop_plan_is_one_seed_of_100_steps_and_overrides_widen_it(tmp_path):

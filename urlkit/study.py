@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -85,7 +84,7 @@ class Planned:
     point: list[str]
     run_dir: Path
     cfg: object  # DictConfig
-    state: str  # "new" | "finished" | "resume" | "restart"
+    state: str  # "new" | "finished" | "resume"
 
 
 def plan(
@@ -133,7 +132,9 @@ def _state(run_dir: Path, cfg) -> str:
     info = run_dir / "run.json"
     if info.exists() and json.loads(info.read_text()).get("status") == "finished":
         return "finished"
-    return "resume" if (run_dir / "checkpoints" / "last.ckpt").exists() else "restart"
+    # killed, interrupted or failed: urlkit.run resumes from the last checkpoint (or from
+    # scratch in the same directory when there is none)
+    return "resume"
 
 
 class Progress:
@@ -205,11 +206,6 @@ def run_all(planned: list[Planned], progress_every_s: float = 30.0) -> list[tupl
     with Progress(planned, progress_every_s) as progress:
         for i, item in enumerate(todo, 1):
             progress.begin(item, f"run {i}/{len(todo)}")
-            if item.state == "restart":  # killed before its first checkpoint: start clean
-                aside = item.run_dir.with_name(
-                    f"{item.run_dir.name}.failed-{time.strftime('%Y%m%d-%H%M%S')}"
-                )
-                shutil.move(item.run_dir, aside)
             if item.state == "resume":
                 with open_dict(item.cfg):
                     item.cfg.resume = str(item.run_dir)
