@@ -8,6 +8,10 @@ The decoder is the backbone *without* its LM head (``LlamaForCausalLM.model``,
 ``image_grid_thw`` and ``mm_token_type_ids``); the head multiplies only K rows (see ``urlkit.heads``). Training reshapes
 the (n_prompts, K) logits to (B, 1+N, K) for ``url_loss``; ranking uses column 0 minus column 1
 (column 0 alone for ``direction=cl``).
+
+Prompts that share a prefix (the candidates of one query; the system turn and instruction of
+a whole split) are scored with that prefix computed once (``urlkit.prefix_sharing``): same
+scores up to float rounding, 2-3x fewer tokens through the decoder on the embedded data.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from urlkit.heads import decoder_inputs, final_position
+from urlkit.prefix_sharing import prefix_tree, run_levels
 
 
 class Reranker(nn.Module):
@@ -36,18 +41,34 @@ class Reranker(nn.Module):
     LoRA: ``peft.get_peft_model`` injects its layers *in place* inside the backbone, so the
     decoder held here keeps working whether the Reranker is built before or after wrapping
     (a peft model passed in is unwrapped to its base model).
+
+    ``share_prefix`` (default): text batches whose prompts share prefixes run through
+    :func:`urlkit.prefix_sharing.run_levels`, each shared prefix computed once, when that
+    saves at least 10% of the token slots; otherwise, and for images or gradient
+    checkpointing (which turns the decoder's key/value cache off), one plain pass.
     """
 
-    def __init__(self, backbone: Any, head: nn.Module) -> None:
+    def __init__(self, backbone: Any, head: nn.Module, share_prefix: bool = True) -> None:
         super().__init__()
         self.decoder = inner_decoder(backbone.model)
         self.head = head
         self.is_vision_language = bool(getattr(backbone, "is_vision_language", False))
+        self.share_prefix = share_prefix
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(n_prompts, L) token batch -> (n_prompts, K) float32 logits."""
-        hidden = self.decoder(**decoder_inputs(batch), use_cache=False).last_hidden_state
+        inputs = decoder_inputs(batch)
+        if self._can_share(inputs):
+            tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"])
+            if tree is not None:
+                return self.head(run_levels(self.decoder, tree))
+        hidden = self.decoder(**inputs, use_cache=False).last_hidden_state
         return self.head(final_position(hidden, batch["attention_mask"]))
+
+    def _can_share(self, inputs: Mapping[str, torch.Tensor]) -> bool:
+        checkpointing = self.training and getattr(self.decoder, "gradient_checkpointing", False)
+        return self.share_prefix and not self.is_vision_language and not checkpointing and set(inputs) == {
+            "input_ids", "attention_mask"}
 
 
 def inner_decoder(model: nn.Module) -> nn.Module:

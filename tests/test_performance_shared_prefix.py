@@ -1,0 +1,110 @@
+"""Shared-prefix scoring gives the plain pass's scores and gradients with fewer tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from urlkit.build import add_lora
+from urlkit.data.format import Document, Query
+from urlkit.data.prompts import PromptRenderer
+from urlkit.heads import build_head, resolve_token_ids
+from urlkit.prefix_sharing import prefix_tree
+from urlkit.scoring import Reranker
+
+INSTRUCTION = "Find the passage that answers the query."
+QUERIES = [
+    Query(id="q1", text="where do cats sleep", qrels={"d1": 1}),
+    Query(id="q2", text="tool for cutting wood", qrels={"d2": 1}),
+    Query(id="q3", text="where do cats hunt at night", qrels={"d1": 1}),
+]
+DOCS = [
+    Document(id="d1", text="Cats sleep in warm, sheltered places such as sunny windowsills."),
+    Document(id="d2", text="A hand saw cuts wood."),
+    Document(id="d3", title="Tea", text="Steep green tea leaves in water just below boiling for two minutes."),
+    Document(id="d4", text="Rain."),
+]
+
+
+@pytest.fixture
+def renderer(tiny_backbone):
+    return PromptRenderer(tiny_backbone.tokenizer, max_length=128)
+
+
+def _rerankers(backbone):
+    head = build_head("lm_head", backbone.model, resolve_token_ids(backbone.tokenizer, ["yes", "no"]))
+    return Reranker(backbone, head, share_prefix=True), Reranker(backbone, head, share_prefix=False)
+
+
+def _batch(renderer, pairs):
+    return renderer.collate([renderer.encode(INSTRUCTION, QUERIES[q], DOCS[d]) for q, d in pairs])
+
+
+# one query's candidates (training group), three queries mixed (evaluation batch), a query twice
+PAIRS = [[(0, 0), (0, 1), (0, 2), (0, 3)], [(0, 0), (1, 1), (2, 2), (1, 3), (0, 2), (2, 0)], [(1, 1), (1, 1)]]
+
+
+@pytest.mark.parametrize("pairs", PAIRS, ids=["one-query", "three-queries", "duplicate"])
+def test_shared_prefix_scores_equal_the_plain_pass(tiny_backbone, renderer, pairs):
+    shared, plain = _rerankers(tiny_backbone)
+    batch = _batch(renderer, pairs)
+    tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
+    assert tree is not None and tree.tokens < 0.7 * tree.plain_tokens, "the prompts share their prefixes"
+    assert sum(len(bucket.input_ids) for bucket in tree.buckets) == len(pairs)
+    with torch.no_grad():
+        assert torch.allclose(shared(batch), plain(batch), atol=1e-5)
+        alone = torch.cat([plain(_batch(renderer, [pair])) for pair in pairs])
+    assert torch.allclose(shared(batch).detach(), alone, atol=1e-5)
+
+
+def test_queries_are_grouped_so_each_prefix_is_computed_once(tiny_backbone, renderer):
+    batch = _batch(renderer, PAIRS[1])
+    tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
+    common, groups = tree.levels
+    assert len(common.input_ids) == 1 and len(groups.input_ids) == 3
+    parent = torch.empty(6, dtype=torch.long)  # group row of each prompt, in batch order
+    for bucket, prompts in zip(tree.buckets, tree.prompts, strict=True):
+        parent[prompts] = bucket.parent
+    assert parent[0] == parent[4] and parent[2] == parent[5] and parent[1] == parent[3], "one group per query"
+    assert len(set(parent.tolist())) == 3
+
+
+def test_right_padded_batches_and_batches_without_sharing(tiny_backbone, renderer):
+    shared, plain = _rerankers(tiny_backbone)
+    batch = _batch(renderer, PAIRS[1])
+    lengths = batch["attention_mask"].sum(dim=1)
+    right = {key: torch.zeros_like(value) for key, value in batch.items()}
+    for row, length in enumerate(lengths.tolist()):
+        right["input_ids"][row, :length] = batch["input_ids"][row, -length:]
+        right["attention_mask"][row, :length] = 1
+    with torch.no_grad():
+        assert torch.allclose(shared(right), plain(batch), atol=1e-5)
+    single = _batch(renderer, [(0, 0)])
+    assert prefix_tree(single["input_ids"], single["attention_mask"]) is None
+    unrelated = {"input_ids": torch.tensor([[5, 6, 7], [8, 9, 10]]), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    assert prefix_tree(unrelated["input_ids"], unrelated["attention_mask"]) is None
+
+
+def test_lora_gradients_through_shared_prefixes_equal_the_plain_pass(tiny_backbone, renderer):
+    from omegaconf import OmegaConf
+
+    add_lora(tiny_backbone.model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0,
+                                                    "target_modules": ["q_proj", "v_proj", "down_proj"]}))
+    torch.manual_seed(0)
+    for name, parameter in tiny_backbone.model.named_parameters():
+        if "lora_B" in name:  # LoRA B starts at zero: make every gradient non-trivial
+            parameter.data.normal_(0, 0.05)
+    shared, plain = _rerankers(tiny_backbone)
+    batch = _batch(renderer, PAIRS[1])
+    weights = torch.randn(len(PAIRS[1]), 2)
+
+    def gradients(reranker):
+        reranker.zero_grad(set_to_none=True)
+        (reranker(batch) * weights).sum().backward()
+        return {n: p.grad.clone() for n, p in reranker.named_parameters() if p.grad is not None}
+
+    one, other = gradients(shared), gradients(plain)
+    assert one.keys() == other.keys() and len(one) == 12
+    for name in one:
+        assert one[name].abs().max() > 0, name
+        assert torch.allclose(one[name], other[name], atol=1e-5, rtol=1e-4), name
