@@ -40,14 +40,19 @@ def rerank_split(
 ) -> dict[str, dict[str, float]]:
     """Scores of the top-``depth`` candidates of each query: ``{query id: {doc id: score}}``.
 
-    Prompts are sorted by length before batching (less padding, same scores), scored under
-    ``inference_mode`` with the model in eval mode, and ranked by the direction's relevance
-    (sft/rand: the yes-vs-rest log-odds; cl: the yes logit).
+    Each query's candidates are batched together (the reranker computes their shared prompt
+    prefix once, see ``urlkit.prefix_sharing``), queries in order of prompt length and
+    candidates by length within a query (less padding; the scores do not depend on the
+    batching). Scored under ``inference_mode`` with the model in eval mode, ranked by the
+    direction's relevance (sft/rand: the yes-vs-rest log-odds; cl: the yes logit).
     """
     queries = split.queries[:max_queries] if max_queries else split.queries
-    pairs = [(q, doc_id) for q in queries for doc_id, _ in ranking.get(q.id, [])[:depth]]
-    encoded = [renderer.encode(split.instruction_for(q), q, split.corpus[d]) for q, d in pairs]
-    order = sorted(range(len(pairs)), key=lambda i: len(encoded[i].input_ids))
+    pairs = [(i, q, doc_id) for i, q in enumerate(queries) for doc_id, _ in ranking.get(q.id, [])[:depth]]
+    encoded = [renderer.encode(split.instruction_for(q), q, split.corpus[d]) for _, q, d in pairs]
+    shortest = [float("inf")] * len(queries)  # a query's shortest prompt: its prefix + the shortest document
+    for (i, _, _), prompt in zip(pairs, encoded, strict=True):
+        shortest[i] = min(shortest[i], len(prompt.input_ids))
+    order = sorted(range(len(pairs)), key=lambda k: (shortest[pairs[k][0]], pairs[k][0], len(encoded[k].input_ids)))
 
     was_training = reranker.training
     reranker.eval()
@@ -60,7 +65,7 @@ def rerank_split(
     reranker.train(was_training)
 
     run: dict[str, dict[str, float]] = {q.id: {} for q in queries}
-    for (q, doc_id), score in zip(pairs, scores.tolist()):
+    for (_, q, doc_id), score in zip(pairs, scores.tolist(), strict=True):
         run[q.id][doc_id] = score
     return run
 
