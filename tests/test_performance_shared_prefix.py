@@ -108,3 +108,23 @@ def test_lora_gradients_through_shared_prefixes_equal_the_plain_pass(tiny_backbo
     for name in one:
         assert one[name].abs().max() > 0, name
         assert torch.allclose(one[name], other[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_rerank_split_batches_queries_together_and_scores_as_alone(tiny_backbone, renderer, tmp_path):
+    from run_helpers import write_small_dataset
+
+    from urlkit.data.candidates import first_stage
+    from urlkit.data.loaders import load_split
+    from urlkit.evaluate import rerank_split
+    from urlkit.loss import relevance
+
+    split = load_split(write_small_dataset(tmp_path / "data"), "test")
+    ranking = first_stage(split, "bm25", k=5, cache=False)
+    shared, plain = _rerankers(tiny_backbone)
+    run = rerank_split(shared, renderer, split, ranking, depth=5, batch_size=7, progress=False)
+    assert sum(map(len, run.values())) == 5 * len(split.queries)
+    with torch.no_grad():
+        for query in split.queries:
+            for doc_id, score in run[query.id].items():
+                alone = plain(renderer.collate([renderer.encode(split.instruction, query, split.corpus[doc_id])]))
+                assert score == pytest.approx(relevance(alone, "sft").item(), abs=1e-5)
