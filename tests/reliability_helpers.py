@@ -5,6 +5,7 @@
 itself at ``<point>`` (``none`` for no hook):
 
     step:K       right after the history row of optimizer step K is written
+    step:K+Ss    S seconds after that (the process had moved on when it was killed)
     save:K       in the middle of writing the checkpoint of step K (half the bytes are on disk)
     final-eval   during the final test evaluation, after the reranker's results were written
 
@@ -22,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -31,14 +33,20 @@ from urlkit.resolvers import register_resolvers
 
 TINY = [
     "model=tiny", "logger=none", "train.warmup_steps=2", "eval.every_n_steps=0", "eval.batch_size=8",
-    "data.n_negatives=3", "+trainer.enable_progress_bar=false",
+    "eval.test_queries=3", "data.n_negatives=3", "+trainer.enable_progress_bar=false",
 ]  # fmt: skip
 
 
 def train_command(data: Path, run_dir: Path, *overrides: str, die: str = "none") -> list[str]:
     """The command line of a tiny training run in ``run_dir`` that dies at ``die``."""
-    return [sys.executable, str(Path(__file__).resolve()), die, *TINY, f"data.path={data}",
+    return [sys.executable, str(Path(__file__).resolve()), die, *tiny(*overrides), f"data.path={data}",
             f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
+
+
+def tiny(*overrides: str) -> list[str]:
+    """The tiny settings, less those ``overrides`` set (Hydra refuses two values for a group)."""
+    keys = {override.split("=")[0].lstrip("+") for override in overrides}
+    return [setting for setting in TINY if setting.split("=")[0].lstrip("+") not in keys]
 
 
 def resume_command(run_dir: Path, die: str = "none") -> list[str]:
@@ -46,9 +54,11 @@ def resume_command(run_dir: Path, die: str = "none") -> list[str]:
 
 
 def run(command: list[str], timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command with stdin closed; the environment is this one plus ``env``."""
+    """Run a command with stdin closed; the environment is this one updated with ``env``
+    (a None value removes the variable)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        command, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        command, cwd=REPO_ROOT, env={k: v for k, v in environment.items() if v is not None},
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -57,7 +67,7 @@ def compose_run(data: Path, *overrides: str):
     """The config ``train_command`` composes, for an uninterrupted run in-process."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*TINY, f"data.path={data}", *overrides])
+        return compose("train", overrides=[*tiny(*overrides), f"data.path={data}", *overrides])
 
 
 def history(run_dir: Path) -> list[dict[str, str]]:
@@ -80,7 +90,7 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _die_after_step(step: int) -> None:
+def _die_after_step(step: int, delay_s: float = 0.0) -> None:
     from urlkit.module import RerankerModule
 
     log_step = RerankerModule._log_step
@@ -88,6 +98,7 @@ def _die_after_step(step: int) -> None:
     def logged_then_killed(self, skipped):
         log_step(self, skipped)
         if self.global_step == step:
+            time.sleep(delay_s)
             _die()
 
     RerankerModule._log_step = logged_then_killed
@@ -131,7 +142,7 @@ def _die_in_final_evaluation() -> None:
 def install(point: str) -> None:
     kind, _, value = point.partition(":")
     hooks = {
-        "step": lambda: _die_after_step(int(value)),
+        "step": lambda: _die_after_step(int(value.split("+")[0]), float(value.partition("+")[2].rstrip("s") or 0)),
         "save": lambda: _die_while_saving(int(value)),
         "final-eval": _die_in_final_evaluation,
         "none": lambda: None,

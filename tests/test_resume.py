@@ -17,6 +17,7 @@ never interrupted (same seed), to floating-point tolerance.
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -60,6 +61,7 @@ def test_a_run_killed_at_every_kind_of_point_resumes_to_the_uninterrupted_result
     assert _killed(result), result.stderr[-3000:]
     assert [row["step"] for row in history(killed)] == ["1", "2"]  # flushed as it went
     assert not (killed / "checkpoints" / "last.ckpt").exists()
+    wandb_id = json.loads((killed / "run.json").read_text())["wandb_id"]  # every attempt logs to it
 
     # 2. resumed from scratch, killed while writing the checkpoint of step 6
     result = run(resume_command(killed, die="save:6"))
@@ -81,6 +83,8 @@ def test_a_run_killed_at_every_kind_of_point_resumes_to_the_uninterrupted_result
     # 4. resumed at the end of training: only the evaluation is redone (in-process: same code
     #    path as `python -m urlkit.run resume=<dir>` after Hydra)
     final = train(resume_config(killed), killed)
+    info = json.loads((killed / "run.json").read_text())
+    assert info["status"] == "finished" and info["wandb_id"] == wandb_id
 
     straight = tmp_path / "straight"
     expected = train(compose_run(data, *SETTINGS), straight)

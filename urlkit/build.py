@@ -14,12 +14,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from urlkit.backbone import Backbone, load_backbone
+from urlkit.config_checks import resolve_path
 from urlkit.data.format import DataError, Split
 from urlkit.data.loaders import load_split
 from urlkit.data.prompts import PromptRenderer
 from urlkit.errors import ConfigError
 from urlkit.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
-from urlkit.paths import REPO_ROOT
 from urlkit.scoring import Reranker
 
 
@@ -32,16 +32,6 @@ class Built:
     backbone: Backbone
     token_ids: list[int]
     tokens: list[str]
-
-
-def resolve_path(path: str | Path, key: str = "data.path") -> Path:
-    """A path as given, else relative to the urlkit checkout (where the embedded data lives)."""
-    candidate = Path(path).expanduser()
-    if candidate.exists():
-        return candidate
-    if not candidate.is_absolute() and (REPO_ROOT / candidate).exists():
-        return REPO_ROOT / candidate
-    raise FileNotFoundError(f"{key}={path}: no such file or directory")
 
 
 def load_data_split(data_cfg: Any, split: str) -> Split:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from urlkit.errors import ConfigError
+from urlkit.paths import REPO_ROOT
 
 CHOICES = {
     "train.nonfinite": ("stop", "skip"),
@@ -56,22 +58,49 @@ NUMBERS = {
     "weight.temperature": (0.0, math.inf, True),
     "weight.beta": (0.0, math.inf, True),
     "weight.tau": (0.0, 1.0, False),
+    "logger.flush_interval_s": (0.0, math.inf, False),
 }
 NULLABLE_NUMBERS = {"train.grad_clip": (0.0, math.inf, True)}
 
 
 def check_train_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for the first value ``python -m urlkit.run`` cannot use."""
+    """Raise :class:`ConfigError` for the first value ``python -m urlkit.run`` cannot use
+    (``FileNotFoundError`` for a configured path that does not exist)."""
     _check_missing(cfg)
     _check_values(cfg)
-    if _get(cfg, "data.retriever") == "trec" and not _get(cfg, "data.run_file"):
-        raise ConfigError("data.retriever=trec needs data.run_file=<a TREC run file>")
+    _check_paths(cfg)
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value ``python -m urlkit.evaluate`` cannot use."""
-    _check_missing(cfg, ignore=("data",) if cfg.get("run_dir") else ())
+    own_data = bool(cfg.get("run_dir"))  # a trained run brings its data unless data is overridden
+    _check_missing(cfg, ignore=("data",) if own_data else ())
     _check_values(cfg)
+    if not own_data:
+        _check_paths(cfg)
+
+
+def resolve_path(path: str | Path, key: str = "data.path") -> Path:
+    """A path as given, else relative to the urlkit checkout (where the embedded data lives)."""
+    candidate = Path(path).expanduser()
+    if candidate.exists():
+        return candidate
+    if not candidate.is_absolute() and (REPO_ROOT / candidate).exists():
+        return REPO_ROOT / candidate
+    raise FileNotFoundError(f"{key}={path}: no such file or directory")
+
+
+def _check_paths(cfg: DictConfig) -> None:
+    if "data" in cfg and _get(cfg, "data.path") is None:
+        raise ConfigError("data.path must be given: data.path=<a dataset folder or M-BEIR file>")
+    if _get(cfg, "data.path") is not None:
+        resolve_path(_get(cfg, "data.path"), "data.path")
+    if _get(cfg, "data.retriever") == "trec":
+        if not _get(cfg, "data.run_file"):
+            raise ConfigError("data.retriever=trec needs data.run_file=<a TREC run file>")
+        run_file = _get(cfg, "data.run_file")
+        if not Path(run_file).is_file():  # read as given (urlkit.data.candidates.read_trec_run)
+            raise FileNotFoundError(f"data.run_file={run_file}: no such file")
 
 
 def _check_missing(cfg: DictConfig, ignore: Iterable[str] = ()) -> None:

@@ -3,6 +3,11 @@
 W&B never prompts and never hangs: with ``mode: auto`` it runs online only when an API key
 is configured (``WANDB_API_KEY`` or ``wandb login``), otherwise offline into
 ``<run dir>/wandb/``; sync an offline run later with ``wandb sync <run dir>/wandb/offline-run-*``.
+
+A killed process keeps its W&B records up to the last flush of W&B's ``.wandb`` file, which
+W&B does every 15 s by default; urlkit asks for every ``logger.flush_interval_s`` (2 s), so a
+SIGKILL costs W&B at most the last couple of seconds. The run directory's history.csv is
+written row by row and is always complete (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from urlkit.records import RunDirectory
 
 LOGGERS = ("wandb", "csv", "none")
+WANDB_FLUSH_INTERVAL_S = 2.0  # seconds between flushes of the offline .wandb file (W&B: 15)
 
 
 def wandb_mode(requested: str) -> str:
@@ -60,5 +66,16 @@ def make_loggers(cfg: DictConfig, run: RunDirectory, wandb_id: str) -> list:
             save_dir=str(run.path),
             mode=mode,
             config=OmegaConf.to_container(cfg, resolve=True),
+            **wandb_settings(float(cfg.logger.get("flush_interval_s", WANDB_FLUSH_INTERVAL_S))),
         )
     ]
+
+
+def wandb_settings(flush_interval_s: float) -> dict:
+    """``settings=`` for ``wandb.init``: flush the ``.wandb`` file every ``flush_interval_s``
+    (an ``x_`` setting of wandb-core, passed only where this wandb version knows it)."""
+    import wandb
+
+    if "x_transaction_log_flush_interval" not in getattr(wandb.Settings, "model_fields", {}):
+        return {}
+    return {"settings": wandb.Settings(x_transaction_log_flush_interval=flush_interval_s)}
