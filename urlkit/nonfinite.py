@@ -59,10 +59,10 @@ class NonFiniteGuard:
         negatives = mask[:, 1:]
         w_neg = info["w_neg"]
         checks = (  # per-query tensors (B, ...); padded slots hold zeros, which are finite
-            ("score", logits),
-            ("loss", loss),
+            ("score", logits),  # in the order of cause and effect: the loss is W * r
             ("weight W+", info["w_pos"]),
             ("weight W-", torch.where(negatives, w_neg, torch.zeros_like(w_neg)) if w_neg.shape == negatives.shape else w_neg),
+            ("loss", loss),
         )
         for what, values in checks:
             finite = torch.isfinite(values)
