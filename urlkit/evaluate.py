@@ -150,10 +150,22 @@ def evaluate(cfg) -> dict[str, float]:
 def main() -> None:
     import hydra
 
+    from urlkit.paths import REPO_ROOT
     from urlkit.resolvers import register_resolvers
 
     register_resolvers()
-    hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")(evaluate)()
+    # an absolute config path: the `urlkit-evaluate` console script has no package-relative one
+    hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="evaluate", version_base="1.3")(_checked_evaluate)()
+
+
+def _checked_evaluate(cfg) -> dict[str, float]:
+    """:func:`evaluate` behind the config checks; bad input ends with ``error: <message>``, exit 2."""
+    from urlkit.config_checks import check_evaluate_config
+    from urlkit.errors import reported_errors
+
+    with reported_errors():
+        check_evaluate_config(cfg)
+        return evaluate(cfg)
 
 
 if __name__ == "__main__":
