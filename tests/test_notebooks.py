@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -42,10 +43,14 @@ FIGURES = {
 def executed(tmp_path_factory):
     runs = shared_runs(tmp_path_factory)
     out = tmp_path_factory.mktemp("figures")
-    notebooks = {
-        name: execute_notebook(name, runs, out, parameters=PARAMETERS[name]) for name in PARAMETERS
-    }
-    return out, notebooks
+    # each notebook runs in its own kernel process: start them together (a kernel start-up
+    # waits more than it computes)
+    with ThreadPoolExecutor(len(PARAMETERS)) as pool:
+        futures = {
+            n: pool.submit(execute_notebook, n, runs, out, parameters=p)
+            for n, p in PARAMETERS.items()
+        }
+        return out, {name: future.result() for name, future in futures.items()}
 
 
 def test_every_notebook_is_covered_and_has_a_parameters_cell():
