@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from urlkit.build import Built, load_trained
+from urlkit.records import RunDirectory
 from urlkit.data.format import Document, Query
 from urlkit.errors import reported_errors
 from urlkit.loss import relevance
@@ -40,14 +41,9 @@ class TrainedReranker:
         built, cfg = load_trained(run_dir)
         if merge:
             merge_lora(built.reranker)
-        instruction = ""
-        try:  # the instruction the run trained with, as the default
-            from urlkit.build import load_data_split
-
-            instruction = load_data_split(cfg.data, cfg.data.test_split).instruction
-        except (FileNotFoundError, ValueError, OSError):
-            pass
-        return cls(built, cfg.direction.name, instruction)
+        # the instruction the run trained with (recorded in run.json), as the default
+        info = RunDirectory(run_dir).read_info()
+        return cls(built, cfg.direction.name, info.get("instruction", ""))
 
     @torch.inference_mode()
     def score(

@@ -65,10 +65,38 @@ def make_loggers(cfg: DictConfig, run: RunDirectory, wandb_id: str) -> list:
             resume="allow",
             save_dir=str(run.path),
             mode=mode,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            # dotted keys ("weight.name"): a W&B sweep parameter such as weight=cl would
+            # otherwise replace the nested weight dict in the run's config
+            config=flat_config(OmegaConf.to_container(cfg, resolve=True)),
             **wandb_settings(float(cfg.logger.get("flush_interval_s", WANDB_FLUSH_INTERVAL_S))),
         )
     ]
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """``{"weight": {"name": "cl"}}`` -> ``{"weight.name": "cl"}`` (lists stay values)."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def finish(loggers: list, metrics: dict[str, float], status: str = "success") -> None:
+    """Final metrics into each tracker's summary, then close it. ``wandb.finish()`` matters:
+    Lightning's WandbLogger leaves the run open, so the next run of a multirun or a study
+    would log into it."""
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if metrics and hasattr(experiment, "summary"):
+            experiment.summary.update(metrics)
+        logger.finalize(status)
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
 
 
 def wandb_settings(flush_interval_s: float) -> dict:

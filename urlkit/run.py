@@ -65,7 +65,7 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
     from urlkit.data.candidates import first_stage
     from urlkit.data.groups import GroupCollator, TrainGroups
     from urlkit.data.stream import GroupStream
-    from urlkit.loggers import make_loggers
+    from urlkit.loggers import finish, make_loggers
     from urlkit.module import RerankerModule
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -82,6 +82,7 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
         hard_fraction=cfg.data.hard_fraction, hard_depth=cfg.data.hard_depth, seed=cfg.seed,
     )  # fmt: skip
     print(f"[urlkit] {groups.report()}", flush=True)
+    run.update_info(instruction=train_split.instruction)  # urlkit.rerank's default instruction
     evaluator = Evaluator.from_config(cfg, built)
 
     # model: reranker + URL loss; the module restores its counters and RNG from a checkpoint
@@ -132,11 +133,7 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
         trainer.save_checkpoint(run.checkpoints / "last.ckpt")
 
     metrics = FinalEvaluation(evaluator, run)(trainer.global_step)
-    for logger in loggers:
-        logger.log_hyperparams({})  # flush
-        if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
-            logger.experiment.summary.update(metrics)
-        logger.finalize("success")
+    finish(loggers, metrics)
     run.update_info(status="finished", steps=trainer.global_step, skipped_steps=module.skipped_steps)
     return metrics
 
