@@ -8,36 +8,30 @@ the GGUF file, the BM25 candidates) end up complete and correct.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from omegaconf import OmegaConf
-from reliability_helpers import TINY, history
+from reliability_helpers import Launcher, history, tiny
 from run_helpers import write_small_dataset
 from transformers import AutoTokenizer
 
 from urlkit.build import load_data_split
 from urlkit.data import candidates
 from urlkit.data.candidates import bm25_candidates
-from urlkit.paths import REPO_ROOT
 
 
 def test_two_runs_started_together_keep_apart_and_build_the_cold_caches_once(tmp_path, monkeypatch):
     data = write_small_dataset(tmp_path / "data")
-    env = {**os.environ, "URLKIT_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "urlkit.run", *TINY, f"data.path={data}", f"output_root={tmp_path / 'out'}",
-               "train.max_steps=3", "checkpoint.every_n_steps=2"]  # fmt: skip
-    runs = [
-        subprocess.Popen([*command, f"seed={seed}"], cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        for seed in (0, 1)
-    ]
-    outputs = [run.communicate(timeout=600)[0] for run in runs]
-    for run, output in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, output[-3000:]
+    settings = [f"data.path={data}", f"output_root={tmp_path / 'out'}", "train.max_steps=3", "checkpoint.every_n_steps=2"]
+    launcher = Launcher()
+    together = launcher.run_together(
+        [[*tiny(), *settings, f"seed={seed}"] for seed in (0, 1)],  # no hydra.run.dir: urlkit names them
+        env={"URLKIT_CACHE": str(tmp_path / "cache")},  # empty: both runs build it at once
+    )
+    launcher.close()
+    for finished in together:
+        assert finished.returncode == 0, finished.output[-3000:]
 
     # separate directories, each complete, each with its own checkpoints and history
     run_dirs = sorted((tmp_path / "out" / "runs").iterdir())

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability_helpers import history, resume_command, run, train_command
+from reliability_helpers import Launcher, history, train_args
 from run_helpers import write_small_dataset
 from wandb.proto import wandb_internal_pb2
 
@@ -67,20 +67,22 @@ def offline_env(tmp_path):
 
 
 def test_a_killed_offline_wandb_run_keeps_its_steps_and_both_attempts_are_syncable(tmp_path, offline_env):
+    launcher = Launcher(offline_env)  # the runs inherit its environment: no key, no netrc
     data = write_small_dataset(tmp_path / "data")
     run_dir = tmp_path / "run"
     settings = ["logger=wandb", "+logger.flush_interval_s=0.2", "train.max_steps=4", "checkpoint.every_n_steps=2"]
 
     # killed 1 s after step 3 (W&B flushed meanwhile), stdin closed: a prompt would fail the run
-    killed = run(train_command(data, run_dir, *settings, die="step:3+1s"), env=offline_env, timeout=300)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    killed = launcher.run(train_args(data, run_dir, *settings), die="step:3+1s")
+    assert killed.returncode == -9, killed.output[-3000:]
     (first,) = sorted((run_dir / "wandb").glob("offline-run-*"))
     wandb_id = json.loads((run_dir / "run.json").read_text())["wandb_id"]
     assert first.name.endswith(wandb_id)
     assert logged_steps(first / f"run-{wandb_id}.wandb") == [1, 2, 3]
 
-    resumed = run(resume_command(run_dir), env=offline_env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = launcher.run([f"resume={run_dir}"])
+    launcher.close()
+    assert resumed.returncode == 0, resumed.output[-3000:]
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(p.name.endswith(wandb_id) for p in offline)  # one W&B run, two attempts
     second = next(p for p in offline if p != first)

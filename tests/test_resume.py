@@ -1,8 +1,8 @@
 """A run SIGKILLed at every kind of point, then resumed, ends exactly as an uninterrupted run.
 
 One run (LoRA dropout 0.1, so the RNG state matters) is killed three times, each time by
-SIGKILL sent from inside a real ``urlkit.run`` process at a chosen point (see
-reliability_helpers.py), and resumed with ``resume=<run dir>`` after each kill:
+SIGKILL sent from inside a real ``python -m urlkit.run`` process at a chosen point (see
+reliability_zygote.py), and resumed with ``resume=<run dir>`` after each kill:
 
 1. after step 2, before the first checkpoint (step 3): the resume starts over in the same
    directory and the two history rows of the dead attempt are dropped;
@@ -22,15 +22,7 @@ import signal
 
 import pytest
 import torch
-from reliability_helpers import (
-    compose_run,
-    evaluations,
-    history,
-    metrics,
-    resume_command,
-    run,
-    train_command,
-)
+from reliability_helpers import Launcher, compose_run, evaluations, history, metrics, train_args
 from run_helpers import write_small_dataset
 
 from urlkit.run import resume_config, train
@@ -45,6 +37,13 @@ def data(tmp_path_factory):
     return write_small_dataset(tmp_path_factory.mktemp("resume") / "data")
 
 
+@pytest.fixture(scope="module")
+def launcher():
+    runs = Launcher()
+    yield runs
+    runs.close()
+
+
 def _killed(result) -> bool:
     return result.returncode == -signal.SIGKILL
 
@@ -53,28 +52,28 @@ def _checkpoint_step(run_dir) -> int:
     return int(torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"])
 
 
-def test_a_run_killed_at_every_kind_of_point_resumes_to_the_uninterrupted_result(data, tmp_path):
+def test_a_run_killed_at_every_kind_of_point_resumes_to_the_uninterrupted_result(data, tmp_path, launcher):
     killed = tmp_path / "killed"
 
     # 1. killed after step 2, before any checkpoint
-    result = run(train_command(data, killed, *SETTINGS, die="step:2"))
-    assert _killed(result), result.stderr[-3000:]
+    result = launcher.run(train_args(data, killed, *SETTINGS), die="step:2")
+    assert _killed(result), result.output[-3000:]
     assert [row["step"] for row in history(killed)] == ["1", "2"]  # flushed as it went
     assert not (killed / "checkpoints" / "last.ckpt").exists()
     wandb_id = json.loads((killed / "run.json").read_text())["wandb_id"]  # every attempt logs to it
 
     # 2. resumed from scratch, killed while writing the checkpoint of step 6
-    result = run(resume_command(killed, die="save:6"))
-    assert _killed(result), result.stderr[-3000:]
-    assert "from scratch" in result.stdout
+    result = launcher.run([f"resume={killed}"], die="save:6")
+    assert _killed(result), result.output[-3000:]
+    assert "from scratch" in result.output
     assert [row["step"] for row in history(killed)] == [str(s) for s in range(1, 7)]  # no duplicate 1, 2
     assert list((killed / "checkpoints").glob(".last.ckpt.*.tmp")), "the kill did not land mid-save"
     assert _checkpoint_step(killed) == 3  # the previous checkpoint, complete
 
     # 3. resumed from step 3, killed during the final evaluation
-    result = run(resume_command(killed, die="final-eval"))
-    assert _killed(result), result.stderr[-3000:]
-    assert "from step 3" in result.stdout
+    result = launcher.run([f"resume={killed}"], die="final-eval")
+    assert _killed(result), result.output[-3000:]
+    assert "from step 3" in result.output
     assert not list((killed / "checkpoints").glob(".*.tmp"))  # the next save cleared the torn file
     assert _checkpoint_step(killed) == STEPS  # the last step is checkpointed, off the 3-step grid
     assert not (killed / "metrics.json").exists()
