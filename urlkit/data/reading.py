@@ -59,7 +59,7 @@ def iter_jsonl(path: Path, policy: ErrorPolicy) -> Iterator[tuple[int, dict[str,
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 policy.handle(
-                    DataError(f"malformed JSON ({err.msg})", path=path, line=line_no,
+                    DataError(f"malformed JSON ({_where(err)})", path=path, line=line_no,
                               reason="malformed JSON")
                 )
                 continue
@@ -179,3 +179,9 @@ def check_query(query: Query, corpus: dict[str, Document], fields: LineFields) -
                 "positive outside candidates",
             )
     return query
+
+
+def _where(err: json.JSONDecodeError) -> str:
+    """``"Unterminated string starting at column 69"``: the message with its column."""
+    message = err.msg if err.msg.endswith(" at") else f"{err.msg} at"
+    return f"{message} column {err.colno}"
