@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import os
@@ -90,6 +91,18 @@ class Launcher:
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait(timeout=60)
+
+    @classmethod
+    def shared(cls) -> Launcher:
+        """One launcher with this process's environment for the whole test session."""
+        global _SHARED
+        if _SHARED is None:
+            _SHARED = cls()
+            atexit.register(_SHARED.close)
+        return _SHARED
+
+
+_SHARED: Launcher | None = None
 
 
 def history(run_dir: Path) -> list[dict[str, str]]:

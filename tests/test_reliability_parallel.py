@@ -24,12 +24,10 @@ from urlkit.data.candidates import bm25_candidates
 def test_two_runs_started_together_keep_apart_and_build_the_cold_caches_once(tmp_path, monkeypatch):
     data = write_small_dataset(tmp_path / "data")
     settings = [f"data.path={data}", f"output_root={tmp_path / 'out'}", "train.max_steps=3", "checkpoint.every_n_steps=2"]
-    launcher = Launcher()
-    together = launcher.run_together(
+    together = Launcher.shared().run_together(
         [[*tiny(), *settings, f"seed={seed}"] for seed in (0, 1)],  # no hydra.run.dir: urlkit names them
         env={"URLKIT_CACHE": str(tmp_path / "cache")},  # empty: both runs build it at once
     )
-    launcher.close()
     for finished in together:
         assert finished.returncode == 0, finished.output[-3000:]
 

@@ -37,13 +37,6 @@ def data(tmp_path_factory):
     return write_small_dataset(tmp_path_factory.mktemp("resume") / "data")
 
 
-@pytest.fixture(scope="module")
-def launcher():
-    runs = Launcher()
-    yield runs
-    runs.close()
-
-
 def _killed(result) -> bool:
     return result.returncode == -signal.SIGKILL
 
@@ -52,7 +45,8 @@ def _checkpoint_step(run_dir) -> int:
     return int(torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"])
 
 
-def test_a_run_killed_at_every_kind_of_point_resumes_to_the_uninterrupted_result(data, tmp_path, launcher):
+def test_a_run_killed_at_every_kind_of_point_resumes_to_the_uninterrupted_result(data, tmp_path):
+    launcher = Launcher.shared()
     killed = tmp_path / "killed"
 
     # 1. killed after step 2, before any checkpoint

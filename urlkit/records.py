@@ -43,11 +43,15 @@ def new_run_id() -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write, fsync, then rename: a kill mid-write leaves the previous file intact."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class CsvLog:
