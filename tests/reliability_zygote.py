@@ -14,6 +14,7 @@ process itself at the point ``die`` names (``none``: no hook):
 
     step:K       right after the history row of optimizer step K is written
     step:K+Ss    S seconds after that (the process had moved on when it was killed)
+    term:K       SIGTERM instead of SIGKILL after step K (a scheduler's pre-emption notice)
     save:K       in the middle of writing the checkpoint of step K (half the bytes are on disk)
     final-eval   during the final test evaluation, after the reranker's results were written
 
@@ -100,12 +101,12 @@ def finish(pid: int, deadline: float) -> int | str:
 
 
 # -- the kill hooks, installed in the child that is to die ------------------------------------
-def _die() -> None:
+def _die(sig: int = signal.SIGKILL) -> None:
     sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), sig)
 
 
-def _die_after_step(step: int, delay_s: float = 0.0) -> None:
+def _die_after_step(step: int, delay_s: float = 0.0, sig: int = signal.SIGKILL) -> None:
     from urlkit.module import RerankerModule
 
     log_step = RerankerModule._log_step
@@ -114,7 +115,7 @@ def _die_after_step(step: int, delay_s: float = 0.0) -> None:
         log_step(self, skipped)
         if self.global_step == step:
             time.sleep(delay_s)
-            _die()
+            _die(sig)
 
     RerankerModule._log_step = logged_then_killed
 
@@ -157,6 +158,7 @@ def install(point: str) -> None:
     step, _, delay = value.partition("+")
     hooks = {
         "step": lambda: _die_after_step(int(step), float(delay.rstrip("s") or 0)),
+        "term": lambda: _die_after_step(int(step), sig=signal.SIGTERM),
         "save": lambda: _die_while_saving(int(step)),
         "final-eval": _die_in_final_evaluation,
         "none": lambda: None,

@@ -25,6 +25,7 @@ import torch
 from reliability_helpers import Launcher, compose_run, evaluations, history, metrics, train_args
 from run_helpers import write_small_dataset
 
+from urlkit.errors import EXIT_INTERRUPTED
 from urlkit.run import resume_config, train
 
 STEPS, EVERY = 10, 3
@@ -89,3 +90,14 @@ def test_a_run_killed_at_every_kind_of_point_resumes_to_the_uninterrupted_result
         for key in COMPARED:
             assert float(row[key]) == pytest.approx(float(reference[key]), rel=1e-4, abs=1e-6), (row["step"], key)
     assert [(r["step"], r["split"]) for r in evaluations(killed)] == [(r["step"], r["split"]) for r in evaluations(straight)]
+
+
+def test_a_sigterm_stops_the_run_as_interrupted_with_a_failing_status_and_resume_finishes_it(data, tmp_path):
+    run_dir = tmp_path / "run"
+    result = Launcher.shared().run(train_args(data, run_dir, "train.max_steps=4", "checkpoint.every_n_steps=2"), die="term:3")
+    assert result.returncode == EXIT_INTERRUPTED, result.output[-3000:]  # not 0: a sweep agent must not see success
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted" and "SIGTERM" in info["error"]
+    result = Launcher.shared().run([f"resume={run_dir}"])
+    assert result.returncode == 0, result.output[-3000:]
+    assert [row["step"] for row in history(run_dir)] == ["1", "2", "3", "4"]

@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2  # argparse's status for bad arguments; Hydra's own errors exit with 1
+EXIT_INTERRUPTED = 128 + 15  # the shell's status for a process ended by SIGTERM (pre-emption)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

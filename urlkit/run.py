@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from urlkit.config_checks import check_train_config
-from urlkit.errors import ConfigError, reported_errors
+from urlkit.errors import EXIT_INTERRUPTED, ConfigError, reported_errors
 from urlkit.paths import REPO_ROOT
 from urlkit.resolvers import register_resolvers
 
@@ -31,7 +31,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """One training run in ``run_dir``; returns the final metrics (also in metrics.json).
 
     ``run.json`` says how it ended: ``finished``, ``failed`` (with the error) or
-    ``interrupted``; a run killed outright stays ``running`` with the pid of its process.
+    ``interrupted`` (Ctrl-C; SIGTERM, which also exits with status 143); a run killed
+    outright stays ``running`` with the pid of its process.
     """
     from urlkit.records import RunDirectory, new_run_id
 
@@ -48,7 +49,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         return _fit_and_evaluate(cfg, run, info["wandb_id"], start_step)
     except BaseException as err:
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
-        run.update_info(status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}")
+        error = type(err).__name__ + (f": {err}" if str(err) else "")
+        run.update_info(status="interrupted" if interrupted else "failed", error=error)
+        if isinstance(err, SystemExit) and not err.code:
+            # Lightning turns SIGTERM (a scheduler pre-empting the job) into SystemExit(None), which
+            # would exit 0 and tell a sweep agent the run succeeded
+            raise SystemExit(EXIT_INTERRUPTED) from err
         raise
 
 
