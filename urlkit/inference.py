@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from urlkit.build import Built, load_trained
-from urlkit.records import RunDirectory
 from urlkit.data.format import Document, Query
 from urlkit.errors import reported_errors
 from urlkit.loss import relevance
+from urlkit.records import RunDirectory
 
 
 class TrainedReranker:
