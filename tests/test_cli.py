@@ -33,7 +33,9 @@ def test_cfg_job_prints_the_composed_config():
     assert out.returncode == 0, out.stderr
     cfg = OmegaConf.create(out.stdout)
     assert cfg.weight.name == "cl" and cfg.direction.name == "rand"
-    assert cfg.model.lora.r == 16 and cfg.train.lr == 1e-4  # the paper's defaults
+    assert cfg.model.lora.r == 16 and cfg.train.lr == 2e-4  # the default experiment
+    probing = OmegaConf.create(_cli("experiment=probing", "--cfg", "job").stdout)
+    assert probing.train.lr == 1e-4 and probing.data.n_negatives == 4  # the paper's probing setting
 
 
 def test_a_wrong_group_value_lists_the_valid_ones():
