@@ -1,4 +1,4 @@
-"""Evaluation: rerank the first stage's top-k with the one scoring function, score with ranx.
+"""Evaluation: rerank the first stage's top-k with the one scoring function, score with trec_eval.
 
     python -m urlkit.evaluate                          # untrained default backbone + BM25 row
     python -m urlkit.evaluate run_dir=outputs/runs/<run>   # a trained run, on its data

@@ -57,13 +57,19 @@ class Reranker(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(n_prompts, L) token batch -> (n_prompts, K) float32 logits."""
-        inputs = decoder_inputs(batch)
+        device = self.model_device()
+        inputs = {key: value.to(device) for key, value in decoder_inputs(batch).items()}
         if self._can_share(inputs):
             tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"])
             if tree is not None:
                 return self.head(run_levels(self.decoder, tree))
         hidden = self.decoder(**inputs, use_cache=False).last_hidden_state
-        return self.head(final_position(hidden, batch["attention_mask"]))
+        return self.head(final_position(hidden, inputs["attention_mask"]))
+
+    def model_device(self) -> torch.device:
+        """Where the model runs: batches collated on the CPU (evaluation, ``urlkit.rerank``)
+        are moved there."""
+        return next(self.decoder.parameters()).device
 
     def _can_share(self, inputs: Mapping[str, torch.Tensor]) -> bool:
         checkpointing = self.training and getattr(self.decoder, "gradient_checkpointing", False)
