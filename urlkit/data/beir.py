@@ -26,6 +26,7 @@ from urlkit.data.reading import (
     find_data_file,
     iter_jsonl,
     read_dataset_info,
+    read_records,
 )
 
 
@@ -72,26 +73,15 @@ def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
 
 
 def _read_corpus(path: Path, folder: Path, policy: ErrorPolicy) -> dict[str, Document]:
-    corpus: dict[str, Document] = {}
-    for line_no, record in iter_jsonl(path, policy):
-        fields = LineFields(record, path, line_no)
-        try:
-            doc = check_document(
-                Document(
-                    id=fields.id("_id"),
-                    text=fields.text("text"),
-                    title=fields.text("title"),
-                    image=fields.image("image", folder),
-                ),
-                fields,
-            )
-            if doc.id in corpus:
-                raise fields.error(f"duplicate document id {doc.id!r}", "duplicate id")
-        except DataError as err:
-            policy.handle(err)
-            continue
-        corpus[doc.id] = doc
-    return corpus
+    return read_records(path, policy, lambda fields: check_document(
+        Document(
+            id=fields.id("_id"),
+            text=fields.text("text"),
+            title=fields.text("title"),
+            image=fields.image("image", folder),
+        ),
+        fields,
+    ), "document")  # fmt: skip
 
 
 def _read_queries(path: Path, policy: ErrorPolicy) -> dict[str, tuple[str, int]]:

@@ -21,9 +21,9 @@ from urlkit.data.reading import (
     check_document,
     check_query,
     find_data_file,
-    iter_jsonl,
     open_text,
     read_dataset_info,
+    read_records,
 )
 
 FORMATS = ("auto", "jsonl", "beir", "mbeir")
@@ -114,49 +114,28 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
     if corpus_path is None or split_path is None:
         raise DataError(f"expected corpus.jsonl and {split}.jsonl (optionally .gz)", path=folder)
 
-    corpus: dict[str, Document] = {}
-    for line_no, record in iter_jsonl(corpus_path, policy):
-        fields = LineFields(record, corpus_path, line_no)
-        try:
-            doc = check_document(
-                Document(
-                    id=fields.id("id"),
-                    text=fields.text("text"),
-                    image=fields.image("image", folder),
-                    title=fields.text("title"),
-                ),
-                fields,
-            )
-            if doc.id in corpus:
-                raise fields.error(f"duplicate document id {doc.id!r}", "duplicate id")
-        except DataError as err:
-            policy.handle(err)
-            continue
-        corpus[doc.id] = doc
-
-    queries: dict[str, Query] = {}
-    for line_no, record in iter_jsonl(split_path, policy):
-        fields = LineFields(record, split_path, line_no)
-        try:
-            query = check_query(
-                Query(
-                    id=fields.id("id"),
-                    text=fields.text("text"),
-                    image=fields.image("image", folder),
-                    instruction=fields.text("instruction"),
-                    qrels=_read_positives(fields),
-                    negatives=fields.id_list("negatives") or [],
-                    candidates=fields.id_list("candidates"),
-                ),
-                corpus,
-                fields,
-            )
-            if query.id in queries:
-                raise fields.error(f"duplicate query id {query.id!r}", "duplicate id")
-        except DataError as err:
-            policy.handle(err)
-            continue
-        queries[query.id] = query
+    corpus = read_records(corpus_path, policy, lambda fields: check_document(
+        Document(
+            id=fields.id("id"),
+            text=fields.text("text"),
+            image=fields.image("image", folder),
+            title=fields.text("title"),
+        ),
+        fields,
+    ), "document")  # fmt: skip
+    queries = read_records(split_path, policy, lambda fields: check_query(
+        Query(
+            id=fields.id("id"),
+            text=fields.text("text"),
+            image=fields.image("image", folder),
+            instruction=fields.text("instruction"),
+            qrels=_read_positives(fields),
+            negatives=fields.id_list("negatives") or [],
+            candidates=fields.id_list("candidates"),
+        ),
+        corpus,
+        fields,
+    ), "query")  # fmt: skip
 
     return Split(
         name=info["name"],

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from urlkit.data.format import DataError, Document, Query, Split
-from urlkit.data.reading import ErrorPolicy, LineFields, check_document, check_query, iter_jsonl
+from urlkit.data.reading import ErrorPolicy, check_document, check_query, read_records
 
 SPLIT_NAMES = ("train", "val", "dev", "test", "union_train", "union_val")
 
@@ -37,46 +37,25 @@ def load_mbeir(
     if not pool_path.is_file():
         raise DataError("M-BEIR candidate pool file not found", path=pool_path)
 
-    corpus: dict[str, Document] = {}
-    for line_no, record in iter_jsonl(pool_path, policy):
-        fields = LineFields(record, pool_path, line_no)
-        try:
-            doc = check_document(
-                Document(
-                    id=fields.id("did"),
-                    text=fields.text("txt"),
-                    image=fields.image("img_path", root),
-                ),
-                fields,
-            )
-            if doc.id in corpus:
-                raise fields.error(f"duplicate candidate id {doc.id!r}", "duplicate id")
-        except DataError as err:
-            policy.handle(err)
-            continue
-        corpus[doc.id] = doc
-
-    queries: dict[str, Query] = {}
-    for line_no, record in iter_jsonl(query_path, policy):
-        fields = LineFields(record, query_path, line_no)
-        try:
-            query = check_query(
-                Query(
-                    id=fields.id("qid"),
-                    text=fields.text("query_txt"),
-                    image=fields.image("query_img_path", root),
-                    qrels=dict.fromkeys(fields.id_list("pos_cand_list", required=True) or [], 1),
-                    negatives=fields.id_list("neg_cand_list") or [],
-                ),
-                corpus,
-                fields,
-            )
-            if query.id in queries:
-                raise fields.error(f"duplicate query id {query.id!r}", "duplicate id")
-        except DataError as err:
-            policy.handle(err)
-            continue
-        queries[query.id] = query
+    corpus = read_records(pool_path, policy, lambda fields: check_document(
+        Document(
+            id=fields.id("did"),
+            text=fields.text("txt"),
+            image=fields.image("img_path", root),
+        ),
+        fields,
+    ), "candidate")  # fmt: skip
+    queries = read_records(query_path, policy, lambda fields: check_query(
+        Query(
+            id=fields.id("qid"),
+            text=fields.text("query_txt"),
+            image=fields.image("query_img_path", root),
+            qrels=dict.fromkeys(fields.id_list("pos_cand_list", required=True) or [], 1),
+            negatives=fields.id_list("neg_cand_list") or [],
+        ),
+        corpus,
+        fields,
+    ), "query")  # fmt: skip
 
     return Split(
         name=_dataset_name(query_path),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -185,3 +185,25 @@ def _where(err: json.JSONDecodeError) -> str:
     """``"Unterminated string starting at column 69"``: the message with its column."""
     message = err.msg if err.msg.endswith(" at") else f"{err.msg} at"
     return f"{message} column {err.colno}"
+
+
+def read_records(
+    path: Path, policy: ErrorPolicy, build: Callable[[LineFields], Any], kind: str
+) -> dict[str, Any]:
+    """``{id: build(fields)}`` over the lines of ``path`` (documents or queries).
+
+    A line that ``build`` rejects, or whose id repeats an earlier one, is a ``DataError``
+    handed to ``policy`` (raise, or skip and count); the loaders differ only in ``build``.
+    """
+    items: dict[str, Any] = {}
+    for line_no, record in iter_jsonl(path, policy):
+        fields = LineFields(record, path, line_no)
+        try:
+            item = build(fields)
+            if item.id in items:
+                raise fields.error(f"duplicate {kind} id {item.id!r}", "duplicate id")
+        except DataError as err:
+            policy.handle(err)
+            continue
+        items[item.id] = item
+    return items
