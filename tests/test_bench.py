@@ -1,0 +1,50 @@
+"""python -m urlkit.bench --quick --model tiny: the benchmark runs end to end and prints its table.
+
+No timing assertions: speed targets live in the benchmark's printed figures
+(docs/performance.md), not in tests. What is checked: every section is there, every rate is
+a positive finite number, and the peak-memory probe reads a real peak.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from urlkit.bench import peer, process
+from urlkit.bench.cli import main
+from urlkit.bench.table import Table
+
+
+def test_quick_bench_on_the_tiny_model_prints_every_section(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--model", "tiny", "--no-memory", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for section in ("ceiling", "training 1+4", "training 1+16", "evaluation", "targets"):
+        assert f"\n{section} " in printed, section
+    rows = json.loads(out.read_text())["rows"]
+    rates = [r for r in rows if r["unit"] in ("steps/s", "docs/s", "GFLOP/s")]
+    assert len(rates) >= 12
+    assert all(isinstance(r["value"], float) and math.isfinite(r["value"]) and r["value"] > 0 for r in rates), rates
+    settings = {r["setting"] for r in rows}
+    assert {"urlkit fp32", "no prefix sharing", "constant memory (chunk_size=4)", "rerank_split fp32 batch 16",
+            "full-vocabulary logits, length-sorted"} <= settings
+    assert any(r["setting"].startswith("peer") for r in rows) == (peer.available() is not None)
+    targets = [r for r in rows if r["section"] == "targets"]
+    assert targets and all(r["detail"].startswith(("met", "NOT MET")) for r in targets)
+
+
+def test_peak_memory_and_time_of_a_step_in_this_process():
+    result = process.measure("tiny", 1, None, "cpu", None, time_steps=1)
+    assert result["process_peak_mb"] >= result["peak_mb"] >= result["live_mb"] > 0
+    assert result["step_mb"] == result["peak_mb"] - result["live_mb"]
+    assert result["step_s"] > 0 and result["threads"] >= 1
+
+
+def test_the_table_aligns_sections_and_numbers():
+    table = Table(header=["title"])
+    table.add("a", "first", 1234.5, "x", "note")
+    table.add("a", "second", 0.01234, "y")
+    table.add("b", "third", float("nan"), "z")
+    lines = table.render().splitlines()
+    assert lines[0] == "title" and lines[-3].startswith("a ") and lines[-2].startswith("  ")
+    assert "1,234" in lines[-3] and "0.0123" in lines[-2] and "n/a" in lines[-1]

@@ -1,0 +1,357 @@
+"""``python -m urlkit.bench``: one table of speed figures, all measured side by side in one run.
+
+    python -m urlkit.bench                      # the default experiment's model and data
+    python -m urlkit.bench --device cuda        # the same on a GPU
+    python -m urlkit.bench --quick --model tiny # the smoke test (seconds)
+
+Sections: the machine's matmul ceiling; training steps/s, tokens/s and MFU at 1+4 and 1+16
+documents per query (urlkit, its variants, the peer); the loss's share of a step; evaluation
+documents/s, padding and MFU (urlkit, its variants, the peer); peak memory per (N, chunk
+size); on CPUs, the OpenMP wait policy; then the targets of docs/performance.md, met or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+
+import torch
+
+from urlkit.bench import evaluation, peer, process, training
+from urlkit.bench.flops import ModelShape
+from urlkit.bench.measure import (
+    Ceiling,
+    interleaved,
+    load_average,
+    machine_description,
+    median,
+    spread,
+    synchronizer,
+)
+from urlkit.bench.table import Row, Table
+from urlkit.bench.workload import MODELS, build, compose_config, load_data, training_batches
+
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m urlkit.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="default", help=f"{' | '.join(MODELS)} | any conf/model name")
+    parser.add_argument("--quick", action="store_true", help="few rounds, few queries: a smoke test")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per section (default 5, quick 1)")
+    parser.add_argument("--eval-queries", type=int, default=None, help="test queries scored (default 20, quick 3)")
+    parser.add_argument("--dtypes", default="auto",
+                        help="frozen-weight dtypes to run, first = main (default auto: the dtype with the "
+                             "fastest matmul ceiling, and float32 next to it)")
+    parser.add_argument("--chunk-size", type=int, default=4, help="train.chunk_size of the constant-memory rows")
+    parser.add_argument("--no-peer", action="store_true", help="skip sentence-transformers")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--json", default=None, help="also write the table as JSON to this file")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 5)
+    args.eval_queries = args.eval_queries or (3 if args.quick else 20)
+    if args.dtypes != "auto":
+        args.dtypes = [getattr(torch, name.strip()) for name in args.dtypes.split(",") if name.strip()]
+    return args
+
+
+def auto_dtypes(ceiling: Ceiling) -> list[torch.dtype]:
+    """The fastest dtype first, float32 next to it: bf16 frozen weights pay only where the
+    machine multiplies bf16 faster than float32 (matrix units); elsewhere they are skipped."""
+    best, _ = ceiling.best()
+    return [best] if best == torch.float32 else [best, torch.float32]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    device = torch.device(args.device)
+    sync = synchronizer(device)
+    cfg = compose_config(args.model)
+    table = Table()
+    ceiling = Ceiling(device, max_size=512 if args.quick else 2048, dtypes=(torch.float32, torch.bfloat16))
+    ceiling.probe()
+    skipped = []
+    if args.dtypes == "auto":
+        args.dtypes = auto_dtypes(ceiling)
+        skipped = [d for d in ceiling.dtypes if d not in args.dtypes]
+
+    data = load_data(cfg)
+    models = {dtype: build(cfg, device, DTYPE_NAMES[dtype]) for dtype in args.dtypes}
+    main_dtype = args.dtypes[0]
+    urlkit = models[main_dtype]
+    shape = ModelShape.of(urlkit.reranker.decoder)
+    peer_version = None if args.no_peer else peer.available()
+    peers = {}
+    with contextlib.ExitStack() as stack:
+        if peer_version:
+            folder = peer.model_folder(cfg, stack)
+            with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 (weight-loading bars)
+                peers = {dtype: peer.Peer(folder, dtype, device, int(cfg.model.max_length), cfg.model.lora,
+                                          lr=float(cfg.train.lr)) for dtype in args.dtypes}
+        table.header = _header(args, cfg, device, shape, peer_version)
+        for dtype in skipped:
+            table.header.append(f"{DTYPE_NAMES[dtype]} frozen weights not run: its matmul ceiling "
+                                f"({ceiling.gflops(dtype):.1f} GFLOP/s) is below {DTYPE_NAMES[args.dtypes[0]]}'s "
+                                f"({ceiling.gflops(args.dtypes[0]):.1f}); --dtypes float32,{DTYPE_NAMES[dtype]} runs it")
+        results = {}
+        for negatives in (4, 16):
+            results[negatives] = _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, sync)
+            ceiling.probe()
+        eval_results = _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync)
+        ceiling.probe()
+    memory_results = {} if args.no_memory else _memory(table, args, device, main_dtype)
+    if device.type == "cpu" and not args.quick:
+        _threading(table, args, main_dtype)
+    _ceiling_rows(table, ceiling)
+    _targets(table, results, eval_results, memory_results, ceiling, main_dtype)
+    table.header.append(f"load average at the end: {load_average()}")
+    print(table.render(), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(table.as_dict(), f, indent=1)
+    return 0
+
+
+def _header(args, cfg, device, shape: ModelShape, peer_version) -> list[str]:
+    return [
+        f"urlkit.bench: {machine_description(device)}",
+        f"model: {cfg.model.name} ({shape.params / 1e6:.1f}M non-embedding parameters, {shape.layers} layers, "
+        f"hidden {shape.hidden}; LoRA r={cfg.model.lora.r}: {shape.lora_params / 1e6:.2f}M trainable), "
+        f"max_length {cfg.model.max_length}, weight={cfg.weight.name} direction={cfg.direction.name}",
+        f"data: {cfg.data.name} (training groups: the first queries of {cfg.data.train_split}; evaluation: "
+        f"the first {args.eval_queries} queries of {cfg.data.test_split}, top-{cfg.eval.depth} of {cfg.data.retriever})",
+        f"timing: {args.rounds} interleaved rounds after 1 warm-up round, medians; peer: "
+        f"{'sentence-transformers ' + peer_version if peer_version else 'not run (pip install sentence-transformers>=5)'}",
+    ]
+
+
+def _dtype_label(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
+def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, sync) -> dict:
+    cfg_n = compose_config(args.model, f"data.n_negatives={negatives}")
+    chunk = args.chunk_size if negatives >= 2 * args.chunk_size else None
+    main_dtype = next(iter(models))
+    built = models[main_dtype]
+    batches = training_batches(cfg_n, data, built.renderer, negatives, args.rounds, chunk, device=torch.device(args.device))
+    steppers = {f"urlkit {_dtype_label(main_dtype)}": (training.Stepper(built.reranker, cfg_n), True, main_dtype)}
+    steppers["no prefix sharing"] = (training.Stepper(built.reranker, cfg_n, share_prefix=False), False, main_dtype)
+    if chunk:
+        steppers[f"constant memory (chunk_size={chunk})"] = (training.Stepper(built.reranker, cfg_n, chunked=True), True, main_dtype)
+    if negatives == 4:
+        steppers["native SFT loss (no URL weights, no telemetry)"] = (training.Stepper(built.reranker, cfg_n, loss="sft"), True, main_dtype)
+        if float(cfg.model.lora.dropout) > 0:
+            steppers["LoRA dropout 0 (model.lora.dropout=0)"] = (training.Stepper(built.reranker, cfg_n, lora_dropout=0.0), True, main_dtype)
+        for dtype, other in models.items():
+            if dtype != main_dtype:
+                steppers[f"urlkit {_dtype_label(dtype)} frozen weights"] = (training.Stepper(other.reranker, cfg_n), True, dtype)
+    variants = {name: (lambda r, s=stepper: s(batches[r])) for name, (stepper, _, _) in steppers.items()}
+    peer_inputs = [training.peer_pairs(batch, data) for batch in batches]
+    for dtype, model in peers.items():
+        if negatives == 4 or dtype == main_dtype:
+            variants[f"peer {_dtype_label(dtype)} (BCE)"] = lambda r, m=model: m.train_step(*peer_inputs[r])
+    times = interleaved(variants, rounds=args.rounds, warmup=1, sync=sync)
+
+    section = f"training 1+{negatives}"
+    figures = {}
+    for name, (_, shared, dtype) in steppers.items():
+        figures[name] = training.step_figures(name, times[name], batches, shape, shared, dtype)
+    peer_name = f"peer {_dtype_label(main_dtype)} (BCE)"
+    peer_seconds = median(times[peer_name]) if peer_name in times else float("nan")
+    for name, fig in figures.items():
+        mfu = fig.flops_per_s / 1e9 / ceiling.gflops(fig.dtype)
+        detail = (f"{fig.prompt_tokens_per_s:,.0f} prompt tok/s, {fig.flops_per_s / 1e9:.1f} model GFLOP/s, "
+                  f"MFU {mfu:.0%} of the {_dtype_label(fig.dtype)} ceiling; {spread(times[name])}")
+        if peer_seconds == peer_seconds:
+            detail += f"; x{peer_seconds / fig.seconds:.2f} the peer's steps/s"
+        table.add(section, name, 1 / fig.seconds, "steps/s", detail)
+    for name in variants:
+        if name.startswith("peer"):
+            pairs_tokens = [sum(int(m.sum()) for m in peers[_peer_dtype(name, peers)].attention_masks(p, len(p))) for p, _ in peer_inputs]
+            tokens_per_s = median([t / s for t, s in zip(pairs_tokens, times[name], strict=False)])
+            table.add(section, name, 1 / median(times[name]), "steps/s", f"{tokens_per_s:,.0f} prompt tok/s (its own prompt); {spread(times[name])}")
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.device(args.device).type == "cuda" else None
+    if peak is not None:
+        table.add(section, "peak GPU memory (all variants)", peak, "MiB")
+
+    # the loss's share of urlkit's step, against the native SFT loss on the same logits
+    reranker = built.reranker
+    with torch.no_grad():
+        from urlkit.data.groups import scatter_scores
+
+        logits = scatter_scores(reranker(batches[0]["prompts"]), batches[0]["mask"])
+    seconds = training.loss_seconds(cfg_n, logits, batches[0]["mask"])
+    step = figures[f"urlkit {_dtype_label(main_dtype)}"].seconds
+    for key, label in (("url", f"URL loss ({cfg.weight.name}, {cfg.direction.name}) forward+backward"),
+                       ("sft", "native SFT loss forward+backward"), ("telemetry", "step telemetry (counterfactual W, native losses)")):
+        table.add(section, label, 100 * seconds[key] / step, "% of step", f"{seconds[key] * 1e6:,.0f} us of a {step:.3g} s step")
+    return {"figures": figures, "peer_seconds": peer_seconds, "loss": seconds, "step": step}
+
+
+def _peer_dtype(name: str, peers: dict) -> torch.dtype:
+    return next(d for d in peers if f"peer {_dtype_label(d)}" in name)
+
+
+def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> dict:
+    from urlkit.build import make_renderer
+    from urlkit.data.prompts import _document_text
+    from urlkit.evaluate import rerank_split
+
+    depth, base = int(cfg.eval.depth), int(cfg.eval.batch_size)
+    sizes = [base] if args.quick else [base, 2 * base, 4 * base]
+    split = evaluation.subset(data.test, args.eval_queries)
+    ranking = data.test_ranking
+    main_dtype = next(iter(models))
+    built = models[main_dtype]
+    renderer = built.renderer
+    n_pairs = sum(len(ranking.get(q.id, [])[:depth]) for q in split.queries)
+    pairs_text = [(q.text, _document_text(split.corpus[d])) for q in split.queries for d, _ in ranking.get(q.id, [])[:depth]]
+
+    batches = {size: evaluation.rerank_batches(renderer, split, ranking, depth, size) for size in sizes}
+    plain = evaluation.length_sorted_batches(renderer, split, ranking, depth, base)
+    unsorted = evaluation.unsorted_batches(renderer, split, ranking, depth, base)
+    work = {f"rerank_split {_dtype_label(main_dtype)} batch {size}": (evaluation.work(batches[size], True, shape), main_dtype) for size in sizes}
+    variants = {f"rerank_split {_dtype_label(main_dtype)} batch {size}":
+                (lambda r, s=size: rerank_split(built.reranker, renderer, split, ranking, depth=depth, batch_size=s, progress=False))
+                for size in sizes}
+    variants["no prefix sharing, length-sorted"] = lambda r: evaluation.batches_scorer(built.reranker, False)(plain)
+    work["no prefix sharing, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
+    variants["full-vocabulary logits, length-sorted"] = lambda r: evaluation.full_vocab_scorer(built.backbone.model, built.token_ids)(plain)
+    work["full-vocabulary logits, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
+    variants["no_grad instead of inference_mode"] = lambda r: evaluation.batches_scorer(built.reranker, True, "no_grad")(batches[base])
+    work["no_grad instead of inference_mode"] = (evaluation.work(batches[base], True, shape), main_dtype)
+    for dtype, other in models.items():
+        if dtype != main_dtype:
+            name = f"rerank_split {_dtype_label(dtype)} frozen weights, batch {base}"
+            variants[name] = lambda r, o=other: rerank_split(o.reranker, o.renderer, split, ranking, depth=depth, batch_size=base, progress=False)
+            work[name] = (evaluation.work(batches[base], True, shape), dtype)
+    peer_work = {}
+    for dtype, model in peers.items():
+        name = f"peer {_dtype_label(dtype)} CrossEncoder.predict batch {base}"
+        variants[name] = lambda r, m=model: m.score(pairs_text, base)
+        masks = model.attention_masks(pairs_text, base)
+        tokens = sum(int(m.sum()) for m in masks)
+        peer_work[name] = {"prompt": tokens, "padding": 1 - tokens / sum(m.numel() for m in masks)}
+    times = interleaved(variants, rounds=args.rounds, warmup=1, sync=sync)
+
+    section = "evaluation"
+    peer_name = f"peer {_dtype_label(main_dtype)} CrossEncoder.predict batch {base}"
+    peer_rate = n_pairs / median(times[peer_name]) if peer_name in times else float("nan")
+    rates = {}
+    for name, seconds in times.items():
+        rate = n_pairs / median(seconds)
+        rates[name] = rate
+        if name in work:
+            w, dtype = work[name]
+            gflops = w["flops"] / median(seconds) / 1e9
+            detail = (f"{w['prompt'] / n_pairs:.1f} prompt tok/doc, {w['computed'] / n_pairs:.1f} computed, "
+                      f"padding {w['padding']:.0%}, {gflops:.1f} model GFLOP/s = {gflops / ceiling.gflops(dtype):.0%} of the "
+                      f"{_dtype_label(dtype)} ceiling, {gflops / ceiling.gflops(torch.bfloat16):.0%} of bf16's")
+        else:
+            w = peer_work[name]
+            detail = f"{w['prompt'] / n_pairs:.1f} prompt tok/doc (its own prompt), padding {w['padding']:.0%}"
+        if peer_rate == peer_rate and not name.startswith("peer"):
+            detail += f"; x{rate / peer_rate:.2f} the peer's docs/s"
+        table.add(section, name, rate, "docs/s", f"{detail}; {spread(seconds)} for {n_pairs} docs")
+    unsorted_work = evaluation.work(unsorted, False, None)
+    table.add(section, "padding share, plain batches in data order", 100 * unsorted_work["padding"], "%", f"batch {base}")
+    cold, warm = evaluation.encode_seconds(lambda: make_renderer(built.backbone, cfg.model), split, ranking, depth)
+    table.add(section, "tokenising a prompt (first time / cached)", cold * 1e3, "ms", f"cached: {warm * 1e3:.3f} ms")
+    main = f"rerank_split {_dtype_label(main_dtype)} batch {base}"
+    best = max((n for n in rates if n.startswith("rerank_split")), key=rates.get)
+    return {"rates": rates, "peer_rate": peer_rate, "main": main, "best": best, "work": work, "times": times,
+            "n_pairs": n_pairs, "peer_work": peer_work}
+
+
+def _memory(table, args, device, dtype) -> dict:
+    settings = [(1, None), (4, None), (16, None), (16, args.chunk_size), (16, 2)]
+    if args.quick:
+        settings = [(1, None), (16, 2)]
+    out = {}
+    for negatives, chunk in settings:
+        result = process.in_subprocess(args.model, negatives, chunk, str(device), DTYPE_NAMES[dtype])
+        out[(negatives, chunk)] = result
+        label = f"1+{negatives}" + (f", chunk_size={chunk}" if chunk else ", one pass")
+        table.add("peak memory", label, result["peak_mb"], "MiB",
+                  f"step: +{result['step_mb']:.0f} MiB over {result['live_mb']:.0f} live ({result['method']}); "
+                  f"whole process {result['process_peak_mb']:.0f}")
+    return out
+
+
+def _threading(table, args, dtype) -> None:
+    """A 1+4 training step in fresh processes: one thread, and all threads under each OpenMP
+    wait policy (OpenMP reads both at start-up). On a CPU shared with other jobs, spinning
+    threads wait for each other; on a dedicated one, all threads win."""
+    cores = os.cpu_count() or 1
+    settings = {"1 thread": {"OMP_NUM_THREADS": "1"},
+                f"{cores} threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": str(cores), "OMP_WAIT_POLICY": "PASSIVE"},
+                f"{cores} threads, OMP_WAIT_POLICY=ACTIVE": {"OMP_NUM_THREADS": str(cores), "OMP_WAIT_POLICY": "ACTIVE"}}
+    seconds = {name: [] for name in settings}
+    for _ in range(2):
+        for name, env in settings.items():
+            result = process.in_subprocess(args.model, 4, None, args.device, DTYPE_NAMES[dtype], time_steps=3, env=env)
+            seconds[name].append(result["step_s"])
+    for name, values in seconds.items():
+        table.add("threads", f"training 1+4, {name}", 1 / median(values), "steps/s",
+                  f"fresh processes, median of 3 steps, 2 alternated runs ({spread(values)})")
+
+
+def _ceiling_rows(table, ceiling) -> None:
+    rows = []
+    for dtype in ceiling.dtypes:
+        probes = ceiling.probes.get(dtype, [])
+        rows.append(("ceiling", f"matmul {_dtype_label(dtype)} {ceiling.sizes.get(dtype)}^3", ceiling.gflops(dtype), "GFLOP/s",
+                     f"median of {len(probes)} probes between sections ({min(probes):.1f}-{max(probes):.1f})" if probes else ""))
+    table.rows[:0] = [Row(*row) for row in rows]
+
+
+def _targets(table, results, eval_results, memory_results, ceiling, main_dtype) -> None:
+    name = f"urlkit {_dtype_label(main_dtype)}"
+    four = results[4]
+    url_share = 100 * four["loss"]["url"] / four["step"]
+    sft_share = 100 * four["loss"]["sft"] / four["step"]
+    _target(table, "URL loss share - SFT loss share <= 2 points", url_share - sft_share, "points",
+            abs(url_share - sft_share) <= 2, f"{url_share:.2f}% vs {sft_share:.2f}% of a 1+4 step")
+    if (1, None) in memory_results and any(k[0] == 16 and k[1] for k in memory_results):
+        one = memory_results[(1, None)]
+        chunked = {k: v for k, v in memory_results.items() if k[0] == 16 and k[1]}
+        key = max(chunked)
+        ratio = chunked[key]["peak_mb"] / one["peak_mb"]
+        _target(table, f"peak memory 1+16 (chunk_size={key[1]}) / 1+1 <= 1.3", ratio, "x", ratio <= 1.3,
+                f"the step's own growth: {chunked[key]['step_mb']:.0f} vs {one['step_mb']:.0f} MiB")
+    rates, peer_rate = eval_results["rates"], eval_results["peer_rate"]
+    main = eval_results["main"]
+    if peer_rate == peer_rate:
+        ratio = rates[main] / peer_rate
+        peer_name = next(n for n in eval_results["peer_work"] if _dtype_label(main_dtype) in n)
+        tokens = eval_results["peer_work"][peer_name]["prompt"] / eval_results["n_pairs"]
+        ours = eval_results["work"][main][0]["prompt"] / eval_results["n_pairs"]
+        _target(table, "evaluation docs/s / peer's >= 1.5", ratio, "x", ratio >= 1.5,
+                f"{main}: {rates[main]:.1f} vs {peer_rate:.1f} docs/s; prompt tokens per pair {ours:.0f} vs {tokens:.0f}")
+    w, dtype = eval_results["work"][main]
+    gflops = w["flops"] / median(eval_results["times"][main]) / 1e9
+    for reference in (torch.bfloat16, torch.float32):
+        share = gflops / ceiling.gflops(reference)
+        _target(table, f"evaluation model FLOP/s / {_dtype_label(reference)} ceiling >= 70%", 100 * share, "%", share >= 0.7,
+                f"{gflops:.1f} GFLOP/s of {ceiling.gflops(reference):.1f}")
+    for negatives, result in results.items():
+        fig = result["figures"][name]
+        if result["peer_seconds"] == result["peer_seconds"]:
+            ratio = result["peer_seconds"] / fig.seconds
+            _target(table, f"training 1+{negatives} steps/s / peer's >= 1", ratio, "x", ratio >= 1,
+                    f"{1 / fig.seconds:.3g} vs {1 / result['peer_seconds']:.3g} steps/s")
+        mfu = fig.flops_per_s / 1e9 / ceiling.gflops(fig.dtype)
+        _target(table, f"training 1+{negatives} MFU >= 50%", 100 * mfu, "%", mfu >= 0.5,
+                f"{fig.flops_per_s / 1e9:.1f} of {ceiling.gflops(fig.dtype):.1f} GFLOP/s ({_dtype_label(fig.dtype)})")
+
+
+def _target(table, what: str, value: float, unit: str, met: bool, detail: str) -> None:
+    table.add("targets", what, value, unit, f"{'met' if met else 'NOT MET'}: {detail}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

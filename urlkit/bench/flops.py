@@ -1,0 +1,87 @@
+"""Model FLOPs of scoring and of a LoRA training step (what an MFU divides by the ceiling).
+
+For a decoder with non-embedding parameters P (the transformer layers; the K gathered head
+rows are negligible), L layers and hidden size H, the forward pass over T computed tokens
+that attend to c_t keys each (causal: c_t = the token's position in its prompt + 1) costs
+
+    forward  = 2 * (P + P_lora) * T  +  4 * L * H * sum_t c_t          (QK^T and AV)
+
+LoRA training with a frozen backbone needs input gradients through every layer (as many
+FLOPs as the forward's matmuls) but weight gradients only for the adapters, and attention's
+backward costs twice its forward:
+
+    backward = 2 * P * T  +  4 * P_lora * T  +  8 * L * H * sum_t c_t
+
+Tokens count once however a step computes them: the constant-memory step's recomputation
+is not model work (MFU, not hardware FLOP utilisation), and padding is not model work. With
+shared prefixes T counts each shared token once: the figure is the work actually done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    params: int  # non-embedding parameters of the frozen decoder layers
+    lora_params: int  # trainable adapter parameters inside those layers
+    layers: int
+    hidden: int
+
+    @classmethod
+    def of(cls, decoder: torch.nn.Module) -> ModelShape:
+        frozen = lora = 0
+        for name, parameter in decoder.layers.named_parameters():
+            if "lora_" in name:
+                lora += parameter.numel()
+            else:
+                frozen += parameter.numel()
+        return cls(frozen, lora, len(decoder.layers), decoder.config.hidden_size)
+
+    def forward_flops(self, tokens: int, context: int) -> float:
+        """``tokens`` computed, attending to ``context`` keys in total (sum of c_t)."""
+        return 2.0 * (self.params + self.lora_params) * tokens + 4.0 * self.layers * self.hidden * context
+
+    def training_flops(self, tokens: int, context: int) -> float:
+        backward = 2.0 * self.params * tokens + 4.0 * self.lora_params * tokens + 8.0 * self.layers * self.hidden * context
+        return self.forward_flops(tokens, context) + backward
+
+
+def plain_work(attention_mask: torch.Tensor) -> tuple[int, int]:
+    """(tokens, context) of a plain padded batch: its real tokens, each prompt causal."""
+    lengths = attention_mask.sum(dim=1).tolist()
+    return sum(lengths), sum(n * (n + 1) // 2 for n in lengths)
+
+
+def tree_work(tree) -> tuple[int, int]:
+    """(tokens, context) of a :class:`urlkit.prefix_sharing.PrefixTree`: each level's real
+    tokens sit after the real tokens of the rows they continue."""
+    tokens = context = 0
+    seen = None
+    for k, level in enumerate([*tree.levels, *tree.buckets]):
+        lengths = level.attention_mask.sum(dim=1)
+        start = torch.zeros_like(lengths) if level.parent is None else seen[level.parent]
+        tokens += int(lengths.sum())
+        # positions start .. start+n-1 attend to start+1 .. start+n keys
+        context += int((lengths * start + lengths * (lengths + 1) // 2).sum())
+        if k < len(tree.levels):  # buckets all continue the last shared level
+            seen = start + lengths
+    return tokens, context
+
+
+def batch_work(batch: dict, share_prefix: bool) -> tuple[int, int, int, int]:
+    """(computed tokens, context, token slots incl. padding, prompt tokens) of one collated batch,
+    as :class:`urlkit.scoring.Reranker` computes it."""
+    from urlkit.prefix_sharing import prefix_tree
+
+    mask = batch["attention_mask"]
+    prompt_tokens = int(mask.sum())
+    tree = prefix_tree(batch["input_ids"], mask) if share_prefix else None
+    if tree is None:
+        tokens, context = plain_work(mask)
+        return tokens, context, mask.numel(), prompt_tokens
+    tokens, context = tree_work(tree)
+    return tokens, context, tree.tokens, prompt_tokens

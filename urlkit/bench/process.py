@@ -1,0 +1,129 @@
+"""Measurements that need a fresh process: peak memory of a training step, and step time
+under a thread setting (OpenMP reads its settings once, at start-up).
+
+    python -m urlkit.bench.process --model default --negatives 16 --chunk-size 4 [--time-steps 3]
+
+prints one JSON line. Memory: one warm-up step (lazy initialisation, optimizer state), then
+freed memory is handed back to the OS (``malloc_trim``), the peak is reset
+(``/proc/self/clear_refs``), and a second step on the same batch is measured: ``live_mb``
+is the resident memory before it (weights, data, optimizer state), ``peak_mb`` the
+highest resident memory during it (``VmHWM``), ``step_mb`` the difference (activations and
+temporaries). ``process_peak_mb`` is the whole process's peak, loading included. On CUDA,
+``torch.cuda.max_memory_allocated``. ``--time-steps K`` then times K more steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _release_and_reset_peak() -> bool:
+    """Hand freed heap memory back to the OS and reset VmHWM to the current RSS (Linux)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(model: str, negatives: int, chunk_size: int | None, device: str, dtype: str | None,
+            time_steps: int = 0) -> dict:
+    import torch
+
+    from urlkit.bench.training import Stepper
+    from urlkit.bench.workload import build, compose_config, load_data, training_batches
+
+    cfg = compose_config(model, f"data.n_negatives={negatives}")
+    target = torch.device(device)
+    built = build(cfg, target, dtype)
+    data = load_data(cfg)
+    (batch,) = training_batches(cfg, data, built.renderer, negatives, 1, chunk_size, device=target)
+    step = Stepper(built.reranker, cfg, chunked=chunk_size is not None)
+    step(batch)  # warm-up
+    if target.type == "cuda":
+        torch.cuda.synchronize(target)
+        torch.cuda.reset_peak_memory_stats(target)
+        live = torch.cuda.memory_allocated(target)
+        step(batch)
+        torch.cuda.synchronize(target)
+        peak = torch.cuda.max_memory_allocated(target)
+        result = {"live_mb": live / 2**20, "peak_mb": peak / 2**20, "step_mb": (peak - live) / 2**20,
+                  "process_peak_mb": peak / 2**20, "method": "torch.cuda.max_memory_allocated"}
+    else:
+        exact = _release_and_reset_peak()
+        live = _status_kib("VmRSS") or 0
+        step(batch)
+        peak = _status_kib("VmHWM") if exact else None
+        process_peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak or 0)
+        peak = peak or process_peak
+        result = {"live_mb": live / 1024, "peak_mb": peak / 1024, "step_mb": (peak - live) / 1024,
+                  "process_peak_mb": process_peak / 1024,
+                  "method": "VmHWM of the 2nd step" if exact else "ru_maxrss (whole process)"}
+    if time_steps:
+        sync = (lambda: torch.cuda.synchronize(target)) if target.type == "cuda" else (lambda: None)
+        seconds = []
+        for _ in range(time_steps):
+            sync()
+            start = time.perf_counter()
+            step(batch)
+            sync()
+            seconds.append(time.perf_counter() - start)
+        result["step_s"] = statistics.median(seconds)
+        result["threads"] = torch.get_num_threads()
+    return result
+
+
+def in_subprocess(model: str, negatives: int, chunk_size: int | None, device: str, dtype: str | None,
+                  time_steps: int = 0, env: dict | None = None) -> dict:
+    """:func:`measure` in a fresh Python process (``env``: extra environment variables)."""
+    command = [sys.executable, "-m", "urlkit.bench.process", "--model", model, "--negatives", str(negatives),
+               "--device", device, "--time-steps", str(time_steps)]
+    if chunk_size is not None:
+        command += ["--chunk-size", str(chunk_size)]
+    if dtype is not None:
+        command += ["--dtype", dtype]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[1:])} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m urlkit.bench.process", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--negatives", type=int, required=True)
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--time-steps", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.model, args.negatives, args.chunk_size, args.device, args.dtype, args.time_steps)))
+
+
+if __name__ == "__main__":
+    main()

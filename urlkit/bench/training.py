@@ -1,0 +1,142 @@
+"""Training: optimizer steps/s, tokens/s and model FLOP utilisation of urlkit's step, its
+variants (no prefix sharing, bf16 frozen weights, the constant-memory step), the native SFT
+loss on the same step, and the peer's BCE step on the same pairs.
+
+One urlkit step is what ``RerankerModule.training_step`` does for ``accumulate=1``:
+``url_backward`` (score the 1+N documents, URL loss, backward), the step telemetry
+(counterfactual weights, native losses), gradient clipping, AdamW, zero_grad; Lightning's
+own bookkeeping is not timed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from urlkit.bench.flops import ModelShape, batch_work
+from urlkit.bench.measure import interleaved, median
+from urlkit.loss import sft_loss, url_loss
+from urlkit.module import url_backward
+from urlkit.telemetry import step_statistics
+
+
+def weight_options(cfg) -> dict:
+    """The keyword arguments ``RerankerModule`` passes to ``url_loss`` for ``cfg.weight``."""
+    weight = cfg.weight
+    return {
+        "weight_dtype": getattr(torch, weight.get("dtype", "float32")),
+        "temperature": float(weight.get("temperature", 1.0)),
+        "beta": float(weight.get("beta", 0.05)),
+        "tau": float(weight.get("tau", 1e-3)),
+    }
+
+
+class Stepper:
+    """One optimizer step of urlkit on a collated training batch."""
+
+    def __init__(self, reranker, cfg, loss: str = "url", chunked: bool = False, share_prefix: bool = True,
+                 lora_dropout: float | None = None):
+        self.reranker, self.chunked, self.share_prefix = reranker, chunked, share_prefix
+        self.dropouts = [m for name, m in reranker.named_modules() if "lora_dropout" in name and isinstance(m, torch.nn.Dropout)]
+        self.lora_dropout = lora_dropout  # None: the config's
+        self.weight, self.direction, self.options = cfg.weight.name, cfg.direction.name, weight_options(cfg)
+        self.loss = loss
+        self.trainable = [p for p in reranker.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=float(cfg.train.lr))
+        self.grad_clip = cfg.train.grad_clip
+
+    def loss_fn(self, logits, mask):
+        if self.loss == "sft":  # the native loss: no weights, no telemetry inputs
+            return sft_loss(logits.float(), mask), None
+        return url_loss(logits.float(), weight=self.weight, direction=self.direction, mask=mask, **self.options)
+
+    def __call__(self, batch: dict) -> None:
+        self.reranker.share_prefix = self.share_prefix
+        self.reranker.train()
+        configured = [m.p for m in self.dropouts]
+        if self.lora_dropout is not None:
+            for module in self.dropouts:
+                module.p = self.lora_dropout
+        try:
+            logits, loss, info = url_backward(self.reranker, batch, self.loss_fn, chunked=self.chunked)
+        finally:
+            for module, p in zip(self.dropouts, configured, strict=True):
+                module.p = p
+        if info is not None:
+            step_statistics(logits, loss, info, batch["mask"], self.options)
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class StepFigures:
+    name: str
+    seconds: float  # median seconds per optimizer step
+    prompt_tokens_per_s: float  # prompt tokens of the 1+N documents per second (median over rounds)
+    flops_per_s: float  # model FLOP/s (median over rounds)
+    dtype: torch.dtype
+    note: str = ""
+
+
+def step_figures(name: str, times: list[float], batches: list[dict], shape: ModelShape | None,
+                 share_prefix: bool, dtype: torch.dtype, note: str = "") -> StepFigures:
+    """Per-round rates (round r ran batch r) and their medians."""
+    tokens, flops = [], []
+    for seconds, batch in zip(times, batches, strict=False):
+        computed, context, _, prompt_tokens = batch_work(batch["prompts"], share_prefix)
+        tokens.append(prompt_tokens / seconds)
+        if shape is not None:
+            flops.append(shape.training_flops(computed, context) / seconds)
+    return StepFigures(name, median(times), median(tokens), median(flops) if flops else float("nan"), dtype, note)
+
+
+def loss_seconds(cfg, batch_logits: torch.Tensor, mask: torch.Tensor, repeats: int = 200) -> dict[str, float]:
+    """Seconds of the loss alone (forward + gradient w.r.t. the logits) and of the step telemetry,
+    on logits of the step's shape: URL with the config's weight and direction vs native SFT."""
+    options = weight_options(cfg)
+    logits = batch_logits.detach().float().requires_grad_(True)
+
+    def url():
+        loss, _ = url_loss(logits, weight=cfg.weight.name, direction=cfg.direction.name, mask=mask, **options)
+        torch.autograd.grad(loss, logits)
+
+    def sft():
+        torch.autograd.grad(sft_loss(logits, mask), logits)
+
+    loss, info = url_loss(logits, weight=cfg.weight.name, direction=cfg.direction.name, mask=mask, **options)
+
+    def telemetry():
+        step_statistics(logits.detach(), loss.detach(), info, mask, options)
+
+    out = {}
+    for name, fn in (("url", url), ("sft", sft), ("telemetry", telemetry)):
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        out[name] = (time.perf_counter() - start) / repeats
+    return out
+
+
+def peer_pairs(batch: dict, data) -> tuple[list[tuple[str, str]], torch.Tensor]:
+    """The (query text, document text) pairs of a training batch and their BCE labels
+    (1 for the positive, 0 for negatives), in the batch's row order."""
+    from urlkit.data.prompts import _document_text
+
+    queries = {q.id: q for q in data.train.queries}
+    pairs, labels = [], []
+    for query_id, doc_ids, mask in zip(batch["query_ids"], batch["doc_ids"], batch["mask"].tolist(), strict=True):
+        for slot, (doc_id, real) in enumerate(zip(doc_ids, mask, strict=True)):
+            if real:
+                pairs.append((queries[query_id].text, _document_text(data.train.corpus[doc_id])))
+                labels.append(1.0 if slot == 0 else 0.0)
+    return pairs, torch.tensor(labels)
+
+
+def run_training(variants: dict, rounds: int, sync) -> dict[str, list[float]]:
+    """Interleaved timing of ``variants[name](r)`` (one optimizer step on round r's batch)."""
+    return interleaved(variants, rounds=rounds, warmup=1, sync=sync)
