@@ -117,7 +117,7 @@ def test_a_float16_weight_overflow_is_caught_although_every_score_is_finite(data
 
 
 def test_skip_gives_up_when_every_step_fails(dataset, tmp_path, poison):
-    cfg = compose_train(dataset, *FAST, "train.nonfinite=skip", "+train.max_consecutive_skips=4")
+    cfg = compose_train(dataset, *FAST, "train.nonfinite=skip", "train.max_consecutive_skips=4")
     poison("", float("nan"))  # every prompt: the model itself is broken
     with pytest.raises(NonFiniteError, match="4 optimizer steps in a row were non-finite"):
         train(cfg, tmp_path / "run")

@@ -70,7 +70,7 @@ def test_a_killed_offline_wandb_run_keeps_its_steps_and_both_attempts_are_syncab
     launcher = Launcher(offline_env)  # the runs inherit its environment: no key, no netrc
     data = write_small_dataset(tmp_path / "data")
     run_dir = tmp_path / "run"
-    settings = ["logger=wandb", "+logger.flush_interval_s=0.2", "train.max_steps=4", "checkpoint.every_n_steps=2"]
+    settings = ["logger=wandb", "logger.flush_interval_s=0.2", "train.max_steps=4", "checkpoint.every_n_steps=2"]
 
     # killed 1 s after step 3 (W&B flushed meanwhile), stdin closed: a prompt would fail the run
     killed = launcher.run(train_args(data, run_dir, *settings), die="step:3+1s")
