@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from run_helpers import compose_train, write_small_dataset
+
 from urlkit.build import build_reranker, load_data_split
 from urlkit.data.candidates import first_stage
 from urlkit.data.groups import GroupCollator, TrainGroups

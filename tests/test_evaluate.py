@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from data_builders import beir_dataset
+
 from urlkit.paths import REPO_ROOT
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from run_helpers import compose_train, write_small_dataset
 
 import urlkit
-from run_helpers import compose_train, write_small_dataset
 from urlkit.inference import TrainedReranker, main, merge_lora
 from urlkit.run import train
 

@@ -7,8 +7,8 @@ import json
 import math
 
 import pytest
-
 from run_helpers import compose_train, write_small_dataset
+
 from urlkit.run import train
 
 WEIGHTS = ["sft", "cl", "base", "tau_mask", "base_x_sft"]
