@@ -50,7 +50,7 @@ def test_shared_prefix_scores_equal_the_plain_pass(tiny_backbone, renderer, pair
     batch = _batch(renderer, pairs)
     tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
     assert tree is not None and tree.tokens < 0.7 * tree.plain_tokens, "the prompts share their prefixes"
-    assert sum(len(bucket.input_ids) for bucket in tree.buckets) == len(pairs)
+    assert sorted(torch.cat([packs.prompts for packs in tree.buckets]).tolist()) == list(range(len(pairs)))
     with torch.no_grad():
         assert torch.allclose(shared(batch), plain(batch), atol=1e-5)
         alone = torch.cat([plain(_batch(renderer, [pair])) for pair in pairs])
@@ -63,8 +63,8 @@ def test_queries_are_grouped_so_each_prefix_is_computed_once(tiny_backbone, rend
     common, groups = tree.levels
     assert len(common.input_ids) == 1 and len(groups.input_ids) == 3
     parent = torch.empty(6, dtype=torch.long)  # group row of each prompt, in batch order
-    for bucket, prompts in zip(tree.buckets, tree.prompts, strict=True):
-        parent[prompts] = bucket.parent
+    for packs in tree.buckets:
+        parent[packs.prompts] = packs.parent[packs.last[:, 0]]
     assert parent[0] == parent[4] and parent[2] == parent[5] and parent[1] == parent[3], "one group per query"
     assert len(set(parent.tolist())) == 3
 

@@ -12,13 +12,17 @@ for every i, up to floating-point summation order. A batch is cut into *levels*:
 
     A  the longest prefix common to all prompts (1 row)
     B  per group of prompts, the further prefix its members share (1 row per group)
-    C  the rest of every prompt (1 row per prompt, in the batch's order)
+    C  the rest of every prompt, PACKED: the continuations of one group side by side in
+       rows of up to ``pack_length`` tokens, each attending to its group's prefix and,
+       causally, to itself only (a block-diagonal mask)
 
 Each level runs through the decoder once, reading the key/value cache of the level before
-it (rows gathered by ``parent``); the score is read at the last real token of level C.
-Level C is cut into length buckets (a dynamic programme over the rows sorted by length that
-minimises padded token slots plus ``call_cost`` slots per extra decoder call): documents of
-very different lengths would otherwise pad each other.
+it (rows gathered by ``parent``); the score is read at the last token of each packed
+continuation. Packing keeps level C free of padding (documents of different lengths would
+otherwise pad each other, a quarter of level C's token slots on wordsense) and its matrix
+products tall; ``pack_length`` bounds the attention a block-diagonal mask wastes. Rows of
+packs go through the decoder in length buckets (a dynamic programme over the rows sorted by
+length that minimises padded token slots plus ``call_cost`` slots per extra decoder call).
 Groups are found from the token ids alone (no caller has to say where a prefix ends): the
 rows are sorted, and a dynamic programme over the sorted order picks the contiguous groups
 that minimise the number of tokens computed (a group of g prompts sharing s tokens saves
@@ -48,21 +52,39 @@ class Level:
 
 
 @dataclass
+class Packs:
+    """Level C rows: continuations packed side by side, each row continuing one row of the
+    last shared level. ``segment`` numbers the continuations of a row (-1 = padding),
+    ``offset`` is a token's position inside its continuation."""
+
+    input_ids: torch.Tensor  # (rows, width)
+    segment: torch.Tensor  # (rows, width)
+    offset: torch.Tensor  # (rows, width)
+    parent: torch.Tensor  # (rows,)
+    last: torch.Tensor  # (prompts, 2): (row, column) of each prompt's last token
+    prompts: torch.Tensor  # (prompts,): their batch indices
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return (self.segment >= 0).long()
+
+
+@dataclass
 class PrefixTree:
-    """The shared levels of a batch (A, B) and its per-prompt level C, in length buckets."""
+    """The shared levels of a batch (A, B) and its packed level C, in length buckets."""
 
     levels: list[Level]  # a chain: each level continues the rows of the one before
-    buckets: list[Level]  # level C: every bucket continues rows of levels[-1]
-    prompts: list[torch.Tensor]  # per bucket, the batch index of each of its rows
+    buckets: list[Packs]  # level C: every bucket continues rows of levels[-1]
     tokens: int  # token slots the levels compute, padding included
     plain_tokens: int  # token slots of the plain batch (n prompts x longest prompt)
 
 
 def prefix_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_saving: float = 0.1,
-                call_cost: int = 64) -> PrefixTree | None:
+                call_cost: int = 64, pack_length: int = 128) -> PrefixTree | None:
     """The shared-prefix levels of a (left- or right-) padded batch, or ``None`` when they
     would save less than ``min_saving`` of the plain batch's token slots (one pass is then
-    cheaper than several). ``call_cost``: token slots one more decoder call is worth."""
+    cheaper than several). ``call_cost``: token slots one more decoder call is worth;
+    ``pack_length``: the longest row of packed continuations (a longer one gets its own row)."""
     rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids.cpu(), attention_mask.cpu(), strict=True)]
     n = len(rows)
     if n < 2 or min(map(len, rows)) < 2:
@@ -99,16 +121,14 @@ def prefix_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_savin
         return None
     device = input_ids.device
     shared_levels = [_level(level, parent, device) for level, parent in zip(levels[:-1], parents[:-1], strict=True)]
-    buckets, prompts = [], []
-    for members in _length_buckets([len(row) for row in levels[-1]], call_cost):
-        parent = None if parents[-1] is None else [parents[-1][i] for i in members]
-        buckets.append(_level([levels[-1][i] for i in members], parent, device))
-        prompts.append(torch.tensor(members, dtype=torch.long, device=device))
+    packs = _pack(levels[-1], parents[-1], pack_length)
+    buckets = [_packs([packs[i] for i in members], levels[-1], device)
+               for members in _length_buckets([sum(len(levels[-1][p]) for p in pack[1]) for pack in packs], call_cost)]
     tokens = sum(level.input_ids.numel() for level in shared_levels + buckets)
     plain = n * max(map(len, rows))
     if tokens > (1 - min_saving) * plain:
         return None
-    return PrefixTree(shared_levels, buckets, prompts, tokens, plain)
+    return PrefixTree(shared_levels, buckets, tokens, plain)
 
 
 def run_levels(decoder: torch.nn.Module, tree: PrefixTree) -> torch.Tensor:
@@ -122,12 +142,27 @@ def run_levels(decoder: torch.nn.Module, tree: PrefixTree) -> torch.Tensor:
     for level in tree.levels:
         cache, mask, seen, _ = _run(decoder, level, cache, mask, seen)
     finals, order = [], []
-    for bucket, prompts in zip(tree.buckets, tree.prompts, strict=True):
-        _, _, _, hidden = _run(decoder, bucket, cache, mask, seen)
-        last = bucket.attention_mask.sum(dim=1) - 1
-        finals.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
-        order.append(prompts)
+    for packs in tree.buckets:
+        hidden = _run_packs(decoder, packs, cache, mask, seen)
+        finals.append(hidden[packs.last[:, 0], packs.last[:, 1]])
+        order.append(packs.prompts)
     return torch.cat(finals)[torch.cat(order).argsort()]
+
+
+def _run_packs(decoder, packs: Packs, cache, mask, seen) -> torch.Tensor:
+    """One decoder pass of packed continuations: every token attends to its row's ancestors
+    (the prefix it continues) and, causally, to its own continuation; positions continue
+    the prefix's, so each continuation sees exactly what it would see alone."""
+    cache = _gathered(cache, packs.parent)
+    width = packs.input_ids.shape[1]
+    ancestors = mask[packs.parent].bool()[:, None, :].expand(-1, width, -1)
+    same = (packs.segment[:, :, None] == packs.segment[:, None, :]) & (packs.segment[:, None, :] >= 0)
+    causal = torch.ones(width, width, dtype=torch.bool, device=same.device).tril()
+    full = torch.cat([ancestors, same & causal], dim=2)[:, None]  # (rows, 1, width, ancestors + width)
+    positions = seen[packs.parent][:, None] + packs.offset
+    out = decoder(input_ids=packs.input_ids, attention_mask=full, position_ids=positions,
+                  past_key_values=cache, use_cache=True)
+    return out.last_hidden_state
 
 
 def _run(decoder, level: Level, cache, mask, seen):
@@ -154,6 +189,47 @@ def _gathered(cache, rows: torch.Tensor):
     gathered.layers = [copy.copy(layer) for layer in cache.layers]
     gathered.batch_select_indices(rows)
     return gathered
+
+
+def _pack(rows: list[list[int]], parents: list[int], pack_length: int) -> list[tuple[int, list[int]]]:
+    """(parent, member rows) packs: per parent, rows longest first, each into the first pack
+    with room for it (first-fit decreasing)."""
+    by_parent: dict[int, list[int]] = {}
+    for i, parent in enumerate(parents):
+        by_parent.setdefault(parent, []).append(i)
+    packs: list[tuple[int, list[int]]] = []
+    for parent, members in by_parent.items():
+        opened: list[tuple[int, list[int]]] = []
+        for i in sorted(members, key=lambda m: -len(rows[m])):
+            room = next((pack for pack in opened if pack[0] + len(rows[i]) <= pack_length), None)
+            if room is None:
+                opened.append((len(rows[i]), [i]))
+            else:
+                opened[opened.index(room)] = (room[0] + len(rows[i]), [*room[1], i])
+        packs += [(parent, members) for _, members in opened]
+    return packs
+
+
+def _packs(packs: list[tuple[int, list[int]]], rows: list[list[int]], device) -> Packs:
+    width = max(sum(len(rows[m]) for m in members) for _, members in packs)
+    shape = (len(packs), width)
+    input_ids = torch.zeros(shape, dtype=torch.long)
+    segment = torch.full(shape, -1, dtype=torch.long)
+    offset = torch.zeros(shape, dtype=torch.long)
+    last, prompts = [], []
+    for r, (_, members) in enumerate(packs):
+        column = 0
+        for k, m in enumerate(members):
+            length = len(rows[m])
+            input_ids[r, column : column + length] = torch.tensor(rows[m], dtype=torch.long)
+            segment[r, column : column + length] = k
+            offset[r, column : column + length] = torch.arange(length)
+            column += length
+            last.append((r, column - 1))
+            prompts.append(m)
+    parent = torch.tensor([p for p, _ in packs], dtype=torch.long)
+    return Packs(input_ids.to(device), segment.to(device), offset.to(device), parent.to(device),
+                 torch.tensor(last, dtype=torch.long, device=device), torch.tensor(prompts, dtype=torch.long, device=device))
 
 
 def _level(rows: list[list[int]], parent: list[int] | None, device) -> Level:
