@@ -140,6 +140,7 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     batches = training_batches(cfg_n, data, built.renderer, negatives, args.rounds, chunk, device=torch.device(args.device))
     steppers = {f"urlkit {_dtype_label(main_dtype)}": (training.Stepper(built.reranker, cfg_n), True, main_dtype)}
     steppers["no prefix sharing"] = (training.Stepper(built.reranker, cfg_n, share_prefix=False), False, main_dtype)
+    steppers["shared prefix, continuations unpacked"] = (training.Stepper(built.reranker, cfg_n, pack_length=1), True, main_dtype)
     if chunk:
         steppers[f"constant memory (chunk_size={chunk})"] = (training.Stepper(built.reranker, cfg_n, chunked=True), True, main_dtype)
     if negatives == 4:
@@ -218,6 +219,10 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     variants = {f"rerank_split {_dtype_label(main_dtype)} batch {size}":
                 (lambda r, s=size: rerank_split(built.reranker, renderer, split, ranking, depth=depth, batch_size=s, progress=False))
                 for size in sizes}
+    unpacked = f"rerank_split, continuations unpacked, batch {sizes[-1]}"
+    variants[unpacked] = lambda r: evaluation.unpacked(built.reranker, lambda: rerank_split(
+        built.reranker, renderer, split, ranking, depth=depth, batch_size=sizes[-1], progress=False))
+    work[unpacked] = (evaluation.work(batches[sizes[-1]], True, shape), main_dtype)
     variants["no prefix sharing, length-sorted"] = lambda r: evaluation.batches_scorer(built.reranker, False)(plain)
     work["no prefix sharing, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
     variants["full-vocabulary logits, length-sorted"] = lambda r: evaluation.full_vocab_scorer(built.backbone.model, built.token_ids)(plain)
@@ -231,18 +236,20 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
             work[name] = (evaluation.work(batches[base], True, shape), dtype)
     peer_work = {}
     for dtype, model in peers.items():
-        name = f"peer {_dtype_label(dtype)} CrossEncoder.predict batch {base}"
-        variants[name] = lambda r, m=model: m.score(pairs_text, base)
-        masks = model.attention_masks(pairs_text, base)
-        tokens = sum(int(m.sum()) for m in masks)
-        peer_work[name] = {"prompt": tokens, "padding": 1 - tokens / sum(m.numel() for m in masks)}
+        for size in sorted({base, sizes[-1]}) if dtype == main_dtype else [base]:
+            name = f"peer {_dtype_label(dtype)} CrossEncoder.predict batch {size}"
+            variants[name] = lambda r, m=model, b=size: m.score(pairs_text, b)
+            masks = model.attention_masks(pairs_text, size)
+            tokens = sum(int(m.sum()) for m in masks)
+            peer_work[name] = {"prompt": tokens, "padding": 1 - tokens / sum(m.numel() for m in masks), "batch": size}
     times = interleaved(variants, rounds=args.rounds, warmup=1, sync=sync)
 
     section = "evaluation"
-    peer_name = f"peer {_dtype_label(main_dtype)} CrossEncoder.predict batch {base}"
-    peer_rate = n_pairs / median(times[peer_name]) if peer_name in times else float("nan")
+    peer_rates = {w["batch"]: n_pairs / median(times[name]) for name, w in peer_work.items() if _dtype_label(main_dtype) in name}
     rates = {}
     for name, seconds in times.items():
+        batch = int(name.rsplit(" ", 1)[-1]) if name.rsplit(" ", 1)[-1].isdigit() else base
+        peer_rate = peer_rates.get(batch, float("nan"))
         rate = n_pairs / median(seconds)
         rates[name] = rate
         if name in work:
@@ -255,7 +262,7 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
             w = peer_work[name]
             detail = f"{w['prompt'] / n_pairs:.1f} prompt tok/doc (its own prompt), padding {w['padding']:.0%}"
         if peer_rate == peer_rate and not name.startswith("peer"):
-            detail += f"; x{rate / peer_rate:.2f} the peer's docs/s"
+            detail += f"; x{rate / peer_rate:.2f} the peer's docs/s at batch {batch}"
         table.add(section, name, rate, "docs/s", f"{detail}; {spread(seconds)} for {n_pairs} docs")
     unsorted_work = evaluation.work(unsorted, False, None)
     table.add(section, "padding share, plain batches in data order", 100 * unsorted_work["padding"], "%", f"batch {base}")
@@ -263,8 +270,8 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     table.add(section, "tokenising a prompt (first time / cached)", cold * 1e3, "ms", f"cached: {warm * 1e3:.3f} ms")
     main = f"rerank_split {_dtype_label(main_dtype)} batch {base}"
     best = max((n for n in rates if n.startswith("rerank_split")), key=rates.get)
-    return {"rates": rates, "peer_rate": peer_rate, "main": main, "best": best, "work": work, "times": times,
-            "n_pairs": n_pairs, "peer_work": peer_work}
+    return {"rates": rates, "peer_rates": peer_rates, "main": main, "best": best, "work": work, "times": times,
+            "n_pairs": n_pairs, "peer_work": peer_work, "main_dtype": main_dtype}
 
 
 def _memory(table, args, device, dtype) -> dict:
@@ -323,15 +330,17 @@ def _targets(table, results, eval_results, memory_results, ceiling, main_dtype) 
         ratio = chunked[key]["peak_mb"] / one["peak_mb"]
         _target(table, f"peak memory 1+16 (chunk_size={key[1]}) / 1+1 <= 1.3", ratio, "x", ratio <= 1.3,
                 f"the step's own growth: {chunked[key]['step_mb']:.0f} vs {one['step_mb']:.0f} MiB")
-    rates, peer_rate = eval_results["rates"], eval_results["peer_rate"]
-    main = eval_results["main"]
-    if peer_rate == peer_rate:
-        ratio = rates[main] / peer_rate
-        peer_name = next(n for n in eval_results["peer_work"] if _dtype_label(main_dtype) in n)
-        tokens = eval_results["peer_work"][peer_name]["prompt"] / eval_results["n_pairs"]
-        ours = eval_results["work"][main][0]["prompt"] / eval_results["n_pairs"]
-        _target(table, "evaluation docs/s / peer's >= 1.5", ratio, "x", ratio >= 1.5,
-                f"{main}: {rates[main]:.1f} vs {peer_rate:.1f} docs/s; prompt tokens per pair {ours:.0f} vs {tokens:.0f}")
+    rates, main = eval_results["rates"], eval_results["main"]
+    for peer_name, theirs in eval_results["peer_work"].items():
+        ours = f"rerank_split {_dtype_label(main_dtype)} batch {theirs['batch']}"
+        if _dtype_label(main_dtype) not in peer_name or ours not in rates:
+            continue
+        peer_rate = eval_results["peer_rates"][theirs["batch"]]
+        ratio = rates[ours] / peer_rate
+        tokens = theirs["prompt"] / eval_results["n_pairs"]
+        prompt = eval_results["work"][ours][0]["prompt"] / eval_results["n_pairs"]
+        _target(table, f"evaluation docs/s / peer's >= 1.5, batch {theirs['batch']}", ratio, "x", ratio >= 1.5,
+                f"{rates[ours]:.2f} vs {peer_rate:.2f} docs/s; prompt tokens per pair {prompt:.0f} vs {tokens:.0f}")
     w, dtype = eval_results["work"][main]
     gflops = w["flops"] / median(eval_results["times"][main]) / 1e9
     for reference in (torch.bfloat16, torch.float32):

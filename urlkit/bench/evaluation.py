@@ -4,6 +4,7 @@ and the training callbacks run), its padding, and the variants it was chosen ove
 Variants, all on the same (query, candidate) pairs of the test split:
 
 * ``rerank_split`` at several batch sizes: shared prefixes, query-contiguous batches;
+* ``continuations unpacked``: the same with one row per continuation instead of packed rows;
 * ``plain``: one decoder pass per batch (no prefix sharing), batches sorted by length
   (the previous ``rerank_split``);
 * ``full-vocab``: the plain pass through the whole causal LM, logits over the full
@@ -79,10 +80,11 @@ def full_vocab_scorer(causal_lm, token_ids: list[int]):
     @torch.inference_mode()
     def score(batches: list[dict]) -> None:
         causal_lm.eval()
+        device = next(causal_lm.parameters()).device
         for batch in batches:
-            logits = causal_lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            logits = causal_lm(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                                use_cache=False).logits
-            logits[:, -1, index.to(logits.device)].float()
+            logits[:, -1, index.to(device)].float()
 
     return score
 
@@ -100,6 +102,16 @@ def batches_scorer(reranker, share_prefix: bool, mode: str = "inference_mode"):
         reranker.share_prefix = True
 
     return score
+
+
+def unpacked(reranker, run):
+    """``run()`` with level C unpacked: one row per continuation (``pack_length=1``)."""
+    configured = reranker.pack_length
+    reranker.pack_length = 1
+    try:
+        return run()
+    finally:
+        reranker.pack_length = configured
 
 
 def encode_seconds(renderer_factory, split, ranking, depth: int) -> tuple[float, float]:

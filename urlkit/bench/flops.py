@@ -57,18 +57,21 @@ def plain_work(attention_mask: torch.Tensor) -> tuple[int, int]:
 
 
 def tree_work(tree) -> tuple[int, int]:
-    """(tokens, context) of a :class:`urlkit.prefix_sharing.PrefixTree`: each level's real
-    tokens sit after the real tokens of the rows they continue."""
+    """(tokens, context) of a :class:`urlkit.prefix_sharing.PrefixTree`: each token attends
+    to the real tokens of the rows it continues and to its own prompt's earlier tokens."""
     tokens = context = 0
     seen = None
-    for k, level in enumerate([*tree.levels, *tree.buckets]):
+    for level in tree.levels:
         lengths = level.attention_mask.sum(dim=1)
         start = torch.zeros_like(lengths) if level.parent is None else seen[level.parent]
         tokens += int(lengths.sum())
         # positions start .. start+n-1 attend to start+1 .. start+n keys
         context += int((lengths * start + lengths * (lengths + 1) // 2).sum())
-        if k < len(tree.levels):  # buckets all continue the last shared level
-            seen = start + lengths
+        seen = start + lengths
+    for packs in tree.buckets:
+        real = packs.segment >= 0
+        tokens += int(real.sum())
+        context += int(((seen[packs.parent][:, None] + packs.offset + 1) * real).sum())
     return tokens, context
 
 

@@ -8,7 +8,8 @@ freed memory is handed back to the OS (``malloc_trim``), the peak is reset
 (``/proc/self/clear_refs``), and a second step on the same batch is measured: ``live_mb``
 is the resident memory before it (weights, data, optimizer state), ``peak_mb`` the
 highest resident memory during it (``VmHWM``), ``step_mb`` the difference (activations and
-temporaries). ``process_peak_mb`` is the whole process's peak, loading included. On CUDA,
+temporaries). ``process_peak_mb`` is the whole process's peak (``VmHWM``), loading and the
+warm-up step included. On CUDA,
 ``torch.cuda.max_memory_allocated``. ``--time-steps K`` then times K more steps.
 """
 
@@ -75,11 +76,14 @@ def measure(model: str, negatives: int, chunk_size: int | None, device: str, dty
         result = {"live_mb": live / 2**20, "peak_mb": peak / 2**20, "step_mb": (peak - live) / 2**20,
                   "process_peak_mb": peak / 2**20, "method": "torch.cuda.max_memory_allocated"}
     else:
+        # VmHWM, not ru_maxrss, for the whole process: a child's ru_maxrss starts from its
+        # parent's resident size at fork (a large benchmark process would show through)
+        earlier = _status_kib("VmHWM")
         exact = _release_and_reset_peak()
         live = _status_kib("VmRSS") or 0
         step(batch)
         peak = _status_kib("VmHWM") if exact else None
-        process_peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak or 0)
+        process_peak = max(earlier or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak or 0)
         peak = peak or process_peak
         result = {"live_mb": live / 1024, "peak_mb": peak / 1024, "step_mb": (peak - live) / 1024,
                   "process_peak_mb": process_peak / 1024,
