@@ -32,10 +32,11 @@ class Evaluator:
 
     def __init__(
         self, built: Built, direction: str, sets: dict[str, EvalSet], depth: int, batch_size: int,
-        retriever: str = "bm25",
+        retriever: str = "bm25", merge_lora: bool = True,
     ):  # fmt: skip
         self.built, self.direction, self.sets = built, direction, sets
         self.depth, self.batch_size, self.retriever = depth, batch_size, retriever
+        self.merge_lora = merge_lora
 
     @classmethod
     def from_config(cls, cfg: DictConfig, built: Built) -> Evaluator:
@@ -55,13 +56,14 @@ class Evaluator:
                 continue
             ranking = first_stage(split, cfg.data.retriever, k=cfg.eval.depth, run_file=cfg.data.run_file)
             sets[role] = EvalSet(split, ranking, limit)
-        return cls(built, cfg.direction.name, sets, cfg.eval.depth, cfg.eval.batch_size, cfg.data.retriever)
+        return cls(built, cfg.direction.name, sets, cfg.eval.depth, cfg.eval.batch_size, cfg.data.retriever,
+                   merge_lora=bool(cfg.eval.get("merge_lora", True)))
 
     def rerank(self, role: str) -> dict[str, dict[str, float]]:
         s = self.sets[role]
         return rerank_split(
             self.built.reranker, self.built.renderer, s.split, s.ranking, direction=self.direction,
-            depth=self.depth, batch_size=self.batch_size, max_queries=s.max_queries,
+            depth=self.depth, batch_size=self.batch_size, max_queries=s.max_queries, merge_lora=self.merge_lora,
         )  # fmt: skip
 
     def means(self, role: str, run) -> dict[str, float]:

@@ -26,8 +26,11 @@ import torch
 from urlkit.build import Built, load_trained
 from urlkit.data.format import Document, Query
 from urlkit.errors import reported_errors
+from urlkit.lora import merge_lora
 from urlkit.loss import relevance
 from urlkit.records import RunDirectory
+
+__all__ = ["TrainedReranker", "merge_lora", "rerank"]
 
 
 class TrainedReranker:
@@ -65,16 +68,6 @@ class TrainedReranker:
             logits = reranker(renderer.collate(encoded[start : start + batch_size]))
             scores.extend(relevance(logits.float(), self.direction).tolist())
         return scores
-
-
-def merge_lora(module: torch.nn.Module) -> int:
-    """Fold every LoRA adapter into its base layer (peft ``merge``); returns how many."""
-    from peft.tuners.lora import LoraLayer
-
-    layers = [m for m in module.modules() if isinstance(m, LoraLayer)]
-    for layer in layers:
-        layer.merge()
-    return len(layers)
 
 
 @functools.lru_cache(maxsize=4)
