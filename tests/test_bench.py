@@ -26,7 +26,7 @@ def test_quick_bench_on_the_tiny_model_prints_every_section(tmp_path, capsys):
     assert len(rates) >= 12
     assert all(isinstance(r["value"], float) and math.isfinite(r["value"]) and r["value"] > 0 for r in rates), rates
     settings = {r["setting"] for r in rows}
-    assert {"urlkit fp32", "no prefix sharing", "constant memory (chunk_size=4)", "rerank_split fp32 batch 16",
+    assert {"urlkit fp32", "no prefix sharing", "constant memory (chunk_size=4)", "rerank_split fp32 batch 64",
             "full-vocabulary logits, length-sorted"} <= settings
     assert any(r["setting"].startswith("peer") for r in rows) == (peer.available() is not None)
     targets = [r for r in rows if r["section"] == "targets"]

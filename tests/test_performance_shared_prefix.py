@@ -9,7 +9,7 @@ from urlkit.build import add_lora
 from urlkit.data.format import Document, Query
 from urlkit.data.prompts import PromptRenderer
 from urlkit.heads import build_head, resolve_token_ids
-from urlkit.prefix_sharing import prefix_tree
+from urlkit.prefix_sharing import PREFIX, prefix_tree
 from urlkit.scoring import Reranker
 
 INSTRUCTION = "Find the passage that answers the query."
@@ -44,9 +44,16 @@ def _batch(renderer, pairs):
 PAIRS = [[(0, 0), (0, 1), (0, 2), (0, 3)], [(0, 0), (1, 1), (2, 2), (1, 3), (0, 2), (2, 0)], [(1, 1), (1, 1)]]
 
 
+# 128: continuations packed, the last shared level folded into them; 1: one row per
+# continuation, so no level is folded (several rows continue each shared row)
+PACK_LENGTHS = pytest.mark.parametrize("pack_length", [128, 1], ids=["packed-folded", "unpacked"])
+
+
+@PACK_LENGTHS
 @pytest.mark.parametrize("pairs", PAIRS, ids=["one-query", "three-queries", "duplicate"])
-def test_shared_prefix_scores_equal_the_plain_pass(tiny_backbone, renderer, pairs):
+def test_shared_prefix_scores_equal_the_plain_pass(tiny_backbone, renderer, pairs, pack_length):
     shared, plain = _rerankers(tiny_backbone)
+    shared.pack_length = pack_length
     batch = _batch(renderer, pairs)
     tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
     assert tree is not None and tree.tokens < 0.7 * tree.plain_tokens, "the prompts share their prefixes"
@@ -59,7 +66,7 @@ def test_shared_prefix_scores_equal_the_plain_pass(tiny_backbone, renderer, pair
 
 def test_queries_are_grouped_so_each_prefix_is_computed_once(tiny_backbone, renderer):
     batch = _batch(renderer, PAIRS[1])
-    tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
+    tree = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False)
     common, groups = tree.levels
     assert len(common.input_ids) == 1 and len(groups.input_ids) == 3
     parent = torch.empty(6, dtype=torch.long)  # group row of each prompt, in batch order
@@ -67,6 +74,29 @@ def test_queries_are_grouped_so_each_prefix_is_computed_once(tiny_backbone, rend
         parent[packs.prompts] = packs.parent[packs.last[:, 0]]
     assert parent[0] == parent[4] and parent[2] == parent[5] and parent[1] == parent[3], "one group per query"
     assert len(set(parent.tolist())) == 3
+
+
+def test_a_level_continued_by_one_packed_row_per_row_is_folded_into_it(tiny_backbone, renderer):
+    # three queries, two candidates each: the query rows open the packed rows
+    batch = _batch(renderer, PAIRS[1])
+    unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False)
+    folded = prefix_tree(batch["input_ids"], batch["attention_mask"])
+    assert len(folded.levels) == 1 and len(unfolded.levels) == 2
+    rows = torch.cat([packs.input_ids for packs in folded.buckets])
+    assert len(rows) == 3
+    opening = [packs.segment == PREFIX for packs in folded.buckets]
+    assert all(bool(o[:, 0].all()) for o in opening)  # every row opens with a query's prefix
+    group_rows = unfolded.levels[1].attention_mask.sum(dim=1).sort().values
+    assert torch.cat([o.sum(dim=1) for o in opening]).sort().values.tolist() == group_rows.tolist()
+    def real_tokens(tree):
+        return sum(int(part.attention_mask.sum()) for part in [*tree.levels, *tree.buckets])
+
+    assert real_tokens(folded) == real_tokens(unfolded)  # nothing computed twice
+    # one query's candidates (a training step): one decoder pass, no cache
+    batch = _batch(renderer, PAIRS[0])
+    tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
+    assert tree.levels == [] and len(tree.buckets) == 1 and tree.buckets[0].parent is None
+    assert tree.buckets[0].input_ids.shape[0] == 1
 
 
 def test_right_padded_batches_and_batches_without_sharing(tiny_backbone, renderer):
@@ -85,7 +115,9 @@ def test_right_padded_batches_and_batches_without_sharing(tiny_backbone, rendere
     assert prefix_tree(unrelated["input_ids"], unrelated["attention_mask"]) is None
 
 
-def test_lora_gradients_through_shared_prefixes_equal_the_plain_pass(tiny_backbone, renderer):
+@PACK_LENGTHS
+@pytest.mark.parametrize("pairs", PAIRS[:2], ids=["one-query", "three-queries"])
+def test_lora_gradients_through_shared_prefixes_equal_the_plain_pass(tiny_backbone, renderer, pairs, pack_length):
     from omegaconf import OmegaConf
 
     add_lora(tiny_backbone.model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0,
@@ -95,8 +127,9 @@ def test_lora_gradients_through_shared_prefixes_equal_the_plain_pass(tiny_backbo
         if "lora_B" in name:  # LoRA B starts at zero: make every gradient non-trivial
             parameter.data.normal_(0, 0.05)
     shared, plain = _rerankers(tiny_backbone)
-    batch = _batch(renderer, PAIRS[1])
-    weights = torch.randn(len(PAIRS[1]), 2)
+    shared.pack_length = pack_length
+    batch = _batch(renderer, pairs)
+    weights = torch.randn(len(pairs), 2)
 
     def gradients(reranker):
         reranker.zero_grad(set_to_none=True)

@@ -55,13 +55,15 @@ class Reranker(nn.Module):
         self.is_vision_language = bool(getattr(backbone, "is_vision_language", False))
         self.share_prefix = share_prefix
         self.pack_length = 128  # level C rows of packed continuations (urlkit.prefix_sharing)
+        self.fold = True  # fold the last shared level into the packed rows where that is free
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(n_prompts, L) token batch -> (n_prompts, K) float32 logits."""
         device = self.model_device()
         inputs = {key: value.to(device) for key, value in decoder_inputs(batch).items()}
         if self._can_share(inputs):
-            tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"], pack_length=self.pack_length)
+            tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"], pack_length=self.pack_length,
+                               fold=self.fold)
             if tree is not None:
                 return self.head(run_levels(self.decoder, tree))
         hidden = self.decoder(**inputs, use_cache=False).last_hidden_state

@@ -140,6 +140,7 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     batches = training_batches(cfg_n, data, built.renderer, negatives, args.rounds, chunk, device=torch.device(args.device))
     steppers = {f"urlkit {_dtype_label(main_dtype)}": (training.Stepper(built.reranker, cfg_n), True, main_dtype)}
     steppers["no prefix sharing"] = (training.Stepper(built.reranker, cfg_n, share_prefix=False), False, main_dtype)
+    steppers["shared prefix, not folded"] = (training.Stepper(built.reranker, cfg_n, fold=False), True, main_dtype)
     steppers["shared prefix, continuations unpacked"] = (training.Stepper(built.reranker, cfg_n, pack_length=1), True, main_dtype)
     if chunk:
         steppers[f"constant memory (chunk_size={chunk})"] = (training.Stepper(built.reranker, cfg_n, chunked=True), True, main_dtype)
@@ -203,7 +204,7 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     from urlkit.evaluate import rerank_split
 
     depth, base = int(cfg.eval.depth), int(cfg.eval.batch_size)
-    sizes = [base] if args.quick else [base, 2 * base, 4 * base]
+    sizes = [base] if args.quick else sorted({16, base})  # the configured batch and the old default
     split = evaluation.subset(data.test, args.eval_queries)
     ranking = data.test_ranking
     main_dtype = next(iter(models))
@@ -212,17 +213,23 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     n_pairs = sum(len(ranking.get(q.id, [])[:depth]) for q in split.queries)
     pairs_text = [(q.text, _document_text(split.corpus[d])) for q in split.queries for d, _ in ranking.get(q.id, [])[:depth]]
 
+    def rerank(batch_size: int = base, **options):
+        return lambda r: rerank_split(built.reranker, renderer, split, ranking, depth=depth, batch_size=batch_size,
+                                      progress=False, **options)
+
     batches = {size: evaluation.rerank_batches(renderer, split, ranking, depth, size) for size in sizes}
     plain = evaluation.length_sorted_batches(renderer, split, ranking, depth, base)
     unsorted = evaluation.unsorted_batches(renderer, split, ranking, depth, base)
     work = {f"rerank_split {_dtype_label(main_dtype)} batch {size}": (evaluation.work(batches[size], True, shape), main_dtype) for size in sizes}
-    variants = {f"rerank_split {_dtype_label(main_dtype)} batch {size}":
-                (lambda r, s=size: rerank_split(built.reranker, renderer, split, ranking, depth=depth, batch_size=s, progress=False))
-                for size in sizes}
-    unpacked = f"rerank_split, continuations unpacked, batch {sizes[-1]}"
-    variants[unpacked] = lambda r: evaluation.unpacked(built.reranker, lambda: rerank_split(
-        built.reranker, renderer, split, ranking, depth=depth, batch_size=sizes[-1], progress=False))
-    work[unpacked] = (evaluation.work(batches[sizes[-1]], True, shape), main_dtype)
+    variants = {f"rerank_split {_dtype_label(main_dtype)} batch {size}": rerank(size) for size in sizes}
+    shared_variants = {
+        f"LoRA not merged (eval.merge_lora=false), batch {base}": rerank(merge_lora=False),
+        f"shared level not folded, batch {base}": lambda r: evaluation.with_attributes(built.reranker, lambda: rerank()(r), fold=False),
+        f"continuations unpacked, batch {base}": lambda r: evaluation.with_attributes(built.reranker, lambda: rerank()(r), pack_length=1),
+    }
+    for name, variant in shared_variants.items():
+        variants[name] = variant
+        work[name] = (evaluation.work(batches[base], True, shape), main_dtype)
     variants["no prefix sharing, length-sorted"] = lambda r: evaluation.batches_scorer(built.reranker, False)(plain)
     work["no prefix sharing, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
     variants["full-vocabulary logits, length-sorted"] = lambda r: evaluation.full_vocab_scorer(built.backbone.model, built.token_ids)(plain)
@@ -236,7 +243,7 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
             work[name] = (evaluation.work(batches[base], True, shape), dtype)
     peer_work = {}
     for dtype, model in peers.items():
-        for size in sorted({base, sizes[-1]}) if dtype == main_dtype else [base]:
+        for size in sizes if dtype == main_dtype else [base]:
             name = f"peer {_dtype_label(dtype)} CrossEncoder.predict batch {size}"
             variants[name] = lambda r, m=model, b=size: m.score(pairs_text, b)
             masks = model.attention_masks(pairs_text, size)

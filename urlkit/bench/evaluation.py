@@ -5,6 +5,8 @@ Variants, all on the same (query, candidate) pairs of the test split:
 
 * ``rerank_split`` at several batch sizes: shared prefixes, query-contiguous batches;
 * ``continuations unpacked``: the same with one row per continuation instead of packed rows;
+* ``not folded``: the last shared level in its own decoder pass instead of opening the packed rows;
+* ``LoRA not merged``: the adapters' extra matrix products while scoring;
 * ``plain``: one decoder pass per batch (no prefix sharing), batches sorted by length
   (the previous ``rerank_split``);
 * ``full-vocab``: the plain pass through the whole causal LM, logits over the full
@@ -104,14 +106,17 @@ def batches_scorer(reranker, share_prefix: bool, mode: str = "inference_mode"):
     return score
 
 
-def unpacked(reranker, run):
-    """``run()`` with level C unpacked: one row per continuation (``pack_length=1``)."""
-    configured = reranker.pack_length
-    reranker.pack_length = 1
+def with_attributes(reranker, run, **attributes):
+    """``run()`` with the reranker's attributes set, e.g. ``pack_length=1`` (level C unpacked:
+    one row per continuation) or ``fold=False``."""
+    configured = {name: getattr(reranker, name) for name in attributes}
+    for name, value in attributes.items():
+        setattr(reranker, name, value)
     try:
         return run()
     finally:
-        reranker.pack_length = configured
+        for name, value in configured.items():
+            setattr(reranker, name, value)
 
 
 def encode_seconds(renderer_factory, split, ranking, depth: int) -> tuple[float, float]:

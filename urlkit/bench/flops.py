@@ -69,9 +69,11 @@ def tree_work(tree) -> tuple[int, int]:
         context += int((lengths * start + lengths * (lengths + 1) // 2).sum())
         seen = start + lengths
     for packs in tree.buckets:
-        real = packs.segment >= 0
+        real = packs.attention_mask
+        start = 0 if packs.parent is None else seen[packs.parent][:, None]
         tokens += int(real.sum())
-        context += int(((seen[packs.parent][:, None] + packs.offset + 1) * real).sum())
+        # a token at offset o sees the row's ancestors and o + 1 tokens of its own prompt
+        context += int(((start + packs.offset + 1) * real).sum())
     return tokens, context
 
 

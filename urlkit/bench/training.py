@@ -37,9 +37,9 @@ class Stepper:
     """One optimizer step of urlkit on a collated training batch."""
 
     def __init__(self, reranker, cfg, loss: str = "url", chunked: bool = False, share_prefix: bool = True,
-                 lora_dropout: float | None = None, pack_length: int = 128):
+                 lora_dropout: float | None = None, pack_length: int = 128, fold: bool = True):
         self.reranker, self.chunked, self.share_prefix = reranker, chunked, share_prefix
-        self.pack_length = pack_length
+        self.pack_length, self.fold = pack_length, fold
         self.dropouts = [m for name, m in reranker.named_modules() if "lora_dropout" in name and isinstance(m, torch.nn.Dropout)]
         self.lora_dropout = lora_dropout  # None: the config's
         self.weight, self.direction, self.options = cfg.weight.name, cfg.direction.name, weight_options(cfg)
@@ -54,8 +54,8 @@ class Stepper:
         return url_loss(logits.float(), weight=self.weight, direction=self.direction, mask=mask, **self.options)
 
     def __call__(self, batch: dict) -> None:
-        defaults = self.reranker.share_prefix, self.reranker.pack_length
-        self.reranker.share_prefix, self.reranker.pack_length = self.share_prefix, self.pack_length
+        defaults = self.reranker.share_prefix, self.reranker.pack_length, self.reranker.fold
+        self.reranker.share_prefix, self.reranker.pack_length, self.reranker.fold = self.share_prefix, self.pack_length, self.fold
         self.reranker.train()
         configured = [m.p for m in self.dropouts]
         if self.lora_dropout is not None:
@@ -66,7 +66,7 @@ class Stepper:
         finally:
             for module, p in zip(self.dropouts, configured, strict=True):
                 module.p = p
-            self.reranker.share_prefix, self.reranker.pack_length = defaults
+            self.reranker.share_prefix, self.reranker.pack_length, self.reranker.fold = defaults
         if info is not None:
             step_statistics(logits, loss, info, batch["mask"], self.options)
         if self.grad_clip:
