@@ -4,5 +4,5 @@ docs/performance.md for the figures and what they decided.
 
 Modules: ``measure`` (interleaved timing, the matmul ceiling), ``flops`` (model FLOPs),
 ``workload`` (the default experiment's model and data), ``training``, ``evaluation``,
-``peer``, ``memory`` (peak memory per setting, in fresh processes), ``cli`` (the table).
+``peer``, ``process`` (peak memory and thread settings, in fresh processes), ``cli`` (the table).
 """
