@@ -3,7 +3,7 @@
 **Atomic writes.** :class:`AtomicCheckpointIO` (a Lightning ``CheckpointIO`` plugin) writes
 ``last.ckpt`` as::
 
-    write .last.ckpt.<pid>.tmp in the same folder -> flush + fsync -> os.replace -> fsync folder
+    write .last.ckpt.<pid>.<random>.tmp in the same folder -> flush + fsync -> os.replace -> fsync folder
 
 ``os.replace`` within one file system is atomic, so at every instant ``last.ckpt`` is either
 the previous complete checkpoint or the new complete one; a process killed mid-save leaves
@@ -26,7 +26,6 @@ number of groups consumed (``urlkit.data.stream``), which the module checkpoints
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+
+from urlkit.atomic import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -47,34 +48,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save(obj, path)`` such that a kill at any instant leaves ``path`` complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed
         stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-
-
-def fsync_directory(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (POSIX: the directory entry is data too)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms that cannot open a directory
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    # torch.save looked up at call time: the reliability tests patch it to die mid-write
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True, sync_directory=True)
 
 
 def rng_state() -> dict[str, Any]:

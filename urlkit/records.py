@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from urlkit.atomic import atomic_write
+
 
 def new_run_id() -> str:
     """Short, unique even for runs started in the same second by parallel sweep agents."""
@@ -42,16 +44,7 @@ def new_run_id() -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write, fsync, then rename: a kill mid-write leaves the previous file intact."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text))
 
 
 class CsvLog:
@@ -99,14 +92,12 @@ class CsvLog:
         return len(rows) - len(kept)
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
+        def write(f) -> None:
             writer = csv.DictWriter(f, self.columns)
             writer.writeheader()
             writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+
+        atomic_write(self.path, write)
 
     def _drop_partial_row(self) -> None:
         with self.path.open("rb") as f:
@@ -114,9 +105,7 @@ class CsvLog:
         if data.endswith(b"\n"):
             return
         complete = data[: data.rfind(b"\n") + 1]  # b"" when even the header was cut short
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_bytes(complete)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda f: f.write(complete), binary=True)
 
 
 def _plain(value: Any) -> Any:

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from urlkit.atomic import atomic_write
 from urlkit.data.format import DataError, Split
 
 Ranking = dict[str, list[tuple[str, float]]]
@@ -133,7 +132,7 @@ def write_trec_run(path: str | Path, run: Ranking, tag: str = "urlkit") -> None:
         for query_id, docs in run.items()
         for rank, (doc_id, score) in enumerate(docs, start=1)
     ]
-    _atomic_write(Path(path), "".join(lines))
+    atomic_write(Path(path), lambda f: f.writelines(lines))
 
 
 def _run_for_split(run: Ranking, split: Split, path: Path, k: int) -> Ranking:
@@ -236,16 +235,4 @@ def _read_cache(path: Path) -> Ranking | None:
 
 
 def _write_cache(path: Path, ranking: Ranking) -> None:
-    _atomic_write(path, json.dumps(ranking))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: json.dump(ranking, f))
