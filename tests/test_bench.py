@@ -10,14 +10,20 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from urlkit.bench import peer, process
 from urlkit.bench.cli import main
 from urlkit.bench.table import Table
 
 
-def test_quick_bench_on_the_tiny_model_prints_every_section(tmp_path, capsys):
+# Both code paths on every machine: --dtypes forces the main dtype, so the test never depends
+# on which one --dtypes auto would pick on this CPU (bf16 where it has bf16 units).
+@pytest.mark.parametrize(("dtypes", "label"), [("float32", "fp32"), ("bfloat16", "bf16")])
+def test_quick_bench_on_the_tiny_model_prints_every_section(tmp_path, capsys, dtypes, label):
     out = tmp_path / "bench.json"
-    assert main(["--quick", "--model", "tiny", "--no-memory", "--json", str(out)]) == 0
+    argv = ["--quick", "--model", "tiny", "--no-memory", "--dtypes", dtypes, "--json", str(out)]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     for section in ("ceiling", "training 1+4", "training 1+16", "evaluation", "targets"):
         assert f"\n{section} " in printed, section
@@ -26,7 +32,7 @@ def test_quick_bench_on_the_tiny_model_prints_every_section(tmp_path, capsys):
     assert len(rates) >= 12
     assert all(isinstance(r["value"], float) and math.isfinite(r["value"]) and r["value"] > 0 for r in rates), rates
     settings = {r["setting"] for r in rows}
-    assert {"urlkit fp32", "no prefix sharing", "constant memory (chunk_size=4)", "rerank_split fp32 batch 64",
+    assert {f"urlkit {label}", "no prefix sharing", "constant memory (chunk_size=4)", f"rerank_split {label} batch 64",
             "full-vocabulary logits, length-sorted"} <= settings
     assert any(r["setting"].startswith("peer") for r in rows) == (peer.available() is not None)
     targets = [r for r in rows if r["section"] == "targets"]

@@ -31,7 +31,8 @@ def grad(loss, logits):
 
 
 def url_grad(logits, weight, direction, mask=None, **options):
-    loss, _ = url_loss(logits, weight, direction, mask, weight_dtype=F64, **options)
+    # the default call, no weight_dtype: float64 logits must give float64 weights by themselves
+    loss, _ = url_loss(logits, weight, direction, mask, **options)
     return grad(loss, logits)
 
 
@@ -41,9 +42,9 @@ def test_url_sft_sft_has_the_gradient_of_k_way_sft(batch, negatives, columns, pa
     logits = random_logits(batch, negatives, columns, seed=batch * 100 + negatives * 10 + columns)
     mask = padding_mask(batch, negatives, seed=negatives) if padded else None
     expected = grad(sft_loss(logits, mask), logits)
-    torch.testing.assert_close(url_grad(logits, "sft", "sft", mask), expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(url_grad(logits, "sft", "sft", mask), expected, rtol=0, atol=1e-12)
     # rand is the sft form on another head's logits: same function in the loss
-    torch.testing.assert_close(url_grad(logits, "sft", "rand", mask), expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(url_grad(logits, "sft", "rand", mask), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize(("batch", "negatives", "columns"), SHAPES)
@@ -52,7 +53,7 @@ def test_url_cl_cl_has_the_gradient_of_infonce(batch, negatives, columns, padded
     logits = random_logits(batch, negatives, columns, seed=7 + batch + negatives + columns)
     mask = padding_mask(batch, negatives, seed=negatives + 1) if padded else None
     expected = grad(infonce_loss(logits, mask), logits)
-    torch.testing.assert_close(url_grad(logits, "cl", "cl", mask), expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(url_grad(logits, "cl", "cl", mask), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("temperature", [0.05, 0.5, 2.0])
@@ -60,7 +61,7 @@ def test_infonce_with_temperature_is_url_cl_scaled_by_one_over_t(temperature):
     logits = random_logits(3, 4, 2, seed=11)
     expected = grad(infonce_loss(logits, temperature=temperature), logits)
     got = url_grad(logits, "cl", "cl", temperature=temperature) / temperature
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
 def test_padded_negatives_receive_no_gradient():

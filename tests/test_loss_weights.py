@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from urlkit.loss import WEIGHTS, LossInputError, compute_weight, parse_weight, url_loss
+from urlkit.loss.weights import weight_dtype_for
 
 F64 = torch.float64
 
@@ -187,13 +188,23 @@ def test_url_loss_value_by_hand():
 CONFIDENT = torch.tensor([[[10.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
 
 
-def test_float32_is_the_default_weight_precision():
-    default = inspect.signature(compute_weight).parameters["weight_dtype"].default
-    assert default is torch.float32
-    assert inspect.signature(url_loss).parameters["weight_dtype"].default is torch.float32
+def test_weights_default_to_the_wider_of_float32_and_the_logits_dtype():
+    for function in (compute_weight, url_loss):
+        assert inspect.signature(function).parameters["weight_dtype"].default is None
+    assert weight_dtype_for(CONFIDENT, None) is torch.float32
+    assert weight_dtype_for(CONFIDENT.half(), None) is torch.float32
+    assert weight_dtype_for(CONFIDENT.bfloat16(), None) is torch.float32
+    assert weight_dtype_for(CONFIDENT.double(), None) is torch.float64
+    assert weight_dtype_for(CONFIDENT.double(), torch.float16) is torch.float16  # asked for
     torch.testing.assert_close(
         compute_weight("cl", CONFIDENT), compute_weight("cl", CONFIDENT, weight_dtype=torch.float32)
     )
+    # float64 logits: computed in float64, not rounded through float32 on the way
+    logits = torch.tensor([[[1.0, 0.0], [0.3, 0.1]]], dtype=torch.float64)
+    w64, _ = compute_weight("sft", logits)
+    w32, _ = compute_weight("sft", logits, weight_dtype=torch.float32)
+    assert w64.dtype == torch.float64 and w64.item() == 1.0 - torch.tensor([1.0, 0.0], dtype=torch.float64).softmax(0)[0].item()
+    assert w64.item() != w32.item()
 
 
 def test_cl_weight_in_float16_loses_the_confident_positive():

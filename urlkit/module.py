@@ -102,7 +102,7 @@ class RerankerModule(L.LightningModule):
         self.reranker = reranker
         self.weight = weight["name"]
         self.weight_options = {
-            "weight_dtype": getattr(torch, weight.get("dtype", "float32")),
+            "weight_dtype": getattr(torch, weight["dtype"]) if weight.get("dtype") else None,
             "temperature": float(weight.get("temperature", 1.0)),
             "beta": float(weight.get("beta", 0.05)),
             "tau": float(weight.get("tau", 1e-3)),

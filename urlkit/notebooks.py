@@ -12,6 +12,10 @@ Here jupytext turns one into an ``.ipynb`` and papermill executes it with new pa
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,19 +47,21 @@ def execute_notebook(
     """Run ``notebooks/<name>.py`` on ``runs``; figures go to ``out``, tables to ``tables``
     (default ``<out>/tables``). Returns the executed notebook (``executed``, default
     ``<out>/notebooks/<name>.ipynb``). A cell running past ``timeout_s`` fails the notebook
-    instead of hanging a study or a test run."""
-    import jupytext
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    instead of hanging a study or a test run.
 
+    papermill runs in a child process of its own, never in the caller's: nbclient drives the
+    kernel from an asyncio loop and ZeroMQ sockets that belong to the process, and several
+    executions from threads of one long-lived process (a test session that had already run
+    other tests) deadlocked with every kernel idle. A child per notebook has nothing shared
+    to deadlock on, so callers may run several at once.
+    """
     source = NOTEBOOKS_DIR / f"{name}.py"
     if not source.exists():
         raise NotebookError(
             f"no notebook {name!r} in {NOTEBOOKS_DIR} (known: {', '.join(notebook_names())})"
         )
     out = Path(out).resolve()
-    executed = Path(executed) if executed else out / "notebooks" / f"{name}.ipynb"
-    executed.parent.mkdir(parents=True, exist_ok=True)
+    executed = (Path(executed) if executed else out / "notebooks" / f"{name}.ipynb").resolve()
     values = {
         "runs_source": str(runs) if str(runs).startswith("wandb") else str(Path(runs).resolve()),
         "figures_dir": str(out),
@@ -63,12 +69,41 @@ def execute_notebook(
         "interactive": False,
         **(parameters or {}),
     }
+    request = {"name": name, "executed": str(executed), "parameters": values,
+               "kernel": kernel, "timeout_s": timeout_s}  # fmt: skip
+    # the child imports this very urlkit, wherever the caller imported it from
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "urlkit.notebooks", "_execute"], input=json.dumps(request),
+            capture_output=True, text=True, env=env, timeout=timeout_s + 300,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as err:
+        raise NotebookError(f"notebook {source}: no answer after {err.timeout:.0f} s") from err
+    if child.returncode != 0:
+        lines = [line for line in child.stderr.splitlines() if line.strip()]
+        message = lines[-1].removeprefix("error: ") if lines else f"exit code {child.returncode}"
+        raise NotebookError(message)
+    return executed
+
+
+def _execute_here(name: str, executed: str, parameters: Mapping[str, Any], kernel: str,
+                  timeout_s: int) -> None:  # fmt: skip
+    """jupytext -> .ipynb -> papermill, in this process (the child of :func:`execute_notebook`)."""
+    import jupytext
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = NOTEBOOKS_DIR / f"{name}.py"
+    Path(executed).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         unexecuted = Path(tmp) / f"{name}.ipynb"
         jupytext.write(jupytext.read(source), unexecuted)
         try:
             papermill.execute_notebook(
-                str(unexecuted), str(executed), parameters=values, kernel_name=kernel,
+                str(unexecuted), executed, parameters=dict(parameters), kernel_name=kernel,
                 cwd=str(NOTEBOOKS_DIR), progress_bar=False, log_output=False,
                 execution_timeout=timeout_s, start_timeout=120,
             )  # fmt: skip
@@ -78,10 +113,10 @@ def execute_notebook(
             ) from err
         except PapermillExecutionError as err:
             raise NotebookError(
-                f"notebook {source} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
-                f"(the executed notebook with the traceback: {executed})"
+                f"notebook {source} failed in cell {err.exec_count}: {err.ename}: "
+                f"{' '.join(str(err.evalue).split())} (the executed notebook with the "
+                f"traceback: {executed})"
             ) from err
-    return executed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
         help="another notebook parameter (VALUE read as YAML: 5, true, [a, b])",
     )  # fmt: skip
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["_execute"]:  # the child of execute_notebook: its request on stdin
+        try:
+            _execute_here(**json.load(sys.stdin))
+        except NotebookError as err:
+            parser.exit(1, f"error: {err}\n")
+        return 0
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(notebook_names()))

@@ -26,7 +26,7 @@ def weight_options(cfg) -> dict:
     """The keyword arguments ``RerankerModule`` passes to ``url_loss`` for ``cfg.weight``."""
     weight = cfg.weight
     return {
-        "weight_dtype": getattr(torch, weight.get("dtype", "float32")),
+        "weight_dtype": getattr(torch, weight["dtype"]) if weight.get("dtype") else None,
         "temperature": float(weight.get("temperature", 1.0)),
         "beta": float(weight.get("beta", 0.05)),
         "tau": float(weight.get("tau", 1e-3)),

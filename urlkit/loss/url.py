@@ -35,7 +35,7 @@ def url_loss(
     direction: str = "sft",
     mask: torch.Tensor | None = None,
     *,
-    weight_dtype: torch.dtype = torch.float32,
+    weight_dtype: torch.dtype | None = None,
     temperature: float = 1.0,
     beta: float = 0.05,
     tau: float = 1e-3,
@@ -50,8 +50,10 @@ def url_loss(
         direction: "sft", "cl" or "rand" (see :data:`urlkit.loss.DIRECTIONS`).
         mask: optional bool (B, 1+N), False = padded negative: it gets weight 0 and is left
             out of every softmax over documents. Its logits may hold any finite value.
-        weight_dtype: dtype the weights are computed in (float32; float16/bfloat16 for
-            Table 5). The loss itself is computed in float32 (float64 for float64 logits).
+        weight_dtype: dtype the weights are computed in. None (default): the wider of
+            float32 and the logits' dtype, so float64 logits keep the exact native
+            gradients; float16/bfloat16 for the Table 5 probe. The loss itself is computed
+            in float32 (float64 for float64 logits).
         temperature: T of the cl weight. beta: temperature of the base weight (0.05).
         tau: threshold of the tau mask (1e-3).
 

@@ -141,6 +141,17 @@ def parse_weight(spec: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(factor for name in names for factor in WEIGHTS[name])
 
 
+def weight_dtype_for(logits: torch.Tensor, weight_dtype: torch.dtype | None) -> torch.dtype:
+    """The dtype weights are computed in: ``weight_dtype`` when one is asked for (a
+    narrower one is the Table 5 probe), else the wider of float32 and the logits' dtype.
+
+    Float32 is the floor because half-precision weights underflow (Table 5); the logits'
+    dtype wins above it so that float64 logits give URL(sft, sft) and URL(cl, cl) exactly
+    the gradients of the native losses, with nothing rounded to float32 on the way.
+    """
+    return loss_dtype(logits) if weight_dtype is None else weight_dtype
+
+
 def _check_weight_inputs(logits, mask, weight_dtype, params: WeightParams, caller: str):
     check_logits(logits, caller=caller)
     mask = check_mask(mask, logits, caller=caller)
@@ -160,7 +171,7 @@ def compute_weight(
     logits: torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
-    weight_dtype: torch.dtype = torch.float32,
+    weight_dtype: torch.dtype | None = None,
     temperature: float = 1.0,
     beta: float = 0.05,
     tau: float = 1e-3,
@@ -172,8 +183,9 @@ def compute_weight(
             sequence of names; the factors multiply elementwise.
         logits: (B, 1+N, K) scores; document 0 the positive, column 0 "yes", column 1 "no".
         mask: optional bool (B, 1+N), False = padded negative.
-        weight_dtype: dtype the weights are computed in: float32 (default), or float16 /
-            bfloat16 to reproduce the precision effect of Table 5.
+        weight_dtype: dtype the weights are computed in. None (default): the wider of
+            float32 and the logits' dtype (:func:`weight_dtype_for`), so float64 logits give
+            float64 weights; float16 / bfloat16 reproduce the precision effect of Table 5.
         temperature: T of the cl weight. beta: temperature of the base weight.
         tau: threshold of the tau mask.
 
@@ -182,6 +194,7 @@ def compute_weight(
         are float64); padded negatives weigh 0.
     """
     params = WeightParams(temperature=temperature, beta=beta, tau=tau)
+    weight_dtype = weight_dtype_for(logits, weight_dtype)
     mask = _check_weight_inputs(logits, mask, weight_dtype, params, "compute_weight")
     factors = parse_weight(weight)
     scores = logits.detach().to(weight_dtype)
@@ -197,11 +210,12 @@ def tau_masked_fraction(
     logits: torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
-    weight_dtype: torch.dtype = torch.float32,
+    weight_dtype: torch.dtype | None = None,
     tau: float = 1e-3,
 ) -> torch.Tensor:
     """Fraction of the real (query, document) pairs whose weight the tau mask sets to 0."""
     params = WeightParams(tau=tau)
+    weight_dtype = weight_dtype_for(logits, weight_dtype)
     mask = _check_weight_inputs(logits, mask, weight_dtype, params, "tau_masked_fraction")
     keep_positive, keep_negatives = tau_factor(logits.detach().to(weight_dtype), mask, params)
     silenced = (keep_positive == 0).sum() + ((keep_negatives == 0) & mask[:, 1:]).sum()
