@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from urlkit.backbone import load_backbone, load_smollm2_tokenizer
+from urlkit.model.backbone import load_backbone, load_smollm2_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.backbone import Backbone, load_backbone
 from urlkit.config_checks import resolve_path
 from urlkit.data.format import DataError, Split
 from urlkit.data.loaders import load_split
 from urlkit.data.prompts import PromptRenderer
 from urlkit.errors import ConfigError
-from urlkit.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
-from urlkit.scoring import Reranker
+from urlkit.model.backbone import Backbone, load_backbone
+from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
+from urlkit.model.scoring import Reranker
 
 
 @dataclass

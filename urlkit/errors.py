@@ -53,10 +53,10 @@ class ConfigError(ValueError):
 # is imported, so looking them up in sys.modules never imports torch just to print a message.
 ERROR_CLASSES = (
     ("urlkit.data.format", "DataError"),
-    ("urlkit.backbone", "ModelLoadError"),
-    ("urlkit.nonfinite", "NonFiniteError"),
+    ("urlkit.model.backbone", "ModelLoadError"),
+    ("urlkit.training.nonfinite", "NonFiniteError"),
     ("urlkit.loss.inputs", "LossInputError"),
-    ("urlkit.gguf_cache", "CacheBuildError"),
+    ("urlkit.model.gguf_cache", "CacheBuildError"),
     ("urlkit.grids", "GridError"),
 )
 

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from urlkit.data.candidates import Ranking, write_trec_run
 from urlkit.data.format import Split
-from urlkit.lora import lora_merged
+from urlkit.evaluation.metrics import MAIN_METRIC, METRICS, category_table, per_query_metrics
 from urlkit.loss import relevance
-from urlkit.metrics import MAIN_METRIC, METRICS, category_table, per_query_metrics
+from urlkit.model.lora import lora_merged
 
 
 def rerank_split(
@@ -43,12 +43,12 @@ def rerank_split(
     """Scores of the top-``depth`` candidates of each query: ``{query id: {doc id: score}}``.
 
     Each query's candidates are batched together (the reranker computes their shared prompt
-    prefix once, see ``urlkit.prefix_sharing``), queries in order of prompt length and
+    prefix once, see ``urlkit.model.prefix_sharing``), queries in order of prompt length and
     candidates by length within a query (less padding; the scores do not depend on the
     batching). Scored under ``inference_mode`` with the model in eval mode, ranked by the
     direction's relevance (sft/rand: the yes-vs-rest log-odds; cl: the yes logit).
     ``merge_lora``: LoRA folded into float32 base weights while scoring, the exact weights
-    restored after (``urlkit.lora.lora_merged``; same scores up to float rounding, faster).
+    restored after (``urlkit.model.lora.lora_merged``; same scores up to float rounding, faster).
     """
     queries = split.queries[:max_queries] if max_queries else split.queries
     pairs = [(i, q, doc_id) for i, q in enumerate(queries) for doc_id, _ in ranking.get(q.id, [])[:depth]]

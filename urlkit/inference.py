@@ -26,8 +26,8 @@ import torch
 from urlkit.build import Built, load_trained
 from urlkit.data.format import Document, Query
 from urlkit.errors import reported_errors
-from urlkit.lora import merge_lora
 from urlkit.loss import relevance
+from urlkit.model.lora import merge_lora
 from urlkit.records import RunDirectory
 
 __all__ = ["TrainedReranker", "merge_lora", "rerank"]

@@ -66,13 +66,13 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
     from torch.utils.data import DataLoader
 
     from urlkit.build import build_reranker, load_data_split, trainer_arguments
-    from urlkit.callbacks import Evaluator, FinalEvaluation, PeriodicEvaluation
-    from urlkit.checkpointing import AtomicCheckpointIO
     from urlkit.data.candidates import first_stage
     from urlkit.data.groups import GroupCollator, TrainGroups
     from urlkit.data.stream import GroupStream
-    from urlkit.loggers import finish, make_loggers
-    from urlkit.module import RerankerModule
+    from urlkit.training.callbacks import Evaluator, FinalEvaluation, PeriodicEvaluation
+    from urlkit.training.checkpointing import AtomicCheckpointIO
+    from urlkit.training.loggers import finish, make_loggers
+    from urlkit.training.module import RerankerModule
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 

@@ -15,7 +15,7 @@ import sys
 
 import pandas as pd
 
-from urlkit.metrics import MAIN_METRIC, paired_test
+from urlkit.evaluation.metrics import MAIN_METRIC, paired_test
 
 
 def read_per_query(path: str, metric: str) -> pd.Series:

@@ -6,7 +6,7 @@
               and the resolved config flattened to dotted columns (weight.name, direction.name,
               weight.tau, weight.dtype, head.trainable, head.num_tokens, data.n_negatives, seed, ...)
     history   long: run_id, step, metric, value    (one row per optimizer step and logged scalar:
-              loss, w_pos_mean, w_cl_pos, loss_sft_native, ...; see urlkit/telemetry.py)
+              loss, w_pos_mean, w_cl_pos, loss_sft_native, ...; see urlkit/training/telemetry.py)
     evals     long: run_id, step, split, dataset, metric, value   (dev during training, test at the end)
     metrics   one row per run: run_id + final metrics (test/ndcg@10, bm25/test/ndcg@10, ...)
 

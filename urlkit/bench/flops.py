@@ -57,7 +57,7 @@ def plain_work(attention_mask: torch.Tensor) -> tuple[int, int]:
 
 
 def tree_work(tree) -> tuple[int, int]:
-    """(tokens, context) of a :class:`urlkit.prefix_sharing.PrefixTree`: each token attends
+    """(tokens, context) of a :class:`urlkit.model.prefix_sharing.PrefixTree`: each token attends
     to the real tokens of the rows it continues and to its own prompt's earlier tokens."""
     tokens = context = 0
     seen = None
@@ -79,8 +79,8 @@ def tree_work(tree) -> tuple[int, int]:
 
 def batch_work(batch: dict, share_prefix: bool) -> tuple[int, int, int, int]:
     """(computed tokens, context, token slots incl. padding, prompt tokens) of one collated batch,
-    as :class:`urlkit.scoring.Reranker` computes it."""
-    from urlkit.prefix_sharing import prefix_tree
+    as :class:`urlkit.model.scoring.Reranker` computes it."""
+    from urlkit.model.prefix_sharing import prefix_tree
 
     mask = batch["attention_mask"]
     prompt_tokens = int(mask.sum())

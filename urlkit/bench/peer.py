@@ -82,8 +82,8 @@ class Peer:
 def model_folder(cfg, stack) -> Path:
     """A transformers folder holding the config's backbone: the converted GGUF cache for the
     embedded default, else the backbone saved once to a temporary folder (kept in ``stack``)."""
-    from urlkit.backbone import load_backbone
-    from urlkit.gguf_cache import converted_model
+    from urlkit.model.backbone import load_backbone
+    from urlkit.model.gguf_cache import converted_model
 
     if cfg.model.get("source") == "gguf":
         gguf = cfg.model.get("gguf_file")

@@ -18,8 +18,8 @@ import torch
 from urlkit.bench.flops import ModelShape, batch_work
 from urlkit.bench.measure import interleaved, median
 from urlkit.loss import sft_loss, url_loss
-from urlkit.module import url_backward
-from urlkit.telemetry import step_statistics
+from urlkit.training.module import url_backward
+from urlkit.training.telemetry import step_statistics
 
 
 def weight_options(cfg) -> dict:

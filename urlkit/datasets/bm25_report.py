@@ -11,7 +11,7 @@ every corpus document, tokenised by bm25s (lower case, English stop words, no st
 Ties (frequent in small pools: a short sentence often shares no word with any gloss) are
 broken by a hash of (query id, document id), a fixed arbitrary order, so that neither the
 order of the pool nor the document ids can flatter or hurt BM25. The run carries ranks,
-not raw scores. Metrics are urlkit.metrics' (trec_eval): MRR@10 and Recall@10 count every grade
+not raw scores. Metrics are urlkit.evaluation.metrics' (trec_eval): MRR@10 and Recall@10 count every grade
 >= ``min_grade`` as relevant, NDCG@10 uses the grades.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from urlkit.datasets.build import BuiltDataset
 from urlkit.datasets.splitting import stable_hash
-from urlkit.metrics import per_query_metrics
+from urlkit.evaluation.metrics import per_query_metrics
 
 METRICS = ("mrr@10", "ndcg@10", "recall@10")
 
@@ -64,7 +64,7 @@ def bm25_run(
 def evaluate_run(
     run: dict[str, dict[str, float]], queries: list[dict[str, Any]], *, min_grade: int = 1
 ) -> dict[str, float]:
-    """Mean METRICS of ``run`` (urlkit.metrics, trec_eval), counting grade >= ``min_grade`` as relevant."""
+    """Mean METRICS of ``run`` (urlkit.evaluation.metrics, trec_eval), counting grade >= ``min_grade`` as relevant."""
     qrels = {q["id"]: {d: int(g) for d, g in q["positives"].items() if g >= min_grade}
              for q in queries}
     qrels = {qid: grades for qid, grades in qrels.items() if grades}

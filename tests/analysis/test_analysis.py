@@ -1,0 +1,167 @@
+"""urlkit.analysis on real tiny runs: the loader (local and W&B), the probing tables, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+
+import pandas as pd
+import pytest
+import yaml
+from helpers.analysis_runs import RUNS, STEPS, shared_runs
+
+from urlkit.analysis import AnalysisError, find_run_dirs, load_runs, paper_reference, probe_table
+from urlkit.analysis.paper import PAPER_DIR
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    return shared_runs(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def runs(runs_dir):
+    return load_runs(runs_dir)
+
+
+def _final(run_dir, metric="test/ndcg@10"):
+    return json.loads((run_dir / "metrics.json").read_text())[metric]
+
+
+def _dirs_of(runs_dir, experiment, **config):
+    """Run dirs of an experiment whose config.yaml has the given (dotted) values, read directly."""
+    found = []
+    for d in find_run_dirs(runs_dir / experiment):
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        if all(_get(cfg, k) == v for k, v in config.items()):
+            found.append(d)
+    return found
+
+
+def _get(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def test_loader_reads_every_run_directory_into_tidy_tables(runs_dir, runs):
+    assert len(runs) == len(RUNS)
+    assert set(runs.config["experiment_name"]) == {e for e, _ in RUNS}
+    assert set(runs.config["status"]) == {"finished"}
+    assert set(runs.config["steps"]) == {STEPS}
+    by_id = runs.config.set_index("run_id")
+    for run_dir in find_run_dirs(runs_dir):
+        info = json.loads((run_dir / "run.json").read_text())
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        row = by_id.loc[info["run_id"]]
+        assert row["path"] == str(run_dir)
+        assert (
+            row["weight.name"] == cfg["weight"]["name"]
+            and row["data.n_negatives"] == cfg["data"]["n_negatives"]
+        )
+        native = cfg["weight"]["name"] == cfg["direction"]["name"]
+        assert row["objective"] == (
+            cfg["weight"]["name"]
+            if native
+            else f"{cfg['weight']['name']}/{cfg['direction']['name']}"
+        )
+        # history: every number of history.csv, as (step, metric) -> value
+        with (run_dir / "history.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        mine = runs.history[runs.history["run_id"] == info["run_id"]]
+        assert sorted(mine["step"].unique()) == [int(r["step"]) for r in rows]
+        table = mine.set_index(["step", "metric"])["value"]
+        for r in rows:
+            for key in ("loss", "w_pos_mean", "w_cl_neg", "loss_sft_native"):
+                assert table[(int(r["step"]), key)] == pytest.approx(float(r[key]))
+        # final metrics and the test evaluation rows
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        saved = runs.metrics.set_index("run_id").loc[info["run_id"]]
+        assert all(saved[k] == pytest.approx(v) for k, v in metrics.items())
+        evals = runs.evals[
+            (runs.evals["run_id"] == info["run_id"]) & (runs.evals["split"] == "test:reranker")
+        ]
+        assert evals.set_index("metric").loc["ndcg@10", "value"] == pytest.approx(
+            metrics["test/ndcg@10"]
+        )
+
+
+def test_select_filters_on_dotted_config_columns_and_lists(runs):
+    sft = runs.select({"weight.name": "sft"}, experiment_name="table1_weight_direction")
+    assert len(sft) == 2 and set(sft.config["seed"]) == {0, 1}
+    assert set(sft.history["run_id"]) == set(sft.ids) and set(sft.metrics["run_id"]) == set(sft.ids)
+    assert len(runs.select(experiment_name=["figure5_negatives", "figure4_tokens"])) == 2
+    assert len(runs.select({"no.such.column": 1})) == 0
+
+
+def test_probe_table_joins_the_paper_and_computes_mean_std_over_seeds(runs_dir, runs):
+    table1 = runs.select(experiment_name="table1_weight_direction")
+    table = probe_table(table1, paper="table1_weight_direction")
+    paper = pd.read_csv(PAPER_DIR / "table1_weight_direction.csv")
+    # the paper's rows, in its order, each with its MRB value
+    assert list(zip(table["weight.name"], table["direction.name"], strict=True)) == list(
+        zip(paper["weight"], paper["direction"], strict=True)
+    )
+    assert list(table["paper"]) == list(paper["mrb_avg"])
+    for weight in ("sft", "cl"):
+        values = [
+            100 * _final(d)
+            for d in _dirs_of(runs_dir, "table1_weight_direction", **{"weight.name": weight})
+        ]
+        row = table[(table["weight.name"] == weight) & (table["direction.name"] == weight)].iloc[0]
+        assert row["n"] == 2
+        assert row["mean"] == pytest.approx(statistics.mean(values))
+        assert row["std"] == pytest.approx(statistics.stdev(values))
+        assert row["difference"] == pytest.approx(row["mean"] - row["paper"])
+    # settings nobody ran stay, with n = 0
+    assert set(table.loc[table["weight.name"] != table["direction.name"], "n"]) == {0}
+    first = table.iloc[0]
+    assert table["delta"].iloc[-1] == pytest.approx(table["mean"].iloc[-1] - first["mean"])
+    assert table["paper_delta"].iloc[-1] == pytest.approx(
+        paper["mrb_avg"].iloc[-1] - paper["mrb_avg"].iloc[0]
+    )
+
+
+def test_paper_tables_translate_to_run_columns():
+    tau = paper_reference("table6_tau")
+    assert list(tau["weight.tau"]) == [1e-2, 1e-3, 1e-4] and set(tau["weight.name"]) == {"tau_mask"}
+    head = paper_reference("table15_lm_head")
+    assert list(head["head.trainable"]) == [False, True, False, True]
+    precision = paper_reference("table5_precision")
+    assert list(precision["weight.dtype"]) == ["float16", "float32"]
+    table2 = paper_reference("table2_weight_properties")
+    assert list(table2["weight.name"]) == ["base", "tau_mask", "cl", "base*sft"]
+
+
+def test_probe_table_by_any_columns_without_paper(runs):
+    table = probe_table(runs, by=["objective", "data.n_negatives"])
+    row = table[(table["objective"] == "cl") & (table["data.n_negatives"] == 1)].iloc[0]
+    assert row["n"] == 1 and pd.isna(row["std"])
+    with pytest.raises(KeyError, match="no run column"):
+        probe_table(runs, by=["weight.nam"])
+
+
+def test_a_copied_run_is_an_error_not_a_double_count(runs_dir, tmp_path):
+    one = find_run_dirs(runs_dir)[0]
+    shutil.copytree(one, tmp_path / "a" / one.name)
+    shutil.copytree(one, tmp_path / "b" / one.name)
+    with pytest.raises(AnalysisError, match="same run id"):
+        load_runs(tmp_path)
+
+
+def test_bad_sources_name_the_file(runs_dir, tmp_path):
+    with pytest.raises(AnalysisError, match="no run directories"):
+        load_runs(tmp_path)
+    with pytest.raises(AnalysisError, match="no such folder"):
+        load_runs(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    shutil.copytree(find_run_dirs(runs_dir)[0], broken)
+    (broken / "config.yaml").write_text("weight:\n  name: [sft\n")
+    with pytest.raises(AnalysisError, match=r"broken/config.yaml line \d+"):
+        load_runs(broken)
+    (broken / "config.yaml").write_text("weight: {name: sft}\n")
+    (broken / "history.csv").write_text("loss,w_pos_mean\n0.1,0.2\n")
+    with pytest.raises(AnalysisError, match="history.csv: no 'step' column"):
+        load_runs(broken)

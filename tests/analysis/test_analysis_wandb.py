@@ -1,0 +1,127 @@
+"""urlkit.analysis from W&B, through a fake ``wandb.Api`` that serves the real tiny runs.
+
+The fake holds what W&B would hold for each run: the config the WandbLogger logged, the
+summary (final metrics), and the history rows as Lightning logs them (``train/<metric>``
+with ``trainer/global_step``). It has no ``history()`` (the sampled one): the loader must use
+``scan_history()``. The W&B tables must equal those read from the run directories.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+from helpers.analysis_runs import shared_runs
+
+from urlkit.analysis import AnalysisError, find_run_dirs, load_runs
+
+
+class FakeRun:
+    def __init__(self, run_dir, sweep_locked: bool = False):
+        info = json.loads((run_dir / "run.json").read_text())
+        self.id, self.name, self.state = info["run_id"], run_dir.name, "finished"
+        self.url = f"https://wandb.ai/ent/proj/runs/{self.id}"
+        self.config = {
+            "_wandb": {"cli_version": "0.0"},
+            **yaml.safe_load((run_dir / "config.yaml").read_text()),
+        }
+        if sweep_locked:  # a swept key keeps the sweep's value, the logger's nested dict is dropped
+            self.config["weight"] = self.config["weight"]["name"]
+        self.summary = {
+            **json.loads((run_dir / "metrics.json").read_text()),
+            "_runtime": 3.0,
+            "train/loss": 0.1,
+        }
+        with (run_dir / "history.csv").open() as f:
+            self._rows = [
+                {"_step": i, "trainer/global_step": int(r["step"]), **{f"train/{k}": float(v) for k, v in r.items() if k != "step"}}
+                for i, r in enumerate(csv.DictReader(f))
+            ]  # fmt: skip
+        self._rows.append({"_step": len(self._rows), "train/w_pos_hist": {"_type": "histogram"}})
+
+    def scan_history(self):
+        return iter(self._rows)
+
+
+class FakeSweep:
+    def __init__(self, runs):
+        self.runs = runs
+
+
+class FakeApi:
+    def __init__(self, runs):
+        self._runs = runs
+        self.asked = []
+
+    def runs(self, path, **kwargs):
+        self.asked.append(("runs", path))
+        return list(self._runs)
+
+    def sweep(self, path):
+        self.asked.append(("sweep", path))
+        return FakeSweep(self._runs[:2])
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    return shared_runs(tmp_path_factory)
+
+
+def test_wandb_project_gives_the_same_tables_as_the_run_directories(runs_dir, monkeypatch):
+    import wandb
+
+    api = FakeApi([FakeRun(d) for d in find_run_dirs(runs_dir)])
+    monkeypatch.setattr(wandb, "Api", lambda *a, **k: api)
+    remote, local = load_runs("wandb:ent/proj"), load_runs(runs_dir)
+    assert api.asked == [("runs", "ent/proj")]
+    assert sorted(remote.ids) == sorted(local.ids)
+
+    columns = [
+        "weight.name",
+        "direction.name",
+        "objective",
+        "seed",
+        "data.n_negatives",
+        "experiment_name",
+        "steps",
+    ]
+    by_id = lambda t: t.set_index("run_id").sort_index()  # noqa: E731
+    assert by_id(remote.config)[columns].equals(by_id(local.config)[columns])
+    assert "_wandb.cli_version" not in remote.config
+
+    key = ["run_id", "step", "metric"]
+    assert (
+        remote.history.sort_values(key)
+        .reset_index(drop=True)
+        .equals(local.history.sort_values(key).reset_index(drop=True))
+    )
+    metrics = sorted(c for c in local.metrics.columns if c != "run_id")
+    assert by_id(remote.metrics)[metrics].equals(by_id(local.metrics)[metrics])
+    test_rows = remote.evals[remote.evals["split"] == "test:bm25"]
+    assert set(test_rows["metric"]) == {
+        m.rsplit("/", 1)[1] for m in metrics if m.startswith("bm25/")
+    }
+
+
+def test_wandb_sweep_source_and_sweep_locked_config(runs_dir):
+    api = FakeApi([FakeRun(d, sweep_locked=True) for d in find_run_dirs(runs_dir)])
+    runs = load_runs("wandb-sweep:ent/proj/abc123", api=api)
+    assert api.asked == [("sweep", "ent/proj/abc123")] and len(runs) == 2
+    # the locked key stays readable as the choice; the loader does not invent weight.name
+    assert set(runs.config["weight"]) <= {"sft", "cl"} and "weight.name" not in runs.config
+
+
+def test_bad_wandb_sources_are_clear_errors():
+    with pytest.raises(AnalysisError, match="wandb:<entity>/<project>"):
+        load_runs("wandb:only-entity", api=FakeApi([]))
+    with pytest.raises(AnalysisError, match="no runs"):
+        load_runs("wandb:ent/empty", api=FakeApi([]))
+
+    class Unreachable(FakeApi):
+        def runs(self, path, **kwargs):
+            raise ConnectionError("api.wandb.ai unreachable")
+
+    with pytest.raises(AnalysisError, match="could not list the runs: api.wandb.ai unreachable"):
+        load_runs("wandb:ent/proj", api=Unreachable([]))

@@ -1,0 +1,130 @@
+"""First stage: BM25 over the corpus or within a query's pool, the disk cache, TREC runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from helpers.data_builders import jsonl_dataset, write_image
+
+import urlkit.data.candidates as candidates
+from urlkit.data import (
+    DataError,
+    Query,
+    bm25_candidates,
+    first_stage,
+    load_split,
+    read_trec_run,
+    write_trec_run,
+)
+
+
+@pytest.fixture
+def split(tmp_path):
+    train = [
+        {"id": "q1", "text": "dog in the park", "positives": ["d2"]},
+        {"id": "q2", "text": "parrot", "positives": ["d8"]},
+        {"id": "q3", "text": "hammer", "positives": ["d3"], "candidates": ["d4", "d7", "d3", "d2"]},
+    ]
+    return load_split(jsonl_dataset(tmp_path / "data", train=train), "train")
+
+
+def test_bm25_ranks_matching_documents_first_and_ties_in_corpus_order(split, tmp_path):
+    ranking = bm25_candidates(split, k=3, cache_dir=tmp_path / "cache")
+    assert ranking["q1"][0][0] == "d2"  # "dog" and "park"
+    assert ranking["q1"][1][0] == "d6"  # "dog" only
+    assert [d for d, _ in ranking["q2"]] == ["d8", "d1", "d2"]  # then zero scores, corpus order
+    assert ranking["q2"][0][1] > 0 and ranking["q2"][1][1] == ranking["q2"][2][1] == 0.0
+    scores = [s for _, s in ranking["q1"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_bm25_ranks_within_the_query_pool(split, tmp_path):
+    ranking = bm25_candidates(split, k=10, cache_dir=tmp_path / "cache")
+    assert [d for d, _ in ranking["q3"]] == ["d3", "d4", "d7", "d2"]  # scored, then pool order
+    assert ranking["q3"][0][1] > 0 and all(s == 0.0 for _, s in ranking["q3"][1:])
+    assert len(ranking["q1"]) == 8  # k larger than the corpus: every document
+
+
+def test_bm25_cache_hit_skips_the_retriever_and_content_change_misses(split, tmp_path,
+                                                                      monkeypatch):
+    cache = tmp_path / "cache"
+    built = bm25_candidates(split, k=5, cache_dir=cache)
+    files = list(cache.glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["q2"][0][0] == "d8"
+
+    def no_retrieval(*_):
+        raise AssertionError("BM25 ran although the cache holds this ranking")
+
+    monkeypatch.setattr(candidates, "_bm25_rank", no_retrieval)
+    assert first_stage(split, "bm25", k=5, cache_dir=cache) == built
+    split.queries[0] = Query(id="q1", text="dog", qrels={"d2": 1})  # content changed: a miss
+    with pytest.raises(AssertionError, match="BM25 ran"):
+        bm25_candidates(split, k=5, cache_dir=cache)
+    with pytest.raises(AssertionError, match="BM25 ran"):  # so is another k
+        bm25_candidates(split, k=4, cache_dir=cache)
+
+
+def test_cache_writes_are_atomic_under_concurrent_builders(split, tmp_path):
+    cache = tmp_path / "cache"
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: bm25_candidates(split, k=4, cache_dir=cache), range(4)))
+    assert all(r == results[0] for r in results)
+    assert [p.suffix for p in cache.iterdir()] == [".json"]  # no temp file left behind
+    assert candidates._read_cache(next(cache.iterdir())) == results[0]
+
+
+def test_bm25_refuses_image_only_queries_and_suggests_a_run_file(tmp_path):
+    write_image(tmp_path / "q.png")
+    train = [{"id": "q1", "image": "q.png", "positives": ["d1"]}]
+    split = load_split(jsonl_dataset(tmp_path, train=train), "train")
+    with pytest.raises(DataError, match="'q1'.*no text.*TREC run file"):
+        first_stage(split, "bm25", k=5, cache=False)
+
+
+def test_trec_run_round_trip_and_first_stage(split, tmp_path):
+    run = {"q1": [("d2", 3.5), ("d6", 1.25)], "q2": [("d8", 2.0), ("d1", 0.5), ("d3", 0.0)],
+           "q3": [("d3", 1.0)], "other": [("d1", 1.0)]}
+    path = tmp_path / "run.trec"
+    write_trec_run(path, run, tag="bm25")
+    assert path.read_text().splitlines()[0] == "q1 Q0 d2 1 3.500000 bm25"
+    assert read_trec_run(path) == run
+    ranking = first_stage(split, "trec", k=2, run_file=path)
+    assert ranking == {"q1": run["q1"], "q2": run["q2"][:2], "q3": run["q3"]}  # no "other"
+
+
+def test_trec_run_is_sorted_by_score(tmp_path):
+    path = tmp_path / "run.trec"
+    path.write_text("q1 Q0 a 2 1.0 t\nq1 Q0 b 1 5.0 t\nq1 Q0 c 3 1.0 t\n")
+    assert read_trec_run(path) == {"q1": [("b", 5.0), ("a", 1.0), ("c", 1.0)]}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 1.0\n", 2, "expected 6 columns"),
+        ("q1 Q0 d1 1 2.0 t\n\nq1 Q0 d2 x 1.0 t\n", 3, "rank 'x' must be an integer"),
+        ("q1 Q0 d1 1 high t\n", 1, "score 'high'"),
+        ("q1 Q0 d1 1 2.0 t\nq1 Q0 d1 2 1.0 t\n", 2, "doc 'd1' appears twice"),
+    ],
+)
+def test_bad_trec_lines_name_file_and_line(tmp_path, text, line, message):
+    path = tmp_path / "run.trec"
+    path.write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        read_trec_run(path)
+    assert str(err.value).startswith(f"{path}:{line}: ")
+
+
+def test_trec_first_stage_needs_every_query_and_known_documents(split, tmp_path):
+    path = tmp_path / "run.trec"
+    write_trec_run(path, {"q1": [("d2", 1.0)], "q2": [("d8", 1.0)]})
+    with pytest.raises(DataError, match=r"no candidates for 1 of the 3 queries.*'q3'"):
+        first_stage(split, "trec", k=5, run_file=path)
+    write_trec_run(path, {"q1": [("d2", 1.0)], "q2": [("dX", 1.0)], "q3": [("d3", 1.0)]})
+    with pytest.raises(DataError, match=r"'q2' ranks doc ids not in the corpus.*'dX'"):
+        first_stage(split, "trec", k=5, run_file=path)
+    with pytest.raises(ValueError, match="run_file"):
+        first_stage(split, "trec", k=5)

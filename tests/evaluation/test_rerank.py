@@ -1,0 +1,49 @@
+"""urlkit.rerank scores through the training scorer; a merged LoRA gives the same scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers.run_helpers import compose_train, write_small_dataset
+
+import urlkit
+from urlkit.inference import TrainedReranker, main, merge_lora
+from urlkit.run import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rerank")
+    data = write_small_dataset(root / "data")
+    # a larger LoRA init scale would be nicer, but 3 steps at a high lr make B non-zero
+    cfg = compose_train(data, "train.lr=5e-3", "train.max_steps=4")
+    train(cfg, root / "run")
+    return root / "run"
+
+
+def test_api_scores_documents_in_order_and_matches_the_training_scorer(trained_run):
+    docs = ["Cats sleep in warm places.", "A saw cuts wood.", "Rain falls from clouds."]
+    scores = urlkit.rerank("where do cats sleep", docs, run=trained_run)
+    assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
+    # the same documents in another order get the same scores (no batch effects)
+    again = urlkit.rerank("where do cats sleep", docs[::-1], run=trained_run)
+    assert again[::-1] == pytest.approx(scores, abs=1e-5)
+
+
+def test_merged_lora_scores_agree_with_unmerged(trained_run):
+    reranker = TrainedReranker.from_run(trained_run)
+    lora_b = [p for n, p in reranker.built.reranker.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().max() > 0 for p in lora_b)  # training moved the adapters
+    docs = ["Cats sleep in warm places.", "A saw cuts wood.", "Walk a dog on a leash."]
+    unmerged = torch.tensor(reranker.score("where do cats sleep", docs))
+    assert merge_lora(reranker.built.reranker) > 0
+    merged = torch.tensor(reranker.score("where do cats sleep", docs))
+    largest = (merged - unmerged).abs().max().item()
+    print(f"largest |merged - unmerged| score difference: {largest:.3e}")
+    assert largest < 1e-4
+
+
+def test_cli_prints_a_ranking(trained_run, capsys):
+    ranked = main(["--run", str(trained_run), "--query", "cutting wood", "--doc", "A saw cuts wood.", "--doc", "Tea."])
+    out = capsys.readouterr().out
+    assert len(ranked) == 2 and "A saw cuts wood." in out and out.strip().startswith("1")

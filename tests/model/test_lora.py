@@ -1,0 +1,92 @@
+"""Evaluation scores with LoRA folded into the weights (urlkit.model.lora.lora_merged): the same
+scores as the unmerged adapters, and the exact original weights afterwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers.run_helpers import compose_train, write_small_dataset
+
+from urlkit.build import build_reranker, load_data_split
+from urlkit.data.candidates import first_stage
+from urlkit.evaluate import rerank_split
+from urlkit.model.lora import lora_layers, lora_merged
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    data = write_small_dataset(tmp_path_factory.mktemp("lora") / "data")
+    cfg = compose_train(data, "model.lora.dropout=0.1")
+    built = build_reranker(cfg, trainable=True)
+    torch.manual_seed(0)
+    with torch.no_grad():  # adapters as after training: B != 0 (peft initialises B to zero)
+        for name, parameter in built.reranker.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    split = load_data_split(cfg.data, "test")
+    ranking = first_stage(split, cfg.data.retriever, k=5, run_file=None)
+    return built, split, ranking
+
+
+def _base_weights(reranker) -> list[torch.Tensor]:
+    return [layer.get_base_layer().weight.detach().clone() for layer in lora_layers(reranker)]
+
+
+def test_merged_scores_equal_unmerged_and_the_weights_come_back_bit_for_bit(setup):
+    built, split, ranking = setup
+    reranker = built.reranker
+    reranker.train()  # as during training: evaluation must leave the mode as it found it
+    before = _base_weights(reranker)
+    unmerged = rerank_split(reranker, built.renderer, split, ranking, depth=5, progress=False, merge_lora=False)
+    merged = rerank_split(reranker, built.renderer, split, ranking, depth=5, progress=False, merge_lora=True)
+    differences = [abs(merged[q][d] - unmerged[q][d]) for q in unmerged for d in unmerged[q]]
+    assert len(differences) > 10 and max(differences) < 1e-4
+    assert reranker.training
+    after = _base_weights(reranker)
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    assert not any(layer.merged for layer in lora_layers(reranker))
+
+
+def test_the_adapters_change_the_scores(setup):
+    """Otherwise merged == unmerged would prove nothing."""
+    built, split, ranking = setup
+    reranker = built.reranker
+    with_adapters = rerank_split(reranker, built.renderer, split, ranking, depth=5, progress=False)
+    saved = {n: p.detach().clone() for n, p in reranker.named_parameters() if "lora_B" in n}
+    try:
+        with torch.no_grad():
+            for name, parameter in reranker.named_parameters():
+                if "lora_B" in name:
+                    parameter.zero_()
+        without = rerank_split(reranker, built.renderer, split, ranking, depth=5, progress=False)
+    finally:
+        with torch.no_grad():
+            for name, parameter in reranker.named_parameters():
+                if name in saved:
+                    parameter.copy_(saved[name])
+    assert max(abs(with_adapters[q][d] - without[q][d]) for q in without for d in without[q]) > 1e-3
+
+
+def test_an_error_inside_the_block_still_restores_the_weights(setup):
+    built, _, _ = setup
+    before = _base_weights(built.reranker)
+    with pytest.raises(RuntimeError, match="boom"), lora_merged(built.reranker) as merged:
+        assert merged == len(before) > 0
+        assert any(layer.merged for layer in lora_layers(built.reranker))
+        raise RuntimeError("boom")
+    assert all(torch.equal(a, b) for a, b in zip(_base_weights(built.reranker), before, strict=True))
+    assert not any(layer.merged for layer in lora_layers(built.reranker))
+
+
+def test_bfloat16_base_weights_are_not_merged(setup):
+    built, _, _ = setup
+    layer = lora_layers(built.reranker)[0]
+    weight = layer.get_base_layer().weight
+    original = weight.data
+    weight.data = original.to(torch.bfloat16)
+    try:
+        with lora_merged(built.reranker) as merged:
+            assert merged == len(lora_layers(built.reranker)) - 1
+            assert not layer.merged
+    finally:
+        weight.data = original

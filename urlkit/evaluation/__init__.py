@@ -1,0 +1,1 @@
+"""Evaluation: trec metrics of reranked splits."""

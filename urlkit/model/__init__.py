@@ -1,0 +1,1 @@
+"""The reranker's model: backbones (text, GGUF, vision-language), heads, scoring, LoRA."""

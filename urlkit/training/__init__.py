@@ -1,0 +1,1 @@
+"""Training helpers: the LightningModule, per-step telemetry, non-finite guard, checkpoints, callbacks, loggers."""
