@@ -47,7 +47,8 @@ def executed(tmp_path_factory):
     # waits more than it computes)
     with ThreadPoolExecutor(len(PARAMETERS)) as pool:
         futures = {
-            n: pool.submit(execute_notebook, n, runs, out, parameters=p)
+            # a cell that hangs fails the notebook in minutes (the cells here take seconds)
+            n: pool.submit(execute_notebook, n, runs, out, parameters=p, timeout_s=180)
             for n, p in PARAMETERS.items()
         }
         return out, {name: future.result() for name, future in futures.items()}
