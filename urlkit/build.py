@@ -37,7 +37,14 @@ class Built:
 def load_data_split(data_cfg: Any, split: str) -> Split:
     """One split of the configured dataset; skipped lines (on_error=skip) are reported."""
     path = resolve_path(data_cfg.path)
-    loaded = load_split(path, split, format=data_cfg.get("format", "auto"), on_error=data_cfg.get("on_error", "raise"))
+    dataset = data_cfg.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise ConfigError(f"data.dataset={list(dataset)}: one dataset here; several train as a mixture")
+    loaded = load_split(
+        path, split, format=data_cfg.get("format", "auto"), on_error=data_cfg.get("on_error", "raise"),
+        dataset=dataset, instructions=bool(data_cfg.get("instructions", True)),
+        instruction_seed=int(data_cfg.get("instruction_seed", 0)),
+    )  # fmt: skip
     print(f"[urlkit] {loaded.report()}", flush=True)
     return loaded
 

@@ -87,6 +87,12 @@ def beir_dataset(root: Path, *, qrels: str | None = None, queries: list | None =
     return root
 
 
+TOY_INSTRUCTIONS = {  # (query modality, candidate modality) -> the toy task's prompts
+    ("image,text", "image"): ["Find the picture the edit describes.", "Retrieve the edited image."],
+    ("text", "image"): ["Find the picture of the caption."],
+}
+
+
 def mbeir_root(root: Path, *, queries: list | None = None, pool: list | None = None) -> Path:
     """An M-BEIR tree; returns the query file ``query/test/mbeir_toy_task7_test.jsonl``."""
     for name in ("q1.jpg", "c1.jpg", "c2.jpg"):
@@ -98,6 +104,7 @@ def mbeir_root(root: Path, *, queries: list | None = None, pool: list | None = N
          "modality": "image"},
         {"did": "7:3", "txt": "a red car", "img_path": None, "modality": "text"},
     ])
+    write_instructions(root)
     return write_jsonl(root / "query" / "test" / "mbeir_toy_task7_test.jsonl", queries or [
         {"qid": "7:10", "query_txt": "make it blue", "query_img_path":
          "mbeir_images/toy_images/q1.jpg", "query_modality": "image,text",
@@ -105,6 +112,65 @@ def mbeir_root(root: Path, *, queries: list | None = None, pool: list | None = N
         {"qid": "7:11", "query_txt": "a car photo", "query_img_path": None,
          "query_modality": "text", "pos_cand_list": ["7:2"], "neg_cand_list": [], "task_id": 7},
     ])
+
+
+def write_instructions(root: Path, rows: dict | None = None, dataset_id: str = "7") -> Path:
+    """``instructions/query_instructions.tsv`` in UniIR's column order."""
+    lines = ["query_modality\tcand_modality\tdataset_name\tdataset_id\tprompt_1\tprompt_2"]
+    for (query_modality, cand_modality), prompts in (rows or TOY_INSTRUCTIONS).items():
+        lines.append("\t".join([query_modality, cand_modality, "Toy", dataset_id, *prompts]))
+    path = root / "instructions" / "query_instructions.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def mbeir_tree(root: Path, *, n_images: int = 8, task_id: int = 7) -> Path:
+    """A small M-BEIR tree as UniIR publishes it, for dataset ``toy_task<task_id>``: an image
+    pool (per task), train/val/test query files with disjoint queries (image + text edit ->
+    image, CIRR-like), qrels for the test split only, the instruction TSV and the images."""
+    name = f"toy_task{task_id}"
+    colours = [(255, 0, 0), (0, 0, 255), (0, 160, 0), (250, 200, 0), (120, 0, 160), (0, 0, 0),
+               (255, 255, 255), (128, 128, 128)]
+    pool = []
+    for i in range(n_images):
+        path = root / "mbeir_images" / "toy_images" / f"c{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), colours[i % len(colours)]).save(path)
+        pool.append({"did": f"{task_id}:{i}", "txt": None, "img_path": str(path.relative_to(root)),
+                     "modality": "image"})
+    write_jsonl(root / "cand_pool" / "local" / f"mbeir_{name}_cand_pool.jsonl", pool)
+    words = ["red", "blue", "green", "yellow", "purple", "black", "white", "grey"]
+    for split, first in (("train", 100), ("val", 200), ("test", 300)):
+        queries = []
+        for k in range(n_images):
+            target = (k + 1) % n_images
+            queries.append({
+                "qid": f"{task_id}:{first + k}", "query_txt": f"{split} edit: make it {words[target % 8]}",
+                "query_img_path": f"mbeir_images/toy_images/c{k}.png", "query_modality": "image,text",
+                "pos_cand_list": [f"{task_id}:{target}"], "neg_cand_list": [f"{task_id}:{k}"],
+                "task_id": task_id,
+            })
+        write_jsonl(root / "query" / split / f"mbeir_{name}_{split}.jsonl", queries)
+    qrels = "".join(f"{task_id}:{300 + k} 0 {task_id}:{(k + 1) % n_images} 1 {task_id}\n"
+                    for k in range(n_images))
+    (root / "qrels" / "test").mkdir(parents=True, exist_ok=True)
+    (root / "qrels" / "test" / f"mbeir_{name}_test_qrels.txt").write_text(qrels, encoding="utf-8")
+    write_instructions(root, {("image,text", "image"): ["Find the picture the edit describes.",
+                                                         "Retrieve the edited image."]},
+                       dataset_id=str(task_id))
+    # a first stage for every query of every split (M-BEIR's image pool has no text for BM25),
+    # as a multimodal retriever would give it: the positive third, a fixed order otherwise
+    lines = []
+    for first in (100, 200, 300):
+        for k in range(n_images):
+            target = (k + 1) % n_images
+            order = [i for i in range(n_images) if i != target]
+            order.insert(2, target)
+            lines += [f"{task_id}:{first + k} Q0 {task_id}:{doc} {rank} {n_images - rank} toy"
+                      for rank, doc in enumerate(order, 1)]
+    (root / "first_stage.trec").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
 
 
 @functools.cache

@@ -4,6 +4,7 @@ The format is detected from what is on disk, so ``data.path=...`` alone is enoug
 
 * a folder with ``<split>.jsonl[.gz]`` next to ``corpus.jsonl[.gz]``  -> urlkit JSONL
 * a folder with ``qrels/<split>.tsv`` and ``corpus.jsonl``             -> BEIR
+* a folder with ``query/`` and ``cand_pool/`` (with ``dataset=``)      -> M-BEIR root
 * a ``.jsonl`` file whose lines carry ``qid`` / ``pos_cand_list``       -> M-BEIR query file
 
 The urlkit JSONL format is documented in docs/architecture.md ("urlkit JSONL format").
@@ -39,6 +40,9 @@ def load_split(
     category: str | None = None,
     pool: str | Path | None = None,
     image_root: str | Path | None = None,
+    dataset: str | None = None,
+    instructions: bool = True,
+    instruction_seed: int = 0,
 ) -> Split:
     """Load one split of a dataset into a :class:`Split`.
 
@@ -47,7 +51,9 @@ def load_split(
     ``instruction`` and ``category`` override ``dataset.json`` (and the category inferred
     from the modalities). ``pool`` and ``image_root`` are for M-BEIR only: the candidate
     pool file and the folder its image paths are relative to (both found from the M-BEIR
-    layout when left out).
+    layout when left out). ``dataset`` names the dataset inside an M-BEIR root
+    (``cirr_task7``); ``instructions`` and ``instruction_seed``: M-BEIR's instruction file
+    is read and each query's prompt chosen by (seed, query id) (urlkit.data.mbeir).
     """
     path = Path(path).expanduser().resolve()
     if not path.exists():
@@ -61,9 +67,13 @@ def load_split(
 
         loaded = load_beir(path, split, policy)
     elif fmt == "mbeir":
-        from urlkit.data.mbeir import load_mbeir
+        from urlkit.data.mbeir import load_mbeir, load_mbeir_root
 
-        loaded = load_mbeir(path, split, policy, pool=pool, image_root=image_root)
+        options = {"pool": pool, "instructions": instructions, "instruction_seed": instruction_seed}
+        if path.is_dir():
+            loaded = load_mbeir_root(path, dataset or "", split, policy, **options)
+        else:
+            loaded = load_mbeir(path, split, policy, image_root=image_root, **options)
     else:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if instruction is not None:
@@ -81,8 +91,16 @@ def load_split(
 def detect_format(path: Path, split: str) -> str:
     """"jsonl", "beir" or "mbeir" from the files on disk (see the module docstring)."""
     if path.is_dir():
+        from urlkit.data.mbeir import is_mbeir_root
+
+        if is_mbeir_root(path):
+            return "mbeir"
         if find_data_file(path, "corpus") is None:
-            raise DataError("not a dataset folder: no corpus.jsonl[.gz] in it", path=path)
+            raise DataError(
+                "not a dataset folder: no corpus.jsonl[.gz] (urlkit JSONL, BEIR) and no "
+                "query/ + cand_pool/ (M-BEIR) in it",
+                path=path,
+            )
         if find_data_file(path, split) is not None:
             return "jsonl"
         if (path / "qrels").is_dir():

@@ -1,27 +1,113 @@
-"""M-BEIR JSONL (Wei et al., 2024, UniIR): a query file plus a candidate pool file.
+"""M-BEIR as UniIR publishes it (Wei et al., 2024): a root folder, a dataset name, a split.
 
-    query/test/mbeir_cirr_task7_test.jsonl
-        {"qid": "7:1", "query_txt": "...", "query_img_path": "mbeir_images/...",
-         "query_modality": "image,text", "pos_cand_list": ["7:9"], "neg_cand_list": [],
-         "task_id": 7}
-    cand_pool/local/mbeir_cirr_task7_cand_pool.jsonl
-        {"did": "7:9", "txt": null, "img_path": "mbeir_images/...", "modality": "image"}
+    <root>/query/{train,val,test}/mbeir_<dataset>_<split>.jsonl      queries of one split
+    <root>/query/union_{train,val}/mbeir_union_up_<split>.jsonl     the union files
+    <root>/cand_pool/local/mbeir_<dataset>[_<split>]_cand_pool.jsonl the local pool (per
+                                                                    task or per split)
+    <root>/cand_pool/global/mbeir_union_<split>_cand_pool.jsonl     the union's pool
+    <root>/qrels/<split>/mbeir_<dataset>_<split>_qrels.txt          "qid 0 did grade task_id"
+    <root>/instructions/query_instructions.tsv                      prompts per task
+    <root>/mbeir_images/...                                         image paths are relative
+                                                                    to <root>
 
-Image paths are relative to the M-BEIR root (the folder holding ``query/`` and
-``cand_pool/``). ``neg_cand_list`` becomes ``Query.negatives``. ``query_modality``,
-``modality`` and ``task_id`` are not needed: modalities follow from which of text and image
-a line has, and the task category is inferred from them (e.g. "IT2I" for CIRR).
-M-BEIR's instruction file is not read; pass ``instruction=`` to ``load_split``.
+``data.path=<root> data.dataset=cirr_task7`` reads ``query/<split>/`` for each split the
+run asks for (urlkit's ``dev`` is M-BEIR's ``val``); a split file that is not there is a
+:class:`DataError` naming every path looked for, never another split's file.
+
+Query lines: ``{"qid": "7:1", "query_txt": ..., "query_img_path": ..., "query_modality":
+"image,text", "pos_cand_list": [...], "neg_cand_list": [...], "task_id": 7}``; pool lines:
+``{"did": "7:9", "txt": ..., "img_path": ..., "modality": "image"}``. ``neg_cand_list``
+becomes ``Query.negatives``; the qrels file, when present, gives the judgements (graded),
+else ``pos_cand_list`` does. The category of the split follows ``task_id`` (UniIR's task
+numbering, see :data:`TASK_CATEGORIES`).
+
+Instructions: ``query_instructions.tsv`` has a header line and rows ``query_modality
+cand_modality dataset_name dataset_id prompt_1 prompt_2 ...``; a query's prompts are those of
+(its dataset id = the part of its qid before ":", its ``query_modality``, the ``modality`` of
+its first positive), as UniIR keys them. Each query gets one of them, chosen by
+(``instruction_seed``, qid): the same prompt at every evaluation and in every run with that
+seed. A query whose key the file does not list is an error naming the file and the key.
+
+A single query *file* given as ``data.path`` is read for the split its name says
+(``mbeir_x_task0_test.jsonl`` is the test split); asked for another split, the file's own
+M-BEIR tree is read for that split, and a file outside a tree is an error (the same queries
+would otherwise serve for training and for testing).
 """
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from pathlib import Path
 
 from urlkit.data.format import DataError, Document, Query, Split
+from urlkit.data.negatives import query_rng
 from urlkit.data.reading import ErrorPolicy, check_document, check_query, read_records
 
+# UniIR's task ids (src/data/preprocessing/utils.py) -> the paper's Table 4 categories.
+# Task 5 (image -> image,text) is not used by M-BEIR.
+TASK_CATEGORIES = {0: "T2I", 1: "T2T", 2: "T2IT", 3: "I2T", 4: "I2I", 6: "IT2T", 7: "IT2I", 8: "IT2IT"}
+# urlkit's split name -> M-BEIR's folder and file suffix
+SPLIT_FOLDERS = {"train": "train", "val": "val", "dev": "val", "test": "test"}
 SPLIT_NAMES = ("train", "val", "dev", "test", "union_train", "union_val")
+INSTRUCTIONS_FILE = Path("instructions") / "query_instructions.tsv"
+
+
+def is_mbeir_root(path: Path) -> bool:
+    """A folder laid out as M-BEIR: ``query/`` next to ``cand_pool/``."""
+    return path.is_dir() and (path / "query").is_dir() and (path / "cand_pool").is_dir()
+
+
+def load_mbeir_root(
+    root: Path,
+    dataset: str,
+    split: str,
+    policy: ErrorPolicy,
+    *,
+    pool: str | Path | None = None,
+    instructions: bool = True,
+    instruction_seed: int = 0,
+) -> Split:
+    """One split of ``dataset`` (``cirr_task7``, ``union_up``, ...) of the M-BEIR tree at ``root``."""
+    root = root.resolve()
+    if not dataset:
+        raise DataError(
+            "an M-BEIR root needs the dataset: data.dataset=<name>_task<k> (available: "
+            f"{', '.join(available_datasets(root)) or 'none found under query/'})",
+            path=root,
+        )
+    query_file = find_query_file(root, dataset, split)
+    return load_mbeir(
+        query_file, split, policy, pool=pool, image_root=root,
+        instructions=instructions, instruction_seed=instruction_seed,
+    )  # fmt: skip
+
+
+def available_datasets(root: Path) -> list[str]:
+    """Dataset names that have a query file under ``root/query/*/`` (for error messages)."""
+    names = set()
+    for path in (root / "query").glob("*/mbeir_*.jsonl*"):
+        names.add(_dataset_name(path))
+    return sorted(names)
+
+
+def find_query_file(root: Path, dataset: str, split: str) -> Path:
+    """``query/<split>/mbeir_<dataset>_<split>.jsonl[.gz]`` (or ``query/union_<split>/``)."""
+    folder = SPLIT_FOLDERS.get(split)
+    if folder is None:
+        raise DataError(f"M-BEIR has no split {split!r}: use one of train, val (dev), test", path=root)
+    name = f"mbeir_{dataset}_{folder}.jsonl"
+    tried = [root / "query" / sub / name for sub in (folder, f"union_{folder}")]
+    for path in tried:
+        for candidate in (path, path.with_name(path.name + ".gz")):
+            if candidate.is_file():
+                return candidate
+    raise DataError(
+        f"no {folder} split of M-BEIR dataset {dataset!r}: looked for "
+        f"{' and '.join(str(p) for p in tried)} (.gz allowed)",
+        path=tried[0],
+        reason="missing split file",
+    )
 
 
 def load_mbeir(
@@ -31,41 +117,93 @@ def load_mbeir(
     *,
     pool: str | Path | None = None,
     image_root: str | Path | None = None,
+    instructions: bool = True,
+    instruction_seed: int = 0,
 ) -> Split:
+    """One M-BEIR query file with its pool, qrels and instructions (see the module docstring)."""
+    query_path = Path(query_path).resolve()
+    own_split = file_split(query_path)
+    if own_split is None or SPLIT_FOLDERS.get(own_split, own_split) != SPLIT_FOLDERS.get(split, split):
+        return _other_split(query_path, own_split, split, policy, pool, instructions, instruction_seed)
     root = Path(image_root).resolve() if image_root is not None else find_mbeir_root(query_path)
     pool_path = Path(pool).resolve() if pool is not None else find_pool(query_path, root)
     if not pool_path.is_file():
         raise DataError("M-BEIR candidate pool file not found", path=pool_path)
+    qrels_path = find_qrels(query_path, root)
+    judged = read_qrels(qrels_path) if qrels_path else {}
+    prompts = read_instructions(root / INSTRUCTIONS_FILE) if instructions else None
 
-    corpus = read_records(pool_path, policy, lambda fields: check_document(
-        Document(
-            id=fields.id("did"),
-            text=fields.text("txt"),
-            image=fields.image("img_path", root),
-        ),
-        fields,
-    ), "candidate")  # fmt: skip
-    queries = read_records(query_path, policy, lambda fields: check_query(
-        Query(
-            id=fields.id("qid"),
+    modalities: dict[str, str] = {}  # did -> the pool's "modality" (the instruction key's third part)
+
+    def document(fields):
+        doc = Document(id=fields.id("did"), text=fields.text("txt"), image=fields.image("img_path", root))
+        modalities[doc.id] = fields.text("modality") or _modality_name(doc.text, doc.image)
+        return check_document(doc, fields)
+
+    tasks: Counter[int] = Counter()
+
+    def query(fields):
+        qid = fields.id("qid")
+        positives = fields.id_list("pos_cand_list", required=True) or []
+        item = Query(
+            id=qid,
             text=fields.text("query_txt"),
             image=fields.image("query_img_path", root),
-            qrels=dict.fromkeys(fields.id_list("pos_cand_list", required=True) or [], 1),
+            qrels=judged.get(qid) or dict.fromkeys(positives, 1),
             negatives=fields.id_list("neg_cand_list") or [],
-        ),
-        corpus,
-        fields,
-    ), "query")  # fmt: skip
+        )
+        check_query(item, corpus, fields)
+        if prompts is not None:
+            query_modality = fields.text("query_modality") or _modality_name(item.text, item.image)
+            key = (qid.split(":")[0], query_modality, modalities[item.positives[0]])
+            choices = prompts.get(key)
+            if not choices:
+                raise fields.error(
+                    f"query {qid!r}: {root / INSTRUCTIONS_FILE} has no prompt for (dataset id, "
+                    f"query modality, candidate modality) = {key}", "no instruction",
+                )  # fmt: skip
+            item.instruction = choices[int(query_rng(instruction_seed, 0, qid).integers(len(choices)))]
+        task = fields.record.get("task_id")
+        if isinstance(task, int) and not isinstance(task, bool):
+            tasks[task] += 1
+        return item
 
+    corpus = read_records(pool_path, policy, document, "candidate")
+    queries = read_records(query_path, policy, query, "query")
+    task = tasks.most_common(1)[0][0] if tasks else None
     return Split(
         name=_dataset_name(query_path),
         split=split,
-        category="",
+        category=TASK_CATEGORIES.get(task, "") if task is not None else "",
         instruction="",
         corpus=corpus,
         queries=list(queries.values()),
         source=str(query_path),
     )
+
+
+def _other_split(query_path, own_split, split, policy, pool, instructions, instruction_seed) -> Split:
+    """A query file asked for a split it does not hold: read that split from its M-BEIR tree."""
+    root = find_mbeir_root(query_path)
+    holds = f"holds the {own_split!r} split" if own_split else "does not say its split in its name"
+    if not is_mbeir_root(root):
+        raise DataError(
+            f"this M-BEIR query file {holds}, not {split!r}, and is not inside an M-BEIR tree "
+            "(query/ and cand_pool/): give the M-BEIR root as data.path with "
+            "data.dataset=<name>_task<k>, or one query file per split",
+            path=query_path,
+        )
+    return load_mbeir_root(
+        root, _dataset_name(query_path), split, policy, pool=pool,
+        instructions=instructions, instruction_seed=instruction_seed,
+    )  # fmt: skip
+
+
+def file_split(query_path: Path) -> str | None:
+    """The split a query file holds, from its name (``mbeir_x_task0_test.jsonl`` -> test)."""
+    stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+    tail = stem.rpartition("_")[2]
+    return tail if tail in SPLIT_NAMES else None
 
 
 def find_mbeir_root(query_path: Path) -> Path:
@@ -83,16 +221,19 @@ def find_pool(query_path: Path, root: Path) -> Path:
     ``mbeir_mscoco_task0_test.jsonl`` -> ``mbeir_mscoco_task0_test_cand_pool.jsonl`` and
     ``mbeir_cirr_task7_test.jsonl`` -> ``mbeir_cirr_task7_cand_pool.jsonl`` (M-BEIR names
     some pools per split, some per task), looked up in ``cand_pool/local/``, ``cand_pool/``
-    and next to the query file; a plain ``cand_pool.jsonl`` next to it also works.
+    and next to the query file; the union files use ``cand_pool/global/mbeir_union_<split>_
+    cand_pool.jsonl``; a plain ``cand_pool.jsonl`` next to the query file also works.
     """
     stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
     names = [f"{stem}_cand_pool.jsonl"]
     head, _, tail = stem.rpartition("_")
     if tail in SPLIT_NAMES and head:
         names.append(f"{head}_cand_pool.jsonl")
-    names.append("cand_pool.jsonl")
     folders = [root / "cand_pool" / "local", root / "cand_pool", query_path.parent]
     tried = [folder / name for name in names for folder in folders]
+    if stem.startswith("mbeir_union") and tail in SPLIT_NAMES:
+        tried.append(root / "cand_pool" / "global" / f"mbeir_union_{tail}_cand_pool.jsonl")
+    tried.append(query_path.parent / "cand_pool.jsonl")
     for candidate in tried:
         for path in (candidate, candidate.with_name(candidate.name + ".gz")):
             if path.is_file():
@@ -102,6 +243,72 @@ def find_pool(query_path: Path, root: Path) -> Path:
         f"Looked for: {', '.join(str(p) for p in tried)}",
         path=query_path,
     )
+
+
+def find_qrels(query_path: Path, root: Path) -> Path | None:
+    """``qrels/<split>/<query file stem>_qrels.txt`` when M-BEIR ships one (else None)."""
+    stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+    split = file_split(query_path)
+    folder = query_path.parent.name if split is None else split
+    path = root / "qrels" / folder / f"{stem}_qrels.txt"
+    return path if path.is_file() else None
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """M-BEIR's qrels: ``qid 0 did grade [task_id]`` per line, whitespace-separated."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) not in (4, 5) or not _is_int(parts[3]):
+                raise DataError(
+                    f"expected 'qid 0 did grade [task_id]', got {line.strip()!r}",
+                    path=path, line=number, reason="malformed qrels line",
+                )  # fmt: skip
+            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+    return qrels
+
+
+def read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
+    """``{(dataset id, query modality, candidate modality): [prompt, ...]}`` from the TSV."""
+    if not path.is_file():
+        raise DataError(
+            "M-BEIR instruction file not found (every query's instruction comes from it; "
+            "data.instructions=false trains without instructions)",
+            path=path,
+            reason="missing instructions",
+        )
+    prompts: dict[tuple[str, str, str], list[str]] = {}
+    with open(path, encoding="utf-8", newline="") as lines:
+        rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(rows, None)  # the header
+        for number, row in enumerate(rows, 2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) < 5:
+                raise DataError(
+                    "expected query_modality, cand_modality, dataset_name, dataset_id and at "
+                    f"least one prompt, got {len(row)} columns", path=path, line=number,
+                    reason="malformed instruction line",
+                )  # fmt: skip
+            key = (row[3].strip(), row[0].strip(), row[1].strip())
+            prompts[key] = [cell.strip() for cell in row[4:] if cell.strip()]
+    return prompts
+
+
+def _modality_name(text: str, image: str | None) -> str:
+    """M-BEIR's modality words for a line that does not state its own."""
+    return ",".join(name for name, present in (("image", image), ("text", text.strip())) if present)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _dataset_name(query_path: Path) -> str:

@@ -1,0 +1,118 @@
+"""M-BEIR as UniIR publishes it: a root, a dataset name, the split folders, pools, qrels, instructions."""
+
+from __future__ import annotations
+
+import pytest
+from helpers.data_builders import mbeir_root, mbeir_tree, write_instructions, write_jsonl
+
+from urlkit.data import DataError, load_split
+from urlkit.data.mbeir import TASK_CATEGORIES
+
+
+def _ids(split):
+    return [q.id for q in split.queries]
+
+
+def test_each_split_comes_from_its_own_folder(tmp_path):
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    train = load_split(root, "train", dataset="toy_task7")
+    dev = load_split(root, "dev", dataset="toy_task7")  # urlkit's dev is M-BEIR's val
+    test = load_split(root, "test", dataset="toy_task7")
+    assert _ids(train)[0] == "7:100" and _ids(dev)[0] == "7:200" and _ids(test)[0] == "7:300"
+    assert not set(_ids(train)) & set(_ids(test)) and not set(_ids(dev)) & set(_ids(test))
+    assert train.source.endswith("query/train/mbeir_toy_task7_train.jsonl")
+    assert test.name == "toy_task7" and len(test.corpus) == 8  # the task's local pool
+    assert test.corpus["7:3"].image.endswith("mbeir_images/toy_images/c3.png")
+    assert test.queries[0].negatives == ["7:0"] and test.queries[0].positives == ["7:1"]
+
+
+def test_instructions_come_from_the_tsv_with_a_seeded_choice(tmp_path):
+    root = mbeir_tree(tmp_path)
+    prompts = {"Find the picture the edit describes.", "Retrieve the edited image."}
+    first = load_split(root, "test", dataset="toy_task7")
+    again = load_split(root, "test", dataset="toy_task7")
+    chosen = [first.instruction_for(q) for q in first.queries]
+    assert set(chosen) == prompts  # 8 queries draw both prompts
+    assert chosen == [again.instruction_for(q) for q in again.queries]  # fixed at evaluation
+    other = load_split(root, "test", dataset="toy_task7", instruction_seed=1)
+    assert [other.instruction_for(q) for q in other.queries] != chosen
+    bare = load_split(root, "test", dataset="toy_task7", instructions=False)
+    assert all(bare.instruction_for(q) == "" for q in bare.queries)
+
+
+@pytest.mark.parametrize("task_id", [7, 4])
+def test_category_follows_task_id(tmp_path, task_id):
+    # the same image+text -> image queries; task 4 (image -> image) says I2I, and wins
+    root = mbeir_tree(tmp_path, task_id=task_id)
+    split = load_split(root, "test", dataset=f"toy_task{task_id}")
+    assert split.category == TASK_CATEGORIES[task_id] == {7: "IT2I", 4: "I2I"}[task_id]
+
+
+def test_qrels_file_gives_the_judgements(tmp_path):
+    root = mbeir_tree(tmp_path)
+    qrels = root / "qrels" / "test" / "mbeir_toy_task7_test_qrels.txt"
+    qrels.write_text("7:300 0 7:1 1 7\n7:300 0 7:5 2 7\n", encoding="utf-8")
+    split = load_split(root, "test", dataset="toy_task7")
+    assert split.queries[0].qrels == {"7:1": 1, "7:5": 2}
+    assert split.queries[1].qrels == {"7:2": 1}  # not in the qrels file: pos_cand_list
+    qrels.write_text("7:300 0 7:1 1 7\n7:300 7:1\n", encoding="utf-8")
+    with pytest.raises(DataError, match="expected 'qid 0 did grade") as err:
+        load_split(root, "test", dataset="toy_task7")
+    assert err.value.path == str(qrels) and err.value.line == 2
+
+
+def test_a_missing_split_file_is_an_error_naming_the_paths(tmp_path):
+    root = mbeir_tree(tmp_path)
+    (root / "query" / "val" / "mbeir_toy_task7_val.jsonl").unlink()
+    with pytest.raises(DataError, match="no val split of M-BEIR dataset 'toy_task7'") as err:
+        load_split(root, "dev", dataset="toy_task7")
+    assert str(root / "query" / "val" / "mbeir_toy_task7_val.jsonl") in str(err.value)
+    assert str(root / "query" / "union_val" / "mbeir_toy_task7_val.jsonl") in str(err.value)
+
+
+def test_missing_pool_instructions_and_dataset_are_errors_naming_them(tmp_path):
+    root = mbeir_tree(tmp_path)
+    with pytest.raises(DataError, match=r"needs the dataset: data.dataset=.*available: toy_task7"):
+        load_split(root, "test")
+    tsv = root / "instructions" / "query_instructions.tsv"
+    write_instructions(root, {("text", "image"): ["Find the picture."]})
+    with pytest.raises(DataError, match=r"has no prompt for .*\('7', 'image,text', 'image'\)") as err:
+        load_split(root, "test", dataset="toy_task7")
+    assert str(tsv) in str(err.value) and err.value.line == 1
+    tsv.unlink()
+    with pytest.raises(DataError, match="instruction file not found") as err:
+        load_split(root, "test", dataset="toy_task7")
+    assert err.value.path == str(tsv)
+    (root / "cand_pool" / "local" / "mbeir_toy_task7_cand_pool.jsonl").unlink()
+    with pytest.raises(DataError, match="no M-BEIR candidate pool found.*mbeir_toy_task7_cand_pool"):
+        load_split(root, "test", dataset="toy_task7", instructions=False)
+
+
+def test_a_query_file_is_read_for_its_own_split_only(tmp_path):
+    """The old leak: one query file given as data.path served every split."""
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    test_file = root / "query" / "test" / "mbeir_toy_task7_test.jsonl"
+    assert _ids(load_split(test_file, "test"))[0] == "7:300"
+    assert _ids(load_split(test_file, "train"))[0] == "7:100"  # read from the tree's train folder
+    (root / "query" / "train" / "mbeir_toy_task7_train.jsonl").unlink()
+    with pytest.raises(DataError, match="no train split of M-BEIR dataset"):
+        load_split(test_file, "train")
+    # a query file outside any M-BEIR tree is read for its own split, never for another
+    alone = tmp_path / "alone"
+    write_jsonl(alone / "cand_pool.jsonl", [{"did": "1:1", "txt": "a cat", "modality": "text"},
+                                            {"did": "1:2", "txt": "a dog", "modality": "text"}])
+    query_file = write_jsonl(alone / "mbeir_pets_task1_test.jsonl", [
+        {"qid": "1:9", "query_txt": "cat", "query_modality": "text", "pos_cand_list": ["1:1"]}])
+    assert _ids(load_split(query_file, "test", instructions=False)) == ["1:9"]
+    with pytest.raises(DataError, match="holds the 'test' split, not 'train'") as err:
+        load_split(query_file, "train", instructions=False)
+    assert err.value.path == str(query_file.resolve())
+
+
+def test_the_toy_query_file_keeps_working(tmp_path):
+    query_file = mbeir_root(tmp_path)
+    split = load_split(query_file, "test")
+    assert split.category == "IT2I"  # task_id 7
+    assert split.instruction_for(split.queries[0]) in {"Find the picture the edit describes.",
+                                                       "Retrieve the edited image."}
+    assert split.instruction_for(split.queries[1]) == "Find the picture of the caption."  # a text query

@@ -1,0 +1,74 @@
+"""``python -m urlkit.run model=tiny_vl data=mbeir data.path=<root> data.dataset=<name>`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers.data_builders import mbeir_tree
+from helpers.run_helpers import compose_train
+
+from urlkit.build import build_reranker, load_data_split
+from urlkit.data.groups import GroupCollator, TrainGroups
+from urlkit.paths import REPO_ROOT
+
+PROMPTS = ("Find the picture the edit describes.", "Retrieve the edited image.")
+
+
+def _run(root, tmp_path, *overrides):
+    args = [
+        "model=tiny_vl", "data=mbeir", f"data.path={root}", "data.dataset=toy_task7",
+        "data.retriever=trec", f"data.run_file={root / 'first_stage.trec'}", "logger=none",
+        "train.max_steps=2", "train.warmup_steps=1", "eval.every_n_steps=0", "checkpoint.every_n_steps=2",
+        "data.n_negatives=3", "+trainer.enable_progress_bar=false", f"output_root={tmp_path / 'out'}",
+        *overrides,
+    ]  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "urlkit.run", *args], capture_output=True, text=True,
+                          timeout=280, cwd=REPO_ROOT)  # fmt: skip
+
+
+def test_mbeir_tree_trains_and_tests_end_to_end(tmp_path):
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    out = _run(root, tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "toy_task7/train [IT2I]: 8 queries" in out.stdout  # category from task_id 7
+    assert "query/train/mbeir_toy_task7_train.jsonl" in out.stdout
+    assert "toy_task7/test [IT2I]: 8 queries" in out.stdout and "query/test/mbeir_toy_task7_test.jsonl" in out.stdout
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    with open(run_dir / "per_query" / "toy_task7_test_reranker.csv") as f:
+        tested = {row["query_id"] for row in csv.DictReader(f)}
+    assert tested == {f"7:{300 + k}" for k in range(8)}  # the test queries, not the training ones
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/ndcg@10"] <= 1.0
+
+
+@pytest.mark.parametrize(("missing", "named"), [
+    ("query/test/mbeir_toy_task7_test.jsonl", "query/test/mbeir_toy_task7_test.jsonl"),
+    ("instructions/query_instructions.tsv", "instructions/query_instructions.tsv"),
+    ("cand_pool/local/mbeir_toy_task7_cand_pool.jsonl", "cand_pool/local/mbeir_toy_task7_cand_pool.jsonl"),
+])  # fmt: skip
+def test_missing_files_stop_the_run_naming_them(tmp_path, missing, named):
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    (root / missing).unlink()
+    out = _run(root, tmp_path)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "error:" in out.stderr and str(root / named) in out.stderr
+
+
+def test_the_tsv_instruction_is_in_the_rendered_training_prompts(tmp_path):
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    cfg = compose_train(root, "model=tiny_vl", "data=mbeir", f"data.path={root}", "data.dataset=toy_task7")
+    train = load_data_split(cfg.data, cfg.data.train_split)
+    built = build_reranker(cfg, trainable=False)
+    groups = TrainGroups(train, None, n_negatives=2, seed=0)
+    batch = GroupCollator(built.renderer, train)([groups[i] for i in range(len(groups))])
+    texts = built.backbone.tokenizer.batch_decode(batch["prompts"]["input_ids"])
+    for query, start in zip(train.queries, range(0, len(texts), 3), strict=True):
+        instruction = train.instruction_for(query)
+        assert instruction in PROMPTS
+        assert all(instruction in text and query.text in text for text in texts[start : start + 3])
+    assert {train.instruction_for(q) for q in train.queries} == set(PROMPTS)
