@@ -4,10 +4,13 @@
     python -m urlkit.evaluate run_dir=outputs/runs/<run>   # a trained run, on its data
     python -m urlkit.evaluate data.path=/data/beir/scifact # any BEIR folder, no code changes
     python -m urlkit.evaluate model=none               # BM25 alone
+    python -m urlkit.evaluate benchmark=embedded       # a suite: every dataset, one table + CSV
 
 Writes to its output directory (or the run's): ``metrics.json``, ``per_query/<dataset>_<model>.csv``
 and the TREC run files ``per_query/<dataset>_<model>.trec``; prints the metrics table with
-BM25 as one of its rows and the Table 4 category layout.
+BM25 as one of its rows and the Table 4 category layout. With ``benchmark=<suite>`` it does
+that for every dataset of the suite, and writes ``benchmark.csv`` and ``benchmark/<dataset>.json``
+(run it again with ``hydra.run.dir=<that folder>`` to resume: finished datasets are read back).
 """
 
 from __future__ import annotations
@@ -115,12 +118,12 @@ def results_table(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def evaluate(cfg) -> dict[str, float]:
-    """The Hydra app's work: rerank one split with one model (and the first stage), score, save."""
+    """The Hydra app's work: rerank one split (or every dataset of ``benchmark=<suite>``) with
+    one model (and the first stage), score, save."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from urlkit.build import build_reranker, load_data_split, load_trained
-    from urlkit.data.candidates import first_stage
+    from urlkit.build import build_reranker, load_trained
     from urlkit.records import RunDirectory
 
     out = RunDirectory(HydraConfig.get().runtime.output_dir)
@@ -134,30 +137,60 @@ def evaluate(cfg) -> dict[str, float]:
         built = build_reranker(cfg, trainable=False)
     out.write_config(OmegaConf.to_container(cfg, resolve=True))
 
-    split = load_data_split(data_cfg, cfg.split)
-    ranking = first_stage(split, data_cfg.retriever, k=cfg.depth, run_file=data_cfg.run_file)
-    runs = {data_cfg.retriever: first_stage_run(split, ranking, cfg.depth, cfg.max_queries)}
-    if built is not None:
-        runs[label] = rerank_split(
-            built.reranker, built.renderer, split, ranking, direction=direction,
-            depth=cfg.depth, batch_size=cfg.batch_size, max_queries=cfg.max_queries,
-            merge_lora=bool(cfg.get("merge_lora", True)),
+    def evaluate_one(data, split_name: str) -> tuple[list[dict], dict[str, float]]:
+        return evaluate_dataset(
+            built, label, direction, data, split_name, out.per_query, depth=cfg.depth,
+            batch_size=cfg.batch_size, max_queries=cfg.max_queries, merge_lora=bool(cfg.get("merge_lora", True)),
         )  # fmt: skip
-    metrics, rows = {}, []
-    for model, run in runs.items():
-        per_query = score(split, run)
-        means = save_evaluation(out.per_query, split, model, run, per_query)
-        metrics.update({f"{model}/{key}": value for key, value in means.items()})
-        rows.append({"model": model, "dataset": split.name, "category": split.category,
-                     **{key.rsplit("/", 1)[-1]: value for key, value in means.items()}})
+
+    if cfg.get("benchmark"):
+        from urlkit.evaluation.benchmark import run_suite, suite_entries, write_suite
+
+        entries = suite_entries(cfg.benchmark, data_cfg)
+        settings = {"model": label, "run_dir": cfg.run_dir, "depth": cfg.depth, "max_queries": cfg.max_queries}
+        results = run_suite(entries, lambda entry: evaluate_one(entry.data, entry.split)[0], out.path, settings)
+        write_suite(out.path, cfg.benchmark.name, results)
+        metrics = {f"{r.model}/{r.dataset}/{r.metric}": float(r.score) for r in results.itertuples()}
+        out.write_metrics(metrics)
+        return metrics
+
+    rows, metrics = evaluate_one(data_cfg, cfg.split)
     out.write_metrics(metrics)
     per_dataset, categories = results_table(rows)
-    print(f"\n{split.name}/{split.split}: {len(runs[next(iter(runs))])} queries, "
-          f"top-{cfg.depth} of {data_cfg.retriever} reranked (metrics x100)")
+    print(f"\n{rows[0]['dataset']}/{cfg.split}: top-{cfg.depth} of {data_cfg.retriever} reranked (metrics x100)")
     print(per_dataset.to_string())
     print(f"\nTable 4 layout ({MAIN_METRIC} x100):\n{categories.to_string()}")
     print(f"\nwritten to {out.path}")
     return metrics
+
+
+def evaluate_dataset(
+    built, label: str, direction: str, data_cfg, split_name: str, out_dir: Path, *,
+    depth: int, batch_size: int, max_queries: int | None, merge_lora: bool = True,
+) -> tuple[list[dict], dict[str, float]]:  # fmt: skip
+    """One split of one dataset: the first stage's top-``depth`` and (with ``built``) the
+    reranker's scores of it, per-query files written to ``out_dir``. Returns the rows of the
+    tables (``{"model", "dataset", "category", <metric>: mean}``) and the flat metrics."""
+    from urlkit.build import load_data_split
+    from urlkit.data.candidates import first_stage
+
+    split = load_data_split(data_cfg, split_name)
+    ranking = first_stage(split, data_cfg.retriever, k=depth, run_file=data_cfg.run_file)
+    runs = {data_cfg.retriever: first_stage_run(split, ranking, depth, max_queries)}
+    if built is not None:
+        runs[label] = rerank_split(
+            built.reranker, built.renderer, split, ranking, direction=direction,
+            depth=depth, batch_size=batch_size, max_queries=max_queries, merge_lora=merge_lora,
+        )  # fmt: skip
+    metrics, rows = {}, []
+    for model, run in runs.items():
+        per_query = score(split, run)
+        means = save_evaluation(out_dir, split, model, run, per_query)
+        metrics.update({f"{model}/{key}": value for key, value in means.items()})
+        rows.append({"model": model, "dataset": split.name, "category": split.category,
+                     **{key.rsplit("/", 1)[-1]: value for key, value in means.items()}})
+    print(f"[urlkit] {split.name}/{split.split}: {len(runs[data_cfg.retriever])} queries scored", flush=True)
+    return rows, metrics
 
 
 def main() -> None:

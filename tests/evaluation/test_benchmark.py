@@ -1,0 +1,93 @@
+"""Benchmark suites: ``python -m urlkit.evaluate benchmark=<suite>``, one table, one CSV, resumable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from urlkit.errors import ConfigError
+from urlkit.evaluation.benchmark import run_suite, suite_entries, suite_table
+from urlkit.paths import REPO_ROOT
+from urlkit.resolvers import register_resolvers
+
+
+def _evaluate(out_dir, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "urlkit.evaluate", "benchmark=embedded", "model=tiny", "max_queries=4", "depth=5",
+         "batch_size=8", f"hydra.run.dir={out_dir}", *args],
+        capture_output=True, text=True, timeout=280, cwd=REPO_ROOT,
+    )  # fmt: skip
+
+
+def test_embedded_suite_in_one_call_then_resumed_per_dataset(tmp_path):
+    out_dir = tmp_path / "eval"
+    first = _evaluate(out_dir)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "benchmark embedded: 2 datasets" in first.stdout and "Table 4 layout" in first.stdout
+    assert "T2T_2" in first.stdout and "all_2" in first.stdout
+    table = pd.read_csv(out_dir / "benchmark.csv")
+    assert list(table["row"]) == ["dataset", "dataset", "category", "all"]
+    assert list(table["dataset"][:2]) == ["wordsense", "manpages"] and {"bm25", "tiny"} <= set(table.columns)
+    for name, row in zip(("wordsense", "manpages"), table.itertuples(), strict=False):
+        for model in ("bm25", "tiny"):  # the table is the mean of the per-query file, x100
+            per_query = pd.read_csv(out_dir / "per_query" / f"{name}_test_{model}.csv")
+            assert len(per_query) == 4
+            assert getattr(row, model) == pytest.approx(100 * per_query["ndcg@10"].mean(), abs=0.006)
+    datasets = table[table["row"] == "dataset"]
+    assert table.loc[2, "tiny"] == pytest.approx(datasets["tiny"].mean(), abs=0.01)  # T2T = mean of its 2
+
+    (out_dir / "benchmark" / "manpages.json").unlink()  # as if killed before manpages finished
+    again = _evaluate(out_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "wordsense: read back" in again.stdout and "manpages: read back" not in again.stdout
+    assert "manpages/test [T2T]" in again.stdout and "wordsense/test [T2T]" not in again.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(out_dir / "benchmark.csv"), table)
+
+
+def _suite(*overrides):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=list(overrides))
+
+
+def test_entries_merge_the_data_group_the_suite_and_the_entry():
+    cfg = _suite("benchmark=beir", "benchmark.root=/data/beir", "data.n_negatives=7")
+    entries = suite_entries(cfg.benchmark, cfg.data)
+    assert len(entries) == 14 and entries[0].name == "trec-covid"
+    assert str(entries[0].data.path) == "/data/beir/trec-covid" and entries[0].data.n_negatives == 7
+    msmarco = entries[-1]
+    assert msmarco.split == "dev" and msmarco.metric == "ndcg@10" and msmarco.data.name == "msmarco"
+    mrb = _suite("benchmark=mrb", "benchmark.root=/m", "benchmark.runs=/r")
+    entries = suite_entries(mrb.benchmark, mrb.data)
+    counts = pd.Series([e.category for e in entries]).value_counts().to_dict()
+    assert len(entries) == 40 and counts["T2T"] == 14 and counts["IT2IT"] == 3  # Table 4's columns
+    assert entries[-1].data.retriever == "trec" and entries[-1].data.run_file == "/r/IT2IT_OVEN.trec"
+
+
+def test_bad_suites_name_the_key():
+    cfg = _suite("benchmark=embedded")
+    OmegaConf.set_struct(cfg, False)
+    cfg.benchmark.datasets.manpages.metric = "ndcg@11"
+    with pytest.raises(ConfigError, match=r"benchmark.datasets.manpages.metric='ndcg@11' is not one of"):
+        suite_entries(cfg.benchmark, cfg.data)
+    del cfg.benchmark.datasets.manpages.category
+    with pytest.raises(ConfigError, match="benchmark.datasets.manpages: each dataset needs a category"):
+        suite_entries(cfg.benchmark, cfg.data)
+
+
+def test_each_dataset_counts_with_its_own_metric(tmp_path):
+    cfg = _suite("benchmark=embedded")
+    OmegaConf.set_struct(cfg, False)
+    cfg.benchmark.datasets.manpages.metric = "recall@5"
+    cfg.benchmark.datasets.manpages.category = "T2I"
+    entries = suite_entries(cfg.benchmark, cfg.data)
+    means = {"wordsense": {"ndcg@10": 0.5, "recall@5": 0.9}, "manpages": {"ndcg@10": 0.1, "recall@5": 0.3}}
+    results = run_suite(entries, lambda e: [{"model": "m", **means[e.name]}], tmp_path, {"model": "m"})
+    table = suite_table(results).set_index("dataset")
+    assert table.loc["wordsense", "m"] == 50.0 and table.loc["manpages", "m"] == 30.0
+    assert table.loc["mean of 2", "m"] == 40.0 and table.loc["mean of 2", "metric"] == "ndcg@10/recall@5"
