@@ -139,9 +139,34 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
         trainer.save_checkpoint(run.checkpoints / "last.ckpt")
 
     metrics = FinalEvaluation(evaluator, run)(trainer.global_step)
+    if cfg.get("benchmark"):
+        metrics.update(benchmark_suite(cfg, built, run, trainer.global_step))
+        run.write_metrics(metrics)
     finish(loggers, metrics)
     run.update_info(status="finished", steps=trainer.global_step, skipped_steps=module.skipped_steps)
     return metrics
+
+
+def benchmark_suite(cfg: DictConfig, built, run, step: int) -> dict[str, float]:
+    """``benchmark=<suite>``: the trained reranker on every dataset of the suite, as
+    ``python -m urlkit.evaluate benchmark=<suite> run_dir=<run>`` would (benchmark.csv in the
+    run directory; a resumed run reads back the datasets it had finished at the same step)."""
+    from urlkit.evaluate import evaluate_dataset
+    from urlkit.evaluation.benchmark import run_suite, suite_entries, write_suite
+
+    entries = suite_entries(cfg.benchmark, cfg.data)
+    depth, limit = cfg.eval.depth, cfg.eval.test_queries
+    settings = {"model": "reranker", "step": step, "depth": depth, "max_queries": limit}
+
+    def evaluate_one(entry):
+        return evaluate_dataset(
+            built, "reranker", cfg.direction.name, entry.data, entry.split, run.per_query, depth=depth,
+            batch_size=cfg.eval.batch_size, max_queries=limit, merge_lora=bool(cfg.eval.get("merge_lora", True)),
+        )[0]  # fmt: skip
+
+    results = run_suite(entries, evaluate_one, run.path, settings)
+    write_suite(run.path, cfg.benchmark.name, results)
+    return {f"benchmark/{r.model}/{r.dataset}/{r.metric}": float(r.score) for r in results.itertuples()}
 
 
 def checkpoint_step(path: Path | None) -> int | None:

@@ -91,3 +91,19 @@ def test_each_dataset_counts_with_its_own_metric(tmp_path):
     table = suite_table(results).set_index("dataset")
     assert table.loc["wordsense", "m"] == 50.0 and table.loc["manpages", "m"] == 30.0
     assert table.loc["mean of 2", "m"] == 40.0 and table.loc["mean of 2", "metric"] == "ndcg@10/recall@5"
+
+
+def test_a_training_run_ends_with_the_suite(tmp_path):
+    from helpers.run_helpers import compose_train, write_small_dataset
+
+    from urlkit.run import train
+
+    cfg = compose_train(write_small_dataset(tmp_path / "small"), "benchmark=embedded", "eval.test_queries=3",
+                        "eval.depth=4")  # fmt: skip
+    metrics = train(cfg, tmp_path / "run")
+    table = pd.read_csv(tmp_path / "run" / "benchmark.csv")
+    assert list(table["dataset"][:2]) == ["wordsense", "manpages"] and {"bm25", "reranker"} <= set(table.columns)
+    per_query = pd.read_csv(tmp_path / "run" / "per_query" / "manpages_test_reranker.csv")
+    assert len(per_query) == 3
+    assert metrics["benchmark/reranker/manpages/ndcg@10"] == pytest.approx(per_query["ndcg@10"].mean())
+    assert "test/ndcg@10" in metrics  # the run's own test split comes first, as without a suite
