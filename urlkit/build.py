@@ -1,7 +1,11 @@
 """From a composed config to the objects a run needs. Hydra composes; this module builds.
 
-Shared by ``urlkit.run`` (training), ``urlkit.evaluate`` and ``urlkit.rerank`` so that all
-three render prompts and score documents the same way.
+The one place that assembles them: the reranker (:func:`build_reranker`,
+:func:`load_trained`), the training workload (:func:`training_workload`: split, first-stage
+ranking, groups) and the evaluation workloads (:func:`evaluation_set`,
+:func:`evaluation_sets` for a training run's dev and test, :func:`build_evaluator`). Shared
+by ``urlkit.run`` (training), ``urlkit.evaluate``, ``urlkit.rerank`` and the benchmark, so
+that all of them load data, render prompts and score documents the same way.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.config_checks import resolve_path
+from urlkit.config import resolve_path
+from urlkit.data.candidates import Ranking, first_stage
 from urlkit.data.format import DataError, Split
+from urlkit.data.groups import TrainGroups
 from urlkit.data.loaders import load_split
 from urlkit.data.prompts import PromptRenderer
 from urlkit.errors import ConfigError
+from urlkit.evaluation.rerank import EvalSet, Evaluator
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
 from urlkit.model.scoring import Reranker
@@ -47,6 +54,67 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
     )  # fmt: skip
     print(f"[urlkit] {loaded.report()}", flush=True)
     return loaded
+
+
+@dataclass
+class TrainingWorkload:
+    """What a training run iterates over: the training split, its first-stage ranking (hard
+    negatives come from its top ``data.hard_depth``) and the groups of 1 positive + N negatives."""
+
+    split: Split
+    ranking: Ranking
+    groups: TrainGroups
+
+
+def training_workload(cfg: DictConfig, split: Split | None = None) -> TrainingWorkload:
+    """The training workload of ``cfg`` (``split``: the training split when already loaded)."""
+    if split is None:
+        split = load_data_split(cfg.data, cfg.data.train_split)
+    ranking = first_stage(split, cfg.data.retriever, k=cfg.data.hard_depth, run_file=cfg.data.run_file)
+    groups = TrainGroups(
+        split, ranking, cfg.data.n_negatives,
+        hard_fraction=cfg.data.hard_fraction, hard_depth=cfg.data.hard_depth, seed=cfg.seed,
+    )  # fmt: skip
+    return TrainingWorkload(split, ranking, groups)
+
+
+def evaluation_set(data_cfg: Any, split_name: str, depth: int, max_queries: int | None = None) -> EvalSet:
+    """One split of ``data_cfg`` with its first-stage top-``depth``, to rerank."""
+    return _ranked(load_data_split(data_cfg, split_name), data_cfg, depth, max_queries)
+
+
+def _ranked(split: Split, data_cfg: Any, depth: int, max_queries: int | None) -> EvalSet:
+    ranking = first_stage(split, data_cfg.retriever, k=depth, run_file=data_cfg.run_file)
+    return EvalSet(split, ranking, max_queries)
+
+
+def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -> dict[str, EvalSet]:
+    """A training config's evaluation sets by role: ``dev`` (only when ``eval.every_n_steps``;
+    left out, with a message, when the dataset has no readable dev split) and ``test``."""
+    sets = {}
+    for role, split_name, limit in (
+        ("dev", cfg.data.dev_split, cfg.eval.dev_queries),
+        ("test", cfg.data.test_split, cfg.eval.test_queries),
+    ):
+        if role not in roles or (role == "dev" and not cfg.eval.every_n_steps):
+            continue
+        try:
+            split = load_data_split(cfg.data, split_name)
+        except DataError as err:
+            if role == "test":
+                raise
+            print(f"[urlkit] no dev evaluation: {err}", flush=True)
+            continue
+        sets[role] = _ranked(split, cfg.data, cfg.eval.depth, limit)
+    return sets
+
+
+def build_evaluator(cfg: DictConfig, built: Built) -> Evaluator:
+    """The dev/test evaluator of a training run: its reranker on :func:`evaluation_sets`."""
+    return Evaluator(
+        built.reranker, built.renderer, cfg.direction.name, evaluation_sets(cfg), cfg.eval.depth,
+        cfg.eval.batch_size, cfg.data.retriever, merge_lora=bool(cfg.eval.get("merge_lora", True)),
+    )  # fmt: skip
 
 
 def make_renderer(backbone: Backbone, model_cfg: Any) -> PromptRenderer:

@@ -44,9 +44,15 @@ EXIT_INTERRUPTED = 128 + 15  # the shell's status for a process ended by SIGTERM
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class ConfigError(ValueError):
+class UrlkitError(Exception):
+    """Bad input the user can fix: the base class of urlkit's own errors. Its message names
+    the config key, file, line or path at fault; :func:`reported_errors` prints it as one
+    line instead of a traceback."""
+
+
+class ConfigError(UrlkitError, ValueError):
     """A config value urlkit cannot run with; the message names the key, the value and
-    what is allowed (see :mod:`urlkit.config_checks`)."""
+    what is allowed (see :mod:`urlkit.config`)."""
 
 
 # urlkit's error classes, by module: an error can only be an instance of a class whose module

@@ -29,8 +29,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from urlkit.config import register_resolvers
 from urlkit.paths import REPO_ROOT
-from urlkit.resolvers import register_resolvers
 
 CONF_DIR = REPO_ROOT / "conf"
 EXPERIMENTS_DIR = CONF_DIR / "experiment"

@@ -5,6 +5,7 @@
 ``A.csv`` and ``B.csv`` are per-query files written by ``urlkit.evaluate`` or by a training
 run's final evaluation (``<run>/per_query/<dataset>_<split>_<model>.csv``). Prints the two
 means, their difference with a 95% bootstrap interval, and the randomisation p-value.
+The test itself: :mod:`urlkit.evaluation.significance`.
 """
 
 from __future__ import annotations
@@ -13,19 +14,8 @@ import argparse
 import json
 import sys
 
-import pandas as pd
-
-from urlkit.evaluation.metrics import MAIN_METRIC, paired_test
-
-
-def read_per_query(path: str, metric: str) -> pd.Series:
-    try:
-        frame = pd.read_csv(path, index_col="query_id", dtype={"query_id": str})
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"{path}: cannot read per-query metrics ({err})") from err
-    if metric not in frame.columns:
-        raise SystemExit(f"{path}: no column {metric!r}; columns are {', '.join(frame.columns)}")
-    return frame[metric]
+from urlkit.evaluation.metrics import MAIN_METRIC
+from urlkit.evaluation.significance import SignificanceInputError, paired_test, read_per_query
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,7 +26,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    a, b = read_per_query(args.a, args.metric), read_per_query(args.b, args.metric)
+    try:
+        a, b = read_per_query(args.a, args.metric), read_per_query(args.b, args.metric)
+    except SignificanceInputError as err:
+        raise SystemExit(str(err)) from err
     result = {"metric": args.metric, **paired_test(a, b, n_resamples=args.resamples, seed=args.seed)}
     print(json.dumps(result, indent=2))
     return result

@@ -195,7 +195,7 @@ def _duration(seconds: float) -> str:
 
 def run_all(planned: list[Planned], progress_every_s: float = 30.0) -> list[tuple[Planned, str]]:
     """Train every run not finished yet; returns the failures (run, error message)."""
-    from urlkit.run import train  # the training stack loads only when there is something to train
+    from urlkit.train import train  # the training stack loads only when there is something to train
 
     failures = []
     todo = [p for p in planned if p.state != "finished"]

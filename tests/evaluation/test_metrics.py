@@ -5,7 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from urlkit.evaluation.metrics import category_table, paired_test, per_query_metrics
+from urlkit.evaluation.metrics import category_table, per_query_metrics
+from urlkit.evaluation.significance import paired_test
 
 
 def test_per_query_metrics_match_hand_values_and_keep_unranked_queries():

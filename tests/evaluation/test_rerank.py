@@ -8,7 +8,7 @@ from helpers.run_helpers import compose_train, write_small_dataset
 
 import urlkit
 from urlkit.inference import TrainedReranker, main, merge_lora
-from urlkit.run import train
+from urlkit.train import train
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ FAST_EVAL = [
 
 def shared_runs(tmp_path_factory) -> Path:
     """The folder of the shared runs (trained on first use in this session)."""
-    from urlkit.run import train
+    from urlkit.train import train
 
     root = tmp_path_factory.getbasetemp() / "urlkit-analysis-runs"
     runs = root / "runs"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from urlkit.config import register_resolvers
 from urlkit.paths import REPO_ROOT
-from urlkit.resolvers import register_resolvers
 
 TINY = [
     "model=tiny", "logger=none", "train.warmup_steps=2", "eval.every_n_steps=0", "eval.batch_size=8",

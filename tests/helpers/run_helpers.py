@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from urlkit.config import register_resolvers
 from urlkit.paths import REPO_ROOT
-from urlkit.resolvers import register_resolvers
 
 # Twelve topics, each a query and a relevant passage; the other passages are negatives.
 TOPICS = [

@@ -9,7 +9,7 @@ from helpers.run_helpers import compose_train, write_small_dataset
 
 from urlkit.build import build_reranker, load_data_split
 from urlkit.data.candidates import first_stage
-from urlkit.evaluate import rerank_split
+from urlkit.evaluation.rerank import rerank_split
 from urlkit.model.lora import lora_layers, lora_merged
 
 

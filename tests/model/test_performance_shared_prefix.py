@@ -148,7 +148,7 @@ def test_rerank_split_batches_queries_together_and_scores_as_alone(tiny_backbone
 
     from urlkit.data.candidates import first_stage
     from urlkit.data.loaders import load_split
-    from urlkit.evaluate import rerank_split
+    from urlkit.evaluation.rerank import rerank_split
     from urlkit.loss import relevance
 
     split = load_split(write_small_dataset(tmp_path / "data"), "test")

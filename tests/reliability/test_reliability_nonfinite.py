@@ -18,7 +18,7 @@ from urlkit.build import load_data_split
 from urlkit.data.groups import TrainGroups
 from urlkit.data.stream import GroupStream
 from urlkit.model.scoring import Reranker
-from urlkit.run import train
+from urlkit.train import train
 from urlkit.training.nonfinite import NonFiniteError, NonFiniteGuard
 
 FAST = ["eval.test_queries=2"]  # the final evaluation is not what these tests are about

@@ -9,7 +9,7 @@ import math
 import pytest
 from helpers.run_helpers import compose_train, write_small_dataset
 
-from urlkit.run import train
+from urlkit.train import train
 
 WEIGHTS = ["sft", "cl", "base", "tau_mask", "base_x_sft"]
 DIRECTIONS = ["sft", "cl", "rand"]

@@ -201,7 +201,7 @@ def _peer_dtype(name: str, peers: dict) -> torch.dtype:
 def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> dict:
     from urlkit.build import make_renderer
     from urlkit.data.prompts import _document_text
-    from urlkit.evaluate import rerank_split
+    from urlkit.evaluation.rerank import rerank_split
 
     depth, base = int(cfg.eval.depth), int(cfg.eval.batch_size)
     sizes = [base] if args.quick else sorted({16, base})  # the configured batch and the old default

@@ -23,7 +23,7 @@ import time
 import torch
 
 from urlkit.bench.flops import ModelShape, batch_work
-from urlkit.evaluate import rerank_split
+from urlkit.evaluation.rerank import rerank_split
 
 
 class Recorder(torch.nn.Module):

@@ -4,7 +4,8 @@ The config is composed from ``conf/train.yaml`` exactly as ``python -m urlkit.ru
 it (``model=smollm2_135m`` by default, ``model=tiny`` for tests), the reranker is built by
 ``urlkit.build.build_reranker`` (backbone + LoRA + gathered-row head), training groups come
 from ``TrainGroups`` + ``GroupCollator`` on the config's dataset (wordsense: real WordNet
-sentences and glosses), evaluation pairs from the first stage of its test split.
+sentences and glosses), evaluation pairs from the first stage of its test split (both loaded by
+``urlkit.build``, as a training run loads them).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from urlkit.build import Built, build_reranker, load_data_split
-from urlkit.data.candidates import Ranking, first_stage
+from urlkit.build import Built, build_reranker, evaluation_set, training_workload
+from urlkit.data.candidates import Ranking
 from urlkit.data.format import Split
 from urlkit.data.groups import GroupCollator, TrainGroups
 
@@ -26,8 +27,8 @@ def compose_config(model: str, *overrides: str) -> DictConfig:
     """``conf/train.yaml`` with ``model=<model>`` and ``overrides`` (Hydra syntax)."""
     from hydra import compose, initialize_config_dir
 
+    from urlkit.config import register_resolvers
     from urlkit.paths import REPO_ROOT
-    from urlkit.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
@@ -71,11 +72,9 @@ def load_data(cfg: DictConfig, quiet: bool = True) -> Data:
     import io
 
     with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-        train = load_data_split(cfg.data, cfg.data.train_split)
-        test = load_data_split(cfg.data, cfg.data.test_split)
-        train_ranking = first_stage(train, cfg.data.retriever, k=cfg.data.hard_depth, run_file=cfg.data.run_file)
-        test_ranking = first_stage(test, cfg.data.retriever, k=cfg.eval.depth, run_file=cfg.data.run_file)
-    return Data(train, train_ranking, test, test_ranking)
+        training = training_workload(cfg)
+        test = evaluation_set(cfg.data, cfg.data.test_split, cfg.eval.depth)
+    return Data(training.split, training.ranking, test.split, test.ranking)
 
 
 def training_batches(cfg: DictConfig, data: Data, renderer, n_negatives: int, count: int,

@@ -1,4 +1,4 @@
-"""Retrieval metrics (trec_eval), the paper's Table 4 layout, and a paired significance test.
+"""Retrieval metrics (trec_eval) and the paper's Table 4 layout (the paired test: :mod:`urlkit.evaluation.significance`).
 
 No metric is computed by hand here: per-query values come from trec_eval (through
 pytrec_eval), so NDCG, recall and MRR mean exactly what the IR community means by them.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 
 METRICS = ("ndcg@5", "ndcg@10", "recall@5", "recall@10", "mrr@10")
@@ -82,41 +81,3 @@ def category_table(rows: pd.DataFrame, metric: str = MAIN_METRIC) -> pd.DataFram
         "model", sort=False
     ).mean()
     return per_category.round(2)
-
-
-def paired_test(a: pd.Series, b: pd.Series, n_resamples: int = 10_000, seed: int = 0) -> dict:
-    """Paired randomisation test and bootstrap interval for mean(b) - mean(a) over shared queries.
-
-    ``a`` and ``b`` are per-query values of one metric indexed by query id (two evaluation
-    outputs of the same queries). Uses scipy's permutation test (sign flips of the paired
-    differences) and its bootstrap (percentile interval).
-    """
-    from scipy import stats
-
-    shared = a.index.intersection(b.index)
-    if len(shared) < 2:
-        raise ValueError(f"the two evaluations share {len(shared)} queries; a paired test needs at least 2")
-    x, y = a.loc[shared].to_numpy(float), b.loc[shared].to_numpy(float)
-    rng = np.random.default_rng(seed)
-
-    def mean_diff(u, v, axis=-1):
-        return np.mean(v - u, axis=axis)
-
-    test = stats.permutation_test(
-        (x, y), mean_diff, permutation_type="samples", n_resamples=n_resamples, random_state=rng
-    )
-    diff = y - x
-    if np.allclose(diff, diff[0]):  # bootstrap of a constant is degenerate
-        low = high = float(diff[0])
-    else:
-        ci = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples, random_state=rng, method="percentile")
-        low, high = float(ci.confidence_interval.low), float(ci.confidence_interval.high)
-    return {
-        "queries": int(len(shared)),
-        "mean_a": float(x.mean()),
-        "mean_b": float(y.mean()),
-        "diff": float(diff.mean()),
-        "ci95_low": low,
-        "ci95_high": high,
-        "p_value": float(test.pvalue),
-    }

@@ -1,74 +1,24 @@
 """Evaluation while training (dev, every k steps) and after it (test), with the same scorer.
 
-Both use :func:`urlkit.evaluate.rerank_split`, which calls the reranker that trains, so what
-is measured is exactly what was trained; results go to the run directory (eval.csv,
-metrics.json, per_query/) and to the Lightning loggers.
+Both use :func:`urlkit.evaluation.rerank.rerank_split` (through the
+:class:`~urlkit.evaluation.rerank.Evaluator` that :func:`urlkit.build.build_evaluator`
+assembles), which calls the reranker that trains, so what is measured is exactly what was
+trained; results go to the run directory (eval.csv, metrics.json, per_query/) and to the
+Lightning loggers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
-from omegaconf import DictConfig
 
-from urlkit.build import Built, load_data_split
-from urlkit.data.candidates import Ranking, first_stage
-from urlkit.data.format import DataError, Split
-from urlkit.evaluate import first_stage_run, rerank_split, results_table, save_evaluation, score
-from urlkit.evaluation.metrics import METRICS
+from urlkit.evaluation.rerank import (
+    Evaluator,
+    first_stage_run,
+    results_table,
+    save_evaluation,
+    score,
+)
 from urlkit.records import RunDirectory
-
-
-@dataclass
-class EvalSet:
-    split: Split
-    ranking: Ranking
-    max_queries: int | None
-
-
-class Evaluator:
-    """Reranks a split's first-stage top-``depth`` and scores it against the qrels."""
-
-    def __init__(
-        self, built: Built, direction: str, sets: dict[str, EvalSet], depth: int, batch_size: int,
-        retriever: str = "bm25", merge_lora: bool = True,
-    ):  # fmt: skip
-        self.built, self.direction, self.sets = built, direction, sets
-        self.depth, self.batch_size, self.retriever = depth, batch_size, retriever
-        self.merge_lora = merge_lora
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig, built: Built) -> Evaluator:
-        sets = {}
-        for role, split_name, limit in (
-            ("dev", cfg.data.dev_split, cfg.eval.dev_queries),
-            ("test", cfg.data.test_split, cfg.eval.test_queries),
-        ):
-            if role == "dev" and not cfg.eval.every_n_steps:
-                continue
-            try:
-                split = load_data_split(cfg.data, split_name)
-            except DataError as err:
-                if role == "test":
-                    raise
-                print(f"[urlkit] no dev evaluation: {err}", flush=True)
-                continue
-            ranking = first_stage(split, cfg.data.retriever, k=cfg.eval.depth, run_file=cfg.data.run_file)
-            sets[role] = EvalSet(split, ranking, limit)
-        return cls(built, cfg.direction.name, sets, cfg.eval.depth, cfg.eval.batch_size, cfg.data.retriever,
-                   merge_lora=bool(cfg.eval.get("merge_lora", True)))
-
-    def rerank(self, role: str) -> dict[str, dict[str, float]]:
-        s = self.sets[role]
-        return rerank_split(
-            self.built.reranker, self.built.renderer, s.split, s.ranking, direction=self.direction,
-            depth=self.depth, batch_size=self.batch_size, max_queries=s.max_queries, merge_lora=self.merge_lora,
-        )  # fmt: skip
-
-    def means(self, role: str, run) -> dict[str, float]:
-        per_query = score(self.sets[role].split, run)
-        return {m: float(per_query[m].mean()) for m in METRICS}
 
 
 class PeriodicEvaluation(L.Callback):

@@ -1,4 +1,9 @@
-"""Check a composed config before any work starts, so that a typo costs a second, not a run.
+"""The composed config: the OmegaConf resolvers conf/ uses, and the checks that run before any work.
+
+Resolvers (:func:`register_resolvers`, called once before Hydra composes): ``${urlkit_run_id:}``
+and ``${urlkit_run_dir:...}``, the run directory of a new or resumed run.
+
+Checks: a typo costs a second, not a run.
 
 Hydra already rejects unknown keys and unknown options of a config group (listing the valid
 ones). What it cannot know is which *values* urlkit accepts: ``train.nonfinite=skp``,
@@ -14,6 +19,7 @@ the module's own default.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from urlkit.errors import ConfigError
 from urlkit.paths import REPO_ROOT
+from urlkit.records import new_run_id
+
+
+def run_dir(output_root: str, run_name: str, resume: str | None = None) -> str:
+    """``resume`` when resuming (the run continues in its own directory), else a new one:
+    ``<output_root>/runs/<date>_<time>_<run name>_<unique id>``."""
+    if resume:
+        return str(resume)
+    return f"{output_root}/runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}_{run_name}_{new_run_id()}"
+
+
+def register_resolvers() -> None:
+    """Register the resolvers conf/ uses (idempotent)."""
+    # ${urlkit_run_id:} -> a short unique id, so run directories of parallel sweep agents
+    # started in the same second never collide. Cached: one id per composed config.
+    if not OmegaConf.has_resolver("urlkit_run_id"):
+        OmegaConf.register_new_resolver("urlkit_run_id", new_run_id, use_cache=True)
+    if not OmegaConf.has_resolver("urlkit_run_dir"):
+        OmegaConf.register_new_resolver("urlkit_run_dir", run_dir, use_cache=True)
+
 
 CHOICES = {
     "train.nonfinite": ("stop", "skip"),

@@ -1,0 +1,193 @@
+"""One training run in a run directory: the library function behind ``python -m urlkit.run``.
+
+Read top to bottom, it is the whole run: build the pieces (:mod:`urlkit.build`), hand them
+to Lightning, evaluate at the end. ``python -m urlkit.run`` (Hydra) and ``python -m
+urlkit.study`` call :func:`train`.
+
+Reliability (docs/reliability.md): checkpoints are written atomically and hold the RNG
+state; ``resume=<run dir>`` continues a killed run exactly (from its last checkpoint, or
+from scratch in the same directory when it died before the first one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from urlkit.errors import EXIT_INTERRUPTED, ConfigError
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """One training run in ``run_dir``; returns the final metrics (also in metrics.json).
+
+    ``run.json`` says how it ended: ``finished``, ``failed`` (with the error) or
+    ``interrupted`` (Ctrl-C; SIGTERM, which also exits with status 143); a run killed
+    outright stays ``running`` with the pid of its process.
+    """
+    from urlkit.records import RunDirectory, new_run_id
+
+    run = RunDirectory(run_dir)
+    if not cfg.get("resume") and (run.path / "config.yaml").exists():
+        raise ConfigError(
+            f"{run.path} already holds a urlkit run: continue it with resume={run.path}, "
+            "or leave hydra.run.dir unset to get a new directory"
+        )
+    start_step = restart_point(run) if cfg.get("resume") else 0
+    run.write_config(OmegaConf.to_container(cfg, resolve=True))
+    info = run.update_info(status="running", wandb_id=run.read_info().get("wandb_id") or new_run_id())
+    try:
+        return _fit_and_evaluate(cfg, run, info["wandb_id"], start_step)
+    except BaseException as err:
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        error = type(err).__name__ + (f": {err}" if str(err) else "")
+        run.update_info(status="interrupted" if interrupted else "failed", error=error)
+        if isinstance(err, SystemExit) and not err.code:
+            # Lightning turns SIGTERM (a scheduler pre-empting the job) into SystemExit(None), which
+            # would exit 0 and tell a sweep agent the run succeeded
+            raise SystemExit(EXIT_INTERRUPTED) from err
+        raise
+
+
+def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> dict[str, float]:
+    # heavy imports here, not at module level: `python -m urlkit.run --help` stays instant
+    import warnings
+
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from urlkit.build import (
+        build_evaluator,
+        build_reranker,
+        load_data_split,
+        trainer_arguments,
+        training_workload,
+    )
+    from urlkit.data.groups import GroupCollator
+    from urlkit.data.stream import GroupStream
+    from urlkit.training.callbacks import FinalEvaluation, PeriodicEvaluation
+    from urlkit.training.checkpointing import AtomicCheckpointIO
+    from urlkit.training.loggers import finish, make_loggers
+    from urlkit.training.module import RerankerModule
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    # data: the training groups and the first-stage candidates of dev and test
+    train_split = load_data_split(cfg.data, cfg.data.train_split)
+    built = build_reranker(cfg, sample=train_split)
+    built.renderer.validate(train_split)  # an over-long query fails now, not mid-epoch
+    workload = training_workload(cfg, train_split)
+    print(f"[urlkit] {workload.groups.report()}", flush=True)
+    run.update_info(instruction=train_split.instruction)  # urlkit.rerank's default instruction
+    evaluator = build_evaluator(cfg, built)
+
+    # model: reranker + URL loss; the module restores its counters and RNG from a checkpoint
+    module = RerankerModule(
+        built.reranker,
+        weight=OmegaConf.to_container(cfg.weight),
+        direction=cfg.direction.name,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        warmup_steps=cfg.train.warmup_steps,
+        max_steps=cfg.train.max_steps,
+        accumulate=cfg.train.accumulate,
+        grad_clip=cfg.train.grad_clip,
+        chunk_size=cfg.train.chunk_size,
+        nonfinite=cfg.train.nonfinite,
+        max_consecutive_skips=cfg.train.get("max_consecutive_skips", 20),
+        history=run.history,
+        histogram_every_n_steps=cfg.log.histogram_every_n_steps,
+    )
+    stream = GroupStream(workload.groups, seed=cfg.seed, start=lambda: module.items_consumed)
+    loader = DataLoader(
+        stream, batch_size=cfg.train.queries_per_step, collate_fn=GroupCollator(built.renderer, train_split, cfg.train.chunk_size)
+    )
+
+    # checkpoints hold the state after the step, which is what resume needs
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    loggers = make_loggers(cfg, run, wandb_id=wandb_id)
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=run.checkpoints, every_n_train_steps=cfg.checkpoint.every_n_steps,
+        save_last=True, save_top_k=0, enable_version_counter=False,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        **trainer_arguments(cfg.trainer),
+        max_steps=cfg.train.max_steps,
+        logger=loggers or False,
+        callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps)],
+        plugins=[AtomicCheckpointIO()],  # write, fsync, rename: a kill mid-save keeps the last one
+        default_root_dir=str(run.path),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    ckpt_path = str(run.last_checkpoint()) if start_step else None
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    if trainer.global_step != checkpoint_step(run.last_checkpoint()):
+        # max_steps is not a multiple of checkpoint.every_n_steps: keep the final weights
+        # (what urlkit.evaluate and urlkit.rerank load, and where a resume restarts)
+        trainer.save_checkpoint(run.checkpoints / "last.ckpt")
+
+    metrics = FinalEvaluation(evaluator, run)(trainer.global_step)
+    if cfg.get("benchmark"):
+        metrics.update(benchmark_suite(cfg, built, run, trainer.global_step))
+        run.write_metrics(metrics)
+    finish(loggers, metrics)
+    run.update_info(status="finished", steps=trainer.global_step, skipped_steps=module.skipped_steps)
+    return metrics
+
+
+def benchmark_suite(cfg: DictConfig, built, run, step: int) -> dict[str, float]:
+    """``benchmark=<suite>``: the trained reranker on every dataset of the suite, as
+    ``python -m urlkit.evaluate benchmark=<suite> run_dir=<run>`` would (benchmark.csv in the
+    run directory; a resumed run reads back the datasets it had finished at the same step)."""
+    from urlkit.build import evaluation_set
+    from urlkit.evaluation.benchmark import run_suite, suite_entries, write_suite
+    from urlkit.evaluation.rerank import evaluate_dataset
+
+    entries = suite_entries(cfg.benchmark, cfg.data)
+    depth, limit = cfg.eval.depth, cfg.eval.test_queries
+    settings = {"model": "reranker", "step": step, "depth": depth, "max_queries": limit}
+
+    def evaluate_one(entry):
+        return evaluate_dataset(
+            built, "reranker", cfg.direction.name, evaluation_set(entry.data, entry.split, depth, limit),
+            entry.data.retriever, run.per_query, depth=depth, batch_size=cfg.eval.batch_size,
+            merge_lora=bool(cfg.eval.get("merge_lora", True)),
+        )[0]  # fmt: skip
+
+    results = run_suite(entries, evaluate_one, run.path, settings)
+    write_suite(run.path, cfg.benchmark.name, results)
+    return {f"benchmark/{r.model}/{r.dataset}/{r.metric}": float(r.score) for r in results.itertuples()}
+
+
+def checkpoint_step(path: Path | None) -> int | None:
+    """The optimizer step a checkpoint was saved at (None: no checkpoint)."""
+    if path is None:
+        return None
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    except Exception as err:  # written atomically, so only a foreign or damaged file gets here
+        raise FileNotFoundError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
+            "move it away to restart the run from scratch"
+        ) from err
+
+
+def restart_point(run) -> int:
+    """Prepare ``run`` to continue; returns the step it restarts from (0 = from scratch).
+
+    The history keeps the steps up to the last checkpoint (the rows a killed process logged
+    after it are replayed identically); the final test evaluation is always redone. A run
+    killed before its first checkpoint starts over in the same directory.
+    """
+    step = checkpoint_step(run.last_checkpoint()) or 0
+    dropped = run.history.truncate_after(step)
+    dropped += run.evals.drop(
+        lambda row: int(float(row["step"])) > step or row.get("split", "").startswith("test:")
+    )
+    where = f"from step {step}" if step else "from scratch (it had no checkpoint yet)"
+    print(f"[urlkit] resuming {run.path} {where}; {dropped} rows logged after it dropped", flush=True)
+    return step
