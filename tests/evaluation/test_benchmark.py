@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from urlkit.resolvers import register_resolvers
 
+from urlkit.config import register_resolvers
 from urlkit.errors import ConfigError
 from urlkit.evaluation.benchmark import run_suite, suite_entries, suite_table
 from urlkit.paths import REPO_ROOT
