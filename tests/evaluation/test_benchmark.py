@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from urlkit.resolvers import register_resolvers
 
 from urlkit.config import register_resolvers
 from urlkit.errors import ConfigError
