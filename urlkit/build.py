@@ -10,7 +10,7 @@ that all of them load data, render prompts and score documents the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from urlkit.config import resolve_path
 from urlkit.data.candidates import Ranking, first_stage
 from urlkit.data.format import DataError, Split
-from urlkit.data.groups import TrainGroups
+from urlkit.data.groups import GroupCollator, TrainGroups
 from urlkit.data.loaders import load_split
+from urlkit.data.mixture import MixtureStream, Source
 from urlkit.data.prompts import PromptRenderer
+from urlkit.data.stream import GroupStream
 from urlkit.errors import ConfigError
 from urlkit.evaluation.rerank import EvalSet, Evaluator
 from urlkit.model.backbone import Backbone, load_backbone
@@ -46,7 +48,11 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
     path = resolve_path(data_cfg.path)
     dataset = data_cfg.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
-        raise ConfigError(f"data.dataset={list(dataset)}: one dataset here; several train as a mixture")
+        if split == data_cfg.get("train_split", "train"):
+            raise ConfigError(f"data.dataset={list(dataset)}: several datasets train as a mixture (training_workload)")
+        dataset = str(dataset[0])
+        print(f"[urlkit] data.dataset lists {len(data_cfg.dataset)} datasets: the {split} split is the first's, "
+              f"{dataset} (all of them: benchmark=<suite>)", flush=True)  # fmt: skip
     loaded = load_split(
         path, split, format=data_cfg.get("format", "auto"), on_error=data_cfg.get("on_error", "raise"),
         dataset=dataset, instructions=bool(data_cfg.get("instructions", True)),
@@ -64,18 +70,67 @@ class TrainingWorkload:
     split: Split
     ranking: Ranking
     groups: TrainGroups
+    # every training source with its weight: one without a mixture, whose groups are ``groups``;
+    # with ``data.mixture`` or a list of ``data.dataset``, the first is ``split``/``groups``
+    sources: list[Source] = field(default_factory=list)
+    mixture_block: int = 1000
+
+    def stream(self, seed: int, start) -> GroupStream | MixtureStream:
+        """The resumable stream of training groups (``start``: the global item to resume at)."""
+        if len(self.sources) <= 1:
+            return GroupStream(self.groups, seed=seed, start=start)
+        return MixtureStream(self.sources, seed=seed, start=start, block=self.mixture_block)
+
+    def collator(self, renderer: PromptRenderer, chunk_size: int | None = None) -> GroupCollator:
+        """The DataLoader's ``collate_fn``: each item rendered against its own source's split."""
+        sources = {s.name: s.groups.split for s in self.sources} if len(self.sources) > 1 else None
+        return GroupCollator(renderer, self.split, chunk_size, sources=sources)
 
 
 def training_workload(cfg: DictConfig, split: Split | None = None) -> TrainingWorkload:
-    """The training workload of ``cfg`` (``split``: the training split when already loaded)."""
-    if split is None:
-        split = load_data_split(cfg.data, cfg.data.train_split)
-    ranking = first_stage(split, cfg.data.retriever, k=cfg.data.hard_depth, run_file=cfg.data.run_file)
-    groups = TrainGroups(
-        split, ranking, cfg.data.n_negatives,
-        hard_fraction=cfg.data.hard_fraction, hard_depth=cfg.data.hard_depth, seed=cfg.seed,
-    )  # fmt: skip
-    return TrainingWorkload(split, ranking, groups)
+    """The training workload of ``cfg`` (``split``: the training split when already loaded;
+    a mixture loads each source's own, see :func:`mixture_configs`)."""
+    configs = mixture_configs(cfg.data)
+    sources, rankings = [], []
+    for name, weight, data in configs:
+        own = split if split is not None and len(configs) == 1 else load_data_split(data, data.train_split)
+        ranking = first_stage(own, data.retriever, k=data.hard_depth, run_file=data.run_file)
+        groups = TrainGroups(
+            own, ranking, cfg.data.n_negatives,
+            hard_fraction=data.hard_fraction, hard_depth=data.hard_depth, seed=cfg.seed,
+        )  # fmt: skip
+        sources.append(Source(name, groups, weight))
+        rankings.append(ranking)
+    first = sources[0].groups
+    block = int(cfg.data.get("mixture_block", 1000))
+    return TrainingWorkload(first.split, rankings[0], first, sources, block)
+
+
+def mixture_configs(data_cfg: Any) -> list[tuple[str, float, Any]]:
+    """The training sources of ``data``: ``(name, weight, data config)`` each.
+
+    ``data.mixture`` maps source names to ``{weight: w, <data keys>}`` (keys over ``data``);
+    ``data.dataset`` as a list (M-BEIR) is one source per dataset, weight 1 each (balanced);
+    otherwise ``data`` itself is the one source, named ``data.name``.
+    """
+    mixture, dataset = data_cfg.get("mixture"), data_cfg.get("dataset")
+    if mixture:
+        entries = {str(name): dict(OmegaConf.to_container(entry, resolve=True) or {}) for name, entry in mixture.items()}
+    elif dataset is not None and not isinstance(dataset, str):
+        entries = {str(name): {"dataset": str(name)} for name in dataset}
+    else:
+        return [(str(data_cfg.get("name", "data")), 1.0, data_cfg)]
+    base = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k != "mixture"}
+    sources = []
+    for name, entry in entries.items():
+        weight = entry.pop("weight", 1.0)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+            raise ConfigError(f"data.mixture.{name}.weight={weight!r} must be a number > 0")
+        if "n_negatives" in entry and entry["n_negatives"] != base.get("n_negatives"):
+            raise ConfigError(f"data.mixture.{name}.n_negatives: every source uses data.n_negatives="
+                              f"{base.get('n_negatives')} (groups of one size batch together)")  # fmt: skip
+        sources.append((name, float(weight), OmegaConf.create({**base, **entry, "name": name})))
+    return sources
 
 
 def evaluation_set(data_cfg: Any, split_name: str, depth: int, max_queries: int | None = None) -> EvalSet:

@@ -59,13 +59,10 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
     from urlkit.build import (
         build_evaluator,
         build_reranker,
-        load_data_split,
         trainer_arguments,
         training_workload,
     )
-    from urlkit.data.groups import GroupCollator
-    from urlkit.data.stream import GroupStream
-    from urlkit.training.callbacks import FinalEvaluation, PeriodicEvaluation
+    from urlkit.training.callbacks import FinalEvaluation, MixtureLog, PeriodicEvaluation
     from urlkit.training.checkpointing import AtomicCheckpointIO
     from urlkit.training.loggers import finish, make_loggers
     from urlkit.training.module import RerankerModule
@@ -73,11 +70,13 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # data: the training groups and the first-stage candidates of dev and test
-    train_split = load_data_split(cfg.data, cfg.data.train_split)
+    # (several sources with data.mixture or a list of data.dataset: urlkit/data/mixture.py)
+    workload = training_workload(cfg)
+    train_split = workload.split
     built = build_reranker(cfg, sample=train_split)
-    built.renderer.validate(train_split)  # an over-long query fails now, not mid-epoch
-    workload = training_workload(cfg, train_split)
-    print(f"[urlkit] {workload.groups.report()}", flush=True)
+    for source in workload.sources:
+        built.renderer.validate(source.groups.split)  # an over-long query fails now, not mid-epoch
+        print(f"[urlkit] {source.groups.report()}", flush=True)
     run.update_info(instruction=train_split.instruction)  # urlkit.rerank's default instruction
     evaluator = build_evaluator(cfg, built)
 
@@ -98,9 +97,12 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
         history=run.history,
         histogram_every_n_steps=cfg.log.histogram_every_n_steps,
     )
-    stream = GroupStream(workload.groups, seed=cfg.seed, start=lambda: module.items_consumed)
+    stream = workload.stream(cfg.seed, start=lambda: module.items_consumed)
+    mixture = [MixtureLog(stream, run, lambda: module.items_consumed)] if len(workload.sources) > 1 else []
+    if mixture:
+        print(f"[urlkit] {stream.report()}", flush=True)
     loader = DataLoader(
-        stream, batch_size=cfg.train.queries_per_step, collate_fn=GroupCollator(built.renderer, train_split, cfg.train.chunk_size)
+        stream, batch_size=cfg.train.queries_per_step, collate_fn=workload.collator(built.renderer, cfg.train.chunk_size)
     )
 
     # checkpoints hold the state after the step, which is what resume needs
@@ -114,7 +116,7 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
         **trainer_arguments(cfg.trainer),
         max_steps=cfg.train.max_steps,
         logger=loggers or False,
-        callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps)],
+        callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps), *mixture],
         plugins=[AtomicCheckpointIO()],  # write, fsync, rename: a kill mid-save keeps the last one
         default_root_dir=str(run.path),
         enable_model_summary=False,

@@ -113,32 +113,39 @@ class GroupCollator:
     mask), "mask": (B, 1+N) bool, "query_ids": [B], "doc_ids": [B][1+N]}``. With
     ``chunk_size``, ``"chunks"`` also holds the same documents collated ``chunk_size`` at a
     time (each chunk padded to its own longest prompt), for the constant-memory step.
+    ``sources`` (a training mixture, ``urlkit.data.mixture``): the split of each source name;
+    an item with ``"source"`` is rendered against that split, and the batch lists the
+    items' ``"sources"``.
     """
 
-    def __init__(self, renderer: PromptRenderer, split: Split, chunk_size: int | None = None):
+    def __init__(self, renderer: PromptRenderer, split: Split, chunk_size: int | None = None,
+                 sources: dict[str, Split] | None = None):
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.renderer = renderer
         self.split = split
         self.chunk_size = chunk_size
-        self._queries = {query.id: query for query in split.queries}
+        self._splits = {None: split, **(sources or {})}
+        self._queries = {name: {q.id: q for q in s.queries} for name, s in self._splits.items()}
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         encodings = []
         for item in items:
-            query = self._queries[item["query_id"]]
-            instruction = self.split.instruction_for(query)
+            source = item.get("source")
+            split = self._splits[source]
+            query = self._queries[source][item["query_id"]]
+            instruction = split.instruction_for(query)
             for doc_id, real in zip(item["doc_ids"], item["mask"].tolist(), strict=True):
                 if real:
-                    encodings.append(
-                        self.renderer.encode(instruction, query, self.split.corpus[doc_id])
-                    )
+                    encodings.append(self.renderer.encode(instruction, query, split.corpus[doc_id]))
         batch = {
             "prompts": self.renderer.collate(encodings),
             "mask": torch.stack([item["mask"] for item in items]),
             "query_ids": [item["query_id"] for item in items],
             "doc_ids": [item["doc_ids"] for item in items],
         }
+        if any("source" in item for item in items):
+            batch["sources"] = [item.get("source") for item in items]
         if self.chunk_size is not None:
             size = self.chunk_size
             batch["chunks"] = [

@@ -41,6 +41,26 @@ class PeriodicEvaluation(L.Callback):
         print(f"[urlkit] step {step} dev " + " ".join(f"{k}={v:.4f}" for k, v in means.items()), flush=True)
 
 
+class MixtureLog(L.Callback):
+    """Items drawn from each source of a training mixture so far: ``mixture/<source>`` in the
+    loggers at every optimizer step, and in run.json (``mixture``) when training ends. Read from
+    the stream's schedule at the items consumed, so a resumed run logs the same counts."""
+
+    def __init__(self, stream, run: RunDirectory, items_consumed):
+        self.stream, self.run, self.items_consumed = stream, run, items_consumed
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        counts = self.stream.items_per_source(self.items_consumed())
+        for logger in trainer.loggers:
+            logger.log_metrics({f"mixture/{name}": n for name, n in counts.items()}, step=trainer.global_step)
+
+    def on_train_end(self, trainer, pl_module):
+        counts = self.stream.items_per_source(self.items_consumed())
+        weights = {s.name: s.weight for s in self.stream.sources}
+        self.run.update_info(mixture={name: {"weight": weights[name], "items": n} for name, n in counts.items()})
+        print(f"[urlkit] training items per source: {counts}", flush=True)
+
+
 class FinalEvaluation:
     """Test metrics of the trained reranker and of the first stage, written to the run dir."""
 
