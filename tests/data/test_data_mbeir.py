@@ -40,6 +40,27 @@ def test_instructions_come_from_the_tsv_with_a_seeded_choice(tmp_path):
     assert all(bare.instruction_for(q) == "" for q in bare.queries)
 
 
+def test_training_draws_an_instruction_per_epoch_without_moving_the_negatives(tmp_path):
+    from urlkit.data.groups import TrainGroups
+
+    split = load_split(mbeir_tree(tmp_path), "train", dataset="toy_task7")
+    query = split.queries[0]
+    assert query.instruction_choices == ("Find the picture the edit describes.", "Retrieve the edited image.")
+    groups = TrainGroups(split, None, n_negatives=3, seed=0)
+    drawn = []
+    for epoch in range(8):
+        groups.set_epoch(epoch)
+        drawn.append(groups[0]["instruction"])
+    assert set(drawn) == set(query.instruction_choices)  # redrawn per epoch, as UniIR trains
+    assert query.instruction in query.instruction_choices  # evaluation keeps its one prompt
+    plain = load_split(mbeir_tree(tmp_path / "plain"), "train", dataset="toy_task7", instructions=False)
+    bare = TrainGroups(plain, None, n_negatives=3, seed=0)
+    for epoch in range(3):
+        groups.set_epoch(epoch)
+        bare.set_epoch(epoch)
+        assert groups[0]["doc_ids"] == bare[0]["doc_ids"] and "instruction" not in bare[0]
+
+
 @pytest.mark.parametrize("task_id", [7, 4])
 def test_category_follows_task_id(tmp_path, task_id):
     # the same image+text -> image queries; task 4 (image -> image) says I2I, and wins

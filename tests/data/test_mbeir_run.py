@@ -65,10 +65,11 @@ def test_the_tsv_instruction_is_in_the_rendered_training_prompts(tmp_path):
     train = load_data_split(cfg.data, cfg.data.train_split)
     built = build_reranker(cfg, trainable=False)
     groups = TrainGroups(train, None, n_negatives=2, seed=0)
-    batch = GroupCollator(built.renderer, train)([groups[i] for i in range(len(groups))])
+    items = [groups[i] for i in range(len(groups))]
+    batch = GroupCollator(built.renderer, train)(items)
     texts = built.backbone.tokenizer.batch_decode(batch["prompts"]["input_ids"])
-    for query, start in zip(train.queries, range(0, len(texts), 3), strict=True):
-        instruction = train.instruction_for(query)
+    for item, query, start in zip(items, train.queries, range(0, len(texts), 3), strict=True):
+        instruction = item["instruction"]  # this epoch's draw among the query's TSV prompts
         assert instruction in PROMPTS
         assert all(instruction in text and query.text in text for text in texts[start : start + 3])
-    assert {train.instruction_for(q) for q in train.queries} == set(PROMPTS)
+    assert {item["instruction"] for item in items} == set(PROMPTS)

@@ -67,6 +67,9 @@ class Query:
     text: str = ""
     image: str | None = None
     instruction: str = ""  # per-query instruction; empty -> the split's instruction
+    # prompts the query may be trained with (M-BEIR's instruction TSV): training draws one per
+    # epoch; evaluation uses ``instruction`` (one of them, fixed per seed and query id)
+    instruction_choices: tuple[str, ...] = ()
     qrels: dict[str, int]
     negatives: list[str] = field(default_factory=list)
     candidates: list[str] | None = None

@@ -11,7 +11,8 @@ reranker as a (n_real, K) tensor *in row-major order of the mask* (query 0's doc
 then query 1's, ...), which is exactly the order of ``tensor[mask]``; :func:`scatter_scores`
 puts them back into (B, 1+N, K) with zeros at the padded slots, for a loss that takes the
 mask. Call :meth:`TrainGroups.set_epoch` before each epoch: negatives and the positive
-(when a query has several) are redrawn per (seed, epoch, query id). With DataLoader
+(when a query has several) are redrawn per (seed, epoch, query id), and so is the item's
+``"instruction"`` when the query has several to choose from (M-BEIR's instruction TSV). With DataLoader
 workers, set the epoch before the workers start (the default, non-persistent workers do).
 """
 
@@ -78,6 +79,10 @@ class TrainGroups(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         query = self.split.queries[index]
         rng = query_rng(self.seed, self.epoch, query.id)
+        extra = {}
+        if len(query.instruction_choices) > 1:  # its own generator: the negatives stay as they were
+            draw = query_rng(self.seed, self.epoch, "instruction\x1f" + query.id)
+            extra["instruction"] = query.instruction_choices[int(draw.integers(len(query.instruction_choices)))]
         positives = query.positives
         positive = positives[int(rng.integers(len(positives)))]
         negatives = sample_negatives(
@@ -88,7 +93,7 @@ class TrainGroups(Dataset):
         mask = torch.zeros(1 + self.n_negatives, dtype=torch.bool)
         mask[: 1 + len(negatives)] = True
         return {"query_id": query.id, "doc_ids": [positive, *negatives] + [PAD_DOC_ID] * padding,
-                "mask": mask}
+                "mask": mask, **extra}
 
     def report(self) -> str:
         line = (f"{self.split.name}/{self.split.split}: {len(self)} training groups of 1 "
@@ -134,7 +139,7 @@ class GroupCollator:
             source = item.get("source")
             split = self._splits[source]
             query = self._queries[source][item["query_id"]]
-            instruction = split.instruction_for(query)
+            instruction = item.get("instruction") or split.instruction_for(query)
             for doc_id, real in zip(item["doc_ids"], item["mask"].tolist(), strict=True):
                 if real:
                     encodings.append(self.renderer.encode(instruction, query, split.corpus[doc_id]))

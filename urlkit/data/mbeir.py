@@ -24,9 +24,10 @@ numbering, see :data:`TASK_CATEGORIES`).
 Instructions: ``query_instructions.tsv`` has a header line and rows ``query_modality
 cand_modality dataset_name dataset_id prompt_1 prompt_2 ...``; a query's prompts are those of
 (its dataset id = the part of its qid before ":", its ``query_modality``, the ``modality`` of
-its first positive), as UniIR keys them. Each query gets one of them, chosen by
-(``instruction_seed``, qid): the same prompt at every evaluation and in every run with that
-seed. A query whose key the file does not list is an error naming the file and the key.
+its first positive), as UniIR keys them. Each query's ``instruction`` is one of them, chosen by
+(``instruction_seed``, qid): the prompt of every evaluation, the same in every run with that
+seed; training draws one of ``instruction_choices`` per (seed, epoch, qid), as UniIR draws one
+per example. A query whose key the file does not list is an error naming the file and the key.
 
 A single query *file* given as ``data.path`` is read for the split its name says
 (``mbeir_x_task0_test.jsonl`` is the test split); asked for another split, the file's own
@@ -163,6 +164,7 @@ def load_mbeir(
                     f"query modality, candidate modality) = {key}", "no instruction",
                 )  # fmt: skip
             item.instruction = choices[int(query_rng(instruction_seed, 0, qid).integers(len(choices)))]
+            item.instruction_choices = tuple(choices)
         task = fields.record.get("task_id")
         if isinstance(task, int) and not isinstance(task, bool):
             tasks[task] += 1
