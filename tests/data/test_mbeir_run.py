@@ -73,3 +73,26 @@ def test_the_tsv_instruction_is_in_the_rendered_training_prompts(tmp_path):
         assert instruction in PROMPTS
         assert all(instruction in text and query.text in text for text in texts[start : start + 3])
     assert {item["instruction"] for item in items} == set(PROMPTS)
+
+
+def test_a_list_of_mbeir_datasets_trains_as_a_balanced_mixture(tmp_path):
+    from urlkit.train import train
+
+    root = tmp_path / "M-BEIR"
+    mbeir_tree(root, task_id=7)
+    first_stage = (root / "first_stage.trec").read_text()
+    mbeir_tree(root, task_id=4)  # a second task in the same tree
+    (root / "first_stage.trec").write_text(first_stage + (root / "first_stage.trec").read_text())
+    tsv = root / "instructions" / "query_instructions.tsv"
+    tsv.write_text(tsv.read_text() + "image,text\timage\tToy\t7\tFind the picture the edit describes.\n")
+    cfg = compose_train(
+        root, "model=tiny_vl", "data=mbeir", f"data.path={root}", "data.dataset=[toy_task7,toy_task4]",
+        "data.retriever=trec", f"data.run_file={root / 'first_stage.trec'}", "train.queries_per_step=2",
+        "train.max_steps=3", "data.mixture_block=2", "eval.test_queries=2",
+    )  # fmt: skip
+    metrics = train(cfg, tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["mixture"] == {"toy_task7": {"weight": 1.0, "items": 3}, "toy_task4": {"weight": 1.0, "items": 3}}
+    with open(tmp_path / "run" / "per_query" / "toy_task7_test_reranker.csv") as f:  # dev/test: the first dataset
+        assert [row["query_id"] for row in csv.DictReader(f)] == ["7:300", "7:301"]
+    assert 0.0 <= metrics["test/ndcg@10"] <= 1.0
