@@ -261,7 +261,8 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None) -> t
     cfg = OmegaConf.load(config_file)
     sample = None
     if int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens):
-        sample = load_data_split(cfg.data, cfg.data.train_split)
+        first = mixture_configs(cfg.data)[0][2]  # the run's (first) training source ranked the tokens
+        sample = load_data_split(first, first.train_split)
     built = build_reranker(cfg, sample=sample, trainable=True)
     ckpt = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.exists():

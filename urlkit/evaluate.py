@@ -49,12 +49,12 @@ def evaluate(cfg) -> dict[str, float]:
         )  # fmt: skip
 
     if cfg.get("benchmark"):
-        from urlkit.evaluation.benchmark import run_suite, suite_entries, write_suite
+        from urlkit.evaluation.benchmark import evaluate_suite
 
-        entries = suite_entries(cfg.benchmark, data_cfg)
-        settings = {"model": label, "run_dir": cfg.run_dir, "depth": cfg.depth, "max_queries": cfg.max_queries}
-        results = run_suite(entries, lambda entry: evaluate_one(entry.data, entry.split)[0], out.path, settings)
-        write_suite(out.path, cfg.benchmark.name, results)
+        results = evaluate_suite(
+            cfg.benchmark, data_cfg, built, label, direction, out.path, depth=cfg.depth, batch_size=cfg.batch_size,
+            max_queries=cfg.max_queries, merge_lora=bool(cfg.get("merge_lora", True)), settings={"run_dir": cfg.run_dir},
+        )  # fmt: skip
         metrics = {f"{r.model}/{r.dataset}/{r.metric}": float(r.score) for r in results.itertuples()}
         out.write_metrics(metrics)
         return metrics

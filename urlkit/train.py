@@ -143,23 +143,13 @@ def benchmark_suite(cfg: DictConfig, built, run, step: int) -> dict[str, float]:
     """``benchmark=<suite>``: the trained reranker on every dataset of the suite, as
     ``python -m urlkit.evaluate benchmark=<suite> run_dir=<run>`` would (benchmark.csv in the
     run directory; a resumed run reads back the datasets it had finished at the same step)."""
-    from urlkit.build import evaluation_set
-    from urlkit.evaluation.benchmark import run_suite, suite_entries, write_suite
-    from urlkit.evaluation.rerank import evaluate_dataset
+    from urlkit.evaluation.benchmark import evaluate_suite
 
-    entries = suite_entries(cfg.benchmark, cfg.data)
-    depth, limit = cfg.eval.depth, cfg.eval.test_queries
-    settings = {"model": "reranker", "step": step, "depth": depth, "max_queries": limit}
-
-    def evaluate_one(entry):
-        return evaluate_dataset(
-            built, "reranker", cfg.direction.name, evaluation_set(entry.data, entry.split, depth, limit),
-            entry.data.retriever, run.per_query, depth=depth, batch_size=cfg.eval.batch_size,
-            merge_lora=bool(cfg.eval.get("merge_lora", True)),
-        )[0]  # fmt: skip
-
-    results = run_suite(entries, evaluate_one, run.path, settings)
-    write_suite(run.path, cfg.benchmark.name, results)
+    results = evaluate_suite(
+        cfg.benchmark, cfg.data, built, "reranker", cfg.direction.name, run.path, depth=cfg.eval.depth,
+        batch_size=cfg.eval.batch_size, max_queries=cfg.eval.test_queries,
+        merge_lora=bool(cfg.eval.get("merge_lora", True)), settings={"step": step},
+    )  # fmt: skip
     return {f"benchmark/{r.model}/{r.dataset}/{r.metric}": float(r.score) for r in results.itertuples()}
 
 

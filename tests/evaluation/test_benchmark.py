@@ -107,3 +107,24 @@ def test_a_training_run_ends_with_the_suite(tmp_path):
     assert len(per_query) == 3
     assert metrics["benchmark/reranker/manpages/ndcg@10"] == pytest.approx(per_query["ndcg@10"].mean())
     assert "test/ndcg@10" in metrics  # the run's own test split comes first, as without a suite
+
+
+def test_per_query_files_are_named_by_the_suite_entries(tmp_path):
+    """Two entries over datasets that call themselves the same keep their own files."""
+    from helpers.run_helpers import write_small_dataset
+
+    from urlkit.evaluation.benchmark import evaluate_suite
+
+    small = write_small_dataset(tmp_path / "small")  # its dataset.json says "small"
+    suite = OmegaConf.create({"name": "twice", "datasets": {
+        "first": {"category": "T2T", "data": {"path": str(small)}},
+        "again": {"category": "T2I", "metric": "mrr@10", "data": {"path": str(small)}},
+    }})  # fmt: skip
+    results = evaluate_suite(suite, _suite().data, None, "none", "sft", tmp_path / "out", depth=5, batch_size=8,
+                             max_queries=None)  # fmt: skip
+    for name, metric in (("first", "ndcg@10"), ("again", "mrr@10")):
+        per_query = pd.read_csv(tmp_path / "out" / "per_query" / f"{name}_test_bm25.csv")
+        assert len(per_query) == 6
+        score = results.set_index("dataset").loc[name, "score"]
+        assert score == pytest.approx(per_query[metric].mean())
+    assert (tmp_path / "out" / "benchmark.csv").is_file()

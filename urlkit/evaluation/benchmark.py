@@ -108,6 +108,31 @@ def run_suite(
     return pd.DataFrame(rows)
 
 
+def evaluate_suite(
+    benchmark: DictConfig, base_data: DictConfig | None, built, label: str, direction: str, out_dir: Path, *,
+    depth: int, batch_size: int, max_queries: int | None, merge_lora: bool = True, settings: dict | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Every dataset of the suite with one model (``built``; None: the first stage alone), the
+    per-query files under ``<out_dir>/per_query/`` named by the suite's dataset names (unique
+    within a suite, whatever the datasets call themselves); writes and prints the table."""
+    from urlkit.build import evaluation_set
+    from urlkit.evaluation.rerank import evaluate_dataset
+
+    def evaluate_one(entry: SuiteEntry) -> list[dict[str, Any]]:
+        evaluated = evaluation_set(entry.data, entry.split, depth, max_queries)
+        evaluated.split.name = entry.name
+        rows, _ = evaluate_dataset(
+            built, label, direction, evaluated, entry.data.retriever, Path(out_dir) / "per_query",
+            depth=depth, batch_size=batch_size, merge_lora=merge_lora,
+        )  # fmt: skip
+        return rows
+
+    key = {"model": label, "depth": depth, "max_queries": max_queries, **(settings or {})}
+    results = run_suite(suite_entries(benchmark, base_data), evaluate_one, Path(out_dir), key)
+    write_suite(out_dir, benchmark.get("name", "benchmark"), results)
+    return results
+
+
 def suite_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per-dataset scores (x100, each dataset's own metric), one column per model, then one
     row per category (the mean of its datasets) and ``all`` (the mean over datasets)."""
