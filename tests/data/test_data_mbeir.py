@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers.data_builders import mbeir_root, mbeir_tree, write_instructions, write_jsonl
 
@@ -137,3 +139,24 @@ def test_the_toy_query_file_keeps_working(tmp_path):
     assert split.instruction_for(split.queries[0]) in {"Find the picture the edit describes.",
                                                        "Retrieve the edited image."}
     assert split.instruction_for(split.queries[1]) == "Find the picture of the caption."  # a text query
+
+
+def test_per_split_pools_and_the_union_files(tmp_path):
+    """M-BEIR names some pools per split (MSCOCO) and pools the union files globally."""
+    root = mbeir_tree(tmp_path)
+    local = root / "cand_pool" / "local"
+    lines = (local / "mbeir_toy_task7_cand_pool.jsonl").read_text().splitlines()
+    write_jsonl(local / "mbeir_toy_task7_test_cand_pool.jsonl",  # the test split's own pool wins
+                [{**json.loads(line), "txt": "from the test pool"} for line in lines])
+    assert load_split(root, "test", dataset="toy_task7").corpus["7:0"].text == "from the test pool"
+    assert load_split(root, "train", dataset="toy_task7").corpus["7:0"].text == ""
+    train = (root / "query" / "train" / "mbeir_toy_task7_train.jsonl").read_text()
+    (root / "query" / "union_train").mkdir()
+    (root / "query" / "union_train" / "mbeir_union_up_train.jsonl").write_text(train)
+    with pytest.raises(DataError, match="cand_pool/global/mbeir_union_train_cand_pool.jsonl"):
+        load_split(root, "train", dataset="union_up")
+    (root / "cand_pool" / "global").mkdir()
+    (local / "mbeir_toy_task7_cand_pool.jsonl").rename(root / "cand_pool" / "global" / "mbeir_union_train_cand_pool.jsonl")
+    union = load_split(root, "train", dataset="union_up")
+    assert union.name == "union_up" and len(union.queries) == 8 and union.category == "IT2I"
+    assert union.source.endswith("query/union_train/mbeir_union_up_train.jsonl")
