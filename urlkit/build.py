@@ -23,7 +23,7 @@ from urlkit.data.format import DataError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups
 from urlkit.data.loaders import load_split
 from urlkit.data.mixture import MixtureStream, Source
-from urlkit.data.prompts import PromptRenderer
+from urlkit.data.prompts import PromptFormat, PromptRenderer
 from urlkit.data.stream import GroupStream
 from urlkit.errors import ConfigError
 from urlkit.evaluation.rerank import EvalSet, Evaluator
@@ -172,11 +172,16 @@ def build_evaluator(cfg: DictConfig, built: Built) -> Evaluator:
     )  # fmt: skip
 
 
-def make_renderer(backbone: Backbone, model_cfg: Any) -> PromptRenderer:
+def make_renderer(backbone: Backbone, model_cfg: Any, prompt_cfg: Any = None) -> PromptRenderer:
+    """The prompt renderer of ``prompt_cfg`` (the ``prompt`` group; None: urlkit's format)."""
     kwargs = {"max_length": int(model_cfg.get("max_length", 512))}
     if backbone.processor is not None:
         kwargs["processor"] = backbone.processor
-    return PromptRenderer(backbone.tokenizer, **kwargs)
+    try:
+        prompt_format = PromptFormat.from_config(prompt_cfg)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"prompt: {err}") from err
+    return PromptRenderer.from_format(backbone.tokenizer, prompt_format, **kwargs)
 
 
 def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool = True) -> Built:
@@ -186,7 +191,7 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     ``head.num_tokens`` exceeds the listed tokens (paper Appendix B.3).
     """
     backbone = load_backbone(cfg.model)
-    renderer = make_renderer(backbone, cfg.model)
+    renderer = make_renderer(backbone, cfg.model, cfg.get("prompt"))
     tokens = list(cfg.head.tokens)
     try:
         token_ids = resolve_token_ids(backbone.tokenizer, tokens)

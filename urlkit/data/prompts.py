@@ -1,12 +1,22 @@
-"""Instruction-aware yes/no prompts, rendered with the backbone's own chat template.
+"""Instruction-aware yes/no prompts in a configurable format (``prompt=`` in Hydra, conf/prompt/).
 
-    <system>     Answer only "yes" or "no".
+A format (:class:`PromptFormat`) is a system turn, a user-turn template with ``{instruction}``,
+``{query}`` and ``{document}``, a default instruction, its answer tokens and the chat template
+that writes the turns (null: the backbone's own). ``prompt=urlkit`` (default):
+
+    <system>     Judge whether the document meets ... Answer only "yes" or "no".
     <user>       Instruction: {instruction}
                  Query: {query}
                  Document: {document}
                  Is the document relevant to the query? Answer yes or no.
     <assistant>  |  <- the prompt ends here (add_generation_prompt=True); the reranker
                       reads the "yes"/"no" logits at the next token.
+
+``prompt=qwen3_reranker`` is Qwen3-Reranker's official string, character for character
+(its own ChatML template, the assistant turn opened with an empty think block), and
+``prompt=qwen3_vl_reranker`` Qwen3-VL-Reranker's (images right after "<Query>:" and
+"<Document>:"). An empty instruction becomes the format's ``default_instruction``; when that is
+empty too, the template line holding ``{instruction}`` is dropped.
 
 Truncation shortens the DOCUMENT ONLY. The template is rendered once per query with a
 sentinel in place of the document and split there into a prefix (system turn, instruction,
@@ -65,6 +75,45 @@ DEFAULT_TEMPLATE = (
 _FIELDS = {"instruction", "query", "document"}
 _SENTINEL = "\u27e6urlkit-document-3f9c\u27e7"
 _QUERY_IMAGE = "\u27e6urlkit-query-image-3f9c\u27e7"
+_QUERY_TEXT = "\u27e6urlkit-query-3f9c\u27e7"
+_INSTRUCTION = "\u27e6urlkit-instruction-3f9c\u27e7"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a (instruction, query, document) triple becomes a prompt: the ``prompt`` config group.
+
+    ``chat_template``: a Jinja chat template that writes the turns (e.g. Qwen3-Reranker's ChatML
+    with an empty think block), or None for the backbone's own. ``tokens``: the answer tokens
+    the prompt asks for (column 0 relevant, column 1 not), the default of ``head.tokens``.
+    """
+
+    name: str = "urlkit"
+    system: str = DEFAULT_SYSTEM_PROMPT
+    template: str = DEFAULT_TEMPLATE
+    default_instruction: str = ""
+    tokens: tuple[str, ...] = ("yes", "no")
+    chat_template: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PromptFormat:
+        """From the ``prompt`` group (a dict or DictConfig); None gives urlkit's format (runs
+        recorded before formats were configurable have no ``prompt`` key)."""
+        if cfg is None:
+            return cls()
+        known = {"name", "system", "template", "default_instruction", "tokens", "chat_template"}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"prompt: unknown key(s) {unknown}; a prompt format has {sorted(known)}")
+        values = {key: cfg[key] for key in known if key in cfg}
+        if "tokens" in values:
+            values["tokens"] = tuple(str(t) for t in values["tokens"])
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "system": self.system, "template": self.template,
+                "default_instruction": self.default_instruction, "tokens": list(self.tokens),
+                "chat_template": self.chat_template}
 
 
 @dataclass(frozen=True)
@@ -94,8 +143,12 @@ class PromptRenderer:
         processor: Any = None,
         document_cache_size: int = 200_000,
         image_cache_size: int = 1024,
+        default_instruction: str = "",
+        chat_template: str | None = None,
     ):
-        if not getattr(tokenizer, "chat_template", None):
+        self.default_instruction = default_instruction
+        self.chat_template = chat_template  # None: the tokenizer's (processor's) own
+        if not chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template; the prompt needs one to "
                              "open the assistant turn (use an instruction-tuned backbone)")
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
@@ -220,10 +273,20 @@ class PromptRenderer:
             self._documents.move_to_end(doc)
         return ids
 
-    def _chat_text(self, instruction: str, query: Query) -> str:
+    @classmethod
+    def from_format(cls, tokenizer: Any, prompt_format: PromptFormat, **kwargs: Any) -> PromptRenderer:
+        """A renderer of ``prompt_format`` (``kwargs``: max_length, processor, cache sizes)."""
+        return cls(tokenizer, system_prompt=prompt_format.system, template=prompt_format.template,
+                   default_instruction=prompt_format.default_instruction,
+                   chat_template=prompt_format.chat_template, **kwargs)
+
+    def _chat_text(self, instruction: str, query: Query, query_text: str | None = None) -> str:
+        instruction = instruction or self.default_instruction
         template = self.template if instruction else self._template_without_instruction
-        query_field = query.text if query.image is None else _QUERY_IMAGE + query.text
+        text = query.text if query_text is None else query_text
+        query_field = text if query.image is None else _QUERY_IMAGE + text
         user = template.format(instruction=instruction, query=query_field, document=_SENTINEL)
+        chat = {"chat_template": self.chat_template} if self.chat_template else {}
         if self.processor is not None:  # content items: the template writes the image item
             before, _, after = user.partition(_QUERY_IMAGE)
             items = [{"type": "text", "text": before}]
@@ -232,17 +295,66 @@ class PromptRenderer:
             messages = [{"role": "system", "content": self.system_prompt},
                         {"role": "user", "content": items}]
             return self._checked(self.processor.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True))
+                messages, tokenize=False, add_generation_prompt=True, **chat))
         messages = [{"role": "system", "content": self.system_prompt},
                     {"role": "user", "content": user}]
         try:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=True)
+                                                      add_generation_prompt=True, **chat)
         except Exception:  # some templates (e.g. Gemma's) reject a system turn
             merged = [{"role": "user", "content": f"{self.system_prompt}\n\n{user}"}]
             text = self.tokenizer.apply_chat_template(merged, tokenize=False,
-                                                      add_generation_prompt=True)
+                                                      add_generation_prompt=True, **chat)
         return self._checked(text)
+
+    def pair_chat_template(self, instruction: str) -> str:
+        """A Jinja chat template that writes this renderer's prompt for a (query, document) pair
+        given as messages with the roles ``query`` and ``document`` (how sentence-transformers'
+        CrossEncoder passes a pair), with ``instruction`` unless a ``system`` message (its
+        ``prompt=``) gives another; any other conversation goes to the tokenizer's own chat
+        template. The text it writes is :meth:`render_text`'s, so the token ids are urlkit's
+        wherever a tokeniser sees the whole string as urlkit sees its three pieces (tested).
+        Text prompts only (an image pair needs the processor's path).
+        """
+        if self.processor is not None:
+            raise ValueError("a pair chat template is written for text backbones only; this "
+                             "renderer has an image processor (vision-language backbone)")
+        query = Query(id="query", qrels={})
+        given = self._pieces(self._chat_text(_INSTRUCTION, query, _QUERY_TEXT))
+        empty = self._pieces(self._chat_text("", query, _QUERY_TEXT))
+        own = self.tokenizer.chat_template if isinstance(self.tokenizer.chat_template, str) else ""
+        return (
+            "{%- macro urlkit_text(content) -%}{%- if content is string -%}{{ content }}{%- else -%}"
+            "{%- for item in content -%}{%- if item['type'] == 'text' -%}{{ item['text'] }}"
+            "{%- endif -%}{%- endfor -%}{%- endif -%}{%- endmacro -%}\n"
+            "{%- set urlkit_roles = messages | map(attribute='role') | list -%}\n"
+            "{%- if 'query' in urlkit_roles and 'document' in urlkit_roles -%}\n"
+            "{%- set urlkit = namespace(instruction=" + _jinja_string(instruction) + ", query='', document='') -%}\n"
+            "{%- for message in messages -%}"
+            "{%- if message['role'] == 'system' -%}{%- set urlkit.instruction = urlkit_text(message['content']) -%}"
+            "{%- elif message['role'] == 'query' -%}{%- set urlkit.query = urlkit_text(message['content']) -%}"
+            "{%- elif message['role'] == 'document' -%}{%- set urlkit.document = urlkit_text(message['content']) -%}"
+            "{%- endif -%}{%- endfor -%}\n"
+            "{%- if urlkit.instruction -%}" + given + "{%- else -%}" + empty + "{%- endif -%}\n"
+            "{%- else -%}" + own + "{%- endif -%}"
+        )
+
+    def _pieces(self, text: str) -> str:
+        """Jinja for ``text`` with the sentinels replaced by the pair's fields."""
+        fields = {_INSTRUCTION: "urlkit.instruction", _QUERY_TEXT: "urlkit.query",
+                  _SENTINEL: "urlkit.document"}
+        out, rest = [], text
+        while rest:
+            found = [(rest.find(s), s) for s in fields if rest.find(s) >= 0]
+            if not found:
+                out.append(_jinja_string(rest, expression=False))
+                break
+            at, sentinel = min(found)
+            if at:
+                out.append(_jinja_string(rest[:at], expression=False))
+            out.append("{{ " + fields[sentinel] + " }}")
+            rest = rest[at + len(sentinel):]
+        return "".join(out)
 
     @staticmethod
     def _checked(text: str) -> str:
@@ -279,6 +391,16 @@ class PromptRenderer:
     def _tokenize(self, text: str) -> list[int]:
         # The chat template already wrote any BOS/special tokens as text.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+_JINJA_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _jinja_string(text: str, expression: bool = True) -> str:
+    """``text`` as a Jinja string literal (``expression``) or as ``{{ literal }}`` output. Jinja
+    reads a literal's backslash escapes as Python does."""
+    literal = '"' + text.translate(_JINJA_ESCAPES) + '"'
+    return literal if expression else "{{ " + literal + " }}"
 
 
 def _document_text(doc: Document) -> str:

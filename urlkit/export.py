@@ -1,0 +1,160 @@
+"""Write a training run's reranker as a standard checkpoint folder.
+
+    python -m urlkit.export --run outputs/runs/<run> --out exported/<name> [--instruction "..."]
+
+The folder loads with plain ``transformers`` (``AutoModelForCausalLM``, ``AutoTokenizer``) and
+as a sentence-transformers ``CrossEncoder`` (a causal LM + ``LogitScore``), and scores what
+``urlkit.rerank(run=...)`` scores: same weights (LoRA merged), same prompt (the tokenizer's chat
+template renders urlkit's, for the run's prompt format and instruction), same score. What the
+folder holds: :mod:`urlkit.model.export`. After writing, the export scores ``--check`` pairs
+of the run's dev split through urlkit and through the written folder (CrossEncoder and plain
+transformers) and prints the largest difference; above ``--tolerance`` it exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from urlkit.errors import reported_errors
+
+
+def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = None) -> Path:
+    """Export the run at ``run_dir`` to ``out`` (see the module docstring); returns ``out``."""
+    from omegaconf import OmegaConf
+
+    from urlkit.build import load_trained
+    from urlkit.data.prompts import PromptFormat
+    from urlkit.model.export import ExportSpec, write_folder
+    from urlkit.records import RunDirectory
+
+    run_dir = Path(run_dir)
+    built, cfg = load_trained(run_dir)
+    info = RunDirectory(run_dir).read_info()
+    prompt = PromptFormat.from_config(cfg.get("prompt")).as_dict()
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    spec = ExportSpec(
+        direction=str(cfg.direction.name),
+        token_ids=list(built.token_ids),
+        tokens=list(built.tokens),
+        prompt=prompt,
+        instruction=info.get("instruction", "") if instruction is None else instruction,
+        max_length=int(cfg.model.get("max_length", 512)),
+        dtype=str(cfg.model.get("dtype", "float32")),
+        base_model=str(cfg.model.get("name")),
+        run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
+             "data": f"{cfg.data.get('name')} ({cfg.data.get('path')})",
+             "steps": int(OmegaConf.select(cfg, "train.max_steps", default=0) or 0),
+             "metrics": _flat_numbers(metrics)},
+    )
+    return write_folder(built.reranker, built.renderer, built.backbone, spec, out)
+
+
+def score_folder(folder: str | Path, pairs: list[tuple[str, str]], instruction: str | None = None,
+                 batch_size: int = 16) -> dict[str, list[float]]:
+    """Scores of ``pairs`` by the exported folder, through sentence-transformers' CrossEncoder and
+    through plain transformers as its model card shows (``instruction``: a system message)."""
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = json.loads((Path(folder) / "urlkit_reranker.json").read_text())
+    prompt = {"prompt": instruction} if instruction is not None else {}
+    cross = CrossEncoder(str(folder), device="cpu")
+    via_st = cross.predict(pairs, batch_size=batch_size, show_progress_bar=False, **prompt).tolist()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    system = [{"role": "system", "content": instruction}] if instruction is not None else []
+    texts = [tokenizer.apply_chat_template(system + [{"role": "query", "content": q}, {"role": "document", "content": d}],
+                                           tokenize=False) for q, d in pairs]
+    via_transformers: list[float] = []
+    yes, no = info["yes"]["id"], (info["no"] or {}).get("id")
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], padding=True, add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            logits = model(**batch).logits[:, -1].float()
+        scores = logits[:, yes] - logits[:, no] if no is not None else logits[:, yes]
+        via_transformers.extend(scores.tolist())
+    return {"sentence_transformers": via_st, "transformers": via_transformers}
+
+
+def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
+    """``n`` (query, document) text pairs from the run's dev split: each query with its first
+    positive, then with documents that are not its positives (deterministic)."""
+    from omegaconf import OmegaConf
+
+    from urlkit.build import load_data_split
+    from urlkit.data.prompts import _document_text
+
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    split = load_data_split(cfg.data, cfg.data.get("dev_split", "dev"))
+    documents = list(split.corpus.values())
+    pairs: list[tuple[str, str]] = []
+    for i, query in enumerate(split.queries):
+        if len(pairs) >= n:
+            break
+        if query.image is not None or not query.positives:
+            continue
+        pairs.append((query.text, _document_text(split.corpus[query.positives[0]])))
+        other = documents[(7 * i + 3) % len(documents)]
+        if other.id not in query.positives and other.image is None and len(pairs) < n:
+            pairs.append((query.text, _document_text(other)))
+    return pairs
+
+
+def parity(run_dir: str | Path, folder: str | Path, n: int = 20) -> dict[str, Any]:
+    """Scores of ``n`` dev pairs by ``urlkit.rerank(run=run_dir)`` and by the exported folder,
+    and the largest absolute differences."""
+    from urlkit.inference import rerank
+
+    pairs = check_pairs(run_dir, n)
+    ours = [rerank(q, [d], run=run_dir)[0] for q, d in pairs]
+    theirs = score_folder(folder, pairs)
+    return {"pairs": len(pairs), "urlkit": ours, **theirs,
+            **{f"max_diff_{name}": max(abs(a - b) for a, b in zip(ours, scores, strict=True))
+               for name, scores in theirs.items()}}
+
+
+def _flat_numbers(metrics: dict, prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flat_numbers(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m urlkit.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a training run directory (outputs/runs/...)")
+    parser.add_argument("--out", required=True, help="a new (or empty) folder to write")
+    parser.add_argument("--instruction", default=None, help="the default instruction (default: the run's)")
+    parser.add_argument("--check", type=int, default=20, help="dev pairs to score both ways after writing (0: none)")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest allowed score difference for a float32 export (bfloat16: reported only)")
+    args = parser.parse_args(argv)
+    with reported_errors():  # bad input: "error: <message>", exit status 2
+        out = export_run(args.run, args.out, args.instruction)
+        print(f"[urlkit] exported {args.run} -> {out}", flush=True)
+        if args.check > 0 and args.instruction is None:
+            result = parity(args.run, out, args.check)
+            print(f"[urlkit] parity on {result['pairs']} dev pairs: max |urlkit - CrossEncoder| = "
+                  f"{result['max_diff_sentence_transformers']:.2e}, max |urlkit - transformers| = "
+                  f"{result['max_diff_transformers']:.2e}", flush=True)
+            info = json.loads((out / "urlkit_reranker.json").read_text())
+            worst = max(result["max_diff_sentence_transformers"], result["max_diff_transformers"])
+            if info["dtype"] in ("float32", "fp32") and worst > args.tolerance:
+                print(f"error: the exported folder's scores differ from urlkit's by {worst:.2e} "
+                      f"> --tolerance {args.tolerance:g}", file=sys.stderr)
+                raise SystemExit(1)
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

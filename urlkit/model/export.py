@@ -1,0 +1,233 @@
+"""A trained reranker written as a standard checkpoint folder (``python -m urlkit.export``).
+
+    <out>/config.json, model.safetensors        the causal LM, LoRA merged, in its stored dtype
+    <out>/tokenizer*, chat_template.jinja       the tokenizer; its chat template writes urlkit's
+                                                prompt for a (query, document) pair
+    <out>/modules.json, 1_LogitScore/, ...      sentence-transformers CrossEncoder modules
+    <out>/urlkit_reranker.json                  yes/no tokens, prompt format, instruction, score
+    <out>/README.md                             the model card
+
+The score is urlkit's: the head reads the K gathered LM-head rows at the prompt's last token
+(``urlkit.model.heads``), and ``relevance`` turns them into logit(yes) - logit(no) (direction
+sft) or logit(yes) (direction cl). The merged model's full LM head gives the same two logits,
+so sentence-transformers' ``LogitScore(yes_id, no_id)`` (or ``LogitScore(yes_id)``) and a plain
+``AutoModelForCausalLM`` score exactly what urlkit scores, on the exact prompt (the chat template
+is built from urlkit's renderer, see ``PromptRenderer.pair_chat_template``).
+
+Not exportable as such (a clear error): ``direction=rand`` (a random projection, not LM-head
+rows), an expanded token set (``head.num_tokens > 2``: its relevance is a log-sum-exp over K
+tokens), a trainable LM-head copy (``head.trainable``) and vision-language backbones.
+
+Merging: every LoRA adapter is folded into its base weight in float32 and the result is cast
+back to the backbone's stored dtype (float32 for the embedded SmolLM2: exact to float rounding;
+bfloat16 hub models round the merged weights to bfloat16, so their scores drift by that
+rounding). sentence-transformers is needed to write the CrossEncoder modules (the ``export``,
+``bench`` and ``dev`` extras install it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EXPORT_INFO = "urlkit_reranker.json"
+
+
+class ExportError(ValueError):
+    """A run that cannot be written as a standard reranker; the message says why."""
+
+
+@dataclass
+class ExportSpec:
+    """What the folder records besides the weights."""
+
+    direction: str
+    token_ids: list[int]
+    tokens: list[str]
+    prompt: dict[str, Any]
+    instruction: str
+    max_length: int
+    dtype: str
+    base_model: str
+    run: dict[str, Any] = field(default_factory=dict)  # source run: weight, data, steps, metrics
+
+
+def check_exportable(reranker: Any, backbone: Any, direction: str, token_ids: Sequence[int]) -> None:
+    """Raise :class:`ExportError` when LogitScore on the merged LM head would not be urlkit's score."""
+    from urlkit.model.heads import LMHeadRows
+
+    if getattr(backbone, "is_vision_language", False) or getattr(backbone, "processor", None) is not None:
+        raise ExportError("export writes text rerankers only: this run's backbone is vision-language "
+                          "(images need the processor's prompt path, not a CrossEncoder text pair)")
+    if direction not in ("sft", "cl"):
+        raise ExportError(f"direction={direction}: its scores come from a random projection, not from "
+                          "the LM head, so no standard causal LM scores them; export needs sft or cl")
+    if not isinstance(reranker.head, LMHeadRows):
+        raise ExportError(f"the head {type(reranker.head).__name__} is not LM-head rows")
+    if reranker.head.trainable:
+        raise ExportError("head.trainable=true: the trained rows are a copy apart from the LM head "
+                          "(tied to the input embeddings here), so the merged model would not score them")
+    if direction == "sft" and len(token_ids) != 2:
+        raise ExportError(f"head.num_tokens={len(token_ids)}: an expanded token set scores "
+                          "logit(yes) - logsumexp(others), which LogitScore(yes, no) cannot express; "
+                          "export needs the two tokens yes/no (head.num_tokens=2)")
+
+
+def merged_causal_lm(reranker: Any, backbone: Any, dtype: torch.dtype) -> torch.nn.Module:
+    """The backbone's causal LM with every LoRA adapter folded in (float32 sum, then ``dtype``)
+    and the peft wrappers replaced by their base layers. Changes the model in place."""
+    from urlkit.model.lora import lora_layers
+
+    model = backbone.model.get_base_model() if hasattr(backbone.model, "get_base_model") else backbone.model
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            base = layer.get_base_layer()
+            if not layer.merged:
+                base.weight.data = base.weight.data.float()
+                layer.merge()
+            base.weight.data = base.weight.data.to(dtype)
+    from peft.tuners.lora import LoraLayer
+
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, LoraLayer):
+                setattr(module, child_name, child.get_base_layer())
+    left = lora_layers(model)
+    if left:
+        raise ExportError(f"{len(left)} LoRA layers could not be unwrapped after merging")
+    model.to(dtype)
+    return model.eval()
+
+
+def write_folder(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, out: str | Path) -> Path:
+    """Write the folder described at the top of this module; returns its path."""
+    check_exportable(reranker, backbone, spec.direction, spec.token_ids)
+    try:
+        from sentence_transformers import CrossEncoder
+        from sentence_transformers.base.modules import Transformer
+        from sentence_transformers.cross_encoder.modules import LogitScore
+    except ImportError as err:
+        raise ExportError("export writes sentence-transformers CrossEncoder modules: install it with "
+                          "pip install 'sentence-transformers>=5' (or urlkit's export extra)") from err
+    from urlkit.model.backbone import parse_dtype
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"--out {out} exists and is not empty; give a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = backbone.tokenizer
+    original_template = tokenizer.chat_template
+    tokenizer.chat_template = renderer.pair_chat_template(spec.instruction)
+    try:
+        model = merged_causal_lm(reranker, backbone, parse_dtype(spec.dtype))
+        model.config.use_cache = True
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    finally:
+        tokenizer.chat_template = original_template
+    transformer = Transformer(str(out), transformer_task="text-generation", max_seq_length=spec.max_length,
+                              model_kwargs={"dtype": parse_dtype(spec.dtype)})
+    yes = spec.token_ids[0]
+    no = spec.token_ids[1] if spec.direction == "sft" else None
+    cross_encoder = CrossEncoder(modules=[transformer, LogitScore(yes, no)], device="cpu",
+                                 activation_fn=torch.nn.Identity())
+    # Left padding recorded in tokenizer_config.json, so a plain AutoTokenizer reads the score at
+    # index -1 too (save_pretrained keeps only what init_kwargs holds).
+    transformer.tokenizer.padding_side = "left"
+    transformer.tokenizer.init_kwargs["padding_side"] = "left"
+    cross_encoder.save(str(out))
+    (out / EXPORT_INFO).write_text(json.dumps(export_info(spec), indent=2) + "\n")
+    (out / "README.md").write_text(model_card(spec))
+    return out
+
+
+def export_info(spec: ExportSpec) -> dict[str, Any]:
+    no = {"token": spec.tokens[1], "id": spec.token_ids[1]} if spec.direction == "sft" else None
+    return {
+        "format": "urlkit-reranker/1",
+        "score": "logit(yes) - logit(no)" if spec.direction == "sft" else "logit(yes)",
+        "yes": {"token": spec.tokens[0], "id": spec.token_ids[0]},
+        "no": no,
+        "prompt": spec.prompt,
+        "instruction": spec.instruction,
+        "max_length": spec.max_length,
+        "dtype": spec.dtype,
+        "base_model": spec.base_model,
+        "run": spec.run,
+    }
+
+
+def model_card(spec: ExportSpec) -> str:
+    """The README.md of the folder: how to load it, what the score is, where it came from."""
+    yes, no = spec.token_ids[0], (spec.token_ids[1] if spec.direction == "sft" else None)
+    score = "logits[:, -1, yes] - logits[:, -1, no]" if no is not None else "logits[:, -1, yes]"
+    run = spec.run
+    metrics = run.get("metrics") or {}
+    rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in sorted(metrics.items())
+                     if isinstance(value, (int, float)))
+    instruction = spec.instruction or spec.prompt.get("default_instruction") or ""
+    return f"""---
+library_name: sentence-transformers
+pipeline_tag: text-ranking
+tags: [cross-encoder, reranker, urlkit]
+base_model: {spec.base_model}
+---
+
+# {run.get("name", "urlkit reranker")}
+
+A point-wise yes/no reranker trained with urlkit (the Unified Reranking Loss, Dai et al. 2025:
+weight `{run.get("weight", "?")}`, direction `{spec.direction}`) from `{spec.base_model}`, LoRA merged,
+stored in {spec.dtype}. Score of a (query, document) pair: the log-odds `{score}` at the
+prompt's last token ({spec.tokens[0]!r} = id {yes}{f", {spec.tokens[1]!r} = id {no}" if no is not None else ""}), the
+same number `urlkit.rerank` gives (higher = more relevant; a sigmoid makes it a probability).
+
+## Use
+
+```python
+from sentence_transformers import CrossEncoder
+
+model = CrossEncoder("<this folder>")
+scores = model.predict([("where do cats sleep", "Cats sleep in warm places.")])
+# another instruction than the trained one: model.predict(pairs, prompt="Find the passage.")
+```
+
+With plain transformers (the tokenizer's chat template writes the prompt for the roles
+`query` and `document`; a `system` message replaces the instruction):
+
+```python
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("<this folder>")   # left padding
+model = AutoModelForCausalLM.from_pretrained("<this folder>")
+texts = [tokenizer.apply_chat_template([{{"role": "query", "content": q}}, {{"role": "document", "content": d}}],
+                                       tokenize=False) for q, d in pairs]
+batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+with torch.inference_mode():
+    logits = model(**batch).logits
+yes, no = {yes}, {no}
+scores = {score}
+```
+
+## Prompt
+
+Format `{spec.prompt.get("name")}`, instruction: {instruction!r} (`urlkit_reranker.json`
+records the format, the instruction and the tokens). Up to {spec.max_length} prompt tokens: urlkit
+cuts only the document to fit; CrossEncoder truncates the rendered prompt at `max_length` and
+keeps the template's closing tokens, so scores agree for prompts within the limit.
+
+## Training
+
+| | |
+| --- | --- |
+| data | {run.get("data", "?")} |
+| steps | {run.get("steps", "?")} |
+| source run | `{run.get("path", "?")}` |
+
+{"| metric | value |" + chr(10) + "| --- | --- |" + chr(10) + rows if rows else ""}
+"""
