@@ -1,0 +1,117 @@
+"""python -m urlkit.export: the exported folder scores what urlkit.rerank scores.
+
+The folder is loaded the two ways its model card shows, sentence-transformers' CrossEncoder and
+plain transformers, and compared with ``urlkit.rerank(run=...)`` on 20 (query, document) pairs of
+a tiny run whose LoRA adapters training moved away from zero.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers.run_helpers import TOPICS, compose_train, write_small_dataset
+
+import urlkit
+from urlkit.build import build_reranker
+from urlkit.export import main, score_folder
+from urlkit.inference import TrainedReranker, _as_document, _as_query
+from urlkit.model.export import ExportError, check_exportable
+from urlkit.train import train
+
+# 20 pairs: every query with its own passage, then 8 queries with another topic's passage.
+PAIRS = [(query, passage) for _, query, passage in TOPICS] + [
+    (TOPICS[i][1], TOPICS[(i + 5) % len(TOPICS)][2]) for i in range(8)
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data = write_small_dataset(root / "data")
+    cfg = compose_train(data, "train.lr=5e-3", "train.max_steps=4")
+    train(cfg, root / "run")
+    main(["--run", str(root / "run"), "--out", str(root / "folder")])  # checks its dev pairs itself
+    return root / "run", root / "folder"
+
+
+def test_exported_folder_scores_what_urlkit_scores(exported):
+    run, folder = exported
+    reranker = TrainedReranker.from_run(run)
+    lora_b = [p for n, p in reranker.built.reranker.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().max() > 0 for p in lora_b)  # the merge has something to fold in
+    ours = torch.tensor([urlkit.rerank(q, [d], run=run)[0] for q, d in PAIRS])
+    theirs = score_folder(folder, PAIRS)
+    assert len(PAIRS) == 20 and ours.std() > 0
+    for name, scores in theirs.items():
+        largest = (torch.tensor(scores) - ours).abs().max().item()
+        print(f"max |urlkit - {name}| on 20 pairs: {largest:.2e}")
+        assert largest < 1e-4, name
+
+
+def test_exported_prompt_is_urlkits_token_for_token(exported):
+    from sentence_transformers import CrossEncoder
+
+    run, folder = exported
+    renderer = TrainedReranker.from_run(run).built.renderer
+    instruction = json.loads((folder / "urlkit_reranker.json").read_text())["instruction"]
+    assert instruction == "Find the passage that answers the query."  # the run's dataset instruction
+    cross = CrossEncoder(str(folder), device="cpu")
+    for query, passage in PAIRS[:3]:
+        features = cross.preprocess([(query, passage)])
+        ids = features["input_ids"][0][features["attention_mask"][0].bool()].tolist()
+        q = _as_query(query)
+        d = _as_document(passage, 0)
+        assert ids == renderer.encode(instruction, q, d).input_ids
+
+
+def test_another_instruction_reaches_both_sides(exported):
+    run, folder = exported
+    pairs = PAIRS[:4]
+    ours = torch.tensor([urlkit.rerank(q, [d], instruction="Rank by topic.", run=run)[0] for q, d in pairs])
+    default = torch.tensor([urlkit.rerank(q, [d], run=run)[0] for q, d in pairs])
+    assert (ours - default).abs().max() > 1e-6  # the instruction changes the prompt
+    for name, scores in score_folder(folder, pairs, instruction="Rank by topic.").items():
+        assert (torch.tensor(scores) - ours).abs().max().item() < 1e-4, name
+
+
+def test_folder_records_tokens_format_and_card(exported):
+    _, folder = exported
+    info = json.loads((folder / "urlkit_reranker.json").read_text())
+    assert info["yes"] == {"token": "yes", "id": 10407} and info["no"]["id"] == 4607  # SmolLM2's
+    assert info["prompt"]["name"] == "urlkit" and info["dtype"] == "float32"
+    card = (folder / "README.md").read_text()
+    assert "CrossEncoder" in card and "AutoModelForCausalLM" in card and "yes, no = 10407, 4607" in card
+    assert (folder / "chat_template.jinja").exists() and (folder / "1_LogitScore" / "config.json").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "float32"
+    assert not any("lora" in name for name in _safetensor_names(folder))
+
+
+def test_export_refuses_a_used_folder_and_a_missing_run(exported, tmp_path, capsys):
+    run, folder = exported
+    with pytest.raises(SystemExit) as used:
+        main(["--run", str(run), "--out", str(folder)])
+    assert used.value.code == 2 and str(folder) in capsys.readouterr().err
+    with pytest.raises(SystemExit) as missing:
+        main(["--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert missing.value.code == 2 and "nowhere" in err and "config.yaml" in err
+
+
+@pytest.mark.parametrize("override, reason", [("direction=rand", "random projection"),
+                                              ("head.trainable=true", "head.trainable"),
+                                              ("model=tiny_vl", "vision-language")])
+def test_what_no_causal_lm_scores_is_refused(tmp_path, override, reason):
+    cfg = compose_train(write_small_dataset(tmp_path / "data"), override)
+    built = build_reranker(cfg, trainable=False)
+    with pytest.raises(ExportError, match=reason):
+        check_exportable(built.reranker, built.backbone, cfg.direction.name, built.token_ids)
+
+
+def _safetensor_names(folder):
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        return list(f.keys())
