@@ -84,15 +84,16 @@ def score_folder(folder: str | Path, pairs: list[tuple[str, str]], instruction: 
 
 
 def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
-    """``n`` (query, document) text pairs from the run's dev split: each query with its first
-    positive, then with documents that are not its positives (deterministic)."""
+    """``n`` (query, document) text pairs from the run's dev split (a mixture: its first source's):
+    each query with its first positive, then with a document that is not (deterministic)."""
     from omegaconf import OmegaConf
 
-    from urlkit.build import load_data_split
+    from urlkit.build import load_data_split, mixture_configs
     from urlkit.data.prompts import _document_text
 
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-    split = load_data_split(cfg.data, cfg.data.get("dev_split", "dev"))
+    data = mixture_configs(cfg.data)[0][2]  # a mixture's first source (as its dev evaluation)
+    split = load_data_split(data, data.get("dev_split", "dev"))
     documents = list(split.corpus.values())
     pairs: list[tuple[str, str]] = []
     for i, query in enumerate(split.queries):
