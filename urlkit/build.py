@@ -27,6 +27,8 @@ from urlkit.data.prompts import PromptFormat, PromptRenderer
 from urlkit.data.stream import GroupStream
 from urlkit.errors import ConfigError
 from urlkit.evaluation.rerank import EvalSet, Evaluator
+from urlkit.loss import LossInputError, WeightOptions
+from urlkit.loss.directions import get_direction
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
 from urlkit.model.scoring import Reranker
@@ -172,6 +174,23 @@ def build_evaluator(cfg: DictConfig, built: Built) -> Evaluator:
     )  # fmt: skip
 
 
+def weight_options(cfg: DictConfig) -> WeightOptions:
+    """The loss's weight (spec, dtype, hyper-parameters) from ``cfg.weight``, checked now:
+    a bad value is a :class:`ConfigError` naming ``weight``, before any step."""
+    try:
+        return WeightOptions.from_mapping(OmegaConf.to_container(cfg.weight, resolve=True))
+    except LossInputError as err:
+        raise ConfigError(f"weight={OmegaConf.to_container(cfg.weight, resolve=True)}: {err}") from err
+
+
+def check_direction(cfg: DictConfig) -> str:
+    """``cfg.direction.name``, checked now (a :class:`ConfigError` naming the valid ones)."""
+    try:
+        return get_direction(cfg.direction.name).name
+    except LossInputError as err:
+        raise ConfigError(f"direction.name={cfg.direction.name!r}: {err}") from err
+
+
 def make_renderer(backbone: Backbone, model_cfg: Any, prompt_cfg: Any = None) -> PromptRenderer:
     """The prompt renderer of ``prompt_cfg`` (the ``prompt`` group; None: urlkit's format)."""
     kwargs = {"max_length": int(model_cfg.get("max_length", 512))}
@@ -244,7 +263,7 @@ def add_lora(model: torch.nn.Module, lora_cfg: Any, gradient_checkpointing: bool
 
 def _expand_token_set(backbone, renderer, sample: Split | None, token_ids, extra: int, cfg):
     if sample is None:
-        raise ValueError("head.num_tokens > len(head.tokens) needs training prompts to rank extra tokens")
+        raise ConfigError("head.num_tokens > len(head.tokens) needs training prompts to rank extra tokens")
     n = int(cfg.head.get("token_sample", 256))
     queries = sample.queries[:n]
     encoded = [

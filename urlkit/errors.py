@@ -13,14 +13,18 @@ message; :func:`reported_errors` wraps the work of ``python -m urlkit.run``,
 
 What counts as bad input (:func:`is_user_error`):
 
-* urlkit's own error classes (:data:`ERROR_CLASSES`: ``DataError``, ``ModelLoadError``,
-  ``NonFiniteError``, ``LossInputError``, ``CacheBuildError``, ``GridError``, and
-  :class:`ConfigError`);
+* an instance of :class:`UrlkitError`, the base class of urlkit's own errors (``ConfigError``,
+  ``DataError``, ``ModelLoadError``, ``CacheBuildError``, ``NonFiniteError``, ``GridError``,
+  ...): raising one is how urlkit code says "the user can fix this, and the message says how";
 * a ``FileNotFoundError`` / ``NotADirectoryError`` / ``IsADirectoryError`` /
-  ``PermissionError`` with a file name (the message names the file, wherever it was raised);
-* a ``ValueError`` or ``KeyError`` raised by urlkit's own code (the innermost frame of its
-  traceback lies inside the ``urlkit`` package), i.e. a check written for users. The same
-  classes raised inside torch or transformers are bugs and keep their traceback.
+  ``PermissionError``: its message names the path looked for.
+
+``urlkit.loss`` is pure torch and imports nothing of urlkit, so its ``LossInputError`` is a
+plain ``ValueError`` for whoever calls the loss as a library. Inside urlkit the config reaches
+the loss only through :func:`urlkit.build.weight_options` and
+:func:`urlkit.build.check_direction`, which turn a ``LossInputError`` into a ``ConfigError``
+naming the ``weight``/``direction`` key before the first step; one raised later means urlkit
+passed the loss bad tensors, a bug, and keeps its traceback.
 
 Anything else propagates unchanged, with its traceback: it is a bug to report. Set
 ``HYDRA_FULL_ERROR=1`` (Hydra's own switch) to see the traceback of bad input too; the
@@ -36,12 +40,9 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 EXIT_BAD_INPUT = 2  # argparse's status for bad arguments; Hydra's own errors exit with 1
 EXIT_INTERRUPTED = 128 + 15  # the shell's status for a process ended by SIGTERM (pre-emption)
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class UrlkitError(Exception):
@@ -55,42 +56,12 @@ class ConfigError(UrlkitError, ValueError):
     what is allowed (see :mod:`urlkit.config`)."""
 
 
-# urlkit's error classes, by module: an error can only be an instance of a class whose module
-# is imported, so looking them up in sys.modules never imports torch just to print a message.
-ERROR_CLASSES = (
-    ("urlkit.data.format", "DataError"),
-    ("urlkit.model.backbone", "ModelLoadError"),
-    ("urlkit.training.nonfinite", "NonFiniteError"),
-    ("urlkit.loss.inputs", "LossInputError"),
-    ("urlkit.model.gguf_cache", "CacheBuildError"),
-    ("urlkit.grids", "GridError"),
-)
-
-
-def user_error_classes() -> tuple[type[BaseException], ...]:
-    """:class:`ConfigError` and the error classes of the urlkit modules loaded so far."""
-    loaded = [getattr(sys.modules[module], name, None) for module, name in ERROR_CLASSES if module in sys.modules]
-    return (ConfigError, *(cls for cls in loaded if cls is not None))
-
-
 FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
-
-
-def raised_in_urlkit(err: BaseException) -> bool:
-    """Whether the innermost frame of ``err``'s traceback is urlkit's own code."""
-    frames = traceback.extract_tb(err.__traceback__)
-    if not frames:
-        return False
-    return Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE_DIR)
 
 
 def is_user_error(err: BaseException) -> bool:
     """Bad input the user can fix (see the module docstring), as opposed to a bug."""
-    if isinstance(err, user_error_classes()):
-        return True
-    if isinstance(err, FILE_ERRORS):
-        return err.filename is not None or raised_in_urlkit(err)
-    return isinstance(err, (ValueError, KeyError)) and raised_in_urlkit(err)
+    return isinstance(err, (UrlkitError, *FILE_ERRORS))
 
 
 def message_of(err: BaseException) -> str:

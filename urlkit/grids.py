@@ -30,6 +30,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from urlkit.config import register_resolvers
+from urlkit.errors import UrlkitError
 from urlkit.paths import REPO_ROOT
 
 CONF_DIR = REPO_ROOT / "conf"
@@ -37,7 +38,7 @@ EXPERIMENTS_DIR = CONF_DIR / "experiment"
 SWEEPS_DIR = REPO_ROOT / "sweeps"
 
 
-class GridError(ValueError):
+class GridError(UrlkitError, ValueError):
     """An experiment or sweep file whose grid cannot be expanded or composed."""
 
 

@@ -59,8 +59,10 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
     from urlkit.build import (
         build_evaluator,
         build_reranker,
+        check_direction,
         trainer_arguments,
         training_workload,
+        weight_options,
     )
     from urlkit.training.callbacks import FinalEvaluation, MixtureLog, PeriodicEvaluation
     from urlkit.training.checkpointing import AtomicCheckpointIO
@@ -83,8 +85,8 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
     # model: reranker + URL loss; the module restores its counters and RNG from a checkpoint
     module = RerankerModule(
         built.reranker,
-        weight=OmegaConf.to_container(cfg.weight),
-        direction=cfg.direction.name,
+        weight=weight_options(cfg),
+        direction=check_direction(cfg),
         lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,
         warmup_steps=cfg.train.warmup_steps,

@@ -228,3 +228,43 @@ def test_tau_keeps_a_negative_exactly_at_the_threshold():
     p_yes = TAU_LOGITS.softmax(-1)[0, 2, 0].item()
     _, keep_neg = weights("tau", TAU_LOGITS, tau=p_yes)
     assert keep_neg[0].tolist() == [0.0, 1.0]
+
+
+def test_weight_options_carry_spec_dtype_and_hyper_parameters_into_url_loss():
+    from urlkit.loss import WeightOptions, WeightParams
+
+    logits = torch.randn(3, 5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    options = WeightOptions.from_mapping({"name": "tau_mask", "dtype": "float32", "beta": 0.2, "tau": 0.3, "other": 1})
+    assert options == WeightOptions("tau_mask", torch.float32, WeightParams(beta=0.2, tau=0.3))
+    by_options = url_loss(logits, options, "sft")
+    by_keywords = url_loss(logits, "tau_mask", "sft", weight_dtype=torch.float32, beta=0.2, tau=0.3)
+    for a, b in zip(by_options[1].values(), by_keywords[1].values(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(by_options[0], by_keywords[0])
+    # the defaults live in WeightParams: an empty mapping is the plain sft weight
+    assert WeightOptions.from_mapping({}) == WeightOptions()
+    assert url_loss(logits, "base")[0].item() == url_loss(logits, WeightOptions("base"))[0].item()
+    with pytest.raises(LossInputError, match="not beside it"):
+        url_loss(logits, options, "sft", tau=0.1)
+    with pytest.raises(LossInputError, match="unknown weight 'nope'"):
+        WeightOptions.from_mapping({"name": "nope"})
+    with pytest.raises(LossInputError, match="tau must be in"):
+        WeightOptions.from_mapping({"name": "sft", "tau": 2})
+    with pytest.raises(LossInputError, match="not a torch dtype"):
+        WeightOptions.from_mapping({"dtype": "float8"})
+
+
+def test_conf_weight_options_match_the_loss_defaults():
+    """conf/weight_options.yaml (the keys every conf/weight/*.yaml composes) holds the same
+    defaults as WeightParams, the one place the loss keeps them."""
+    import yaml
+
+    from urlkit.loss import WeightParams
+    from urlkit.paths import REPO_ROOT
+
+    shared = yaml.safe_load((REPO_ROOT / "conf" / "weight_options.yaml").read_text())
+    defaults = WeightParams()
+    assert {key: float(shared[key]) for key in ("temperature", "beta", "tau")} == {
+        "temperature": defaults.temperature, "beta": defaults.beta, "tau": defaults.tau
+    }
+    assert shared["dtype"] is None

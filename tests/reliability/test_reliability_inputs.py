@@ -199,3 +199,22 @@ def test_hydra_full_error_shows_the_traceback_of_bad_input_too(tmp_path):
     out = cli(*TINY, "train.nonfinite=skp", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
     assert out.returncode == EXIT_BAD_INPUT
     assert "Traceback" in out.stderr and out.stderr.rstrip().endswith("error: train.nonfinite='skp' is not one of stop, skip")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("weight.name=nope", "unknown weight 'nope'"),
+        ("direction.name=up", "direction.name='up'"),
+    ],
+    ids=["weight", "direction"],
+)
+def test_a_loss_choice_the_loss_does_not_know(tmp_path, dataset, capsys, monkeypatch, override, expected):
+    """The loss is pure torch (its LossInputError is no UrlkitError): urlkit.build checks the
+    config's weight and direction against it and reports a ConfigError before the first step."""
+    from urlkit.run import main
+
+    argv = [*TINY, f"data.path={dataset}", override, f"hydra.run.dir={tmp_path / 'run'}"]
+    status, err = in_process(main, argv, capsys, monkeypatch)
+    assert_one_clear_error(status, err, expected)
+    assert not (tmp_path / "run" / "history.csv").exists()  # no step was taken

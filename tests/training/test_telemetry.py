@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from urlkit.loss import compute_weight, url_loss
+from urlkit.loss import WeightOptions, compute_weight, url_loss
 from urlkit.training.telemetry import StepAccumulator, step_statistics
 
-OPTIONS = {"weight_dtype": torch.float32, "temperature": 1.0, "beta": 0.05, "tau": 1e-3}
+OPTIONS = WeightOptions("sft", torch.float32)
 
 
 def _batch(seed=0, b=3, n=4, k=2):
@@ -21,7 +21,7 @@ def test_counterfactual_weights_are_the_other_families_on_the_same_scores():
     loss, info = url_loss(logits, weight="sft", direction="cl", mask=mask)
     stats = step_statistics(logits, loss, info, mask, OPTIONS)
     for family in ("sft", "cl", "base"):
-        w_pos, w_neg = compute_weight(family, logits, mask, **OPTIONS)
+        w_pos, w_neg = compute_weight(family, logits, mask, weight_dtype=torch.float32)
         assert stats[f"w_{family}_pos"] == pytest.approx(w_pos.mean().item())
         assert stats[f"w_{family}_neg"] == pytest.approx(w_neg[mask[:, 1:]].mean().item())
     # the trained weight is sft, so its statistics are the sft family's

@@ -17,20 +17,10 @@ import torch
 
 from urlkit.bench.flops import ModelShape, batch_work
 from urlkit.bench.measure import interleaved, median
+from urlkit.build import weight_options
 from urlkit.loss import sft_loss, url_loss
 from urlkit.training.module import url_backward
 from urlkit.training.telemetry import step_statistics
-
-
-def weight_options(cfg) -> dict:
-    """The keyword arguments ``RerankerModule`` passes to ``url_loss`` for ``cfg.weight``."""
-    weight = cfg.weight
-    return {
-        "weight_dtype": getattr(torch, weight["dtype"]) if weight.get("dtype") else None,
-        "temperature": float(weight.get("temperature", 1.0)),
-        "beta": float(weight.get("beta", 0.05)),
-        "tau": float(weight.get("tau", 1e-3)),
-    }
 
 
 class Stepper:
@@ -42,7 +32,7 @@ class Stepper:
         self.pack_length, self.fold = pack_length, fold
         self.dropouts = [m for name, m in reranker.named_modules() if "lora_dropout" in name and isinstance(m, torch.nn.Dropout)]
         self.lora_dropout = lora_dropout  # None: the config's
-        self.weight, self.direction, self.options = cfg.weight.name, cfg.direction.name, weight_options(cfg)
+        self.options, self.direction = weight_options(cfg), cfg.direction.name
         self.loss = loss
         self.trainable = [p for p in reranker.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=float(cfg.train.lr))
@@ -51,7 +41,7 @@ class Stepper:
     def loss_fn(self, logits, mask):
         if self.loss == "sft":  # the native loss: no weights, no telemetry inputs
             return sft_loss(logits.float(), mask), None
-        return url_loss(logits.float(), weight=self.weight, direction=self.direction, mask=mask, **self.options)
+        return url_loss(logits.float(), weight=self.options, direction=self.direction, mask=mask)
 
     def __call__(self, batch: dict) -> None:
         defaults = self.reranker.share_prefix, self.reranker.pack_length, self.reranker.fold
@@ -104,13 +94,13 @@ def loss_seconds(cfg, batch_logits: torch.Tensor, mask: torch.Tensor, repeats: i
     logits = batch_logits.detach().float().requires_grad_(True)
 
     def url():
-        loss, _ = url_loss(logits, weight=cfg.weight.name, direction=cfg.direction.name, mask=mask, **options)
+        loss, _ = url_loss(logits, weight=options, direction=cfg.direction.name, mask=mask)
         torch.autograd.grad(loss, logits)
 
     def sft():
         torch.autograd.grad(sft_loss(logits, mask), logits)
 
-    loss, info = url_loss(logits, weight=cfg.weight.name, direction=cfg.direction.name, mask=mask, **options)
+    loss, info = url_loss(logits, weight=options, direction=cfg.direction.name, mask=mask)
 
     def telemetry():
         step_statistics(logits.detach(), loss.detach(), info, mask, options)

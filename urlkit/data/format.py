@@ -12,8 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from urlkit.errors import UrlkitError
 
-class DataError(Exception):
+
+class DataError(UrlkitError):
     """Bad input data, with the file and (1-based) line that caused it.
 
     ``reason`` is a short, stable key ("malformed JSON", "missing image", ...) under which

@@ -32,6 +32,7 @@ from torch.utils.data import IterableDataset
 
 from urlkit.data.groups import TrainGroups
 from urlkit.data.stream import GroupStream
+from urlkit.errors import ConfigError
 
 
 @dataclass
@@ -48,14 +49,14 @@ def block_counts(weights: list[float], block: int) -> list[int]:
     remainder (sum exactly ``block``), at least one item for every source with weight > 0."""
     total = float(sum(weights))
     if block < 1 or not weights or total <= 0 or any(w < 0 for w in weights):
-        raise ValueError(f"weights {weights} and block {block}: need weights >= 0 with a positive sum")
+        raise ConfigError(f"weights {weights} and block {block}: need weights >= 0 with a positive sum")
     exact = [block * w / total for w in weights]
     counts = [int(x) for x in exact]
     for i in sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))[: block - sum(counts)]:
         counts[i] += 1
     for i, w in enumerate(weights):
         if w > 0 and counts[i] == 0:
-            raise ValueError(f"block {block} is too small to give weight {w} (source {i}) one item per block")
+            raise ConfigError(f"block {block} is too small to give weight {w} (source {i}) one item per block")
     return counts
 
 
@@ -69,7 +70,7 @@ class MixtureStream(IterableDataset):
     def __init__(self, sources: list[Source], seed: int = 0, start: Callable[[], int] | int = 0, block: int = 1000):
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
-            raise ValueError(f"mixture sources need distinct names, got {names}")
+            raise ConfigError(f"mixture sources need distinct names, got {names}")
         self.sources, self.seed, self.start, self.block = sources, seed, start, block
         self.counts = block_counts([s.weight for s in sources], block)
         self.streams = [GroupStream(s.groups, seed=seed) for s in sources]

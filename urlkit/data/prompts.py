@@ -61,6 +61,7 @@ from typing import Any
 import torch
 
 from urlkit.data.format import DataError, Document, Query, Split
+from urlkit.errors import ConfigError
 
 DEFAULT_SYSTEM_PROMPT = (
     "Judge whether the document meets the requirements of the query and the instruction. "
@@ -104,7 +105,7 @@ class PromptFormat:
         known = {"name", "system", "template", "default_instruction", "tokens", "chat_template"}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ValueError(f"prompt: unknown key(s) {unknown}; a prompt format has {sorted(known)}")
+            raise ConfigError(f"prompt: unknown key(s) {unknown}; a prompt format has {sorted(known)}")
         values = {key: cfg[key] for key in known if key in cfg}
         if "tokens" in values:
             values["tokens"] = tuple(str(t) for t in values["tokens"])
@@ -149,11 +150,11 @@ class PromptRenderer:
         self.default_instruction = default_instruction
         self.chat_template = chat_template  # None: the tokenizer's (processor's) own
         if not chat_template and not getattr(tokenizer, "chat_template", None):
-            raise ValueError("the tokenizer has no chat template; the prompt needs one to "
+            raise ConfigError("the tokenizer has no chat template; the prompt needs one to "
                              "open the assistant turn (use an instruction-tuned backbone)")
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
         if not {"query", "document"} <= names <= _FIELDS or template.count("{document}") != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"the prompt template needs {{query}} and exactly one {{document}}, may have "
                 f"{{instruction}}, and nothing else; got fields {sorted(names)}"
             )
@@ -317,7 +318,7 @@ class PromptRenderer:
         Text prompts only (an image pair needs the processor's path).
         """
         if self.processor is not None:
-            raise ValueError("a pair chat template is written for text backbones only; this "
+            raise ConfigError("a pair chat template is written for text backbones only; this "
                              "renderer has an image processor (vision-language backbone)")
         query = Query(id="query", qrels={})
         given = self._pieces(self._chat_text(_INSTRUCTION, query, _QUERY_TEXT))
@@ -359,7 +360,7 @@ class PromptRenderer:
     @staticmethod
     def _checked(text: str) -> str:
         if text.count(_SENTINEL) != 1:
-            raise ValueError("the chat template did not keep the user turn verbatim; "
+            raise ConfigError("the chat template did not keep the user turn verbatim; "
                              "cannot locate the document in the rendered prompt")
         return text
 
@@ -372,7 +373,7 @@ class PromptRenderer:
                                                   tokenize=False)
         marker = text.partition(_SENTINEL)[2].partition(_QUERY_IMAGE)[0]
         if marker.count(self._images.token) != 1:
-            raise ValueError(f"the processor's chat template writes an image item as {marker!r}, "
+            raise ConfigError(f"the processor's chat template writes an image item as {marker!r}, "
                              f"not with one image token {self._images.token!r}")
         return marker
 
@@ -418,7 +419,7 @@ class _ImageInputs:
     def __init__(self, processor: Any, cache_size: int):
         for attribute in ("image_processor", "image_token", "apply_chat_template"):
             if not hasattr(processor, attribute):
-                raise ValueError(f"the processor {type(processor).__name__} has no {attribute!r}: "
+                raise ConfigError(f"the processor {type(processor).__name__} has no {attribute!r}: "
                                  "pass a vision-language processor (e.g. Qwen2.5-VL's)")
         self.image_processor = processor.image_processor
         self.token = processor.image_token

@@ -14,7 +14,7 @@ from urlkit.loss.directions import DIRECTIONS, Direction, relevance
 from urlkit.loss.inputs import NO, YES, LossInputError
 from urlkit.loss.native import infonce_loss, sft_loss
 from urlkit.loss.url import url_loss
-from urlkit.loss.weights import WEIGHTS, compute_weight, parse_weight
+from urlkit.loss.weights import WEIGHTS, WeightOptions, WeightParams, compute_weight, parse_weight
 
 __all__ = [
     "DIRECTIONS",
@@ -23,6 +23,8 @@ __all__ = [
     "YES",
     "Direction",
     "LossInputError",
+    "WeightOptions",
+    "WeightParams",
     "compute_weight",
     "infonce_loss",
     "parse_weight",

@@ -26,19 +26,25 @@ import torch
 
 from urlkit.loss.directions import get_direction
 from urlkit.loss.inputs import check_logits, check_mask, loss_dtype
-from urlkit.loss.weights import compute_weight, parse_weight, tau_masked_fraction
+from urlkit.loss.weights import (
+    WeightOptions,
+    as_weight_options,
+    compute_weight,
+    parse_weight,
+    tau_masked_fraction,
+)
 
 
 def url_loss(
     logits: torch.Tensor,
-    weight: str | Sequence[str] = "sft",
+    weight: str | Sequence[str] | WeightOptions = "sft",
     direction: str = "sft",
     mask: torch.Tensor | None = None,
     *,
     weight_dtype: torch.dtype | None = None,
-    temperature: float = 1.0,
-    beta: float = 0.05,
-    tau: float = 1e-3,
+    temperature: float | None = None,
+    beta: float | None = None,
+    tau: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Unified Reranking Loss (Algorithm 1) of a batch of groups.
 
@@ -46,7 +52,9 @@ def url_loss(
         logits: (B, 1+N, K) scores; document 0 of each example is the positive, 1..N its
             negatives; column 0 "yes", column 1 "no", 2..K-1 extra tokens.
         weight: weight spec: "sft", "cl", "base", "tau", "tau_mask" or a "*"-product
-            ("base*sft") or a sequence of names (see :data:`urlkit.loss.WEIGHTS`).
+            ("base*sft") or a sequence of names (see :data:`urlkit.loss.WEIGHTS`); or a
+            :class:`~urlkit.loss.WeightOptions` holding the spec, dtype and hyper-parameters
+            (built once, e.g. from ``cfg.weight``; then leave the four keywords out).
         direction: "sft", "cl" or "rand" (see :data:`urlkit.loss.DIRECTIONS`).
         mask: optional bool (B, 1+N), False = padded negative: it gets weight 0 and is left
             out of every softmax over documents. Its logits may hold any finite value.
@@ -54,8 +62,9 @@ def url_loss(
             float32 and the logits' dtype, so float64 logits keep the exact native
             gradients; float16/bfloat16 for the Table 5 probe. The loss itself is computed
             in float32 (float64 for float64 logits).
-        temperature: T of the cl weight. beta: temperature of the base weight (0.05).
-        tau: threshold of the tau mask (1e-3).
+        temperature: T of the cl weight. beta: temperature of the base weight.
+        tau: threshold of the tau mask. None: the defaults of :class:`~urlkit.loss.WeightParams`
+            (1.0, 0.05, 1e-3).
 
     Returns:
         (loss, info): the scalar loss, differentiable w.r.t. ``logits``, and a dict of
@@ -66,12 +75,11 @@ def url_loss(
         (B,) the bracket above, and "masked_fraction" the share of real pairs the tau mask
         silenced (0 without tau).
     """
+    options = as_weight_options(weight, weight_dtype, temperature, beta, tau, caller="url_loss")
     chosen = get_direction(direction)
     check_logits(logits, caller="url_loss")
     mask = check_mask(mask, logits, caller="url_loss")
-    w_pos, w_neg = compute_weight(
-        weight, logits, mask, weight_dtype=weight_dtype, temperature=temperature, beta=beta, tau=tau
-    )
+    w_pos, w_neg = compute_weight(options, logits, mask)
 
     scores = logits.to(loss_dtype(logits))
     r_pos = chosen.positive(scores[:, 0])  # (B,)   raised
@@ -81,8 +89,8 @@ def url_loss(
     per_example = -w_pos * r_pos + pushed_down
     loss = per_example.mean()
 
-    if "tau" in parse_weight(weight):
-        masked_fraction = tau_masked_fraction(logits, mask, weight_dtype=weight_dtype, tau=tau)
+    if "tau" in parse_weight(options.spec):
+        masked_fraction = tau_masked_fraction(logits, mask, weight_dtype=options.dtype, tau=options.params.tau)
     else:
         masked_fraction = torch.zeros((), device=logits.device)
     info = {

@@ -29,7 +29,7 @@ documents and always get weight 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import torch
@@ -47,11 +47,92 @@ from urlkit.loss.inputs import (
 
 @dataclass(frozen=True)
 class WeightParams:
-    """Hyper-parameters of the weight factors; each factor reads only its own."""
+    """Hyper-parameters of the weight factors; each factor reads only its own. These are
+    THE defaults of urlkit (the loss functions, :class:`WeightOptions` and, checked by a
+    test, ``conf/weight_options.yaml``)."""
 
     temperature: float = 1.0  # cl: softmax temperature T
     beta: float = 0.05  # base: softmax temperature over the negatives (paper: 0.05)
     tau: float = 1e-3  # tau: confidence threshold of the mask (paper: 1e-3)
+
+
+@dataclass(frozen=True)
+class WeightOptions:
+    """Everything that chooses a weight, built once and passed to :func:`url_loss`
+    (``url_loss(logits, options, direction, mask)``) and :func:`compute_weight`.
+
+    ``spec``: a weight name, a "*"-product or a sequence of names (see :data:`WEIGHTS`).
+    ``dtype``: the dtype the weights are computed in; None = the wider of float32 and the
+    logits' dtype (:func:`weight_dtype_for`); float16/bfloat16 = the Table 5 probe.
+    ``params``: the factors' hyper-parameters (:class:`WeightParams`). Checked when built:
+    a bad value raises :class:`LossInputError` at once, not at the first step.
+
+    Example::
+
+        options = WeightOptions.from_mapping({"name": "tau_mask", "tau": 1e-2})
+        loss, info = url_loss(logits, options, "sft", mask)
+    """
+
+    spec: str | tuple[str, ...] = "sft"
+    dtype: torch.dtype | None = None
+    params: WeightParams = WeightParams()
+
+    def __post_init__(self) -> None:
+        _check_options(self.spec, self.dtype, self.params, "WeightOptions")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> WeightOptions:
+        """From a mapping with the keys of ``conf/weight_options.yaml``: ``name`` (the spec),
+        ``dtype`` (a torch dtype name or None), ``temperature``, ``beta``, ``tau`` (absent:
+        :class:`WeightParams`' defaults). Other keys are not the weight's and are ignored."""
+        dtype = values.get("dtype")
+        if dtype is not None and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+            raise LossInputError(f"weight dtype {dtype!r} is not a torch dtype name (e.g. float32, bfloat16)")
+        defaults = WeightParams()
+        try:
+            params = WeightParams(**{key: float(values.get(key, getattr(defaults, key))) for key in _PARAM_KEYS})
+        except (TypeError, ValueError) as err:
+            raise LossInputError(f"weight hyper-parameters must be numbers: {err}") from err
+        name = values.get("name", "sft")
+        return cls(name if isinstance(name, str) else tuple(name), getattr(torch, dtype) if dtype else None, params)
+
+    def with_spec(self, spec: str | Sequence[str]) -> WeightOptions:
+        """The same dtype and hyper-parameters for another weight (counterfactual weights)."""
+        return replace(self, spec=spec if isinstance(spec, str) else tuple(spec))
+
+
+_PARAM_KEYS = ("temperature", "beta", "tau")
+
+
+def as_weight_options(
+    weight: str | Sequence[str] | WeightOptions,
+    weight_dtype: torch.dtype | None = None,
+    temperature: float | None = None,
+    beta: float | None = None,
+    tau: float | None = None,
+    *,
+    caller: str,
+) -> WeightOptions:
+    """``weight`` as :class:`WeightOptions`: a spec takes the keyword hyper-parameters (None:
+    the defaults); a :class:`WeightOptions` already holds them, so none may be given too."""
+    keywords = {"temperature": temperature, "beta": beta, "tau": tau}
+    if isinstance(weight, WeightOptions):
+        given = [name for name, value in {"weight_dtype": weight_dtype, **keywords}.items() if value is not None]
+        if given:
+            raise LossInputError(f"{caller}: pass {', '.join(given)} inside the WeightOptions, not beside it")
+        return weight
+    params = WeightParams(**{name: value for name, value in keywords.items() if value is not None})
+    if not isinstance(weight, str) and isinstance(weight, Sequence):
+        weight = tuple(weight)
+    _check_options(weight, weight_dtype, params, caller)  # errors named after the caller
+    return WeightOptions(weight, weight_dtype, params)
+
+
+def _check_options(spec, dtype: torch.dtype | None, params: WeightParams, caller: str) -> None:
+    parse_weight(spec)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise LossInputError(f"{caller}: weight_dtype must be a floating torch.dtype (or None), got {dtype!r}")
+    _check_params(params, caller)
 
 
 WeightPair = tuple[torch.Tensor, torch.Tensor]
@@ -159,44 +240,50 @@ def _check_weight_inputs(logits, mask, weight_dtype, params: WeightParams, calle
         raise LossInputError(
             f"{caller}: weight_dtype must be a floating torch.dtype, got {weight_dtype!r}"
         )
+    _check_params(params, caller)
+    return mask
+
+
+def _check_params(params: WeightParams, caller: str) -> None:
     check_positive(params.temperature, name="temperature", caller=caller)
     check_positive(params.beta, name="beta", caller=caller)
     if not 0.0 <= params.tau <= 1.0:
         raise LossInputError(f"{caller}: tau must be in [0, 1], got {params.tau!r}")
-    return mask
 
 
 def compute_weight(
-    weight: str | Sequence[str],
+    weight: str | Sequence[str] | WeightOptions,
     logits: torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
     weight_dtype: torch.dtype | None = None,
-    temperature: float = 1.0,
-    beta: float = 0.05,
-    tau: float = 1e-3,
+    temperature: float | None = None,
+    beta: float | None = None,
+    tau: float | None = None,
 ) -> WeightPair:
     """The weight ``weight`` of every document, from detached scores.
 
     Args:
         weight: a weight name (see :data:`WEIGHTS`), a "*"-joined product ("base*sft") or a
-            sequence of names; the factors multiply elementwise.
+            sequence of names; the factors multiply elementwise. Or a :class:`WeightOptions`,
+            which holds the dtype and hyper-parameters (then leave the keywords out).
         logits: (B, 1+N, K) scores; document 0 the positive, column 0 "yes", column 1 "no".
         mask: optional bool (B, 1+N), False = padded negative.
         weight_dtype: dtype the weights are computed in. None (default): the wider of
             float32 and the logits' dtype (:func:`weight_dtype_for`), so float64 logits give
             float64 weights; float16 / bfloat16 reproduce the precision effect of Table 5.
         temperature: T of the cl weight. beta: temperature of the base weight.
-        tau: threshold of the tau mask.
+        tau: threshold of the tau mask. None: :class:`WeightParams`' defaults.
 
     Returns:
         (w_pos (B,), w_neg (B, N)), without gradient, in float32 (float64 when the logits
         are float64); padded negatives weigh 0.
     """
-    params = WeightParams(temperature=temperature, beta=beta, tau=tau)
-    weight_dtype = weight_dtype_for(logits, weight_dtype)
+    options = as_weight_options(weight, weight_dtype, temperature, beta, tau, caller="compute_weight")
+    params = options.params
+    weight_dtype = weight_dtype_for(logits, options.dtype)
     mask = _check_weight_inputs(logits, mask, weight_dtype, params, "compute_weight")
-    factors = parse_weight(weight)
+    factors = parse_weight(options.spec)
     scores = logits.detach().to(weight_dtype)
     w_pos, w_neg = FACTORS[factors[0]](scores, mask, params)
     for name in factors[1:]:
@@ -211,7 +298,7 @@ def tau_masked_fraction(
     mask: torch.Tensor | None = None,
     *,
     weight_dtype: torch.dtype | None = None,
-    tau: float = 1e-3,
+    tau: float = WeightParams.tau,
 ) -> torch.Tensor:
     """Fraction of the real (query, document) pairs whose weight the tau mask sets to 0."""
     params = WeightParams(tau=tau)

@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from urlkit.errors import UrlkitError
 from urlkit.model.gguf_cache import CacheBuildError, converted_model, converted_tokenizer
 
 SOURCES = ("hub", "gguf", "tiny")
@@ -57,7 +58,7 @@ TINY_DEFAULTS = {
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UrlkitError, RuntimeError):
     """A backbone could not be loaded; the message names the model and what to do."""
 
 

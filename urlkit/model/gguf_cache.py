@@ -35,6 +35,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from urlkit.errors import UrlkitError
 from urlkit.paths import cache_dir, packaged_file
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ CONVERSION_FORMAT = 1
 LOCK_TIMEOUT_S = 900
 
 
-class CacheBuildError(RuntimeError):
+class CacheBuildError(UrlkitError, RuntimeError):
     """A cached folder could not be built (the message names the folder and the cause)."""
 
 

@@ -38,7 +38,7 @@ import lightning as L
 import torch
 
 from urlkit.data.groups import scatter_scores
-from urlkit.loss import url_loss
+from urlkit.loss import WeightOptions, url_loss
 from urlkit.training.checkpointing import restore_rng_state, rng_state
 from urlkit.training.nonfinite import NonFiniteError, NonFiniteGuard
 from urlkit.training.telemetry import StepAccumulator, step_statistics
@@ -83,7 +83,7 @@ class RerankerModule(L.LightningModule):
     def __init__(
         self,
         reranker: torch.nn.Module,
-        weight: dict,
+        weight: WeightOptions,
         direction: str,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -100,13 +100,7 @@ class RerankerModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.reranker = reranker
-        self.weight = weight["name"]
-        self.weight_options = {
-            "weight_dtype": getattr(torch, weight["dtype"]) if weight.get("dtype") else None,
-            "temperature": float(weight.get("temperature", 1.0)),
-            "beta": float(weight.get("beta", 0.05)),
-            "tau": float(weight.get("tau", 1e-3)),
-        }
+        self.weight_options = weight  # spec, dtype and hyper-parameters, checked when built
         self.direction = direction
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
@@ -142,7 +136,7 @@ class RerankerModule(L.LightningModule):
             self._optimizer_step()
 
     def _url_loss(self, logits: torch.Tensor, mask: torch.Tensor):
-        return url_loss(logits.float(), weight=self.weight, direction=self.direction, mask=mask, **self.weight_options)
+        return url_loss(logits.float(), weight=self.weight_options, direction=self.direction, mask=mask)
 
     def _finite(self, logits: torch.Tensor, loss: torch.Tensor, info: dict, batch: dict) -> bool:
         """The guard's verdict on a micro-batch; a non-finite one marks its whole step skipped."""

@@ -31,10 +31,12 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from urlkit.errors import UrlkitError
+
 POLICIES = ("stop", "skip")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UrlkitError, RuntimeError):
     """A non-finite score, loss, weight, gradient or parameter, with the step and the batch's query ids."""
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from urlkit.loss import compute_weight, infonce_loss, sft_loss
+from urlkit.loss import WeightOptions, compute_weight, infonce_loss, sft_loss
 
 COUNTERFACTUAL = ("sft", "cl", "base")
 
@@ -40,7 +40,7 @@ def step_statistics(
     loss: torch.Tensor,
     info: dict,
     mask: torch.Tensor | None,
-    weight_options: dict,
+    weight_options: WeightOptions,
 ) -> dict[str, float]:
     """Scalars of one (micro-)batch; ``logits`` (B, 1+N, K), ``mask`` (B, 1+N) or None."""
     logits = logits.detach().float()
@@ -59,11 +59,11 @@ def step_statistics(
     stats["masked_fraction"] = float(info.get("masked_fraction", 0.0))
     stats["loss_sft_native"] = sft_loss(logits, mask).item()
     stats["loss_infonce_native"] = infonce_loss(
-        logits, mask, temperature=weight_options.get("temperature", 1.0)
+        logits, mask, temperature=weight_options.params.temperature
     ).item()
 
     for family in COUNTERFACTUAL:
-        cf_pos, cf_neg = compute_weight(family, logits, mask, **weight_options)
+        cf_pos, cf_neg = compute_weight(weight_options.with_spec(family), logits, mask)
         stats[f"w_{family}_pos"] = cf_pos.float().mean().item()
         stats[f"w_{family}_neg"] = _masked_stats(cf_neg.float(), neg_mask)[0]
 
