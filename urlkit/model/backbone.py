@@ -25,26 +25,29 @@ position) and a pad token (the EOS token when the checkpoint has none).
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from urlkit.errors import UrlkitError
 from urlkit.model.gguf_cache import CacheBuildError, converted_model, converted_tokenizer
+from urlkit.model.hub import (
+    DTYPES,
+    Backbone,
+    ModelLoadError,
+    NotInCache,
+    load_from_hub,
+    model_spec,
+    parse_dtype,
+    prepare_tokenizer,
+    tiny_sizes,
+)
+
+__all__ = ["DTYPES", "SOURCES", "Backbone", "ModelLoadError", "load_backbone", "load_smollm2_tokenizer", "parse_dtype"]
 
 SOURCES = ("hub", "gguf", "tiny")
-DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}  # fmt: skip
 TINY_DEFAULTS = {
     "seed": 0,
     "layers": 2,
@@ -53,29 +56,9 @@ TINY_DEFAULTS = {
     "kv_heads": 2,
     "intermediate_size": 128,
 }
-# Seconds to wait for a TCP connection to the hub before calling it unreachable. Without this
-# probe, huggingface_hub retries an unreachable host for ~25 s before failing.
-HUB_PROBE_TIMEOUT_S = 3.0
-
-
-class ModelLoadError(UrlkitError, RuntimeError):
-    """A backbone could not be loaded; the message names the model and what to do."""
-
-
-@dataclass
-class Backbone:
-    """A loaded backbone. ``processor`` is set for vision-language models only."""
-
-    model: Any  # transformers.PreTrainedModel
-    tokenizer: Any  # transformers.PreTrainedTokenizerBase
-    name: str
-    processor: Any = None
-    is_vision_language: bool = False
-
-
 def load_backbone(spec: Mapping[str, Any] | DictConfig) -> Backbone:
     """Load the backbone described by ``spec`` (the keys are documented at the top of this file)."""
-    spec = _plain_dict(spec)
+    spec = model_spec(spec)
     if spec.get("family") == "qwen2_5_vl" or spec.get("vision"):
         from urlkit.model.vision import load_vision_backbone  # lazy: pulls in image processing
 
@@ -90,17 +73,8 @@ def load_backbone(spec: Mapping[str, Any] | DictConfig) -> Backbone:
         backbone = _build_tiny(spec, dtype)
     else:
         backbone = _load_hub(spec, dtype)
-    _prepare_tokenizer(backbone.tokenizer)
+    prepare_tokenizer(backbone.tokenizer)
     return backbone
-
-
-def parse_dtype(value: Any) -> torch.dtype:
-    """``"bfloat16"`` / ``"bf16"`` / ``torch.bfloat16`` -> ``torch.bfloat16`` (model.dtype)."""
-    if isinstance(value, torch.dtype):
-        return value
-    if str(value) not in DTYPES:
-        raise ModelLoadError(f"model.dtype={value!r} is not one of {', '.join(DTYPES)}")
-    return DTYPES[str(value)]
 
 
 def load_smollm2_tokenizer(gguf_file: str | Path | None = None) -> Any:
@@ -114,7 +88,7 @@ def load_smollm2_tokenizer(gguf_file: str | Path | None = None) -> Any:
             f"could not prepare the tokenizer of the GGUF backbone: {err}"
         ) from err
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    _prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer)
     return tokenizer
 
 
@@ -142,12 +116,7 @@ def _build_tiny(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    sizes = {key: spec.get(key, default) for key, default in TINY_DEFAULTS.items()}
-    for key, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or (value <= 0 and key != "seed"):
-            raise ModelLoadError(
-                f"model.{key}={value!r} must be a positive integer for source=tiny"
-            )
+    sizes = tiny_sizes(spec, TINY_DEFAULTS)
     if sizes["hidden_size"] % sizes["heads"] or sizes["heads"] % sizes["kv_heads"]:
         raise ModelLoadError(
             f"model.hidden_size={sizes['hidden_size']} must be divisible by model.heads={sizes['heads']}, "
@@ -178,85 +147,18 @@ def _build_tiny(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
 
 
 def _load_hub(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
-    """A hub id or a local folder. A cached hub model is used without contacting the hub."""
-    name = spec.get("name")
-    if not name:
-        raise ModelLoadError(
-            "model.name is missing: a hub id (e.g. Qwen/Qwen3-0.6B) or a model folder"
-        )
-    name, revision = str(name), spec.get("revision")
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return _from_pretrained(str(local), name, None, dtype, local_files_only=True)
-    if name.startswith((".", "/", "~")):
-        raise ModelLoadError(f"model.name={name!r} looks like a path, but there is no such folder")
-    try:  # the local hub cache first: no network, no retries
-        return _from_pretrained(name, name, revision, dtype, local_files_only=True)
-    except OSError:
-        pass
-    if _hub_offline():
-        raise ModelLoadError(
-            _offline_message(name, "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set")
-        )
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    if not _hub_reachable(endpoint):
-        raise ModelLoadError(_offline_message(name, f"{endpoint} cannot be reached"))
-    try:
-        return _from_pretrained(name, name, revision, dtype, local_files_only=False)
-    except OSError as err:
-        raise ModelLoadError(f"could not load the model {name!r} from {endpoint}: {err}") from err
+    """A hub id or a local folder, through the one ladder of :func:`urlkit.model.hub.load_from_hub`."""
+    name = str(spec.get("name"))
 
+    def load(path: str, options: dict[str, Any]) -> Backbone:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-def _from_pretrained(
-    path: str, name: str, revision: str | None, dtype: torch.dtype, local_files_only: bool
-) -> Backbone:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, **options)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **options)
+        except OSError as err:
+            raise NotInCache(str(err)) from err
+        return Backbone(model=model, tokenizer=tokenizer, name=name)
 
-    options = {"revision": revision, "local_files_only": local_files_only}
-    tokenizer = AutoTokenizer.from_pretrained(path, **options)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **options)
-    return Backbone(model=model, tokenizer=tokenizer, name=name)
-
-
-def _hub_offline() -> bool:
-    """Read at call time (huggingface_hub reads these once, at import)."""
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(flag.strip().lower() in {"1", "on", "yes", "true"} for flag in flags)
-
-
-def _hub_reachable(endpoint: str) -> bool:
-    """One TCP connection with a short timeout. Behind a proxy we cannot tell: assume yes."""
-    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=HUB_PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
-
-
-def _offline_message(name: str, why: str) -> str:
-    return (
-        f"cannot load the model {name!r}: the Hugging Face hub is offline here ({why}) and the "
-        "model is not in the local hub cache. Either set HF_HOME to a cache that holds it, "
-        f"download it on a machine with network (`hf download {name}`) and copy the cache or "
-        "the folder over (model.name=<folder>), or use the embedded default: model=smollm2_135m"
-    )
-
-
-def _prepare_tokenizer(tokenizer: Any) -> None:
-    tokenizer.padding_side = "left"  # the score is read at the last position: see scoring.py
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-
-def _plain_dict(spec: Any) -> dict[str, Any]:
-    if isinstance(spec, DictConfig):
-        return OmegaConf.to_container(spec, resolve=True)
-    if isinstance(spec, Mapping):
-        return dict(spec)
-    raise ModelLoadError(
-        f"the model spec must be a mapping (the model config group), got {type(spec).__name__}"
-    )
+    return load_from_hub(spec, load, kind="model", example="Qwen/Qwen3-0.6B",
+                         offline_fallback="use the embedded default: model=smollm2_135m")  # fmt: skip

@@ -31,19 +31,19 @@ positions for the image tokens; without it every token gets a 1-D position.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from urlkit.model.backbone import (
+from urlkit.model.hub import (
     Backbone,
     ModelLoadError,
-    _hub_offline,
-    _hub_reachable,
-    _plain_dict,
-    _prepare_tokenizer,
+    NotInCache,
+    load_from_hub,
+    model_spec,
     parse_dtype,
+    prepare_tokenizer,
+    tiny_sizes,
 )
 
 HUB_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 1280 * 28 * 28}
@@ -100,14 +100,14 @@ def _processor_class():
 def make_processor(tokenizer: Any, image_processor: Any) -> Any:
     """The image + text processor over ``tokenizer``; both carry the Qwen-VL chat template."""
     tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
-    _prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer)
     return _processor_class()(image_processor=image_processor, tokenizer=tokenizer,
                               chat_template=QWEN_VL_CHAT_TEMPLATE)
 
 
 def load_vision_backbone(spec: Any) -> Backbone:
     """Load the vision-language backbone described by ``spec`` (keys: module docstring)."""
-    spec = _plain_dict(spec)
+    spec = model_spec(spec)
     source = spec.get("source", "hub")
     dtype = parse_dtype(spec.get("dtype", "float32"))
     if source == "tiny":
@@ -139,10 +139,7 @@ def build_tiny_vision_backbone(spec: dict[str, Any], dtype: torch.dtype = torch.
 
     from urlkit.paths import packaged_file
 
-    sizes = {key: spec.get(key, default) for key, default in TINY_VL_DEFAULTS.items()}
-    for key, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or (value <= 0 and key != "seed"):
-            raise ModelLoadError(f"model.{key}={value!r} must be a positive integer for source=tiny")
+    sizes = tiny_sizes(spec, TINY_VL_DEFAULTS)
     if sizes["hidden_size"] % (4 * sizes["heads"]) or sizes["heads"] % sizes["kv_heads"]:
         raise ModelLoadError(
             f"model.hidden_size={sizes['hidden_size']} must be divisible by 4 * model.heads "
@@ -209,41 +206,14 @@ def _image_processor(folder: str | None, pixels: dict[str, Any], **options: Any)
 
 
 def _load_hub(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
-    """A hub id or a local folder; a model in the local hub cache never touches the network."""
-    name = spec.get("name")
-    if not name:
-        raise ModelLoadError("model.name is missing: a hub id (e.g. Qwen/Qwen2.5-VL-3B-Instruct) "
-                             "or a local model folder")
-    name, revision = str(name), spec.get("revision")
-    local = Path(name).expanduser()
-    if local.is_dir():
-        try:
-            return _from_pretrained(str(local), name, spec, dtype, {"local_files_only": True})
-        except _NotInCache as err:
-            raise ModelLoadError(f"model.name={name!r}: the folder is not a complete "
-                                 f"Qwen2.5-VL checkpoint: {err}") from err
-    if name.startswith((".", "/", "~")):
-        raise ModelLoadError(f"model.name={name!r} looks like a path, but there is no such folder")
-    try:
-        return _from_pretrained(name, name, spec, dtype,
-                                {"revision": revision, "local_files_only": True})
-    except _NotInCache:
-        pass
-    if _hub_offline():
-        raise ModelLoadError(_offline_message(name, "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set"))
-    import os
+    """A hub id or a local folder, through the one ladder of :func:`urlkit.model.hub.load_from_hub`."""
+    name = str(spec.get("name"))
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    if not _hub_reachable(endpoint):
-        raise ModelLoadError(_offline_message(name, f"{endpoint} cannot be reached"))
-    try:
-        return _from_pretrained(name, name, spec, dtype, {"revision": revision})
-    except _NotInCache as err:
-        raise ModelLoadError(f"could not load the model {name!r} from {endpoint}: {err}") from err
+    def load(path: str, options: dict[str, Any]) -> Backbone:
+        return _from_pretrained(path, name, spec, dtype, options)
 
-
-class _NotInCache(Exception):
-    """The files were not where ``from_pretrained`` looked (the cache, the folder, the hub)."""
+    return load_from_hub(spec, load, kind="vision-language model", example="Qwen/Qwen2.5-VL-3B-Instruct",
+                         offline_fallback="test the vision code path offline with model=tiny_vl")  # fmt: skip
 
 
 def _from_pretrained(path: str, name: str, spec: dict[str, Any], dtype: torch.dtype,
@@ -254,7 +224,7 @@ def _from_pretrained(path: str, name: str, spec: dict[str, Any], dtype: torch.dt
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **options)
     except OSError as err:
-        raise _NotInCache(str(err)) from err
+        raise NotInCache(str(err)) from err
     try:  # the checkpoint's preprocessor_config.json: patch size, merge size, mean, std
         image_processor = _image_processor(path, pixels, **options)
     except OSError as err:
@@ -267,16 +237,7 @@ def _from_pretrained(path: str, name: str, spec: dict[str, Any], dtype: torch.dt
     try:
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **model_options)
     except OSError as err:
-        raise _NotInCache(str(err)) from err
+        raise NotInCache(str(err)) from err
     return Backbone(model=model.eval(), tokenizer=tokenizer,
                     processor=make_processor(tokenizer, image_processor),
                     name=name, is_vision_language=True)
-
-
-def _offline_message(name: str, why: str) -> str:
-    return (
-        f"cannot load the vision-language model {name!r}: the Hugging Face hub is offline here "
-        f"({why}) and the model is not in the local hub cache. Download it where the hub is "
-        f"reachable (`hf download {name}`), then set HF_HOME to that cache or model.name to the "
-        "downloaded folder; to test the vision code path offline use model=tiny_vl"
-    )

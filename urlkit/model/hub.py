@@ -1,0 +1,169 @@
+"""What every backbone loader shares: the :class:`Backbone` record, the model-spec helpers, and
+THE one loading ladder for hub checkpoints (text and vision-language alike).
+
+The ladder (:func:`load_from_hub`), for ``model.name``:
+
+1. a local folder (``model.name=/path/to/checkpoint``): loaded from it, nothing else tried;
+2. the local hub cache (``local_files_only``): no network, no retries;
+3. the offline flags (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``, read at call time): stop
+   with advice instead of a long retry loop;
+4. a network probe (one TCP connection, :data:`HUB_PROBE_TIMEOUT_S`): an unreachable hub stops
+   with the same advice instead of ~25 s of retries;
+5. the hub itself.
+
+Loaders (``urlkit.model.backbone`` for causal LMs, ``urlkit.model.vision`` for Qwen2.5-VL) pass
+the function that reads one checkpoint; it raises :class:`NotInCache` when the files are not
+where it looked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from urlkit.errors import UrlkitError
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}  # fmt: skip
+# Seconds to wait for a TCP connection to the hub before calling it unreachable. Without this
+# probe, huggingface_hub retries an unreachable host for ~25 s before failing.
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+class ModelLoadError(UrlkitError, RuntimeError):
+    """A backbone could not be loaded; the message names the model and what to do."""
+
+
+class NotInCache(Exception):
+    """The checkpoint's files were not where ``from_pretrained`` looked (the cache, the folder,
+    the hub): the ladder tries its next rung."""
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone. ``processor`` is set for vision-language models only."""
+
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any  # transformers.PreTrainedTokenizerBase
+    name: str
+    processor: Any = None
+    is_vision_language: bool = False
+
+
+def model_spec(spec: Any) -> dict[str, Any]:
+    """The ``model`` config group as a plain dict."""
+    if isinstance(spec, DictConfig):
+        return OmegaConf.to_container(spec, resolve=True)
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    raise ModelLoadError(
+        f"the model spec must be a mapping (the model config group), got {type(spec).__name__}"
+    )
+
+
+def parse_dtype(value: Any) -> torch.dtype:
+    """``"bfloat16"`` / ``"bf16"`` / ``torch.bfloat16`` -> ``torch.bfloat16`` (model.dtype)."""
+    if isinstance(value, torch.dtype):
+        return value
+    if str(value) not in DTYPES:
+        raise ModelLoadError(f"model.dtype={value!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[str(value)]
+
+
+def prepare_tokenizer(tokenizer: Any) -> None:
+    """Left padding (the score is read at the last position: see scoring.py) and a pad token
+    (the EOS token when the checkpoint has none)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def tiny_sizes(spec: Mapping[str, Any], defaults: Mapping[str, int]) -> dict[str, int]:
+    """The sizes of a tiny random model: ``spec``'s values over ``defaults``, each a positive
+    integer (``seed``: any integer >= 0)."""
+    sizes = {key: spec.get(key, default) for key, default in defaults.items()}
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or (value <= 0 and key != "seed"):
+            raise ModelLoadError(f"model.{key}={value!r} must be a positive integer for source=tiny")
+    return sizes
+
+
+def load_from_hub(
+    spec: Mapping[str, Any],
+    load: Callable[[str, dict[str, Any]], Backbone],
+    *,
+    kind: str,
+    example: str,
+    offline_fallback: str,
+) -> Backbone:
+    """The ladder of the module docstring for ``spec["name"]``; ``load(path, options)`` reads
+    one checkpoint (``options``: ``revision`` and ``local_files_only`` for ``from_pretrained``)
+    and raises :class:`NotInCache` when its files are not there. ``kind`` names the model in
+    messages ("model", "vision-language model"), ``example`` is a hub id to suggest,
+    ``offline_fallback`` what to use instead when the hub cannot be reached."""
+    name = spec.get("name")
+    if not name:
+        raise ModelLoadError(f"model.name is missing: a hub id (e.g. {example}) or a local model folder")
+    name, revision = str(name), spec.get("revision")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        try:
+            return load(str(local), {"local_files_only": True})
+        except NotInCache as err:
+            raise ModelLoadError(f"model.name={name!r}: the folder is not a complete checkpoint: {err}") from err
+    if name.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model.name={name!r} looks like a path, but there is no such folder")
+    try:  # the local hub cache first: no network, no retries
+        return load(name, {"revision": revision, "local_files_only": True})
+    except NotInCache:
+        pass
+    if hub_offline():
+        raise ModelLoadError(
+            offline_message(name, "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set", kind, offline_fallback)
+        )
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if not hub_reachable(endpoint):
+        raise ModelLoadError(offline_message(name, f"{endpoint} cannot be reached", kind, offline_fallback))
+    try:
+        return load(name, {"revision": revision, "local_files_only": False})
+    except NotInCache as err:
+        raise ModelLoadError(f"could not load the {kind} {name!r} from {endpoint}: {err}") from err
+
+
+def hub_offline() -> bool:
+    """Read at call time (huggingface_hub reads these once, at import)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(flag.strip().lower() in {"1", "on", "yes", "true"} for flag in flags)
+
+
+def hub_reachable(endpoint: str) -> bool:
+    """One TCP connection with a short timeout. Behind a proxy we cannot tell: assume yes."""
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def offline_message(name: str, why: str, kind: str, fallback: str) -> str:
+    return (
+        f"cannot load the {kind} {name!r}: the Hugging Face hub is offline here ({why}) and the "
+        "model is not in the local hub cache. Either set HF_HOME to a cache that holds it, "
+        f"download it on a machine with network (`hf download {name}`) and copy the cache or "
+        f"the folder over (model.name=<folder>), or {fallback}"
+    )
