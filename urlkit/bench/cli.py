@@ -273,7 +273,7 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
         table.add(section, name, rate, "docs/s", f"{detail}; {spread(seconds)} for {n_pairs} docs")
     unsorted_work = evaluation.work(unsorted, False, None)
     table.add(section, "padding share, plain batches in data order", 100 * unsorted_work["padding"], "%", f"batch {base}")
-    cold, warm = evaluation.encode_seconds(lambda: make_renderer(built.backbone, cfg.model), split, ranking, depth)
+    cold, warm = evaluation.encode_seconds(lambda: make_renderer(built.backbone, cfg.model, cfg.get("prompt")), split, ranking, depth)
     table.add(section, "tokenising a prompt (first time / cached)", cold * 1e3, "ms", f"cached: {warm * 1e3:.3f} ms")
     main = f"rerank_split {_dtype_label(main_dtype)} batch {base}"
     best = max((n for n in rates if n.startswith("rerank_split")), key=rates.get)
