@@ -35,10 +35,12 @@ from typing import Any
 
 import torch
 
+from urlkit.errors import UrlkitError
+
 EXPORT_INFO = "urlkit_reranker.json"
 
 
-class ExportError(ValueError):
+class ExportError(UrlkitError, ValueError):
     """A run that cannot be written as a standard reranker; the message says why."""
 
 
