@@ -48,6 +48,10 @@ image), the suffix and the document's image tokens. An image that does not fit r
 document), ``image_grid_thw`` (n_images, 3) and ``mm_token_type_ids`` (1 at image tokens,
 which Qwen2.5-VL needs to give image tokens their 3-D rotary positions). Without a
 processor, a query or document with an image raises a clear error.
+
+Kept in one file (about 460 lines): the formats, the renderer and its image inputs share one
+tokenisation contract (the prompt ends where the score is read; truncation cuts only the
+document), which reads and is checked best in one place.
 """
 
 from __future__ import annotations
