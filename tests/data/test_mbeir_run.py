@@ -96,3 +96,20 @@ def test_a_list_of_mbeir_datasets_trains_as_a_balanced_mixture(tmp_path):
     with open(tmp_path / "run" / "per_query" / "toy_task7_test_reranker.csv") as f:  # dev/test: the first dataset
         assert [row["query_id"] for row in csv.DictReader(f)] == ["7:300", "7:301"]
     assert 0.0 <= metrics["test/ndcg@10"] <= 1.0
+
+
+@pytest.mark.parametrize("prompt", ["qwen3_vl_reranker", "urlkit"])
+def test_the_tsv_instruction_flows_into_the_chosen_prompt_format(tmp_path, prompt):
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    cfg = compose_train(root, "model=tiny_vl", "data=mbeir", f"data.path={root}", "data.dataset=toy_task7",
+                        f"prompt={prompt}")  # fmt: skip
+    test = load_data_split(cfg.data, cfg.data.test_split)
+    built = build_reranker(cfg, trainable=False)
+    query = test.queries[0]
+    text = built.renderer.render_text(test.instruction_for(query), query, test.corpus[query.positives[0]])
+    assert test.instruction_for(query) in PROMPTS
+    marker = "<Instruct>: " if prompt == "qwen3_vl_reranker" else ""
+    assert f"{marker}{test.instruction_for(query)}" in text
+    default = cfg.prompt.get("default_instruction")
+    if default:
+        assert default not in text  # the TSV's prompt, not the format's default
