@@ -31,6 +31,7 @@ ENTRY_POINTS = {
     "urlkit.notebooks",
     "urlkit.export",
     "urlkit.machine",
+    "urlkit.sweeps",
     "urlkit.bench.cli",
     "urlkit.bench.__main__",
 }

@@ -1,0 +1,50 @@
+"""``python -m urlkit.sweeps``: sweeps/ is generated from conf/experiment/, and --check says so."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from urlkit import sweeps
+from urlkit.grids import experiment_grid, parse_point, sweep_grid
+from urlkit.paths import REPO_ROOT
+
+
+def test_the_committed_sweep_files_are_the_generated_ones():
+    out = subprocess.run([sys.executable, "-m", "urlkit.sweeps", "--check"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def sweeps_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweeps, "SWEEPS_DIR", tmp_path)
+    return tmp_path
+
+
+def test_write_then_check_and_every_difference_is_named(sweeps_dir, capsys):
+    assert sweeps.main(["--check"]) == 1  # empty folder: every file missing
+    assert "table6_tau.yaml: missing for conf/experiment/table6_tau.yaml" in capsys.readouterr().err
+    assert sweeps.main(["--write"]) == 0
+    assert sweeps.main(["--check"]) == 0
+    written = sweeps_dir / "table6_tau.yaml"
+    # the generated grid is the experiment's grid, values spelled as the experiment spells them
+    as_set = lambda grid: {frozenset(parse_point(p).items()) for p in grid}  # noqa: E731
+    assert as_set(sweep_grid(written)) == as_set(experiment_grid("table6_tau"))
+    assert "values: [1e-2, 1e-3, 1e-4]" in written.read_text()
+    written.write_text(written.read_text().replace("1e-4", "1e-5"))  # a hand edit
+    (sweeps_dir / "table99.yaml").write_text("name: table99\n")  # an orphan
+    capsys.readouterr()
+    assert sweeps.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    assert "table6_tau.yaml: differs from conf/experiment/table6_tau.yaml" in err
+    assert "table99.yaml: no experiment of that name" in err
+    assert sweeps.main(["--write"]) == 0 and sweeps.main(["--check"]) == 0
+    assert not (sweeps_dir / "table99.yaml").exists()
+
+
+def test_split_values_keeps_brackets_and_quotes():
+    assert sweeps.split_values("1e-2,1e-3") == ["1e-2", "1e-3"]
+    assert sweeps.split_values("[a,b],'c,d',e") == ["[a,b]", "'c,d'", "e"]
