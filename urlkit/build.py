@@ -29,6 +29,7 @@ from urlkit.errors import ConfigError
 from urlkit.evaluation.rerank import EvalSet, Evaluator
 from urlkit.loss import LossInputError, WeightOptions
 from urlkit.loss.directions import get_direction
+from urlkit.machine import describe_auto_dtype
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
 from urlkit.model.scoring import Reranker
@@ -210,6 +211,8 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     ``head.num_tokens`` exceeds the listed tokens (paper Appendix B.3).
     """
     backbone = load_backbone(cfg.model)
+    if str(cfg.model.get("dtype", "float32")) == "auto":
+        print(f"[urlkit] model.dtype=auto: {describe_auto_dtype(backbone.model.dtype)}", flush=True)
     renderer = make_renderer(backbone, cfg.model, cfg.get("prompt"))
     tokens = list(cfg.head.tokens)
     try:
@@ -256,6 +259,11 @@ def add_lora(model: torch.nn.Module, lora_cfg: Any, gradient_checkpointing: bool
         bias="none",
     )
     inject_adapter_in_model(config, model)
+    # peft gives the adapters the base layer's dtype; they train in float32 whatever the frozen
+    # weights' dtype (bf16 adapters would round small updates away), see urlkit.model.mixed
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

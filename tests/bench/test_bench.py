@@ -35,6 +35,17 @@ def test_quick_bench_on_the_tiny_model_prints_every_section(tmp_path, capsys, dt
     assert {f"urlkit {label}", "no prefix sharing", "constant memory (chunk_size=4)", f"rerank_split {label} batch 64",
             "full-vocabulary logits, length-sorted"} <= settings
     assert any(r["setting"].startswith("peer") for r in rows) == (peer.available() is not None)
+    assert f"{label} at the model's shapes, 256 rows" in settings  # the reachable ceiling
+    if label == "bf16":  # the autocast pass against peft's own cast-per-projection pass
+        assert "adapter inputs cast to float32 (peft's own, not autocast)" in settings
+    profile = [r for r in rows if r["section"].startswith("profile: ")]
+    sections = sorted({r["section"] for r in profile})
+    assert len(sections) == 2 and sections[1] == f"profile: training 1+4 step, {label}", sections
+    assert sections[0].startswith("profile: evaluation batch of ") and sections[0].endswith(f" prompts, {label}")
+    for section in {r["section"] for r in profile}:
+        shares = [r["value"] for r in profile if r["section"] == section and r["setting"].startswith("forward part: ")]
+        assert shares and all(0 <= v <= 100 for v in shares) and 90 <= sum(shares) <= 100.5, (section, shares)
+        assert any(r["setting"] == "aten::mm" for r in profile if r["section"] == section)
     targets = [r for r in rows if r["section"] == "targets"]
     assert targets and all(r["detail"].startswith(("met", "NOT MET")) for r in targets)
 

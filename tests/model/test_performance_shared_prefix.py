@@ -10,7 +10,7 @@ from urlkit.data.format import Document, Query
 from urlkit.data.prompts import PromptRenderer
 from urlkit.model.heads import build_head, resolve_token_ids
 from urlkit.model.prefix_sharing import PREFIX, prefix_tree
-from urlkit.model.scoring import Reranker
+from urlkit.model.scoring import Reranker, ScoringOptions
 
 INSTRUCTION = "Find the passage that answers the query."
 QUERIES = [
@@ -31,9 +31,10 @@ def renderer(tiny_backbone):
     return PromptRenderer(tiny_backbone.tokenizer, max_length=128)
 
 
-def _rerankers(backbone):
+def _rerankers(backbone, **options):
     head = build_head("lm_head", backbone.model, resolve_token_ids(backbone.tokenizer, ["yes", "no"]))
-    return Reranker(backbone, head, share_prefix=True), Reranker(backbone, head, share_prefix=False)
+    shared = Reranker(backbone, head, ScoringOptions(share_prefix=True, **options))
+    return shared, shared.with_options(share_prefix=False)
 
 
 def _batch(renderer, pairs):
@@ -52,8 +53,7 @@ PACK_LENGTHS = pytest.mark.parametrize("pack_length", [128, 1], ids=["packed-fol
 @PACK_LENGTHS
 @pytest.mark.parametrize("pairs", PAIRS, ids=["one-query", "three-queries", "duplicate"])
 def test_shared_prefix_scores_equal_the_plain_pass(tiny_backbone, renderer, pairs, pack_length):
-    shared, plain = _rerankers(tiny_backbone)
-    shared.pack_length = pack_length
+    shared, plain = _rerankers(tiny_backbone, pack_length=pack_length)
     batch = _batch(renderer, pairs)
     tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
     assert tree is not None and tree.tokens < 0.7 * tree.plain_tokens, "the prompts share their prefixes"
@@ -126,8 +126,7 @@ def test_lora_gradients_through_shared_prefixes_equal_the_plain_pass(tiny_backbo
     for name, parameter in tiny_backbone.model.named_parameters():
         if "lora_B" in name:  # LoRA B starts at zero: make every gradient non-trivial
             parameter.data.normal_(0, 0.05)
-    shared, plain = _rerankers(tiny_backbone)
-    shared.pack_length = pack_length
+    shared, plain = _rerankers(tiny_backbone, pack_length=pack_length)
     batch = _batch(renderer, pairs)
     weights = torch.randn(len(pairs), 2)
 

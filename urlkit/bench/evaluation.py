@@ -71,7 +71,7 @@ def work(batches: list[dict], share_prefix: bool, shape: ModelShape | None) -> d
     for batch in batches:
         c, x, s, p = batch_work(batch, share_prefix)
         computed, context, slots, prompt = computed + c, context + x, slots + s, prompt + p
-    return {"computed": computed, "slots": slots, "prompt": prompt, "padding": 1 - computed / slots,
+    return {"computed": computed, "slots": slots, "prompt": prompt, "padding": 1 - computed / slots, "batches": len(batches),
             "flops": shape.forward_flops(computed, context) if shape is not None else float("nan")}
 
 
@@ -95,28 +95,15 @@ def batches_scorer(reranker, share_prefix: bool, mode: str = "inference_mode"):
     """Scores pre-collated batches with the reranker under ``inference_mode`` or ``no_grad``."""
     context = torch.inference_mode if mode == "inference_mode" else torch.no_grad
 
+    variant = reranker.with_options(share_prefix=share_prefix)
+
     def score(batches: list[dict]) -> None:
-        reranker.eval()
-        reranker.share_prefix = share_prefix
+        variant.eval()
         with context():
             for batch in batches:
-                reranker(batch)
-        reranker.share_prefix = True
+                variant(batch)
 
     return score
-
-
-def with_attributes(reranker, run, **attributes):
-    """``run()`` with the reranker's attributes set, e.g. ``pack_length=1`` (level C unpacked:
-    one row per continuation) or ``fold=False``."""
-    configured = {name: getattr(reranker, name) for name in attributes}
-    for name, value in attributes.items():
-        setattr(reranker, name, value)
-    try:
-        return run()
-    finally:
-        for name, value in configured.items():
-            setattr(reranker, name, value)
 
 
 def encode_seconds(renderer_factory, split, ranking, depth: int) -> tuple[float, float]:

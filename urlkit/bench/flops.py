@@ -30,6 +30,8 @@ class ModelShape:
     lora_params: int  # trainable adapter parameters inside those layers
     layers: int
     hidden: int
+    kv_hidden: int = 0  # width of the key and value projections (grouped-query attention)
+    intermediate: int = 0  # width of the MLP
 
     @classmethod
     def of(cls, decoder: torch.nn.Module) -> ModelShape:
@@ -39,7 +41,17 @@ class ModelShape:
                 lora += parameter.numel()
             else:
                 frozen += parameter.numel()
-        return cls(frozen, lora, len(decoder.layers), decoder.config.hidden_size)
+        config = decoder.config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv = getattr(config, "num_key_value_heads", None) or heads
+        return cls(frozen, lora, len(decoder.layers), config.hidden_size, kv * head_dim,
+                   getattr(config, "intermediate_size", 4 * config.hidden_size))
+
+    def projections(self) -> list[tuple[int, int]]:
+        """(in, out) of one layer's weight matrices: q, k, v, o, gate, up, down."""
+        h, kv, i = self.hidden, self.kv_hidden or self.hidden, self.intermediate or 4 * self.hidden
+        return [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
 
     def forward_flops(self, tokens: int, context: int) -> float:
         """``tokens`` computed, attending to ``context`` keys in total (sum of c_t)."""

@@ -68,9 +68,15 @@ class Ceiling:
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
     probes: dict[torch.dtype, list[float]] = field(default_factory=dict)
     sizes: dict[torch.dtype, int] = field(default_factory=dict)
+    projections: list[tuple[int, int]] = field(default_factory=list)  # the model's (in, out) matrices
+    rows: tuple[int, ...] = ()  # token counts to probe them at
+    shape_probes: dict[tuple[torch.dtype, int], list[float]] = field(default_factory=dict)
 
     def probe(self, repeats: int = 3) -> None:
         sync = synchronizer(self.device)
+        for dtype in self.dtypes:
+            for rows in self.rows:
+                self.shape_probes.setdefault((dtype, rows), []).append(self._shape_gflops(dtype, rows, sync, repeats))
         for dtype in self.dtypes:
             size = self.sizes.get(dtype) or self._size(dtype, sync)
             a = torch.randn(size, size, device=self.device).to(dtype)
@@ -100,8 +106,32 @@ class Ceiling:
         self.sizes[dtype] = size
         return size
 
+    def _shape_gflops(self, dtype: torch.dtype, rows: int, sync, repeats: int) -> float:
+        """GFLOP/s of one layer's projections at ``rows`` tokens (x @ W^T for each (in, out)):
+        the matrix products the model itself runs, a limit its work can actually reach."""
+        pairs = [(torch.randn(rows, k, device=self.device).to(dtype), torch.randn(n, k, device=self.device).to(dtype))
+                 for k, n in self.projections]
+        flops = sum(2 * rows * k * n for k, n in self.projections)
+        best = float("inf")
+        for _ in range(repeats + 1):
+            sync()
+            start = time.perf_counter()
+            for x, w in pairs:
+                torch.nn.functional.linear(x, w)
+            sync()
+            best = min(best, time.perf_counter() - start)
+        return flops / best / 1e9
+
     def gflops(self, dtype: torch.dtype) -> float:
         return median(self.probes.get(dtype, []))
+
+    def shape_gflops(self, dtype: torch.dtype, rows: int) -> float:
+        """The model-shape ceiling at ``rows`` tokens (median of the probes); NaN if not probed."""
+        return median(self.shape_probes.get((dtype, rows), []))
+
+    def best_at(self, rows: int) -> tuple[torch.dtype, float]:
+        """The fastest dtype at the model's shapes and ``rows`` tokens, and that ceiling."""
+        return max(((d, self.shape_gflops(d, rows)) for d in self.dtypes), key=lambda pair: pair[1])
 
     def best(self) -> tuple[torch.dtype, float]:
         """The fastest dtype and its ceiling."""

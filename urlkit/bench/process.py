@@ -131,3 +131,49 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def default_experiment(table) -> None:
+    """``python -m urlkit.run`` with nothing changed (W&B off, its own output folder), timed end
+    to end in a fresh process; its test NDCG@10 next to BM25's on the same queries."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from urlkit.bench.measure import load_average
+
+    with tempfile.TemporaryDirectory(prefix="urlkit-bench-run-") as folder:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "urlkit.run", "logger=none", f"output_root={folder}"],
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            table.add("default experiment", "python -m urlkit.run", seconds, "s", f"FAILED (exit {done.returncode}): "
+                      f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
+            return
+        metrics = json.loads(next(Path(folder).glob("runs/*/metrics.json")).read_text())
+    ndcg = {key: value for key, value in metrics.items() if key.endswith("ndcg@10")}
+    table.add("default experiment", "python -m urlkit.run, end to end", seconds, "s",
+              ", ".join(f"{key} {value:.3f}" for key, value in sorted(ndcg.items())) + f"; load average {load_average()}")
+
+
+def threading_rows(table, args, dtype_name: str) -> None:
+    """A 1+4 training step in fresh processes: one thread, and all threads under each OpenMP
+    wait policy (OpenMP reads both at start-up). On a CPU shared with other jobs, spinning
+    threads wait for each other; on a dedicated one, all threads win."""
+    from urlkit.bench.measure import median, spread
+
+    cores = os.cpu_count() or 1
+    settings = {"1 thread": {"OMP_NUM_THREADS": "1"},
+                f"{cores} threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": str(cores), "OMP_WAIT_POLICY": "PASSIVE"},
+                f"{cores} threads, OMP_WAIT_POLICY=ACTIVE": {"OMP_NUM_THREADS": str(cores), "OMP_WAIT_POLICY": "ACTIVE"}}
+    seconds = {name: [] for name in settings}
+    for _ in range(2):
+        for name, env in settings.items():
+            result = in_subprocess(args.model, 4, None, args.device, dtype_name, time_steps=3, env=env)
+            seconds[name].append(result["step_s"])
+    for name, values in seconds.items():
+        table.add("threads", f"training 1+4, {name}", 1 / median(values), "steps/s",
+                  f"fresh processes, median of 3 steps, 2 alternated runs ({spread(values)})")

@@ -26,10 +26,11 @@ from urlkit.training.telemetry import step_statistics
 class Stepper:
     """One optimizer step of urlkit on a collated training batch."""
 
-    def __init__(self, reranker, cfg, loss: str = "url", chunked: bool = False, share_prefix: bool = True,
-                 lora_dropout: float | None = None, pack_length: int = 128, fold: bool = True):
-        self.reranker, self.chunked, self.share_prefix = reranker, chunked, share_prefix
-        self.pack_length, self.fold = pack_length, fold
+    def __init__(self, reranker, cfg, loss: str = "url", chunked: bool = False,
+                 lora_dropout: float | None = None, **scoring):
+        """``scoring``: :class:`urlkit.model.scoring.ScoringOptions` changed for this variant
+        (a reranker over the same modules is built with them; nothing is mutated)."""
+        self.reranker, self.chunked = reranker.with_options(**scoring), chunked
         self.dropouts = [m for name, m in reranker.named_modules() if "lora_dropout" in name and isinstance(m, torch.nn.Dropout)]
         self.lora_dropout = lora_dropout  # None: the config's
         self.options, self.direction = weight_options(cfg), cfg.direction.name
@@ -44,8 +45,6 @@ class Stepper:
         return url_loss(logits.float(), weight=self.options, direction=self.direction, mask=mask)
 
     def __call__(self, batch: dict) -> None:
-        defaults = self.reranker.share_prefix, self.reranker.pack_length, self.reranker.fold
-        self.reranker.share_prefix, self.reranker.pack_length, self.reranker.fold = self.share_prefix, self.pack_length, self.fold
         self.reranker.train()
         configured = [m.p for m in self.dropouts]
         if self.lora_dropout is not None:
@@ -56,7 +55,6 @@ class Stepper:
         finally:
             for module, p in zip(self.dropouts, configured, strict=True):
                 module.p = p
-            self.reranker.share_prefix, self.reranker.pack_length, self.reranker.fold = defaults
         if info is not None:
             step_statistics(logits, loss, info, batch["mask"], self.options)
         if self.grad_clip:
@@ -73,18 +71,21 @@ class StepFigures:
     flops_per_s: float  # model FLOP/s (median over rounds)
     dtype: torch.dtype
     note: str = ""
+    computed_tokens: float = float("nan")  # tokens through the decoder per step (median over rounds)
 
 
 def step_figures(name: str, times: list[float], batches: list[dict], shape: ModelShape | None,
                  share_prefix: bool, dtype: torch.dtype, note: str = "") -> StepFigures:
     """Per-round rates (round r ran batch r) and their medians."""
-    tokens, flops = [], []
+    tokens, flops, computed_tokens = [], [], []
     for seconds, batch in zip(times, batches, strict=False):
         computed, context, _, prompt_tokens = batch_work(batch["prompts"], share_prefix)
         tokens.append(prompt_tokens / seconds)
+        computed_tokens.append(computed)
         if shape is not None:
             flops.append(shape.training_flops(computed, context) / seconds)
-    return StepFigures(name, median(times), median(tokens), median(flops) if flops else float("nan"), dtype, note)
+    return StepFigures(name, median(times), median(tokens), median(flops) if flops else float("nan"), dtype, note,
+                       median(computed_tokens))
 
 
 def loss_seconds(cfg, batch_logits: torch.Tensor, mask: torch.Tensor, repeats: int = 200) -> dict[str, float]:

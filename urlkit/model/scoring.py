@@ -16,7 +16,10 @@ scores up to float rounding, 2-3x fewer tokens through the decoder on the embedd
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +27,31 @@ from torch import nn
 
 from urlkit.model.heads import decoder_inputs, final_position
 from urlkit.model.prefix_sharing import prefix_tree, run_levels
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How :class:`Reranker` runs the decoder; every setting gives the same scores and
+    gradients (up to float rounding: tests/model/test_performance_shared_prefix.py), only the
+    speed differs (``python -m urlkit.bench`` measures each against the defaults).
+
+    share_prefix  compute prompt prefixes shared by several prompts once (prefix_sharing)
+    pack_length   tokens per row of packed continuations (1: one row per continuation)
+    fold          fold the last shared level into the packed rows where that is free
+    mixed         with bfloat16/float16 frozen weights and float32 LoRA adapters, run the
+                  decoder under ``torch.autocast`` to the weights' dtype: the adapters'
+                  products run on the bf16 units from float32 master weights (cast once per
+                  pass) instead of casting every projection's input up to float32 and its
+                  output back (peft's own behaviour, ``mixed=False``). The head and the
+                  loss stay float32. The same path as Lightning's ``bf16-mixed`` on GPUs.
+    """
+
+    share_prefix: bool = True
+    pack_length: int = 128
+    fold: bool = True
+    mixed: bool = True
 
 
 class Reranker(nn.Module):
@@ -48,26 +76,54 @@ class Reranker(nn.Module):
     checkpointing (which turns the decoder's key/value cache off), one plain pass.
     """
 
-    def __init__(self, backbone: Any, head: nn.Module, share_prefix: bool = True) -> None:
+    def __init__(self, backbone: Any, head: nn.Module, options: ScoringOptions | None = None) -> None:
         super().__init__()
         self.decoder = inner_decoder(backbone.model)
         self.head = head
         self.is_vision_language = bool(getattr(backbone, "is_vision_language", False))
-        self.share_prefix = share_prefix
-        self.pack_length = 128  # level C rows of packed continuations (urlkit.model.prefix_sharing)
-        self.fold = True  # fold the last shared level into the packed rows where that is free
+        self.options = options or ScoringOptions()
+
+    def with_options(self, **changes: Any) -> Reranker:
+        """A reranker over the same decoder and head (shared, not copied) with some
+        :class:`ScoringOptions` changed, e.g. ``with_options(share_prefix=False)``."""
+        other = Reranker.__new__(Reranker)
+        nn.Module.__init__(other)
+        other.decoder, other.head, other.is_vision_language = self.decoder, self.head, self.is_vision_language
+        other.options = dataclasses.replace(self.options, **changes)
+        other.train(self.training)
+        return other
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(n_prompts, L) token batch -> (n_prompts, K) float32 logits."""
         device = self.model_device()
         inputs = {key: value.to(device) for key, value in decoder_inputs(batch).items()}
+        options = self.options
         if self._can_share(inputs):
-            tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"], pack_length=self.pack_length,
-                               fold=self.fold)
+            tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"], pack_length=options.pack_length,
+                               fold=options.fold)
             if tree is not None:
-                return self.head(run_levels(self.decoder, tree))
-        hidden = self.decoder(**inputs, use_cache=False).last_hidden_state
+                with self._precision(device):
+                    hidden = run_levels(self.decoder, tree)
+                return self.head(hidden)
+        with self._precision(device):
+            hidden = self.decoder(**inputs, use_cache=False).last_hidden_state
         return self.head(final_position(hidden, inputs["attention_mask"]))
+
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The decoder's pass under autocast to its weights' dtype where ``options.mixed``
+        applies (low-precision frozen weights, float32 adapters); otherwise nothing."""
+        dtype = self.decoder.get_input_embeddings().weight.dtype
+        if not self.options.mixed or dtype not in LOW_PRECISION:
+            return contextlib.nullcontext()
+        from peft.helpers import disable_input_dtype_casting
+
+        # peft casts each adapter's input to the adapter's dtype (bf16 activations -> float32)
+        # and the sum back; under autocast the products pick their dtype themselves, so that
+        # round trip would be pure copying (docs/performance.md)
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(device.type, dtype=dtype))
+        stack.enter_context(disable_input_dtype_casting(self.decoder))
+        return stack
 
     def model_device(self) -> torch.device:
         """Where the model runs: batches collated on the CPU (evaluation, ``urlkit.rerank``)
@@ -76,7 +132,7 @@ class Reranker(nn.Module):
 
     def _can_share(self, inputs: Mapping[str, torch.Tensor]) -> bool:
         checkpointing = self.training and getattr(self.decoder, "gradient_checkpointing", False)
-        return self.share_prefix and not self.is_vision_language and not checkpointing and set(inputs) == {
+        return self.options.share_prefix and not self.is_vision_language and not checkpointing and set(inputs) == {
             "input_ids", "attention_mask"}
 
 
@@ -96,3 +152,4 @@ def inner_decoder(model: nn.Module) -> nn.Module:
             "causal LM or vision-language model such as LlamaForCausalLM"
         )
     return decoder
+
