@@ -46,7 +46,7 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         prompt=prompt,
         instruction=info.get("instruction", "") if instruction is None else instruction,
         max_length=int(cfg.model.get("max_length", 512)),
-        dtype=str(cfg.model.get("dtype", "float32")),
+        dtype=str(built.backbone.model.dtype).removeprefix("torch."),  # as loaded (model.dtype=auto resolved)
         base_model=str(cfg.model.get("name")),
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
              "data": f"{cfg.data.get('name')} ({cfg.data.get('path')})",
