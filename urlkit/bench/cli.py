@@ -55,6 +55,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--json", default=None, help="also write the table as JSON to this file")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler summary")
+    parser.add_argument("--no-threads", action="store_true", help="skip the OpenMP thread settings (fresh processes)")
     parser.add_argument("--default-experiment", action="store_true",
                         help="also time `python -m urlkit.run` (the default experiment, end to end) in a fresh process")
     args = parser.parse_args(argv)
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     memory_results = {} if args.no_memory else _memory(table, args, device, main_dtype)
     if args.default_experiment:
         process.default_experiment(table)
-    if device.type == "cpu" and not args.quick:
+    if device.type == "cpu" and not args.quick and not args.no_threads:
         process.threading_rows(table, args, DTYPE_NAMES[main_dtype])
     _ceiling_rows(table, ceiling)
     _targets(table, results, eval_results, memory_results, ceiling, main_dtype)
