@@ -27,9 +27,9 @@ from urlkit.data.prompts import PromptFormat, PromptRenderer
 from urlkit.data.stream import GroupStream
 from urlkit.errors import ConfigError
 from urlkit.evaluation.rerank import EvalSet, Evaluator
+from urlkit.hardware import describe_auto_dtype
 from urlkit.loss import LossInputError, WeightOptions
 from urlkit.loss.directions import get_direction
-from urlkit.machine import describe_auto_dtype
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
 from urlkit.model.scoring import Reranker

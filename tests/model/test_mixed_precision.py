@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import urlkit.machine as machine
+import urlkit.hardware as machine
 from urlkit.build import add_lora
 from urlkit.data.format import Document, Query
 from urlkit.data.prompts import PromptRenderer

@@ -12,7 +12,7 @@ Its keys (others are left to other modules, e.g. the LoRA settings of the traini
     dtype      auto | float32 | bfloat16 | float16 (also fp32/bf16/fp16)  (default: float32)
                dtype of the backbone's frozen weights; LoRA adapters and heads stay float32.
                auto (the embedded default's setting): bfloat16 where the machine has bf16
-               matrix units (``urlkit.machine.auto_weight_dtype``), float32 elsewhere.
+               matrix units (``urlkit.hardware.auto_weight_dtype``), float32 elsewhere.
     seed, layers, hidden_size, heads, kv_heads, intermediate_size
                tiny: a randomly initialised Llama with SmolLM2's real tokenizer, for tests
                (defaults: 0, 2, 64, 4, 2, 128)

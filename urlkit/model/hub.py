@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from urlkit.errors import UrlkitError
-from urlkit.machine import auto_weight_dtype
+from urlkit.hardware import auto_weight_dtype
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -75,7 +75,7 @@ def model_spec(spec: Any) -> dict[str, Any]:
 
 def parse_dtype(value: Any) -> torch.dtype:
     """``"bfloat16"`` / ``"bf16"`` / ``torch.bfloat16`` -> ``torch.bfloat16`` (model.dtype);
-    ``"auto"`` -> the machine's fast dtype (:func:`urlkit.machine.auto_weight_dtype`)."""
+    ``"auto"`` -> the machine's fast dtype (:func:`urlkit.hardware.auto_weight_dtype`)."""
     if isinstance(value, torch.dtype):
         return value
     if str(value) == "auto":
