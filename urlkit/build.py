@@ -197,10 +197,7 @@ def make_renderer(backbone: Backbone, model_cfg: Any, prompt_cfg: Any = None) ->
     kwargs = {"max_length": int(model_cfg.get("max_length", 512))}
     if backbone.processor is not None:
         kwargs["processor"] = backbone.processor
-    try:
-        prompt_format = PromptFormat.from_config(prompt_cfg)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"prompt: {err}") from err
+    prompt_format = PromptFormat.from_config(prompt_cfg)  # a ConfigError naming a bad key
     return PromptRenderer.from_format(backbone.tokenizer, prompt_format, **kwargs)
 
 

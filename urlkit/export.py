@@ -89,7 +89,7 @@ def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
     from omegaconf import OmegaConf
 
     from urlkit.build import load_data_split, mixture_configs
-    from urlkit.data.prompts import _document_text
+    from urlkit.data.prompts import document_text
 
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     data = mixture_configs(cfg.data)[0][2]  # a mixture's first source (as its dev evaluation)
@@ -101,10 +101,10 @@ def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
             break
         if query.image is not None or not query.positives:
             continue
-        pairs.append((query.text, _document_text(split.corpus[query.positives[0]])))
+        pairs.append((query.text, document_text(split.corpus[query.positives[0]])))
         other = documents[(7 * i + 3) % len(documents)]
         if other.id not in query.positives and other.image is None and len(pairs) < n:
-            pairs.append((query.text, _document_text(other)))
+            pairs.append((query.text, document_text(other)))
     return pairs
 
 

@@ -30,6 +30,9 @@ and suffix leave no room for a single document token raises a :class:`DataError`
 (we never cut the query silently: raise ``max_length`` or shorten the data).
 :meth:`PromptRenderer.validate` checks a whole split up front so this fails before training.
 
+(Why one file of ~420 lines: every prompt, text or image, for training, evaluation and export,
+comes out of the one ``_chat_text``; the renderer's caches and truncation rules sit beside it.)
+
 Tokenised prefixes are cached per (instruction, query) and documents per document (its id
 and contents), so the tokeniser runs once per text across epochs.
 
@@ -65,60 +68,14 @@ from typing import Any
 import torch
 
 from urlkit.data.format import DataError, Document, Query, Split
+from urlkit.data.prompt_formats import DEFAULT_SYSTEM_PROMPT, DEFAULT_TEMPLATE, PromptFormat  # noqa: F401 (re-exported)
 from urlkit.errors import ConfigError
 
-DEFAULT_SYSTEM_PROMPT = (
-    "Judge whether the document meets the requirements of the query and the instruction. "
-    'Answer only "yes" or "no".'
-)
-DEFAULT_TEMPLATE = (
-    "Instruction: {instruction}\n"
-    "Query: {query}\n"
-    "Document: {document}\n"
-    "Is the document relevant to the query? Answer yes or no."
-)
 _FIELDS = {"instruction", "query", "document"}
 _SENTINEL = "\u27e6urlkit-document-3f9c\u27e7"
 _QUERY_IMAGE = "\u27e6urlkit-query-image-3f9c\u27e7"
 _QUERY_TEXT = "\u27e6urlkit-query-3f9c\u27e7"
 _INSTRUCTION = "\u27e6urlkit-instruction-3f9c\u27e7"
-
-
-@dataclass(frozen=True)
-class PromptFormat:
-    """How a (instruction, query, document) triple becomes a prompt: the ``prompt`` config group.
-
-    ``chat_template``: a Jinja chat template that writes the turns (e.g. Qwen3-Reranker's ChatML
-    with an empty think block), or None for the backbone's own. ``tokens``: the answer tokens
-    the prompt asks for (column 0 relevant, column 1 not), the default of ``head.tokens``.
-    """
-
-    name: str = "urlkit"
-    system: str = DEFAULT_SYSTEM_PROMPT
-    template: str = DEFAULT_TEMPLATE
-    default_instruction: str = ""
-    tokens: tuple[str, ...] = ("yes", "no")
-    chat_template: str | None = None
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> PromptFormat:
-        """From the ``prompt`` group (a dict or DictConfig); None gives urlkit's format (runs
-        recorded before formats were configurable have no ``prompt`` key)."""
-        if cfg is None:
-            return cls()
-        known = {"name", "system", "template", "default_instruction", "tokens", "chat_template"}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"prompt: unknown key(s) {unknown}; a prompt format has {sorted(known)}")
-        values = {key: cfg[key] for key in known if key in cfg}
-        if "tokens" in values:
-            values["tokens"] = tuple(str(t) for t in values["tokens"])
-        return cls(**values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "system": self.system, "template": self.template,
-                "default_instruction": self.default_instruction, "tokens": list(self.tokens),
-                "chat_template": self.chat_template}
 
 
 @dataclass(frozen=True)
@@ -211,7 +168,7 @@ class PromptRenderer:
     def render_text(self, instruction: str, query: Query, doc: Document) -> str:
         """The full prompt as a string, untruncated (to read what the model sees; an image
         is its chat-template item, with one image token)."""
-        document = _document_text(doc)
+        document = document_text(doc)
         if doc.image is not None and self._image_marker is not None:
             document = self._image_marker + document
         return self._chat_text(instruction, query).replace(_SENTINEL, document)
@@ -266,11 +223,11 @@ class PromptRenderer:
         if ids is None:
             # Text kept up to max_length tokens: no budget is ever larger.
             if doc.image is None or self._image_marker is None:
-                ids = ([], self._tokenize(self._document_lead + _document_text(doc))[: self.max_length])
+                ids = ([], self._tokenize(self._document_lead + document_text(doc))[: self.max_length])
             else:
                 image = self._image_marker.replace(self._images.token, self._image_tokens(doc.image))
                 ids = (self._tokenize(self._document_lead + image),
-                       self._tokenize(_document_text(doc))[: self.max_length])
+                       self._tokenize(document_text(doc))[: self.max_length])
             self._documents[doc] = ids
             if len(self._documents) > self._document_cache_size:
                 self._documents.popitem(last=False)
@@ -408,7 +365,7 @@ def _jinja_string(text: str, expression: bool = True) -> str:
     return literal if expression else "{{ " + literal + " }}"
 
 
-def _document_text(doc: Document) -> str:
+def document_text(doc: Document) -> str:
     """Title, then text, on separate lines (the title survives truncation)."""
     return "\n".join(part for part in (doc.title, doc.text) if part)
 
@@ -467,3 +424,6 @@ def read_image(path: str | Path):
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read the image: {err}", path=path, reason="unreadable image") from err
+
+
+_document_text = document_text  # the name other modules imported first
