@@ -30,9 +30,6 @@ and suffix leave no room for a single document token raises a :class:`DataError`
 (we never cut the query silently: raise ``max_length`` or shorten the data).
 :meth:`PromptRenderer.validate` checks a whole split up front so this fails before training.
 
-(Why one file of ~420 lines: every prompt, text or image, for training, evaluation and export,
-comes out of the one ``_chat_text``; the renderer's caches and truncation rules sit beside it.)
-
 Tokenised prefixes are cached per (instruction, query) and documents per document (its id
 and contents), so the tokeniser runs once per text across epochs.
 
@@ -52,7 +49,8 @@ document), ``image_grid_thw`` (n_images, 3) and ``mm_token_type_ids`` (1 at imag
 which Qwen2.5-VL needs to give image tokens their 3-D rotary positions). Without a
 processor, a query or document with an image raises a clear error.
 
-Kept in one file (about 460 lines): the formats, the renderer and its image inputs share one
+Kept in one file (about 420 lines; the formats are in ``prompt_formats``): the renderer, its
+export form (``pair_chat_template``) and its image inputs share one
 tokenisation contract (the prompt ends where the score is read; truncation cuts only the
 document), which reads and is checked best in one place.
 """
