@@ -115,3 +115,22 @@ def _safetensor_names(folder):
 
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
         return list(f.keys())
+
+
+def test_a_cl_run_in_qwen3_format_exports_the_yes_logit(tmp_path):
+    """direction=cl scores logit(yes) alone (LogitScore without a false token); the prompt is
+    Qwen3-Reranker's format, written by its own chat template inside the exported one."""
+    data = write_small_dataset(tmp_path / "data")
+    cfg = compose_train(data, "train.lr=5e-3", "train.max_steps=3", "weight=cl", "direction=cl",
+                        "prompt=qwen3_reranker")
+    train(cfg, tmp_path / "run")
+    main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "folder"), "--check", "0"])
+    info = json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())
+    assert info["score"] == "logit(yes)" and info["no"] is None and info["prompt"]["name"] == "qwen3_reranker"
+    pairs = PAIRS[:6]
+    ours = torch.tensor([urlkit.rerank(q, [d], run=tmp_path / "run")[0] for q, d in pairs])
+    for name, scores in score_folder(tmp_path / "folder", pairs).items():
+        assert (torch.tensor(scores) - ours).abs().max().item() < 1e-4, name
+    text = TrainedReranker.from_run(tmp_path / "run").built.renderer.render_text(
+        info["instruction"], _as_query(pairs[0][0]), _as_document(pairs[0][1], 0))
+    assert text.startswith("<|im_start|>system\nJudge whether the Document") and text.endswith("<think>\n\n</think>\n\n")
