@@ -24,9 +24,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     ``run.json`` says how it ended: ``finished``, ``failed`` (with the error) or
     ``interrupted`` (Ctrl-C; SIGTERM, which also exits with status 143); a run killed
     outright stays ``running`` with the pid of its process.
-    """
-    from urlkit.records import RunDirectory, new_run_id
 
+    Under DDP every process runs this function; only global rank 0 (as Lightning will number
+    the processes, see ``urlkit.training.distributed.launch_rank``) checks, writes and
+    reports the run directory, the other ranks read its checkpoint and nothing else.
+    """
+    from urlkit.build import trainer_arguments
+    from urlkit.records import RunDirectory, new_run_id
+    from urlkit.training.distributed import launch_rank
+
+    if launch_rank(trainer_arguments(cfg.trainer)) != 0:
+        start_step = (checkpoint_step(_last_checkpoint(run_dir)) or 0) if cfg.get("resume") else 0
+        return _fit_and_evaluate(cfg, Path(run_dir), None, "", start_step)
     run = RunDirectory(run_dir)
     if not cfg.get("resume") and (run.path / "config.yaml").exists():
         raise ConfigError(
@@ -37,7 +46,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run.write_config(OmegaConf.to_container(cfg, resolve=True))
     info = run.update_info(status="running", wandb_id=run.read_info().get("wandb_id") or new_run_id())
     try:
-        return _fit_and_evaluate(cfg, run, info["wandb_id"], start_step)
+        return _fit_and_evaluate(cfg, run.path, run, info["wandb_id"], start_step)
     except BaseException as err:
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
         error = type(err).__name__ + (f": {err}" if str(err) else "")
@@ -49,7 +58,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         raise
 
 
-def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> dict[str, float]:
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return last if last.exists() else None
+
+
+def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_step: int) -> dict[str, float]:
+    """``run``: the RunDirectory on rank 0, None on the other ranks (which write nothing)."""
     # heavy imports here, not at module level: `python -m urlkit.run --help` stays instant
     import warnings
 
@@ -65,11 +80,13 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
         weight_options,
     )
     from urlkit.training.callbacks import FinalEvaluation, MixtureLog, PeriodicEvaluation
+    from urlkit.data.stream import RankShard
     from urlkit.training.checkpointing import AtomicCheckpointIO
     from urlkit.training.loggers import finish, make_loggers
     from urlkit.training.module import RerankerModule
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    say = print if run is not None else (lambda *args, **kwargs: None)  # rank 0 reports
 
     # data: the training groups and the first-stage candidates of dev and test
     # (several sources with data.mixture or a list of data.dataset: urlkit/data/mixture.py)
@@ -78,8 +95,9 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
     built = build_reranker(cfg, sample=train_split)
     for source in workload.sources:
         built.renderer.validate(source.groups.split)  # an over-long query fails now, not mid-epoch
-        print(f"[urlkit] {source.groups.report()}", flush=True)
-    run.update_info(instruction=train_split.instruction)  # urlkit.rerank's default instruction
+        say(f"[urlkit] {source.groups.report()}", flush=True)
+    if run is not None:
+        run.update_info(instruction=train_split.instruction)  # urlkit.rerank's default instruction
     evaluator = build_evaluator(cfg, built)
 
     # model: reranker + URL loss; the module restores its counters and RNG from a checkpoint
@@ -96,22 +114,20 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
         chunk_size=cfg.train.chunk_size,
         nonfinite=cfg.train.nonfinite,
         max_consecutive_skips=cfg.train.get("max_consecutive_skips", 20),
-        history=run.history,
+        history=run.history if run is not None else None,
         histogram_every_n_steps=cfg.log.histogram_every_n_steps,
+        log_every_n_steps=cfg.log.every_n_steps,
     )
-    stream = workload.stream(cfg.seed, start=lambda: module.items_consumed)
-    mixture = [MixtureLog(stream, run, lambda: module.items_consumed)] if len(workload.sources) > 1 else []
+    stream = workload.stream(cfg.seed, start=lambda: module.items_consumed)  # global items (all ranks)
+    mixture = [MixtureLog(stream, run, lambda: module.items_consumed)] if len(workload.sources) > 1 and run else []
     if mixture:
-        print(f"[urlkit] {stream.report()}", flush=True)
-    loader = DataLoader(
-        stream, batch_size=cfg.train.queries_per_step, collate_fn=workload.collator(built.renderer, cfg.train.chunk_size)
-    )
+        say(f"[urlkit] {stream.report()}", flush=True)
 
     # checkpoints hold the state after the step, which is what resume needs
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    loggers = make_loggers(cfg, run, wandb_id=wandb_id)
+    loggers = make_loggers(cfg, run, wandb_id=wandb_id) if run is not None else []
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=run.checkpoints, every_n_train_steps=cfg.checkpoint.every_n_steps,
+        dirpath=Path(run_dir) / "checkpoints", every_n_train_steps=cfg.checkpoint.every_n_steps,
         save_last=True, save_top_k=0, enable_version_counter=False,
     )  # fmt: skip
     trainer = L.Trainer(
@@ -120,19 +136,29 @@ def _fit_and_evaluate(cfg: DictConfig, run, wandb_id: str, start_step: int) -> d
         logger=loggers or False,
         callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps), *mixture],
         plugins=[AtomicCheckpointIO()],  # write, fsync, rename: a kill mid-save keeps the last one
-        default_root_dir=str(run.path),
+        default_root_dir=str(run_dir),
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
-    ckpt_path = str(run.last_checkpoint()) if start_step else None
+
+    # each rank reads its share of the one global stream (urlkit/data/stream.py, RankShard)
+    if trainer.world_size > 1:
+        stream = RankShard(stream, trainer.global_rank, trainer.world_size, cfg.train.queries_per_step)
+    loader = DataLoader(
+        stream, batch_size=cfg.train.queries_per_step, collate_fn=workload.collator(built.renderer, cfg.train.chunk_size)
+    )
+    ckpt_path = str(_last_checkpoint(run_dir)) if start_step else None
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
-    if trainer.global_step != checkpoint_step(run.last_checkpoint()):
+    if trainer.global_step != checkpoint_step(_last_checkpoint(run_dir)):
         # max_steps is not a multiple of checkpoint.every_n_steps: keep the final weights
-        # (what urlkit.evaluate and urlkit.rerank load, and where a resume restarts)
-        trainer.save_checkpoint(run.checkpoints / "last.ckpt")
+        # (what urlkit.evaluate and urlkit.rerank load, and where a resume restarts);
+        # every rank calls it (Lightning writes on rank 0 and waits for all)
+        trainer.save_checkpoint(Path(run_dir) / "checkpoints" / "last.ckpt")
 
     metrics = FinalEvaluation(evaluator, run)(trainer.global_step)
+    if run is None:
+        return metrics  # the benchmark suite (one process) and the records are rank 0's
     if cfg.get("benchmark"):
         metrics.update(benchmark_suite(cfg, built, run, trainer.global_step))
         run.write_metrics(metrics)

@@ -37,12 +37,49 @@ def test_accumulation_averages_means_and_keeps_extremes():
     for seed in range(3):
         logits, mask = _batch(seed)
         loss, info = url_loss(logits, weight="cl", direction="cl", mask=mask)
-        row = step_statistics(logits, loss, info, mask, OPTIONS)
-        acc.add(row, info, mask, [f"q{seed}"])
-        rows.append(row)
-    step = acc.mean()
+        rows.append(step_statistics(logits, loss, info, mask, OPTIONS))
+        acc.add(logits, loss, info, mask, [f"q{seed}"], OPTIONS)
+    step = acc.finish()
     assert step["loss"] == pytest.approx(sum(r["loss"] for r in rows) / 3)
     assert step["w_pos_min"] == min(r["w_pos_min"] for r in rows)
     assert step["w_neg_max"] == max(r["w_neg_max"] for r in rows)
     assert step["loss"] != pytest.approx(rows[-1]["loss"])  # not just the last micro-batch
     assert acc.query_ids == ["q0", "q1", "q2"]
+
+
+def test_micro_batches_and_ranks_log_exactly_the_row_of_one_batch_with_all_their_queries():
+    """Counts, not means of means: micro-batches with different padding (and the same split
+    over ranks, whose sums are added by ``reduce``) give the row of the concatenated batch."""
+    first, second = _batch(1, b=2, n=4), _batch(2, b=3, n=4)
+    second[1][:, 2:] = False  # the second micro-batch has 1 real negative per query, the first 4 or 2
+    whole = (torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]]))
+    loss, info = url_loss(*whole[:1], weight="sft", direction="sft", mask=whole[1])
+    reference = step_statistics(whole[0], loss, info, whole[1], OPTIONS)
+
+    acc = StepAccumulator()
+    for logits, mask in (first, second):
+        loss, info = url_loss(logits, weight="sft", direction="sft", mask=mask)
+        acc.add(logits, loss, info, mask, [], OPTIONS)
+    assert acc.finish() == pytest.approx(reference, rel=1e-6)
+
+    # two "ranks": each holds one micro-batch; reduce adds the other rank's packed sums
+    ranks = []
+    for logits, mask in (first, second):
+        one = StepAccumulator()
+        loss, info = url_loss(logits, weight="sft", direction="sft", mask=mask)
+        one.add(logits, loss, info, mask, [], OPTIONS)
+        ranks.append(one)
+    packed = {}
+
+    def capture(tensor, op):
+        packed.setdefault(op, []).append(tensor.clone())
+        return tensor
+
+    ranks[1].finish(torch.zeros(1), reduce=capture)  # rank 1's contribution
+    other = {op: tensors[0] for op, tensors in packed.items()}
+
+    def reduce(tensor, op):
+        return tensor + other[op] if op == "sum" else torch.maximum(tensor, other[op])
+
+    row, flags = ranks[0].finish(torch.tensor([1.0]), reduce=reduce)
+    assert row == pytest.approx(reference, rel=1e-6) and flags == [1.0]

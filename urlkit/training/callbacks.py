@@ -5,26 +5,51 @@ Both use :func:`urlkit.evaluation.rerank.rerank_split` (through the
 assembles), which calls the reranker that trains, so what is measured is exactly what was
 trained; results go to the run directory (eval.csv, metrics.json, per_query/) and to the
 Lightning loggers.
+
+Under DDP every rank reranks every ``world_size``-th query (:func:`rerank_shared`; queries
+are sorted by prompt length first, so the shares cost about the same), the rankings are
+gathered on every rank, and rank 0 alone writes them: the metrics of one process, in about
+1/R of the time. The ranks other than 0 get ``run=None`` and write nothing.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import lightning as L
 
 from urlkit.evaluation.rerank import (
+    EvalSet,
     Evaluator,
     first_stage_run,
     results_table,
     save_evaluation,
     score,
 )
+from urlkit.evaluation.metrics import METRICS
 from urlkit.records import RunDirectory
+from urlkit.training import distributed
+
+
+def rerank_shared(evaluator: Evaluator, role: str) -> dict[str, dict[str, float]]:
+    """``evaluator.rerank(role)`` with the queries dealt over the ranks and the rankings
+    gathered on every rank (in the split's query order); the plain call in one process."""
+    rank, world = distributed.rank(), distributed.world_size()
+    if world == 1:
+        return evaluator.rerank(role)
+    s = evaluator.sets[role]
+    queries = s.split.queries[: s.max_queries] if s.max_queries else s.split.queries
+    mine = copy.copy(evaluator)
+    mine.sets = {role: EvalSet(dataclasses.replace(s.split, queries=queries[rank::world]), s.ranking, None)}
+    gathered = {query: docs for part in distributed.gather(mine.rerank(role)) for query, docs in part.items()}
+    return {q.id: gathered[q.id] for q in queries}
 
 
 class PeriodicEvaluation(L.Callback):
     """Dev metrics every ``every_n_steps`` optimizer steps (rows of eval.csv, ``dev/*`` in W&B)."""
 
-    def __init__(self, evaluator: Evaluator, run: RunDirectory, every_n_steps: int):
+    def __init__(self, evaluator: Evaluator, run: RunDirectory | None, every_n_steps: int):
         self.evaluator, self.run, self.every = evaluator, run, every_n_steps
         self._last = -1
 
@@ -33,8 +58,10 @@ class PeriodicEvaluation(L.Callback):
         if not self.every or "dev" not in self.evaluator.sets or step % self.every or step == self._last:
             return
         self._last = step
-        means = self.evaluator.means("dev", self.evaluator.rerank("dev"))
+        means = self.evaluator.means("dev", rerank_shared(self.evaluator, "dev"))
         split = self.evaluator.sets["dev"].split
+        if self.run is None:
+            return
         self.run.evals.append({"step": step, "split": "dev", "dataset": split.name, **means})
         for logger in trainer.loggers:
             logger.log_metrics({f"dev/{k}": v for k, v in means.items()}, step=step)
@@ -64,24 +91,30 @@ class MixtureLog(L.Callback):
 class FinalEvaluation:
     """Test metrics of the trained reranker and of the first stage, written to the run dir."""
 
-    def __init__(self, evaluator: Evaluator, run: RunDirectory):
+    def __init__(self, evaluator: Evaluator, run: RunDirectory | None):
         self.evaluator, self.records = evaluator, run
 
     def __call__(self, step: int) -> dict[str, float]:
         test = self.evaluator.sets["test"]
         split = test.split
         runs = {
-            "reranker": self.evaluator.rerank("test"),
+            "reranker": rerank_shared(self.evaluator, "test"),
             self.evaluator.retriever: first_stage_run(split, test.ranking, self.evaluator.depth, test.max_queries),
         }
         metrics, rows = {}, []
         for model, run in runs.items():
             per_query = score(split, run)
+            if self.records is None:  # a rank other than 0: the metrics, nothing written
+                prefix = "" if model == "reranker" else f"{model}/"
+                metrics.update({f"{prefix}test/{m}": float(per_query[m].mean()) for m in METRICS})
+                continue
             means = save_evaluation(self.records.per_query, split, model, run, per_query)
             prefix = "" if model == "reranker" else f"{model}/"
             metrics.update({f"{prefix}test/{m}": v for m, v in _strip(means).items()})
             rows.append({"model": model, "dataset": split.name, "category": split.category, **_strip(means)})
             self.records.evals.append({"step": step, "split": f"test:{model}", "dataset": split.name, **_strip(means)})
+        if self.records is None:
+            return metrics
         self.records.write_metrics(metrics)
         per_dataset, _ = results_table(rows)
         print(f"[urlkit] test metrics (x100, top-{self.evaluator.depth} reranked):\n{per_dataset.to_string()}", flush=True)

@@ -22,8 +22,16 @@ back-propagates g through each chunk. The gradient equals the one-pass gradient;
 memory holds one chunk instead of 1+N documents. The RNG is forked around the first pass, so
 dropout masks are the same in both passes.
 
-Logging goes to the run directory's history.csv (always) and to the Lightning loggers once
-per optimizer step, averaged over the micro-batches of that step.
+Logging goes to the run directory's history.csv and to the Lightning loggers every
+``log_every_n_steps`` optimizer steps (``log.every_n_steps``), one row describing all the
+micro-batches of that step on all ranks (``urlkit.training.telemetry``: sums kept on the
+device, reduced over the ranks and read back once per step).
+
+**Data parallel** (``trainer=ddp``, Lightning's DDP): each rank scores its own share of the
+step's queries (``urlkit.data.stream.RankShard``); backward passes add up locally under
+``no_sync`` and the gradients are all-reduced (averaged) once per optimizer step, in the last
+backward pass of the last micro-batch, so R ranks x B queries take the step of one process
+with R x B queries. ``items_consumed`` counts the groups of all ranks.
 
 Checkpoints hold the trainable parameters, the optimizer and scheduler (Lightning), the
 number of training groups consumed (where the data stream resumes), the skipped-step count
@@ -32,6 +40,7 @@ and the RNG state (``urlkit.training.checkpointing``): a resumed run replays the
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import lightning as L
@@ -40,19 +49,22 @@ import torch
 from urlkit.data.groups import scatter_scores
 from urlkit.loss import WeightOptions, url_loss
 from urlkit.training.checkpointing import restore_rng_state, rng_state
-from urlkit.training.nonfinite import NonFiniteError, NonFiniteGuard
-from urlkit.training.telemetry import StepAccumulator, step_statistics
+from urlkit.training import distributed
+from urlkit.training.nonfinite import STAGES, NonFiniteError, NonFiniteGuard
+from urlkit.training.telemetry import StepAccumulator
 
 __all__ = ["NonFiniteError", "RerankerModule", "url_backward"]  # NonFiniteError: urlkit.training.nonfinite
 
-def url_backward(reranker, batch: dict, loss_fn, *, scale=1.0, chunked=False, backward=None, check=None):
+def url_backward(reranker, batch: dict, loss_fn, *, scale=1.0, chunked=False, backward=None, check=None, no_sync=None):
     """Forward and backward of one micro-batch; returns (logits, loss, info), all detached.
 
     ``loss_fn(logits, mask) -> (loss, info)``; gradients of ``scale * loss`` accumulate in
     the reranker's parameters. ``chunked`` runs the constant-memory step over
     ``batch["chunks"]`` (see the module docstring); the gradient is the same. ``check(logits,
     loss, info)`` may veto the backward (a non-finite step); ``backward(tensor, gradient=...)``
-    defaults to autograd's (the module passes Lightning's ``manual_backward``).
+    defaults to autograd's (the module passes Lightning's ``manual_backward``). ``no_sync()``:
+    a context for every backward pass of the chunked step but its last (DDP then all-reduces
+    the gradients once, not once per chunk).
     """
     backward = backward or (lambda tensor, gradient=None: tensor.backward(gradient))
     mask = batch["mask"]
@@ -70,8 +82,10 @@ def url_backward(reranker, batch: dict, loss_fn, *, scale=1.0, chunked=False, ba
     loss, info = loss_fn(logits, mask)
     if check is None or check(logits.detach(), loss, info):
         (grad,) = torch.autograd.grad(loss * scale, logits)
-        for chunk, chunk_grad in zip(chunks, grad[mask].split([len(c["input_ids"]) for c in chunks]), strict=True):
-            backward(reranker(chunk), gradient=chunk_grad)
+        parts = list(zip(chunks, grad[mask].split([len(c["input_ids"]) for c in chunks]), strict=True))
+        for i, (chunk, chunk_grad) in enumerate(parts):
+            with no_sync() if no_sync is not None and i + 1 < len(parts) else contextlib.nullcontext():
+                backward(reranker(chunk), gradient=chunk_grad)
     return logits.detach(), loss.detach(), info
 
 
@@ -96,6 +110,7 @@ class RerankerModule(L.LightningModule):
         max_consecutive_skips: int = 20,
         history=None,
         histogram_every_n_steps: int = 0,
+        log_every_n_steps: int = 1,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -108,7 +123,12 @@ class RerankerModule(L.LightningModule):
         self.guard = NonFiniteGuard(nonfinite, max_consecutive_skips)
         self.history = history  # urlkit.records.CsvLog or None
         self.histogram_every_n_steps = histogram_every_n_steps
+        if log_every_n_steps < 1:
+            raise ValueError(f"log.every_n_steps must be >= 1, got {log_every_n_steps}")
+        self.log_every_n_steps = log_every_n_steps
         self.step_stats = StepAccumulator()
+        self._step_flags: torch.Tensor | None = None  # the guard's flags of the step's micro-batches
+        self._step_batches: list[tuple] = []  # (logits, loss, info, mask, query ids): to name a fault
         self.items_consumed = 0  # training groups consumed: where the data stream resumes
         self._resumed_rng = None  # RNG state of a checkpoint, restored at the next step
 
@@ -124,63 +144,94 @@ class RerankerModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         mask = batch["mask"]
-        logits, loss, info = url_backward(
-            self.reranker, batch, self._url_loss, scale=1.0 / self.accumulate,
-            chunked=bool(self.chunk_size), backward=self.manual_backward,
-            check=lambda logits, loss, info: self._finite(logits, loss, info, batch),
-        )  # fmt: skip
-        self.items_consumed += mask.shape[0]
-        stats = step_statistics(logits, loss, info, mask, self.weight_options)
-        self.step_stats.add(stats, info, mask, batch["query_ids"])
+        # DDP all-reduces the gradients once per optimizer step: in the last backward pass of
+        # its last micro-batch (every other one runs under no_sync and adds up locally)
+        last = len(self.step_stats) + 1 == self.accumulate
+        with contextlib.nullcontext() if last else self._no_gradient_sync():
+            logits, loss, info = url_backward(
+                self.reranker, batch, self._url_loss, scale=1.0 / self.accumulate,
+                chunked=bool(self.chunk_size), backward=self.manual_backward, no_sync=self._no_gradient_sync,
+            )  # fmt: skip
+        # every rank runs every backward (DDP's collectives must match), finite or not: the
+        # guard's flags are read with the step's telemetry and the step dropped there
+        flags = self.guard.batch_flags(logits, loss, info, mask)
+        self._step_flags = flags if self._step_flags is None else torch.maximum(self._step_flags, flags)
+        self._step_batches.append((logits, loss, info, mask, list(batch["query_ids"])))
+        self.items_consumed += mask.shape[0] * self._world_size()  # global: where every rank's stream resumes
+        self.step_stats.add(logits, loss, info, mask, batch["query_ids"], self.weight_options)
         if len(self.step_stats) == self.accumulate:
             self._optimizer_step()
 
     def _url_loss(self, logits: torch.Tensor, mask: torch.Tensor):
         return url_loss(logits.float(), weight=self.weight_options, direction=self.direction, mask=mask)
 
-    def _finite(self, logits: torch.Tensor, loss: torch.Tensor, info: dict, batch: dict) -> bool:
-        """The guard's verdict on a micro-batch; a non-finite one marks its whole step skipped."""
-        finite = self.guard.scores_and_loss(
-            logits, loss, info, batch["mask"], step=self.global_step + 1, query_ids=batch["query_ids"]
-        )
-        self.step_stats.nonfinite |= not finite
-        return finite
+    def _no_gradient_sync(self):
+        """Lightning's DDP ``no_sync``: backward passes inside add up locally, none all-reduces."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        block = getattr(strategy, "block_backward_sync", None)
+        return block() if block is not None else contextlib.nullcontext()
+
+    def _world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
 
     def _optimizer_step(self) -> None:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        step, query_ids = self.global_step + 1, self.step_stats.query_ids
-        skipped = self.step_stats.nonfinite or not self.guard.gradients(
-            self.parameters(), step=step, query_ids=query_ids
-        )
+        step = self.global_step + 1
+        flags = torch.cat([self._step_flags, self.guard.gradient_flag(self.parameters()).to(self._step_flags.device)])
+        # the one host sync of the step: telemetry and the guard's flags, reduced over the ranks
+        row, verdict = self.step_stats.finish(flags, reduce=distributed.reduce_)
+        batches, self._step_flags, self._step_batches = self._step_batches, None, []
+        query_ids = self.step_stats.query_ids
+        skipped = False
+        if any(verdict):
+            stage = STAGES[next(i for i, flag in enumerate(verdict) if flag)]
+            described, query_ids = self._locate_fault(stage, batches)
+            skipped = not self.guard.fault(f"{stage} ({described})" if described else stage, step, query_ids)
         if not skipped:  # nonfinite="skip" drops the whole step: nothing non-finite reaches the weights
             if self.grad_clip:
                 self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
             optimizer.step()  # advances global_step
             scheduler.step()
-            self.guard.parameters(self.named_parameters(), step=step, query_ids=query_ids)
+            self.guard.parameters(
+                self.named_parameters(), step=step, query_ids=query_ids, agree=lambda flag: distributed.agree(flag)
+            )
         optimizer.zero_grad(set_to_none=True)
         self.guard.end_step(skipped, step=step, query_ids=query_ids)
-        self._log_step(skipped)
+        self._log_step(row, skipped, query_ids)
+
+    def _locate_fault(self, stage: str, batches: list) -> tuple[str, list[str]]:
+        """What was non-finite and in which queries, over every rank (the rare path: host syncs
+        and a gather are fine here). A gradient is the whole step's: every query is named."""
+        if stage == "gradient":
+            described, bad = "", list(self.step_stats.query_ids)
+        else:
+            described, bad = self.guard.locate(stage, batches)
+        found = distributed.gather((described, bad))
+        return "; ".join(d for d, _ in found if d), [q for _, queries in found for q in queries]
 
     # -- logging -----------------------------------------------------------------------
-    def _log_step(self, skipped: bool) -> None:
-        row = {"step": self.global_step, **self.step_stats.mean()}
+    def _log_step(self, stats: dict, skipped: bool, query_ids: list[str]) -> None:
+        row = {"step": self.global_step, **stats}
         row["lr"] = self.optimizers().param_groups[0]["lr"]
         row["skipped_steps"] = self.skipped_steps
         row["items_consumed"] = self.items_consumed
-        if not skipped:
+        if skipped:
+            if self.global_rank == 0:
+                print(f"[urlkit] skipped a non-finite step ({self.skipped_steps} so far); queries: "
+                      f"{', '.join(query_ids)}", flush=True)  # fmt: skip
+        elif row["step"] % self.log_every_n_steps == 0:
             if self.history is not None:
                 self.history.append(row)
             for logger in self.loggers:
                 logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
             if self.histogram_every_n_steps and row["step"] % self.histogram_every_n_steps == 0:
                 self._log_histograms(row["step"])
-        else:
-            print(f"[urlkit] skipped a non-finite step ({self.skipped_steps} so far); queries: "
-                  f"{', '.join(self.step_stats.query_ids)}", flush=True)  # fmt: skip
         self.step_stats.reset()
 
     def _log_histograms(self, step: int) -> None:
+        # every rank's weights (all ranks reach this step; only rank 0 has a W&B logger)
+        w_pos = torch.cat(distributed.gather(torch.cat(self.step_stats.w_pos).cpu()))
+        w_neg = torch.cat(distributed.gather(torch.cat(self.step_stats.w_neg).cpu()))
         for logger in self.loggers:
             if type(logger).__name__ != "WandbLogger":
                 continue
@@ -188,8 +239,8 @@ class RerankerModule(L.LightningModule):
 
             logger.experiment.log(
                 {
-                    "train/w_pos_hist": wandb.Histogram(torch.cat(self.step_stats.w_pos).numpy()),
-                    "train/w_neg_hist": wandb.Histogram(torch.cat(self.step_stats.w_neg).numpy()),
+                    "train/w_pos_hist": wandb.Histogram(w_pos.numpy()),
+                    "train/w_neg_hist": wandb.Histogram(w_neg.numpy()),
                     "trainer/global_step": step,
                 }
             )
@@ -225,17 +276,22 @@ class RerankerModule(L.LightningModule):
         return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # every rank builds the checkpoint (rank 0 writes it): each rank's RNG goes in it
+        states = distributed.gather(rng_state())
         checkpoint["urlkit"] = {
             "skipped_steps": self.guard.skipped_steps,
-            "items_consumed": self.items_consumed,
-            "rng": rng_state(),
+            "items_consumed": self.items_consumed,  # over all ranks
+            "rng": states[0],
+            "rng_per_rank": states,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("urlkit", {})
         self.guard.skipped_steps = state.get("skipped_steps", 0)
         self.items_consumed = state.get("items_consumed", 0)
-        self._resumed_rng = state.get("rng")
+        per_rank = state.get("rng_per_rank") or [state.get("rng")]
+        # the same number of ranks continues each rank's generators; another one, rank 0's
+        self._resumed_rng = per_rank[self.global_rank] if len(per_rank) == self._world_size() else per_rank[0]
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # The RNG goes back to its checkpointed state right before the first resumed step: the

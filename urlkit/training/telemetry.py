@@ -4,7 +4,7 @@ Pure torch on top of :mod:`urlkit.loss`. The paper's Figure 3 compares the avera
 of SFT and CL over training; logging the *counterfactual* weights of every family from the
 same scores lets one run (whatever weight trains) show that comparison.
 
-Keys of :func:`step_statistics` (all floats):
+Keys of a step's row (all floats):
 
     loss                       the URL loss of the step
     w_pos_{mean,min,max}       W+ that trained (positives)
@@ -16,107 +16,166 @@ Keys of :func:`step_statistics` (all floats):
     r_pos, r_neg               mean relevance (of the training direction)
     p_yes_pos, p_yes_neg       mean probability of the yes token (softmax over K columns)
     pairwise_accuracy          share of examples whose positive outscores every negative
+
+**Exact over micro-batches and ranks, one host sync per step.** Every mean is kept as a sum
+and a count (queries, real negatives or real pairs), every extreme as a running min/max, all
+as tensors on the scores' device. :class:`StepAccumulator` adds micro-batches up without
+reading anything back; :meth:`StepAccumulator.finish` reduces the step over the ranks (sums
+added, extremes compared: two collectives on one packed vector each) and reads the row back
+with one ``tolist()``. A step of R ranks x B queries therefore logs exactly the numbers of one
+process with R x B queries, whatever the padding of each rank's negatives, and the host waits
+for the device once per optimizer step instead of ~30 times per micro-batch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from urlkit.loss import WeightOptions, compute_weight, infonce_loss, sft_loss
 
 COUNTERFACTUAL = ("sft", "cl", "base")
-
-
-def _masked_stats(values: torch.Tensor, mask: torch.Tensor) -> tuple[float, float, float]:
-    real = values[mask]
-    if real.numel() == 0:
-        return float("nan"), float("nan"), float("nan")
-    return real.mean().item(), real.min().item(), real.max().item()
+EXTREMES = ("w_pos", "w_neg")  # keys with _min and _max columns
 
 
 @torch.no_grad()
-def step_statistics(
-    logits: torch.Tensor,
-    loss: torch.Tensor,
-    info: dict,
-    mask: torch.Tensor | None,
-    weight_options: WeightOptions,
-) -> dict[str, float]:
-    """Scalars of one (micro-)batch; ``logits`` (B, 1+N, K), ``mask`` (B, 1+N) or None."""
+def batch_sums(
+    logits: torch.Tensor, loss: torch.Tensor, info: dict, mask: torch.Tensor | None, weight_options: WeightOptions
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """``({key: (sum, count)}, {key: (min, max)})`` of one micro-batch, as 0-d device tensors.
+
+    ``logits`` (B, 1+N, K), ``mask`` (B, 1+N) or None. Empty selections give a count of 0
+    and a (+inf, -inf) extreme, which :meth:`StepAccumulator.finish` turns into NaN."""
     logits = logits.detach().float()
     if mask is None:
         mask = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
     neg_mask = mask[:, 1:]
-    stats: dict[str, float] = {"loss": loss.detach().float().item()}
+    queries = torch.tensor(float(logits.shape[0]), device=logits.device)
+    negatives = neg_mask.sum().float()
+
+    def per_query(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return values.float().sum(), queries
+
+    def per_negative(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.where(neg_mask, values.float(), 0.0).sum(), negatives
+
+    def mean_of_batch(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # a mean over queries
+        return value.detach().float() * queries, queries
 
     w_pos, w_neg = info["w_pos"].float(), info["w_neg"].float()
-    stats["w_pos_mean"], stats["w_pos_min"], stats["w_pos_max"] = (
-        w_pos.mean().item(),
-        w_pos.min().item(),
-        w_pos.max().item(),
-    )
-    stats["w_neg_mean"], stats["w_neg_min"], stats["w_neg_max"] = _masked_stats(w_neg, neg_mask)
-    stats["masked_fraction"] = float(info.get("masked_fraction", 0.0))
-    stats["loss_sft_native"] = sft_loss(logits, mask).item()
-    stats["loss_infonce_native"] = infonce_loss(
-        logits, mask, temperature=weight_options.params.temperature
-    ).item()
-
+    sums = {"loss": mean_of_batch(loss), "w_pos_mean": per_query(w_pos), "w_neg_mean": per_negative(w_neg)}
+    pairs = mask.sum().float()
+    sums["masked_fraction"] = (torch.as_tensor(info.get("masked_fraction", 0.0), device=logits.device).float() * pairs, pairs)
+    sums["loss_sft_native"] = mean_of_batch(sft_loss(logits, mask))
+    temperature = weight_options.params.temperature
+    sums["loss_infonce_native"] = mean_of_batch(infonce_loss(logits, mask, temperature=temperature))
     for family in COUNTERFACTUAL:
         cf_pos, cf_neg = compute_weight(weight_options.with_spec(family), logits, mask)
-        stats[f"w_{family}_pos"] = cf_pos.float().mean().item()
-        stats[f"w_{family}_neg"] = _masked_stats(cf_neg.float(), neg_mask)[0]
-
-    stats["r_pos"] = info["r_pos"].float().mean().item()
-    stats["r_neg"] = _masked_stats(info["r_neg"].float(), neg_mask)[0]
+        sums[f"w_{family}_pos"] = per_query(cf_pos)
+        sums[f"w_{family}_neg"] = per_negative(cf_neg)
+    sums["r_pos"] = per_query(info["r_pos"])
+    sums["r_neg"] = per_negative(info["r_neg"])
     p_yes = logits.softmax(-1)[..., 0]
-    stats["p_yes_pos"] = p_yes[:, 0].mean().item()
-    stats["p_yes_neg"] = _masked_stats(p_yes[:, 1:], neg_mask)[0]
+    sums["p_yes_pos"] = per_query(p_yes[:, 0])
+    sums["p_yes_neg"] = per_negative(p_yes[:, 1:])
     # ranking scores (not r_neg, whose scale differs from r_pos for K > 2 with sft/rand)
     scores = info["scores"].float()
     best_negative = scores[:, 1:].masked_fill(~neg_mask, float("-inf")).max(dim=1).values
-    stats["pairwise_accuracy"] = (scores[:, 0] > best_negative).float().mean().item()
-    return stats
+    sums["pairwise_accuracy"] = per_query(scores[:, 0] > best_negative)
+
+    inf = torch.tensor(float("inf"), device=logits.device)
+    real_neg = w_neg[neg_mask] if w_neg.shape == neg_mask.shape else w_neg.flatten()
+    extremes = {
+        "w_pos": (w_pos.min(), w_pos.max()),
+        "w_neg": (real_neg.min(), real_neg.max()) if real_neg.numel() else (inf, -inf),
+    }
+    return sums, extremes
+
+
+def step_statistics(
+    logits: torch.Tensor, loss: torch.Tensor, info: dict, mask: torch.Tensor | None, weight_options: WeightOptions
+) -> dict[str, float]:
+    """The row of one (micro-)batch as floats (one host sync); see the module docstring."""
+    accumulator = StepAccumulator()
+    accumulator.add(logits, loss, info, mask, [], weight_options)
+    return accumulator.finish()
 
 
 class StepAccumulator:
-    """Averages micro-batch statistics over one optimizer step (gradient accumulation).
+    """Sums one optimizer step's micro-batches on the device; :meth:`finish` makes the row.
 
-    Means are averaged, ``*_min`` keys take the minimum and ``*_max`` keys the maximum, so a
-    logged step describes all of its micro-batches, not the last one.
+    Means are over every query (or real negative, or real pair) of the step, on every rank;
+    ``*_min`` and ``*_max`` over all of them. ``w_pos``/``w_neg`` keep the step's weights
+    (for histograms) and ``query_ids`` this rank's queries.
     """
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self._rows: list[dict[str, float]] = []
+        self._sums: dict[str, list[torch.Tensor]] | None = None
+        self._extremes: dict[str, list[torch.Tensor]] | None = None
+        self.micro_batches = 0
         self.w_pos: list[torch.Tensor] = []
         self.w_neg: list[torch.Tensor] = []
         self.query_ids: list[str] = []
-        self.nonfinite = False
 
-    def add(self, stats: dict[str, float], info: dict, mask: torch.Tensor | None, query_ids) -> None:
-        self._rows.append(stats)
-        self.w_pos.append(info["w_pos"].detach().float().cpu())
-        w_neg = info["w_neg"].detach().float().cpu()
-        self.w_neg.append(w_neg[mask[:, 1:].cpu()] if mask is not None else w_neg.flatten())
+    def add(self, logits, loss, info: dict, mask: torch.Tensor | None, query_ids, weight_options: WeightOptions) -> None:
+        sums, extremes = batch_sums(logits, loss, info, mask, weight_options)
+        if self._sums is None:
+            self._sums = {k: [s, n] for k, (s, n) in sums.items()}
+            self._extremes = {k: [lo, hi] for k, (lo, hi) in extremes.items()}
+        else:
+            for key, (s, n) in sums.items():
+                self._sums[key][0] = self._sums[key][0] + s
+                self._sums[key][1] = self._sums[key][1] + n
+            for key, (lo, hi) in extremes.items():
+                self._extremes[key][0] = torch.minimum(self._extremes[key][0], lo)
+                self._extremes[key][1] = torch.maximum(self._extremes[key][1], hi)
+        self.micro_batches += 1
+        self.w_pos.append(info["w_pos"].detach().float())
+        w_neg = info["w_neg"].detach().float()
+        self.w_neg.append(w_neg[mask[:, 1:]] if mask is not None and w_neg.shape == mask[:, 1:].shape else w_neg.flatten())
         self.query_ids.extend(query_ids)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self.micro_batches
 
-    def mean(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key in self._rows[0]:
-            values = torch.tensor([row[key] for row in self._rows], dtype=torch.float64)
-            finite = values[~values.isnan()]
-            if finite.numel() == 0:
-                out[key] = float("nan")
-            elif key.endswith("_min"):
-                out[key] = finite.min().item()
-            elif key.endswith("_max"):
-                out[key] = finite.max().item()
+    def finish(
+        self,
+        flags: torch.Tensor | None = None,
+        reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
+    ) -> dict[str, float] | tuple[dict[str, float], list[float]]:
+        """The step's row: sums over micro-batches (and over ranks with ``reduce(tensor, op)``,
+        op "sum" or "max", in place or returned), divided by their counts; one ``tolist()``.
+
+        ``flags``: a float vector to max-reduce along (the non-finite guard's verdicts); when
+        given, returns ``(row, flags as floats)`` from the same host sync."""
+        assert self._sums is not None, "finish() before any add()"
+        keys, extreme_keys = list(self._sums), list(self._extremes)
+        totals = torch.stack([v for k in keys for v in self._sums[k]])
+        # max-reduce the maxima and the negated minima together (and the flags)
+        peaks = [torch.stack([v for k in extreme_keys for v in (-self._extremes[k][0], self._extremes[k][1])])]
+        if flags is not None:
+            peaks.append(flags.to(totals.device, totals.dtype))
+        peaks = torch.cat(peaks)
+        if reduce is not None:
+            totals, peaks = reduce(totals, "sum"), reduce(peaks, "max")
+        values = torch.cat([totals, peaks]).double().tolist()  # the one host sync of the step
+        row: dict[str, float] = {}
+        for i, key in enumerate(keys):
+            total, count = values[2 * i], values[2 * i + 1]
+            if key in ("w_pos_mean", "w_neg_mean"):
+                stem = key[: -len("_mean")]
+                j = len(totals) + 2 * extreme_keys.index(stem)
+                lowest, highest = -values[j], values[j + 1]
+                finite = count > 0
+                row[key] = total / count if finite else float("nan")
+                row[f"{stem}_min"] = lowest if finite else float("nan")
+                row[f"{stem}_max"] = highest if finite else float("nan")
             else:
-                out[key] = finite.mean().item()
-        return out
+                row[key] = total / count if count > 0 else float("nan")
+        if flags is None:
+            return row
+        return row, values[len(totals) + 2 * len(extreme_keys) :]

@@ -1,0 +1,79 @@
+"""Several processes, one run: who this process is, and the few collectives urlkit needs.
+
+Processes are started by Lightning (its own launcher for ``trainer.devices``/``num_nodes``,
+or ``torchrun``, or SLURM, which its cluster environments detect); urlkit never launches
+any. What urlkit adds on top of Lightning's DDP:
+
+* :func:`launch_rank`: the global rank Lightning will give this process, known before the
+  run directory is touched, so that only rank 0 writes the run's records;
+* :func:`reduce_`, :func:`gather`, :func:`agree`: thin wrappers of ``torch.distributed`` that
+  are the identity in a single process (no process group), used by the step telemetry, the
+  non-finite guard, the checkpoints' RNG states and the sharded evaluation.
+
+Everything here is a no-op without an initialised process group, so the single-process
+paths run the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def launch_rank(trainer_arguments: dict) -> int:
+    """The global rank Lightning gives this process under these Trainer arguments.
+
+    Lightning's accelerator connector reads its cluster environment (its own launcher's
+    ``LOCAL_RANK``/``NODE_RANK``, torchrun's ``RANK``, SLURM's ``SLURM_PROCID``...) when a
+    Trainer is built; a throwaway Trainer (no logger, no process group yet) asks it the same
+    way the real one will, instead of a second reading of those variables here."""
+    import logging
+
+    import lightning as L
+
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # its "GPU available" lines
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        quiet_arguments = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+        probe = L.Trainer(**{**trainer_arguments, **quiet_arguments})
+    finally:
+        quiet.setLevel(level)
+    return int(probe.global_rank)
+
+
+def initialized() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if initialized() else 0
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if initialized() else 1
+
+
+def reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """All-reduce ``tensor`` in place over every rank (``op``: "sum", "max" or "min")."""
+    if world_size() > 1:
+        ops = {"sum": torch.distributed.ReduceOp.SUM, "max": torch.distributed.ReduceOp.MAX,
+               "min": torch.distributed.ReduceOp.MIN}  # fmt: skip
+        torch.distributed.all_reduce(tensor, op=ops[op])
+    return tensor
+
+
+def gather(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (picklable objects; ``[obj]`` in one process)."""
+    if world_size() == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def agree(flag: bool | torch.Tensor, device: torch.device | None = None) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one host sync)."""
+    value = torch.as_tensor(flag, dtype=torch.float32, device=device).reshape(1)
+    return bool(reduce_(value.clone(), "max").item())
