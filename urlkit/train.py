@@ -79,8 +79,8 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         training_workload,
         weight_options,
     )
-    from urlkit.training.callbacks import FinalEvaluation, MixtureLog, PeriodicEvaluation
     from urlkit.data.stream import RankShard
+    from urlkit.training.callbacks import FinalEvaluation, MixtureLog, PeriodicEvaluation
     from urlkit.training.checkpointing import AtomicCheckpointIO
     from urlkit.training.loggers import finish, make_loggers
     from urlkit.training.module import RerankerModule

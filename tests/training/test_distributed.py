@@ -30,7 +30,12 @@ from urlkit.data.stream import GroupStream, RankShard
 from urlkit.paths import REPO_ROOT
 
 STEPS = 4
-COMMON = [f"train.max_steps={STEPS}", "train.warmup_steps=1", "checkpoint.every_n_steps=2", "eval.test_queries=6"]
+COMMON = [
+    f"train.max_steps={STEPS}",
+    "train.warmup_steps=1",
+    "checkpoint.every_n_steps=2",
+    "eval.test_queries=6",
+]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 COMPARED = ("loss", "w_pos_mean", "w_neg_mean", "w_neg_max", "loss_sft_native", "loss_infonce_native",
             "w_cl_neg", "pairwise_accuracy", "lr", "items_consumed", "skipped_steps")  # fmt: skip
@@ -55,8 +60,21 @@ def _environment(extra: dict | None = None) -> dict:
 def start(data: Path, run_dir: Path, *overrides: str, env: dict | None = None, module: str = "urlkit.run",
           raw: bool = False):  # fmt: skip
     """Start a tiny ``python -m <module>`` job in its own session (so it can be killed whole)."""
-    argv = list(overrides) if raw else [*tiny(*overrides), f"data.path={data}", f"hydra.run.dir={run_dir}", *COMMON, *overrides]
-    log = run_dir.parent / f"{run_dir.name}.{len(list(run_dir.parent.glob(run_dir.name + '.*log')))}.log"
+    argv = (
+        list(overrides)
+        if raw
+        else [
+            *tiny(*overrides),
+            f"data.path={data}",
+            f"hydra.run.dir={run_dir}",
+            *COMMON,
+            *overrides,
+        ]
+    )
+    log = (
+        run_dir.parent
+        / f"{run_dir.name}.{len(list(run_dir.parent.glob(run_dir.name + '.*log')))}.log"
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", module, *argv], cwd=run_dir.parent, env=_environment(env),
         stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -85,7 +103,9 @@ def free_port() -> int:
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )["state_dict"]
 
 
 def assert_same_run(mine: Path, reference: Path, weights_too: bool = True) -> None:
@@ -94,7 +114,10 @@ def assert_same_run(mine: Path, reference: Path, weights_too: bool = True) -> No
     assert [r["step"] for r in expected] == [r["step"] for r in rows]
     for row, ref in zip(rows, expected, strict=True):
         for key in COMPARED:
-            assert float(row[key]) == pytest.approx(float(ref[key]), rel=1e-5, abs=1e-7), (row["step"], key)
+            assert float(row[key]) == pytest.approx(float(ref[key]), rel=1e-5, abs=1e-7), (
+                row["step"],
+                key,
+            )
     if weights_too:
         a, b = weights(mine), weights(reference)
         assert a.keys() == b.keys() and a
@@ -111,7 +134,12 @@ def test_rank_shards_together_are_the_one_process_stream_and_resume_at_a_step(da
         shards = [[_id(g) for g in _take(RankShard(GroupStream(groups, seed=0), r, world, block), 30 // world)]
                   for r in range(world)]  # fmt: skip
         # micro-batch k of the one process (world*block queries) = micro-batch k of every rank, in rank order
-        rebuilt = [q for k in range(len(shards[0]) // block) for shard in shards for q in shard[k * block : (k + 1) * block]]
+        rebuilt = [
+            q
+            for k in range(len(shards[0]) // block)
+            for shard in shards
+            for q in shard[k * block : (k + 1) * block]
+        ]
         assert rebuilt == ids[: len(rebuilt)] and len(rebuilt) >= 24
         resumed = RankShard(GroupStream(groups, seed=0, start=world * block * 2), 1, world, block)
         assert [_id(g) for g in _take(resumed, block)] == shards[1][2 * block : 3 * block]
@@ -147,15 +175,21 @@ def plain(data, tmp_path_factory):
 def test_the_ddp_command_keeps_one_record_of_the_run_written_by_rank_0(plain):
     _, ddp, log = plain
     rows = history(ddp)
-    assert len(rows) == STEPS and [int(r["items_consumed"]) for r in rows] == [2 * s for s in range(1, STEPS + 1)]
+    assert len(rows) == STEPS and [int(r["items_consumed"]) for r in rows] == [
+        2 * s for s in range(1, STEPS + 1)
+    ]
     info = json.loads((ddp / "run.json").read_text())
     assert info["status"] == "finished" and info["steps"] == STEPS
     assert "already holds a urlkit run" not in log
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log  # the second rank was Lightning's, and ran
     # one record: the rank-0 files, no second config or checkpoint directory of rank 1
     assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["last.ckpt"]
-    assert len((ddp / "lightning" / "metrics.csv").read_text().splitlines()) > 1  # the csv logger, once
-    assert [line.split(",")[0] for line in (ddp / "eval.csv").read_text().splitlines()[1:]] == [str(STEPS)] * 2
+    assert (
+        len((ddp / "lightning" / "metrics.csv").read_text().splitlines()) > 1
+    )  # the csv logger, once
+    assert [line.split(",")[0] for line in (ddp / "eval.csv").read_text().splitlines()[1:]] == [
+        str(STEPS)
+    ] * 2
 
 
 def test_two_ranks_train_exactly_as_one_process_with_both_ranks_queries(plain):
@@ -170,7 +204,9 @@ def test_sharded_test_evaluation_gives_the_metrics_of_one_process(plain):
         assert metrics(ddp)[key] == pytest.approx(value, abs=1e-12), key
     for name in ("small_test_reranker.trec", "small_test_bm25.trec"):
         mine = [line.split()[:3] for line in (ddp / "per_query" / name).read_text().splitlines()]
-        theirs = [line.split()[:3] for line in (single / "per_query" / name).read_text().splitlines()]
+        theirs = [
+            line.split()[:3] for line in (single / "per_query" / name).read_text().splitlines()
+        ]
         assert mine == theirs and len(mine) >= 6  # every query, same ranking
 
 
@@ -198,7 +234,9 @@ def test_accumulation_and_chunks_all_reduce_once_per_step_and_stay_exact(data, t
     for code, log in wait(single, ddp):
         assert code == 0, log[-3000:]
     assert_same_run(tmp_path / "ddp", tmp_path / "single")
-    assert [int(r["items_consumed"]) for r in history(tmp_path / "ddp")] == [4 * s for s in range(1, STEPS + 1)]
+    assert [int(r["items_consumed"]) for r in history(tmp_path / "ddp")] == [
+        4 * s for s in range(1, STEPS + 1)
+    ]
     for rank in (0, 1):
         syncs = [line.split() for line in (tmp_path / f"syncs.{rank}").read_text().splitlines()]
         # all-reduces of bucket 0 (every bucket is reduced once per synchronisation), per step
@@ -211,7 +249,9 @@ def test_a_ddp_job_sigkilled_mid_run_resumes_to_the_uninterrupted_run(data, plai
     job = start(data, run_dir, *DDP, "train.queries_per_step=1", "logger=csv")
     deadline = time.monotonic() + TIMEOUT / 2
     while time.monotonic() < deadline and job.poll() is None:
-        if (run_dir / "history.csv").exists() and len(history(run_dir)) >= 3:  # step 2's checkpoint is written
+        if (run_dir / "history.csv").exists() and len(
+            history(run_dir)
+        ) >= 3:  # step 2's checkpoint is written
             break
         time.sleep(0.05)
     os.killpg(job.pid, signal.SIGKILL)  # the whole job: Lightning's launcher and its second rank
@@ -220,7 +260,7 @@ def test_a_ddp_job_sigkilled_mid_run_resumes_to_the_uninterrupted_run(data, plai
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
     assert not (run_dir / "metrics.json").exists()
 
-    (code, log), = wait(start(data, run_dir, f"resume={run_dir}", raw=True))
+    ((code, log),) = wait(start(data, run_dir, f"resume={run_dir}", raw=True))
     assert code == 0, log[-3000:]
     assert "from step 2" in log
     assert_same_run(run_dir, ddp)
@@ -242,17 +282,24 @@ def test_a_nan_on_one_rank_is_decided_by_every_rank(data, tmp_path, policy):
     began = time.monotonic()
     job = start(data, tmp_path / "run", *DDP, "train.queries_per_step=1", f"train.nonfinite={policy}",
                 module="helpers.instrumented_run", env={"URLKIT_TEST_POISON": target.text})  # fmt: skip
-    (code, log), = wait(job)
+    ((code, log),) = wait(job)
     rows = history(tmp_path / "run")
     if policy == "skip":
         assert code == 0, log[-3000:]
         assert [r["step"] for r in rows] == [str(s) for s in range(1, STEPS + 1)]
         assert [r["skipped_steps"] for r in rows] == ["0", "1", "1", "1"]
-        assert [r["items_consumed"] for r in rows] == ["2", "6", "8", "10"]  # the skipped step's groups were consumed
+        assert [r["items_consumed"] for r in rows] == [
+            "2",
+            "6",
+            "8",
+            "10",
+        ]  # the skipped step's groups were consumed
         assert f"queries: {target.id}" in log
     else:
         assert code != 0 and time.monotonic() - began < TIMEOUT / 2, log[-3000:]
         assert f"at optimizer step 2; queries: {target.id}." in log, log[-3000:]
         assert [r["step"] for r in rows] == ["1"]
         info = json.loads((tmp_path / "run" / "run.json").read_text())
-        assert info["status"] == "failed" and target.id in info["error"] and "step 2" in info["error"]
+        assert (
+            info["status"] == "failed" and target.id in info["error"] and "step 2" in info["error"]
+        )

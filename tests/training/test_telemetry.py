@@ -51,7 +51,9 @@ def test_micro_batches_and_ranks_log_exactly_the_row_of_one_batch_with_all_their
     """Counts, not means of means: micro-batches with different padding (and the same split
     over ranks, whose sums are added by ``reduce``) give the row of the concatenated batch."""
     first, second = _batch(1, b=2, n=4), _batch(2, b=3, n=4)
-    second[1][:, 2:] = False  # the second micro-batch has 1 real negative per query, the first 4 or 2
+    second[1][:, 2:] = (
+        False  # the second micro-batch has 1 real negative per query, the first 4 or 2
+    )
     whole = (torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]]))
     loss, info = url_loss(*whole[:1], weight="sft", direction="sft", mask=whole[1])
     reference = step_statistics(whole[0], loss, info, whole[1], OPTIONS)

@@ -19,6 +19,7 @@ import dataclasses
 
 import lightning as L
 
+from urlkit.evaluation.metrics import METRICS
 from urlkit.evaluation.rerank import (
     EvalSet,
     Evaluator,
@@ -27,7 +28,6 @@ from urlkit.evaluation.rerank import (
     save_evaluation,
     score,
 )
-from urlkit.evaluation.metrics import METRICS
 from urlkit.records import RunDirectory
 from urlkit.training import distributed
 

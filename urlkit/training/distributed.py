@@ -36,7 +36,11 @@ def launch_rank(trainer_arguments: dict) -> int:
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
-        quiet_arguments = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+        quiet_arguments = {
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+        }
         probe = L.Trainer(**{**trainer_arguments, **quiet_arguments})
     finally:
         quiet.setLevel(level)

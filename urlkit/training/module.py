@@ -48,8 +48,8 @@ import torch
 
 from urlkit.data.groups import scatter_scores
 from urlkit.loss import WeightOptions, url_loss
-from urlkit.training.checkpointing import restore_rng_state, rng_state
 from urlkit.training import distributed
+from urlkit.training.checkpointing import restore_rng_state, rng_state
 from urlkit.training.nonfinite import STAGES, NonFiniteError, NonFiniteGuard
 from urlkit.training.telemetry import StepAccumulator
 

@@ -59,7 +59,9 @@ class NonFiniteGuard:
 
     def __init__(self, policy: str = "stop", max_consecutive_skips: int = 20):
         if policy not in POLICIES:
-            raise ValueError(f"train.nonfinite must be one of {', '.join(POLICIES)}, got {policy!r}")
+            raise ValueError(
+                f"train.nonfinite must be one of {', '.join(POLICIES)}, got {policy!r}"
+            )
         if max_consecutive_skips < 1:
             raise ValueError(f"max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
         self.policy = policy
@@ -77,11 +79,23 @@ class NonFiniteGuard:
         w_neg = info["w_neg"]
         if w_neg.shape == negatives.shape:
             w_neg = torch.where(negatives, w_neg, torch.zeros_like(w_neg))
-        return [("score", logits), ("weight W+", info["w_pos"]), ("weight W-", w_neg), ("loss", loss)]
+        return [
+            ("score", logits),
+            ("weight W+", info["w_pos"]),
+            ("weight W-", w_neg),
+            ("loss", loss),
+        ]
 
-    def batch_flags(self, logits: torch.Tensor, loss: torch.Tensor, info: dict, mask: torch.Tensor) -> torch.Tensor:
+    def batch_flags(
+        self, logits: torch.Tensor, loss: torch.Tensor, info: dict, mask: torch.Tensor
+    ) -> torch.Tensor:
         """(len(STAGES) - 1,) floats, 1 where that stage of the micro-batch is non-finite (no host sync)."""
-        return torch.stack([(~torch.isfinite(v)).any().float() for _, v in self.batch_checks(logits, loss, info, mask)])
+        return torch.stack(
+            [
+                (~torch.isfinite(v)).any().float()
+                for _, v in self.batch_checks(logits, loss, info, mask)
+            ]
+        )
 
     @staticmethod
     def gradient_flag(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
@@ -111,7 +125,14 @@ class NonFiniteGuard:
 
     # -- eager forms -------------------------------------------------------------------
     def scores_and_loss(
-        self, logits: torch.Tensor, loss: torch.Tensor, info: dict, mask: torch.Tensor, *, step: int, query_ids: Sequence[str]
+        self,
+        logits: torch.Tensor,
+        loss: torch.Tensor,
+        info: dict,
+        mask: torch.Tensor,
+        *,
+        step: int,
+        query_ids: Sequence[str],
     ) -> bool:
         """True when the scores of the real documents, the loss and the weights are finite.
         Otherwise ``stop`` raises and ``skip`` returns False."""
@@ -122,7 +143,9 @@ class NonFiniteGuard:
                 return self.fault(f"{what} ({described})", step, bad)
         return True
 
-    def gradients(self, parameters: Iterable[torch.nn.Parameter], *, step: int, query_ids: Sequence[str]) -> bool:
+    def gradients(
+        self, parameters: Iterable[torch.nn.Parameter], *, step: int, query_ids: Sequence[str]
+    ) -> bool:
         """True when every gradient is finite (same policy as :meth:`scores_and_loss`)."""
         if not bool(self.gradient_flag(parameters).item()):
             return True
@@ -176,4 +199,6 @@ STAGES = ("score", "weight W+", "weight W-", "loss", "gradient")
 def _describe(values: torch.Tensor) -> str:
     nan = int(torch.isnan(values).sum())
     inf = int(torch.isinf(values).sum())
-    return ", ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} inf" if inf else "") if part)
+    return ", ".join(
+        part for part in (f"{nan} NaN" if nan else "", f"{inf} inf" if inf else "") if part
+    )

@@ -41,8 +41,14 @@ EXTREMES = ("w_pos", "w_neg")  # keys with _min and _max columns
 
 @torch.no_grad()
 def batch_sums(
-    logits: torch.Tensor, loss: torch.Tensor, info: dict, mask: torch.Tensor | None, weight_options: WeightOptions
-) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    logits: torch.Tensor,
+    loss: torch.Tensor,
+    info: dict,
+    mask: torch.Tensor | None,
+    weight_options: WeightOptions,
+) -> tuple[
+    dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, tuple[torch.Tensor, torch.Tensor]]
+]:
     """``({key: (sum, count)}, {key: (min, max)})`` of one micro-batch, as 0-d device tensors.
 
     ``logits`` (B, 1+N, K), ``mask`` (B, 1+N) or None. Empty selections give a count of 0
@@ -60,13 +66,22 @@ def batch_sums(
     def per_negative(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.where(neg_mask, values.float(), 0.0).sum(), negatives
 
-    def mean_of_batch(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # a mean over queries
+    def mean_of_batch(
+        value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # a mean over queries
         return value.detach().float() * queries, queries
 
     w_pos, w_neg = info["w_pos"].float(), info["w_neg"].float()
-    sums = {"loss": mean_of_batch(loss), "w_pos_mean": per_query(w_pos), "w_neg_mean": per_negative(w_neg)}
+    sums = {
+        "loss": mean_of_batch(loss),
+        "w_pos_mean": per_query(w_pos),
+        "w_neg_mean": per_negative(w_neg),
+    }
     pairs = mask.sum().float()
-    sums["masked_fraction"] = (torch.as_tensor(info.get("masked_fraction", 0.0), device=logits.device).float() * pairs, pairs)
+    sums["masked_fraction"] = (
+        torch.as_tensor(info.get("masked_fraction", 0.0), device=logits.device).float() * pairs,
+        pairs,
+    )
     sums["loss_sft_native"] = mean_of_batch(sft_loss(logits, mask))
     temperature = weight_options.params.temperature
     sums["loss_infonce_native"] = mean_of_batch(infonce_loss(logits, mask, temperature=temperature))
@@ -94,7 +109,11 @@ def batch_sums(
 
 
 def step_statistics(
-    logits: torch.Tensor, loss: torch.Tensor, info: dict, mask: torch.Tensor | None, weight_options: WeightOptions
+    logits: torch.Tensor,
+    loss: torch.Tensor,
+    info: dict,
+    mask: torch.Tensor | None,
+    weight_options: WeightOptions,
 ) -> dict[str, float]:
     """The row of one (micro-)batch as floats (one host sync); see the module docstring."""
     accumulator = StepAccumulator()
@@ -121,7 +140,9 @@ class StepAccumulator:
         self.w_neg: list[torch.Tensor] = []
         self.query_ids: list[str] = []
 
-    def add(self, logits, loss, info: dict, mask: torch.Tensor | None, query_ids, weight_options: WeightOptions) -> None:
+    def add(
+        self, logits, loss, info: dict, mask: torch.Tensor | None, query_ids, weight_options: WeightOptions
+    ) -> None:
         sums, extremes = batch_sums(logits, loss, info, mask, weight_options)
         if self._sums is None:
             self._sums = {k: [s, n] for k, (s, n) in sums.items()}
@@ -136,7 +157,11 @@ class StepAccumulator:
         self.micro_batches += 1
         self.w_pos.append(info["w_pos"].detach().float())
         w_neg = info["w_neg"].detach().float()
-        self.w_neg.append(w_neg[mask[:, 1:]] if mask is not None and w_neg.shape == mask[:, 1:].shape else w_neg.flatten())
+        self.w_neg.append(
+            w_neg[mask[:, 1:]]
+            if mask is not None and w_neg.shape == mask[:, 1:].shape
+            else w_neg.flatten()
+        )
         self.query_ids.extend(query_ids)
 
     def __len__(self) -> int:
@@ -156,7 +181,11 @@ class StepAccumulator:
         keys, extreme_keys = list(self._sums), list(self._extremes)
         totals = torch.stack([v for k in keys for v in self._sums[k]])
         # max-reduce the maxima and the negated minima together (and the flags)
-        peaks = [torch.stack([v for k in extreme_keys for v in (-self._extremes[k][0], self._extremes[k][1])])]
+        peaks = [
+            torch.stack(
+                [v for k in extreme_keys for v in (-self._extremes[k][0], self._extremes[k][1])]
+            )
+        ]
         if flags is not None:
             peaks.append(flags.to(totals.device, totals.dtype))
         peaks = torch.cat(peaks)
