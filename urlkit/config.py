@@ -19,6 +19,7 @@ the module's own default.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,10 +34,29 @@ from urlkit.records import new_run_id
 
 def run_dir(output_root: str, run_name: str, resume: str | None = None) -> str:
     """``resume`` when resuming (the run continues in its own directory), else a new one:
-    ``<output_root>/runs/<date>_<time>_<run name>_<unique id>``."""
+    ``<output_root>/runs/<date>_<time>_<run name>_<unique id>``.
+
+    Processes that torchrun or SLURM start together compose their configs separately, so a
+    time and a random id would give each rank its own directory: there the job's id names
+    it instead (``<output_root>/runs/<job>_<run name>``), the same on every rank (urlkit's
+    run directory is rank 0's; the other ranks write nothing in it)."""
     if resume:
         return str(resume)
+    job = launcher_job_id()
+    if job:
+        return f"{output_root}/runs/{job}_{run_name}"
     return f"{output_root}/runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}_{run_name}_{new_run_id()}"
+
+
+def launcher_job_id() -> str | None:
+    """The id shared by the processes of one torchrun rendezvous or SLURM job step (None
+    outside them, and for a single-task SLURM job, where the usual unique name is kept)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id and run_id != "none":
+        return f"torchrun-{run_id}"
+    if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
+    return None
 
 
 def register_resolvers() -> None:

@@ -147,6 +147,24 @@ def test_rank_shards_together_are_the_one_process_stream_and_resume_at_a_step(da
         next(iter(RankShard(GroupStream(groups, seed=0, start=3), 0, 2, 1)))
 
 
+def test_processes_of_one_torchrun_or_slurm_job_compose_the_same_run_directory(monkeypatch):
+    from urlkit.config import run_dir
+
+    for variable in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_STEP_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    assert run_dir("out", "sft-sft") != run_dir("out", "sft-sft")  # one process: a new directory each time
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "b1f6")
+    assert run_dir("out", "sft-sft") == run_dir("out", "sft-sft") == "out/runs/torchrun-b1f6_sft-sft"
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # a one-task job (an interactive allocation): the usual name
+    assert run_dir("out", "x") != run_dir("out", "x")
+    monkeypatch.setenv("SLURM_NTASKS", "16")
+    monkeypatch.setenv("SLURM_STEP_ID", "3")
+    assert run_dir("out", "x") == "out/runs/slurm-4242.3_x"
+    assert run_dir("out", "x", resume="out/runs/old") == "out/runs/old"
+
+
 def _take(stream, n):
     items = []
     for item in stream:
