@@ -48,6 +48,27 @@ def run_dir(output_root: str, run_name: str, resume: str | None = None) -> str:
     return f"{output_root}/runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}_{run_name}_{new_run_id()}"
 
 
+def launched_as_other_rank() -> bool:
+    """True in a process that a launcher started as a rank other than 0, read from the
+    launchers' variables (torchrun's RANK, SLURM's SLURM_PROCID, Lightning's NODE_RANK and
+    LOCAL_RANK): Hydra writes its files before any Trainer exists to say it (training itself
+    asks Lightning, ``urlkit.training.distributed.launch_rank``)."""
+    slurm = os.environ.get("SLURM_PROCID") if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 else None
+    ranks = [os.environ.get("RANK"), slurm, os.environ.get("NODE_RANK"), os.environ.get("LOCAL_RANK")]
+    return any(rank not in (None, "", "0") for rank in ranks)
+
+
+def log_file(output_dir: str, job_name: str) -> str:
+    """Hydra's log file: ``<run dir>/<job name>.log``; the null device on ranks other than 0
+    (the run directory is rank 0's alone)."""
+    return os.devnull if launched_as_other_rank() else f"{output_dir}/{job_name}.log"
+
+
+def hydra_subdir() -> str | None:
+    """Hydra's ``output_subdir`` (its copy of the config): none on ranks other than 0."""
+    return None if launched_as_other_rank() else ".hydra"
+
+
 def launcher_job_id() -> str | None:
     """The id shared by the processes of one torchrun rendezvous or SLURM job step (None
     outside them, and for a single-task SLURM job, where the usual unique name is kept)."""
@@ -67,6 +88,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("urlkit_run_id", new_run_id, use_cache=True)
     if not OmegaConf.has_resolver("urlkit_run_dir"):
         OmegaConf.register_new_resolver("urlkit_run_dir", run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("urlkit_log_file"):
+        OmegaConf.register_new_resolver("urlkit_log_file", log_file)
+    if not OmegaConf.has_resolver("urlkit_hydra_subdir"):
+        OmegaConf.register_new_resolver("urlkit_hydra_subdir", hydra_subdir)
 
 
 CHOICES = {

@@ -200,7 +200,10 @@ def test_the_ddp_command_keeps_one_record_of_the_run_written_by_rank_0(plain):
     assert info["status"] == "finished" and info["steps"] == STEPS
     assert "already holds a urlkit run" not in log
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log  # the second rank was Lightning's, and ran
-    # one record: the rank-0 files, no second config or checkpoint directory of rank 1
+    # one record: the rank-0 files, nothing of rank 1 (no Hydra log, no .hydra copy, no checkpoint)
+    expected = {".hydra", "checkpoints", "config.yaml", "eval.csv", "history.csv", "lightning", "metrics.json",
+                "per_query", "run.json", "run.log"}  # fmt: skip
+    assert {p.name for p in ddp.iterdir()} == expected
     assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["last.ckpt"]
     assert (
         len((ddp / "lightning" / "metrics.csv").read_text().splitlines()) > 1
@@ -238,6 +241,7 @@ def test_two_nodes_of_one_process_train_as_two_devices_of_one_node(data, plain, 
     ]  # fmt: skip
     for code, log in wait(*nodes):
         assert code == 0, log[-3000:]
+    assert not list((tmp_path / "nodes").glob("*.log"))[1:]  # node 1 wrote no log of its own
     assert_same_run(tmp_path / "nodes", ddp)
     assert metrics(tmp_path / "nodes") == pytest.approx(metrics(ddp), abs=1e-12)
 

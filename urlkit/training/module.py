@@ -6,13 +6,15 @@ One optimizer step, in full (``training_step`` runs once per micro-batch)::
     logits = scatter(scores, mask)              # (B, 1+N, K), padded negatives masked out
     loss, info = url_loss(logits, weight, direction, mask)
     (loss / accumulate).backward()              # micro-batches add up their gradients
-    every `accumulate` micro-batches: clip, optimizer.step(), scheduler.step(), zero_grad()
+    every `accumulate` micro-batches: read back telemetry + non-finite flags (one sync, all
+    ranks), clip, optimizer.step(), scheduler.step(), zero_grad()
     log W+, W-, counterfactual W_sft/W_cl/W_base, native SFT and InfoNCE losses
 
 Optimisation is manual (Lightning's ``automatic_optimization = False``) so that the whole
 step is visible here, a non-finite step can be dropped before it touches the weights
-(``urlkit.training.nonfinite``: scores, loss and weights before the backward, gradients before the
-update, parameters after it), and the constant-memory step below can run its own backward.
+(``urlkit.training.nonfinite``: scores, loss and weights of every micro-batch and the
+gradients, decided before the update on every rank alike; parameters after it), and the
+constant-memory step below can run its own backward.
 
 **Constant memory in N** (``chunk_size``): URL's weights are detached, so the gradient of
 the loss w.r.t. each document's logits depends only on those logits and the (constant)
