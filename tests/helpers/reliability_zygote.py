@@ -111,8 +111,8 @@ def _die_after_step(step: int, delay_s: float = 0.0, sig: int = signal.SIGKILL) 
 
     log_step = RerankerModule._log_step
 
-    def logged_then_killed(self, skipped):
-        log_step(self, skipped)
+    def logged_then_killed(self, *args, **kwargs):
+        log_step(self, *args, **kwargs)
         if self.global_step == step:
             time.sleep(delay_s)
             _die(sig)
