@@ -135,3 +135,17 @@ def _called_from_training_code() -> bool:
     import sys
 
     return "/urlkit/training/" in sys._getframe(2).f_code.co_filename.replace("\\", "/")
+
+
+def test_log_every_n_steps_writes_every_nth_step_to_the_history(tmp_path):
+    from helpers.run_helpers import compose_train, write_small_dataset
+
+    from urlkit.train import train
+
+    data = write_small_dataset(tmp_path / "data")
+    train(compose_train(data, "train.max_steps=4", "log.every_n_steps=2", "eval.test_queries=2"), tmp_path / "run")
+    import csv
+
+    with (tmp_path / "run" / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["2", "4"] and [r["items_consumed"] for r in rows] == ["2", "4"]
