@@ -1,19 +1,117 @@
-"""urlkit.findings: verdicts on real tiny runs agree with the run files; the decision rules."""
+"""urlkit.findings: effects, intervals and verdicts on run directories with known effects.
+
+Synthetic run directories (tests/helpers/synthetic_runs.py) hold what a training run writes,
+with per-query metrics and per-step weights drawn around a known truth: noise only -> every
+claim inconclusive; a planted effect of the claimed sign -> holds; the opposite sign -> fails;
+a missing arm -> not run (naming it). Real tiny runs check that the numbers are the run files'.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
-import statistics
-
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from helpers.analysis_runs import shared_runs
+from helpers.synthetic_runs import write_arms
 
-from urlkit.analysis import Runs, find_run_dirs, load_runs
-from urlkit.analysis.runs import EVAL_COLUMNS, HISTORY_COLUMNS, add_derived_columns
-from urlkit.findings import FAILS, FINDINGS, HOLDS, NOT_RUN, check_findings, main
+from urlkit.analysis import find_run_dirs, load_runs
+from urlkit.analysis.findings import EQUIVALENT, FINDINGS, Finding, check
+from urlkit.findings import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN, check_findings, main
+
+BY_NAME = {f.name: f for f in FINDINGS}
+
+
+def _key(finding: Finding, label: str) -> tuple[str, str]:
+    where = finding.arms[label]
+    return finding.experiments[0], ",".join(f"{k}={v}" for k, v in where.items())
+
+
+def _arms(finding: Finding, drop: str | None = None) -> dict:
+    return {_key(finding, label): where for label, where in finding.arms.items() if label != drop}
+
+
+def _planted(finding: Finding, amount: float) -> dict:
+    """``amount`` on every arm the claim puts on the winning side (positive coefficient)."""
+    return {_key(finding, label): amount for label, c in finding.weights.items() if c > 0}
+
+
+@pytest.fixture(scope="module")
+def noise_only(tmp_path_factory):
+    arms = {}
+    for finding in FINDINGS:
+        arms.update(_arms(finding))
+    return load_runs(write_arms(tmp_path_factory.mktemp("noise"), arms, planted={}))
+
+
+def test_noise_only_every_claim_is_inconclusive(noise_only):
+    verdicts = check_findings(noise_only)
+    assert len(verdicts) == len(FINDINGS)
+    for v in verdicts:
+        assert v.status == INCONCLUSIVE, str(v)
+        assert abs(v.effect) < 1e-9  # arms centred: they differ only by noise
+        assert v.estimate.low < 0 < v.estimate.high
+        assert v.estimate.seeds_resampled and v.estimate.seeds_paired
+
+
+@pytest.mark.parametrize("name", [f.name for f in FINDINGS])
+def test_planted_effect_holds_and_its_opposite_fails(name, tmp_path):
+    finding = BY_NAME[name]
+    if finding.kind == EQUIVALENT:  # "the same": no difference holds, a large one fails
+        cases = [(0.0, HOLDS, 0.3), (25.0, FAILS, 0.3)]
+    else:
+        cases = [(12.0, HOLDS, 15.0), (-12.0, FAILS, 15.0)]
+    for amount, expected, query_sd in cases:
+        root = write_arms(tmp_path / f"{amount}", _arms(finding), _planted(finding, amount),
+                          query_sd=query_sd, weight_sd=0.01, seed_sd=0.1)  # fmt: skip
+        verdict = check(finding, load_runs(root))
+        assert verdict.status == expected, str(verdict)
+        planted = amount * sum(c for c in finding.weights.values() if c > 0)
+        scale = 100 if finding.column else 1  # weights carry a hundredth of the points
+        assert verdict.effect == pytest.approx(planted / scale, abs=1e-9)
+        assert verdict.estimate.low <= verdict.effect <= verdict.estimate.high
+
+
+@pytest.mark.parametrize("name", ["Table 1 (Delta_W > Delta_D)", "Figure 2 (SFT)", "Figure 3 (W+)",
+                                  "Table 15 (CL gains more)", "Figure 5 (SFT > CL)"])  # fmt: skip
+def test_a_missing_arm_is_not_run_and_named(name, tmp_path):
+    finding = BY_NAME[name]
+    dropped = list(finding.arms)[-1]
+    root = write_arms(tmp_path, _arms(finding, drop=dropped), _planted(finding, 12.0))
+    verdict = check(finding, load_runs(root))
+    assert verdict.status == NOT_RUN and dropped in verdict.detail, str(verdict)
+
+
+def test_more_queries_shrink_the_detectable_effect(tmp_path):
+    finding = BY_NAME["Table 1 (diagonal)"]
+    detectable = []
+    for queries in (20, 320):
+        root = write_arms(tmp_path / str(queries), _arms(finding), {}, queries=queries)
+        detectable.append(check(finding, load_runs(root)).estimate.detectable)
+    assert detectable[1] < detectable[0] / 2  # ~ 1/sqrt(16) of the query noise
+
+
+def test_one_seed_says_its_interval_lacks_seed_noise(tmp_path):
+    finding = BY_NAME["Table 1 (diagonal)"]
+    root = write_arms(tmp_path, _arms(finding), _planted(finding, 12.0), seeds=1)
+    verdict = check(finding, load_runs(root))
+    assert (
+        not verdict.estimate.seeds_resampled and "seed noise not in the interval" in verdict.detail
+    )
+
+
+def test_cli_prints_effect_interval_verdict_and_detectable_effect(noise_only, capsys):
+    assert main([noise_only.source]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{len(noise_only)} runs from")
+    assert len(lines) == 1 + len(FINDINGS)
+    for line in lines[1:]:
+        assert (
+            ": inconclusive (effect " in line and "95% interval [" in line and "detectable " in line
+        )
+
+
+# -- real tiny runs: the numbers are the run files' ------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -21,162 +119,24 @@ def runs_dir(tmp_path_factory):
     return shared_runs(tmp_path_factory)
 
 
-def _verdict(runs, name):
-    (verdict,) = check_findings(runs, only=[name])
-    return verdict
-
-
-def _synthetic(experiment, rows):
-    """Runs holding only configs and a final test/ndcg@10 (to exercise the decision rules)."""
-    config = pd.DataFrame(
-        [
-            {
-                "run_id": f"r{i}",
-                "experiment_name": experiment,
-                **{k: v for k, v in r.items() if k != "score"},
-            }
-            for i, r in enumerate(rows)
-        ]
-    )
-    metrics = pd.DataFrame(
-        [{"run_id": f"r{i}", "test/ndcg@10": r["score"]} for i, r in enumerate(rows)]
-    )
-    return Runs(
-        add_derived_columns(config),
-        pd.DataFrame(columns=HISTORY_COLUMNS),
-        pd.DataFrame(columns=EVAL_COLUMNS),
-        metrics,
-    )
-
-
-def test_table1_verdict_agrees_with_the_metrics_files(runs_dir):
-    by_weight = {"sft": [], "cl": []}
+def test_diagonal_effect_is_the_mean_per_query_difference_of_the_run_files(runs_dir):
+    per_weight = {"sft": [], "cl": []}
     for d in find_run_dirs(runs_dir / "table1_weight_direction"):
         weight = yaml.safe_load((d / "config.yaml").read_text())["weight"]["name"]
-        by_weight[weight].append(json.loads((d / "metrics.json").read_text())["test/ndcg@10"])
-    verdict = _verdict(load_runs(runs_dir), "Table 1")
-    expected = (
-        HOLDS if statistics.mean(by_weight["sft"]) > statistics.mean(by_weight["cl"]) else FAILS
-    )
-    assert verdict.status == expected
-    assert f"weight.name=sft: {100 * statistics.mean(by_weight['sft']):.2f}" in verdict.detail
+        (file,) = (d / "per_query").glob("*_test_reranker.csv")
+        per_weight[weight].append(pd.read_csv(file)["ndcg@10"].to_numpy())
+    expected = 100 * (np.mean(per_weight["sft"]) - np.mean(per_weight["cl"]))
+    (verdict,) = check_findings(load_runs(runs_dir), only=["Table 1 (diagonal)"])
+    assert verdict.effect == pytest.approx(expected)
+    assert verdict.status in (HOLDS, FAILS, INCONCLUSIVE)
+    # Table 1's mixed pairs were not run: the claims that need them say so
+    (delta_w,) = check_findings(load_runs(runs_dir), only=["Table 1 (Delta_W)"])
+    assert delta_w.status == NOT_RUN and "sft,cl" in delta_w.detail
 
 
-def test_figure3_verdict_agrees_with_the_history_files(runs_dir):
-    curves = {}
-    for d in find_run_dirs(runs_dir / "table1_weight_direction"):
-        weight = yaml.safe_load((d / "config.yaml").read_text())["weight"]["name"]
-        with (d / "history.csv").open() as f:
-            for row in csv.DictReader(f):
-                for side in ("pos", "neg"):
-                    curves.setdefault((weight, side, int(row["step"])), []).append(
-                        float(row[f"w_{side}_mean"])
-                    )
-    steps = sorted({s for _, _, s in curves})
-    below = {
-        side: sum(
-            statistics.mean(curves[("cl", side, s)]) < statistics.mean(curves[("sft", side, s)])
-            for s in steps
-        )
-        / len(steps)
-        for side in ("pos", "neg")
-    }
-    verdict = _verdict(load_runs(runs_dir), "Figure 3")
-    assert verdict.status == (HOLDS if min(below.values()) >= 0.9 else FAILS)
-    assert f"cl below at {below['pos']:.0%} of steps" in verdict.detail
-
-
-def test_findings_without_their_runs_say_not_run(runs_dir):
+def test_findings_of_unrun_experiments_say_not_run(runs_dir):
     verdicts = {v.finding: v for v in check_findings(load_runs(runs_dir))}
-    assert [v.finding for v in verdicts.values()] == [f.name for f in FINDINGS]
-    for name in ("Table 2", "Table 3", "Table 5", "Appendix B.2", "Table 15", "Figure 4"):
-        assert verdicts[name].status == NOT_RUN and "no runs of experiment" in verdicts[name].detail
-    # figure5 runs exist but with a single count of negatives
-    assert (
-        verdicts["Figure 5"].status == NOT_RUN
-        and "need at least 2 counts" in verdicts["Figure 5"].detail
-    )
-    assert (
-        verdicts["Figure 2"].status in (HOLDS, FAILS)
-        and "loss_sft_native" in verdicts["Figure 2"].detail
-    )
-
-
-def test_cli_prints_one_verdict_per_finding(runs_dir, capsys):
-    assert main([str(runs_dir)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("6 runs from") and len(lines) == 1 + len(FINDINGS)
-    assert all(line.startswith("- ") and line.rstrip(")").count("(") >= 1 for line in lines[1:])
-
-
-@pytest.mark.parametrize(
-    "scores, status",
-    [({("sft", "sft"): 50, ("sft", "rand"): 48, ("cl", "cl"): 45, ("cl", "rand"): 47}, HOLDS),
-     ({("sft", "sft"): 50, ("sft", "rand"): 52, ("cl", "cl"): 45, ("cl", "rand"): 47}, FAILS)],
-)  # fmt: skip
-def test_table3_rule(scores, status):
-    rows = [
-        {"weight.name": w, "direction.name": d, "seed": s, "score": v / 100}
-        for (w, d), v in scores.items()
-        for s in (0, 1)
-    ]
-    assert _verdict(_synthetic("table3_random_direction", rows), "Table 3").status == status
-
-
-def test_table2_table6_table15_rules():
-    table2 = {"base": 0.40, "tau_mask": 0.50, "cl": 0.48, "base*sft": 0.52}
-    rows = [{"weight.name": w, "direction.name": "sft", "score": v} for w, v in table2.items()]
-    assert _verdict(_synthetic("table2_weight_properties", rows), "Table 2").status == HOLDS
-    rows[2]["score"] = 0.60  # cl best: base*sft is no longer best
-    assert _verdict(_synthetic("table2_weight_properties", rows), "Table 2").status == FAILS
-
-    rows = [
-        {"weight.name": "tau_mask", "direction.name": "sft", "weight.tau": t, "score": v}
-        for t, v in ((0.01, 0.5), (0.001, 0.6), (0.0001, 0.55))
-    ]
-    assert _verdict(_synthetic("table6_tau", rows), "Appendix B.2").status == HOLDS
-    assert _verdict(_synthetic("table6_tau", rows[:2]), "Appendix B.2").status == NOT_RUN
-
-    head = {("sft", False): 0.50, ("sft", True): 0.50, ("cl", False): 0.45, ("cl", True): 0.47}
-    rows = [
-        {"weight.name": o, "direction.name": o, "head.trainable": t, "score": v}
-        for (o, t), v in head.items()
-    ]
-    assert _verdict(_synthetic("table15_lm_head", rows), "Table 15").status == HOLDS
-
-
-def test_figure4_and_figure5_rules():
-    flat = [
-        {
-            "weight.name": "sft",
-            "direction.name": "sft",
-            "head.num_tokens": k,
-            "score": 0.500 + 0.0005 * k,  # spread 0.7 points: within the 1-point allowance
-        }
-        for k in (2, 4, 8, 16)
-    ]
-    assert _verdict(_synthetic("figure4_tokens", flat), "Figure 4").status == HOLDS
-    steep = [{**r, "score": 0.40 + 0.02 * r["head.num_tokens"]} for r in flat]
-    assert _verdict(_synthetic("figure4_tokens", steep), "Figure 4").status == FAILS
-
-    def negatives(sft, cl):
-        return [
-            {"weight.name": o, "direction.name": o, "data.n_negatives": n, "score": f(n)}
-            for o, f in (("sft", sft), ("cl", cl))
-            for n in (1, 4, 16)
-        ]
-
-    assert (
-        _verdict(
-            _synthetic(
-                "figure5_negatives", negatives(lambda n: 0.5 + n / 100, lambda n: 0.4 + n / 100)
-            ),
-            "Figure 5",
-        ).status
-        == HOLDS
-    )
-    crossing = negatives(lambda n: 0.5 + n / 100, lambda n: 0.45 + n / 50)  # CL overtakes at 16
-    assert _verdict(_synthetic("figure5_negatives", crossing), "Figure 5").status == FAILS
-    missing = negatives(lambda n: 0.5, lambda n: 0.4)[:-1]
-    verdict = _verdict(_synthetic("figure5_negatives", missing), "Figure 5")
-    assert verdict.status == NOT_RUN and "objective=cl,data.n_negatives=16" in verdict.detail
+    for name in ("Table 2 (tau mask)", "Table 5", "Appendix B.2 (1e-3 vs 1e-2)", "Figure 4 (4 vs 2 tokens)",
+                 "Figure 2 (SFT)", "Figure 5 (SFT 16 vs 1)"):  # fmt: skip
+        assert verdicts[name].status == NOT_RUN, str(verdicts[name])
+    assert verdicts["Figure 3 (W+)"].status != NOT_RUN  # table1's URL(sft,sft), URL(cl,cl)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from urlkit.analysis.runs import (
+from urlkit.analysis.runset import (
     EVAL_COLUMNS,
     HISTORY_COLUMNS,
     AnalysisError,

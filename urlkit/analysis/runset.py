@@ -1,0 +1,153 @@
+"""The tidy tables of a set of runs (:class:`Runs`) and what every source shares.
+
+Sources (urlkit/analysis/local_source.py, urlkit/analysis/wandb_source.py) build these
+tables; urlkit/analysis/runs.py picks the source. This module imports no source, so the
+sources and the dispatcher import it without a loop.
+
+    config     one row per run (see urlkit/analysis/runs.py for the columns)
+    history    long: run_id, step, metric, value
+    evals      long: run_id, step, split, dataset, metric, value
+    metrics    one row per run: run_id + final metrics
+    per_query  long: run_id, query_id, metric, value   (the final test evaluation of the
+               trained reranker, per query; empty for sources that do not keep it, e.g. W&B)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+HISTORY_COLUMNS = ["run_id", "step", "metric", "value"]
+PER_QUERY_COLUMNS = ["run_id", "query_id", "metric", "value"]
+EVAL_COLUMNS = ["run_id", "step", "split", "dataset", "metric", "value"]
+EVAL_KEYS = ("step", "split", "dataset")
+
+
+class AnalysisError(ValueError):
+    """A run source that cannot be read: names the file (and line) or the W&B path."""
+
+
+@dataclass
+class Runs:
+    """Tidy tables of a set of runs; every table has a ``run_id`` column."""
+
+    config: pd.DataFrame
+    history: pd.DataFrame
+    evals: pd.DataFrame
+    metrics: pd.DataFrame
+    source: str = ""
+    per_query: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PER_QUERY_COLUMNS))
+
+    def __len__(self) -> int:
+        return len(self.config)
+
+    def __repr__(self) -> str:
+        return f"Runs({len(self)} runs from {self.source or 'memory'})"
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.config["run_id"])
+
+    def select(self, where: Mapping[str, Any] | None = None, **equals: Any) -> Runs:
+        """The runs whose config matches: ``runs.select({"weight.name": "sft"}, seed=0)``.
+
+        A list or tuple value matches any of its items; a column no run has matches nothing.
+        """
+        conditions = {**(where or {}), **equals}
+        keep = pd.Series(True, index=self.config.index)
+        for column, wanted in conditions.items():
+            if column not in self.config:
+                keep &= False
+                continue
+            values = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+            keep &= self.config[column].isin(values)
+        return self.subset(self.config.loc[keep, "run_id"])
+
+    def subset(self, run_ids: Iterable[str]) -> Runs:
+        ids = set(run_ids)
+        return Runs(
+            config=self.config[self.config["run_id"].isin(ids)].reset_index(drop=True),
+            history=self.history[self.history["run_id"].isin(ids)].reset_index(drop=True),
+            evals=self.evals[self.evals["run_id"].isin(ids)].reset_index(drop=True),
+            metrics=self.metrics[self.metrics["run_id"].isin(ids)].reset_index(drop=True),
+            source=self.source,
+            per_query=self.per_query[self.per_query["run_id"].isin(ids)].reset_index(drop=True),
+        )
+
+    def final(self, metrics: str | Sequence[str] = "test/ndcg@10") -> pd.DataFrame:
+        """The config table with final metric columns joined (NaN for runs without them)."""
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        table = self.config.merge(self.metrics, on="run_id", how="left")
+        for name in names:
+            if name not in table:
+                table[name] = float("nan")
+        return table
+
+    def steps(self, metrics: str | Sequence[str]) -> pd.DataFrame:
+        """Long history of some metrics joined with the config (for plots over training)."""
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        rows = self.history[self.history["metric"].isin(names)]
+        return rows.merge(self.config, on="run_id", how="left")
+
+
+def concat(parts: Sequence[Runs], source: str = "") -> Runs:
+    """Several Runs as one; a run id seen twice is an error (a copied run would count twice)."""
+    config = pd.concat([p.config for p in parts], ignore_index=True)
+    duplicated = config[config["run_id"].duplicated(keep=False)]
+    if len(duplicated):
+        paths = ", ".join(duplicated["path"].astype(str))
+        raise AnalysisError(f"the same run id appears more than once: {paths}")
+    return Runs(
+        config=config,
+        history=pd.concat([p.history for p in parts], ignore_index=True),
+        evals=pd.concat([p.evals for p in parts], ignore_index=True),
+        metrics=pd.concat([p.metrics for p in parts], ignore_index=True),
+        source=source,
+        per_query=pd.concat([p.per_query for p in parts], ignore_index=True),
+    )
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> dotted keys; lists become tuples (hashable, so group-able)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = tuple(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def objective_of(weight: Any, direction: Any, loss: Any = "url") -> Any:
+    """``sft``/``cl`` for a URL pair of one family, ``<weight>/<direction>`` for a mixed
+    pair, the loss's name (``native_sft``, ``native_infonce``) for a run that trained with a
+    native loss instead of URL."""
+    if isinstance(loss, str) and loss != "url":
+        return loss
+    if pd.isna(weight) or pd.isna(direction):
+        return float("nan")
+    return weight if weight == direction else f"{weight}/{direction}"
+
+
+def add_derived_columns(config: pd.DataFrame) -> pd.DataFrame:
+    if "experiment_name" not in config:
+        config["experiment_name"] = float("nan")
+    # runs older than the native losses trained with URL
+    config["loss"] = config["loss"].fillna("url") if "loss" in config else "url"
+    if {"weight.name", "direction.name"} <= set(config.columns):
+        config["objective"] = [
+            objective_of(w, d, loss)
+            for w, d, loss in zip(
+                config["weight.name"], config["direction.name"], config["loss"], strict=True
+            )
+        ]
+    return config
+
+
+# -- local run directories ---------------------------------------------------------------
