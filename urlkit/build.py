@@ -29,7 +29,7 @@ from urlkit.errors import ConfigError
 from urlkit.evaluation.rerank import EvalSet, Evaluator
 from urlkit.hardware import describe_auto_dtype
 from urlkit.loss import LossInputError, WeightOptions
-from urlkit.loss.directions import get_direction
+from urlkit.loss.directions import get_direction, resolve_direction
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
 from urlkit.model.scoring import Reranker
@@ -101,6 +101,7 @@ def training_workload(cfg: DictConfig, split: Split | None = None) -> TrainingWo
         groups = TrainGroups(
             own, ranking, cfg.data.n_negatives,
             hard_fraction=data.hard_fraction, hard_depth=data.hard_depth, seed=cfg.seed,
+            random_from=data.get("random_from", "pool"),
         )  # fmt: skip
         sources.append(Source(name, groups, weight))
         rankings.append(ranking)
@@ -170,7 +171,7 @@ def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -
 def build_evaluator(cfg: DictConfig, built: Built) -> Evaluator:
     """The dev/test evaluator of a training run: its reranker on :func:`evaluation_sets`."""
     return Evaluator(
-        built.reranker, built.renderer, cfg.direction.name, evaluation_sets(cfg), cfg.eval.depth,
+        built.reranker, built.renderer, check_direction(cfg), evaluation_sets(cfg), cfg.eval.depth,
         cfg.eval.batch_size, cfg.data.retriever, merge_lora=bool(cfg.eval.get("merge_lora", True)),
     )  # fmt: skip
 
@@ -185,11 +186,14 @@ def weight_options(cfg: DictConfig) -> WeightOptions:
 
 
 def check_direction(cfg: DictConfig) -> str:
-    """``cfg.direction.name``, checked now (a :class:`ConfigError` naming the valid ones)."""
+    """The direction URL trains and ranks with, checked now (a :class:`ConfigError` naming the
+    valid ones): ``cfg.direction.name``, with ``direction=rand`` resolved to its form
+    (``direction.form``: auto / sft / cl; see conf/direction/rand.yaml)."""
     try:
-        return get_direction(cfg.direction.name).name
+        name = resolve_direction(cfg.direction.name, cfg.direction.get("form"), cfg.weight.get("name", "sft"))
+        return get_direction(name).name
     except LossInputError as err:
-        raise ConfigError(f"direction.name={cfg.direction.name!r}: {err}") from err
+        raise ConfigError(f"direction={OmegaConf.to_container(cfg.direction)}: {err}") from err
 
 
 def make_renderer(backbone: Backbone, model_cfg: Any, prompt_cfg: Any = None) -> PromptRenderer:
@@ -270,15 +274,44 @@ def _expand_token_set(backbone, renderer, sample: Split | None, token_ids, extra
     if sample is None:
         raise ConfigError("head.num_tokens > len(head.tokens) needs training prompts to rank extra tokens")
     n = int(cfg.head.get("token_sample", 256))
-    queries = sample.queries[:n]
     encoded = [
-        renderer.encode(sample.instruction_for(q), q, sample.corpus[q.positives[0]]) for q in queries
+        renderer.encode(sample.instruction_for(q), q, sample.corpus[doc_id])
+        for q, doc_id in token_sample_instances(sample, n, seed=int(cfg.get("seed", 0)))
     ]
     batches = [renderer.collate(encoded[i : i + 16]) for i in range(0, len(encoded), 16)]
     ranked = top_tokens_by_mean_logit(backbone.model, batches, len(token_ids) + extra, leading=token_ids)
     tokens = [backbone.tokenizer.decode([i]) for i in ranked]
     print(f"[urlkit] token set ({len(ranked)}): {tokens}", flush=True)
     return ranked, tokens
+
+
+def token_sample_instances(split: Split, n: int, seed: int = 0) -> list[tuple[Any, str]]:
+    """``n`` random training instances (query, document) that rank an expanded token set.
+
+    Paper, Appendix B.3: "top-16 tokens by average logit over 10,000 sampled instances". Each
+    instance is a uniformly drawn query (with replacement when ``n`` exceeds the queries) with,
+    at even odds, one of its positives or a negative: one of its explicit negatives or pool
+    candidates when it has any, else a random corpus document that is not a positive. Seeded by
+    the run's seed; never the first queries of the file (often one topic or one word).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 0xB3])
+    corpus_ids = list(split.corpus)
+    picks = rng.choice(len(split.queries), size=n, replace=n > len(split.queries))
+    instances = []
+    for index in picks:
+        query = split.queries[int(index)]
+        positives = set(query.positives)
+        if rng.random() < 0.5:
+            instances.append((query, query.positives[int(rng.integers(len(query.positives)))]))
+            continue
+        pool = [d for d in [*query.negatives, *(query.candidates or [])] if d not in positives]
+        if not pool:  # draw from the corpus until a non-positive comes up
+            pool = [d for d in (corpus_ids[int(i)] for i in rng.integers(0, len(corpus_ids), 8))
+                    if d not in positives][:1] or query.positives  # fmt: skip
+        instances.append((query, pool[int(rng.integers(len(pool)))]))
+    return instances
 
 
 def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[Built, DictConfig]:

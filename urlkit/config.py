@@ -102,7 +102,12 @@ CHOICES = {
     "logger.name": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "online", "offline", "disabled"),
     "weight.dtype": ("float32", "float64", "float16", "bfloat16"),
+    "loss": ("url", "native_sft", "native_infonce"),
+    "direction.form": ("auto", "sft", "cl"),
+    "data.random_from": ("pool", "corpus"),
 }
+# a native loss has one weight and one direction: the pair whose URL it equals
+NATIVE_LOSSES = {"native_sft": ("sft", "sft"), "native_infonce": ("cl", "cl")}
 # key -> smallest allowed integer (None allowed where the comment says so in conf/)
 INTEGERS = {
     "train.max_steps": 1,
@@ -182,6 +187,15 @@ def _check_missing(cfg: DictConfig, ignore: Iterable[str] = ()) -> None:
 
 
 def _check_values(cfg: DictConfig) -> None:
+    loss = _get(cfg, "loss")
+    if loss in NATIVE_LOSSES:
+        pair = (_get(cfg, "weight.name"), _get(cfg, "direction.name"))
+        if pair != NATIVE_LOSSES[loss]:
+            weight, direction = NATIVE_LOSSES[loss]
+            raise ConfigError(
+                f"loss={loss} trains with weight={weight} direction={direction}, not weight={pair[0]} "
+                f"direction={pair[1]}: use +objective={loss}"
+            )
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value is not None and value not in allowed:

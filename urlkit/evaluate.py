@@ -28,14 +28,14 @@ def evaluate(cfg) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from urlkit.build import build_reranker, evaluation_set, load_trained
+    from urlkit.build import build_reranker, check_direction, evaluation_set, load_trained
     from urlkit.records import RunDirectory
 
     out = RunDirectory(HydraConfig.get().runtime.output_dir)
     data_cfg, direction, label, built = cfg.data, cfg.direction.name, cfg.model.name, None
     if cfg.run_dir:
         built, run_cfg = load_trained(cfg.run_dir)
-        direction, label = run_cfg.direction.name, Path(cfg.run_dir).name
+        direction, label = check_direction(run_cfg), Path(cfg.run_dir).name
         overridden = any(o.split("=")[0].lstrip("+").startswith("data") for o in HydraConfig.get().overrides.task)
         data_cfg = cfg.data if overridden else run_cfg.data
     elif cfg.model.name != "none":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from urlkit.build import Built, load_trained
+from urlkit.build import Built, check_direction, load_trained
 from urlkit.data.format import Document, Query
 from urlkit.errors import reported_errors
 from urlkit.loss import relevance
@@ -46,7 +46,7 @@ class TrainedReranker:
             merge_lora(built.reranker)
         # the instruction the run trained with (recorded in run.json), as the default
         info = RunDirectory(run_dir).read_info()
-        return cls(built, cfg.direction.name, info.get("instruction", ""))
+        return cls(built, check_direction(cfg), info.get("instruction", ""))
 
     @torch.inference_mode()
     def score(

@@ -105,6 +105,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         built.reranker,
         weight=weight_options(cfg),
         direction=check_direction(cfg),
+        loss=cfg.get("loss", "url"),
         lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,
         warmup_steps=cfg.train.warmup_steps,
@@ -171,10 +172,11 @@ def benchmark_suite(cfg: DictConfig, built, run, step: int) -> dict[str, float]:
     """``benchmark=<suite>``: the trained reranker on every dataset of the suite, as
     ``python -m urlkit.evaluate benchmark=<suite> run_dir=<run>`` would (benchmark.csv in the
     run directory; a resumed run reads back the datasets it had finished at the same step)."""
+    from urlkit.build import check_direction
     from urlkit.evaluation.benchmark import evaluate_suite
 
     results = evaluate_suite(
-        cfg.benchmark, cfg.data, built, "reranker", cfg.direction.name, run.path, depth=cfg.eval.depth,
+        cfg.benchmark, cfg.data, built, "reranker", check_direction(cfg), run.path, depth=cfg.eval.depth,
         batch_size=cfg.eval.batch_size, max_queries=cfg.eval.test_queries,
         merge_lora=bool(cfg.eval.get("merge_lora", True)), settings={"step": step},
     )  # fmt: skip

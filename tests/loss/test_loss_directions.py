@@ -11,7 +11,7 @@ F64 = torch.float64
 
 
 def test_direction_names():
-    assert set(DIRECTIONS) == {"sft", "cl", "rand"}
+    assert set(DIRECTIONS) == {"sft", "cl", "rand", "rand_cl"}
 
 
 def test_sft_relevance_with_four_tokens_by_hand():

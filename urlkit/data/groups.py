@@ -48,6 +48,7 @@ class TrainGroups(Dataset):
         hard_fraction: float = 0.5,
         hard_depth: int = 100,
         seed: int = 0,
+        random_from: str = "pool",
     ):
         if n_negatives < 0:
             raise ValueError(f"n_negatives must be >= 0, got {n_negatives}")
@@ -57,6 +58,9 @@ class TrainGroups(Dataset):
         self.hard_fraction = hard_fraction
         self.hard_depth = hard_depth
         self.seed = seed
+        if random_from not in ("pool", "corpus"):
+            raise ValueError(f"random_from must be 'pool' or 'corpus', got {random_from!r}")
+        self.random_from = random_from
         self.epoch = 0
         self._corpus_ids = list(split.corpus)
         self.padded_queries = 0  # queries with fewer than N possible negatives
@@ -88,6 +92,7 @@ class TrainGroups(Dataset):
         negatives = sample_negatives(
             query, self.ranking.get(query.id), self._corpus_ids, self.n_negatives,
             hard_fraction=self.hard_fraction, hard_depth=self.hard_depth, rng=rng,
+            random_from=self.random_from,
         )
         padding = self.n_negatives - len(negatives)
         mask = torch.zeros(1 + self.n_negatives, dtype=torch.bool)
@@ -97,7 +102,7 @@ class TrainGroups(Dataset):
 
     def report(self) -> str:
         line = (f"{self.split.name}/{self.split.split}: {len(self)} training groups of 1 "
-                f"positive + {self.n_negatives} negatives (hard fraction {self.hard_fraction})")
+                f"positive + {self.n_negatives} negatives (hard fraction {self.hard_fraction}, random ones from the {self.random_from})")
         if self.padded_queries:
             line += f"; {self.padded_queries} queries have fewer negatives and are padded"
         return line
@@ -105,7 +110,7 @@ class TrainGroups(Dataset):
     def _negative_supply(self, query) -> int:
         """How many distinct documents could serve as the query's negatives."""
         positives = set(query.positives)
-        if query.candidates is None:  # the whole corpus, which holds every referenced id
+        if query.candidates is None or self.random_from == "corpus":  # the whole corpus
             return len(self._corpus_ids) - len(positives)
         ranked = [doc_id for doc_id, _ in self.ranking.get(query.id, [])[: self.hard_depth]]
         return len({*query.candidates, *query.negatives, *ranked} - positives)

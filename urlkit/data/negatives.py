@@ -8,10 +8,14 @@ top-100 minus the positives. Here, for one query and ``n`` negatives:
                + the query's explicit ``negatives``) - positives
     random   ~ uniform without replacement from  R - positives - hard
     R        = the query's own ``candidates`` pool if it has one, else the whole corpus
+               (``random_from="corpus"``, config ``data.random_from=corpus``: always the corpus)
 
 Random negatives come from the query's pool when it has one because the pool *is* the
 task (all senses of a word, all options of a question): a document from outside it is
-never shown at evaluation time and is trivially irrelevant, so it teaches nothing.
+never shown at evaluation time and is trivially irrelevant, so it teaches nothing. The
+paper's probing mix draws its random half from the whole corpus, hence ``random_from``; on a
+pooled dataset (wordsense) the pool mix is 1:1 in name only (random and hard come from the
+same few documents).
 When one kind runs short the other tops it up; when both do, fewer than ``n`` come back
 and the training group pads (see ``groups.py``). Positives (grade > 0) are never negatives;
 judged non-relevant documents (grade 0) may be. The list holds the hard negatives first,
@@ -46,6 +50,7 @@ def sample_negatives(
     hard_fraction: float = 0.5,
     hard_depth: int = 100,
     rng: np.random.Generator | None = None,
+    random_from: str = "pool",
 ) -> list[str]:
     """Up to ``n`` negative doc ids for ``query`` (see the module docstring).
 
@@ -61,7 +66,8 @@ def sample_negatives(
     positives = set(query.positives)
     ranked = [doc_id for doc_id, _ in (ranking or [])[:hard_depth]]
     hard_pool = [d for d in dict.fromkeys([*ranked, *query.negatives]) if d not in positives]
-    random_pool = query.candidates if query.candidates is not None else corpus_ids
+    pool = query.candidates if random_from == "pool" else None
+    random_pool = pool if pool is not None else corpus_ids
 
     n_hard = min(int(np.floor(n * hard_fraction + 0.5)), len(hard_pool))
     hard = [hard_pool[i] for i in rng.permutation(len(hard_pool))[:n_hard]]

@@ -10,7 +10,7 @@ Multimodal LLM Reranking", arXiv 2510.14824.
 :mod:`urlkit.loss.directions` (r) for the math.
 """
 
-from urlkit.loss.directions import DIRECTIONS, Direction, relevance
+from urlkit.loss.directions import DIRECTIONS, Direction, relevance, resolve_direction
 from urlkit.loss.inputs import NO, YES, LossInputError
 from urlkit.loss.native import infonce_loss, sft_loss
 from urlkit.loss.url import url_loss
@@ -29,6 +29,7 @@ __all__ = [
     "infonce_loss",
     "parse_weight",
     "relevance",
+    "resolve_direction",
     "sft_loss",
     "url_loss",
 ]

@@ -11,6 +11,8 @@ r(d+) of the positive and lowers r(d-_i) of each negative.
           replaces the yes/no rows of the LM head (Table 3). The projection lives in the
           scoring head; the loss only sees its logits, so ``rand`` computes what ``sft``
           computes and exists so that configs and logs name what ran.
+    rand_cl  the cl form on the projection's logits: r = s_0, one learned score (with the
+          cl weight: InfoNCE on a learned score). :func:`resolve_direction` picks the form.
 
 For K = 2 both sft forms are s_yes - s_no. For K > 2 they are the exact K-way cross-entropy
 directions: with p = softmax(s) and q = softmax over the columns other than the label,
@@ -75,9 +77,27 @@ DIRECTIONS: Mapping[str, Direction] = MappingProxyType(
         "sft": Direction("sft", positive=yes_log_odds, negative=not_no_log_odds),
         "cl": Direction("cl", positive=yes_score, negative=yes_score),
         "rand": Direction("rand", positive=yes_log_odds, negative=not_no_log_odds),
+        "rand_cl": Direction("rand_cl", positive=yes_score, negative=yes_score),
     }
 )
 """Every direction, by name."""
+
+
+def resolve_direction(name: str, form: str | None = None, weight: str = "sft") -> str:
+    """The loss direction of a configured direction: ``rand`` takes the form ``form``.
+
+    ``form``: ``sft`` (``rand``), ``cl`` (``rand_cl``), ``auto`` (the weight's family: ``cl``
+    for the cl weight, ``sft`` for every other) or None (configs from before the form existed,
+    which trained the sft form). Other directions are returned as they are.
+    """
+    if name != "rand":
+        return name
+    form = "sft" if form is None else form
+    if form == "auto":
+        form = "cl" if weight == "cl" else "sft"
+    if form not in ("sft", "cl"):
+        raise LossInputError(f"unknown form {form!r} of the rand direction; valid: auto, sft, cl")
+    return "rand" if form == "sft" else "rand_cl"
 
 
 def get_direction(name: str) -> Direction:

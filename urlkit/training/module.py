@@ -4,7 +4,7 @@ One optimizer step, in full (``training_step`` runs once per micro-batch)::
 
     scores = reranker(prompts)                  # (real documents, K): the one scoring function
     logits = scatter(scores, mask)              # (B, 1+N, K), padded negatives masked out
-    loss, info = url_loss(logits, weight, direction, mask)
+    loss, info = url_loss(logits, weight, direction, mask)   # loss=native_*: sft_loss / infonce_loss
     (loss / accumulate).backward()              # micro-batches add up their gradients
     every `accumulate` micro-batches: read back telemetry + non-finite flags (one sync, all
     ranks), clip, optimizer.step(), scheduler.step(), zero_grad()
@@ -49,7 +49,7 @@ import lightning as L
 import torch
 
 from urlkit.data.groups import scatter_scores
-from urlkit.loss import WeightOptions, url_loss
+from urlkit.loss import WeightOptions, infonce_loss, sft_loss, url_loss
 from urlkit.training import distributed
 from urlkit.training.checkpointing import restore_rng_state, rng_state
 from urlkit.training.nonfinite import STAGES, NonFiniteError, NonFiniteGuard
@@ -101,6 +101,7 @@ class RerankerModule(L.LightningModule):
         reranker: torch.nn.Module,
         weight: WeightOptions,
         direction: str,
+        loss: str = "url",
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -119,6 +120,9 @@ class RerankerModule(L.LightningModule):
         self.reranker = reranker
         self.weight_options = weight  # spec, dtype and hyper-parameters, checked when built
         self.direction = direction
+        if loss not in ("url", "native_sft", "native_infonce"):
+            raise ValueError(f"loss must be url, native_sft or native_infonce, got {loss!r}")
+        self.loss_name = loss
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
         self.accumulate, self.grad_clip, self.chunk_size = accumulate, grad_clip, chunk_size
@@ -165,7 +169,14 @@ class RerankerModule(L.LightningModule):
             self._optimizer_step()
 
     def _url_loss(self, logits: torch.Tensor, mask: torch.Tensor):
-        return url_loss(logits.float(), weight=self.weight_options, direction=self.direction, mask=mask)
+        # a native loss (Figure 2) trains through the same step and logs the same columns: its
+        # info is URL's on the same scores (the weights the native loss implies)
+        loss, info = url_loss(logits.float(), weight=self.weight_options, direction=self.direction, mask=mask)
+        if self.loss_name == "native_sft":
+            loss = sft_loss(logits.float(), mask)
+        elif self.loss_name == "native_infonce":
+            loss = infonce_loss(logits.float(), mask, temperature=self.weight_options.params.temperature)
+        return loss, info
 
     def _no_gradient_sync(self):
         """Lightning's DDP ``no_sync``: backward passes inside add up locally, none all-reduces."""

@@ -13,6 +13,10 @@ Keys of a step's row (all floats):
     loss_sft_native            per-pair K-way cross-entropy (summed per example)
     loss_infonce_native        InfoNCE over the yes-logits
     w_{sft,cl,base}_{pos,neg}  counterfactual mean weights of each family, same scores
+    w_underflow_{fp16,bf16}    share of the real pairs whose training weight is > 0 in float32
+                               but exactly 0 computed in float16 / bfloat16, same scores (Table 5:
+                               a null result of fp16 weights means something only if some
+                               weights underflowed; count = share x real pairs of the step)
     r_pos, r_neg               mean relevance (of the training direction)
     p_yes_pos, p_yes_neg       mean probability of the yes token (softmax over K columns)
     pairwise_accuracy          share of examples whose positive outscores every negative
@@ -29,6 +33,7 @@ for the device once per optimizer step instead of ~30 times per micro-batch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -89,6 +94,8 @@ def batch_sums(
         cf_pos, cf_neg = compute_weight(weight_options.with_spec(family), logits, mask)
         sums[f"w_{family}_pos"] = per_query(cf_pos)
         sums[f"w_{family}_neg"] = per_negative(cf_neg)
+    for tag, lost in underflow_counts(weight_options, logits, mask).items():
+        sums[f"w_underflow_{tag}"] = (lost, pairs)
     sums["r_pos"] = per_query(info["r_pos"])
     sums["r_neg"] = per_negative(info["r_neg"])
     p_yes = logits.softmax(-1)[..., 0]
@@ -106,6 +113,18 @@ def batch_sums(
         "w_neg": (real_neg.min(), real_neg.max()) if real_neg.numel() else (inf, -inf),
     }
     return sums, extremes
+
+
+def underflow_counts(weight_options: WeightOptions, logits: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Real pairs whose training weight is positive in float32 and exactly 0 in float16 /
+    bfloat16 (0-d tensors on the logits' device: no host sync)."""
+    reference = compute_weight(dataclasses.replace(weight_options, dtype=torch.float32), logits, mask)
+    counts = {}
+    for tag, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        low = compute_weight(dataclasses.replace(weight_options, dtype=dtype), logits, mask)
+        counts[tag] = sum(((ref > 0) & (w == 0) & real).sum().float() for ref, w, real in
+                          zip(reference, low, (mask[:, 0], mask[:, 1:]), strict=True))  # fmt: skip
+    return counts
 
 
 def step_statistics(
