@@ -19,7 +19,7 @@ arms=("figure3_weights +objective=sft" "figure3_weights +objective=cl"
 mixed=("table1_weight_direction weight=sft direction=cl" "table1_weight_direction weight=cl direction=sft")
 run() {  # seed, experiment, overrides...
   local seed=$1 experiment=$2; shift 2
-  local label; label=$(echo "$*" | tr ' ' ',' | tr -d '+'),seed=$seed
+  local label; label=$(echo "$* seed=$seed" | tr ' =' '_-' | tr -d '+')  # no = or , (Hydra override syntax)
   local dir=$root/$experiment/$label
   if [ -f "$dir/run.json" ] && grep -q '"status": "finished"' "$dir/run.json"; then return; fi
   local start; start=$(date +%s)
