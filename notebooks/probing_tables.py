@@ -10,7 +10,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # Probing tables: urlkit beside the paper
 #
@@ -20,14 +19,16 @@
 #
 # - `n`: runs (seeds) with the final metric; `mean`, `std`: over them, in points (metric x 100)
 # - `paper`: the paper's MRB average (percent; Qwen2.5-VL on MRB, so not a target for a small
-#   text backbone); `difference` = mean - paper
+#   text backbone), shown beside NDCG@10 only: for another metric it is left empty;
+#   `difference` = mean - paper
 # - `delta`: each row minus the table's first row (Table 3: the weight's native direction,
 #   Table 15: the frozen head of the same objective); `paper_delta`: the same in the paper.
-#   The deltas are what should agree in sign.
+#   The deltas are what should agree in sign; the verdicts below say whether they do,
+#   with intervals.
 
 # %% tags=["parameters"]
 runs_source = "../outputs"  # a folder of run directories, or "wandb:<entity>/<project>"
-metric = "test/ndcg@10"  # final metric compared with the paper's MRB average
+metric = "test/ndcg@10"  # final metric compared with the paper
 tables = [
     "table1_weight_direction",
     "table2_weight_properties",
@@ -36,50 +37,82 @@ tables = [
     "table6_tau",
     "table15_lm_head",
 ]
-figures_dir = "../figures"
-tables_dir = "../figures/tables"
-interactive = True  # widgets in JupyterLab; headless runs (urlkit.notebooks) set False
+figures_dir = "../outputs/figures"  # not ../figures: the committed figures stay as they are
+tables_dir = "../outputs/figures/tables"
+interactive = (
+    True  # widgets and zoomable figures in JupyterLab; headless runs (urlkit.notebooks) set False
+)
 
 # %%
 # ruff: noqa: E402  (imports follow the parameters cell, which papermill must find first)
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from urlkit.analysis import PAPER_TABLES, load_runs, probe_table, write_table
+from urlkit.analysis import PAPER_TABLES, probe_table, write_table
 from urlkit.analysis.figures import probing_deltas, save_figure
-from urlkit.findings import check_findings
+from urlkit.analysis.findings import check_findings, verdict_table
+from urlkit.analysis.notebook import attempt, interactive_figures, load_or_explain
+from urlkit.analysis.tables import PAPER_METRIC, format_table
 
-runs = load_runs(runs_source)
+interactive_figures(interactive)
+runs = load_or_explain(runs_source)
 print(f"{len(runs)} runs from {runs_source}")
-display(
-    runs.config.groupby("experiment_name", dropna=False)["run_id"].count().rename("runs").to_frame()
-)
+if len(runs):
+    display(
+        runs.config.groupby("experiment_name", dropna=False)["run_id"]
+        .count()
+        .rename("runs")
+        .to_frame()
+    )
+if metric != PAPER_METRIC:
+    print(
+        f"metric {metric}: the paper reports MRB averages only, so its level is left out; compare the deltas' signs"
+    )
 
 # %%
 results = {}
 for name in tables:
-    table = probe_table(runs.select(experiment_name=name), metric=metric, paper=name)
+    table = attempt(probe_table, runs.select(experiment_name=name), metric=metric, paper=name)
+    if table is None:
+        continue
     results[name] = table
     write_table(table, tables_dir, name)
     display(
-        Markdown(f"### {PAPER_TABLES[name].title}\n\n" + table.round(2).to_markdown(index=False))
+        Markdown(
+            f"### {PAPER_TABLES[name].title}\n\n"
+            + format_table(table).to_markdown(index=False, disable_numparse=True)
+        )
     )
 
 # %% [markdown]
 # ## Deltas to each table's first row: the paper beside urlkit
 
 # %%
-fig = probing_deltas(results, {name: PAPER_TABLES[name].title for name in results})
-print("wrote", *save_figure(fig, figures_dir, "probing_deltas"))
-plt.show()
+fig = attempt(probing_deltas, results, {name: PAPER_TABLES[name].title for name in results})
+if fig is not None:
+    print("wrote", *save_figure(fig, figures_dir, "probing_deltas"))
+    plt.show()
 
 # %% [markdown]
-# ## Verdicts (urlkit.findings)
+# ## Verdicts on the tables selected above (urlkit.analysis.findings)
+#
+# Effect, 95% interval (paired hierarchical bootstrap over test queries and seeds), the
+# smallest effect these runs could detect, the paper's effect, and the verdict.
 
 # %%
-for verdict in check_findings(runs, metric=metric):
-    if verdict.finding.startswith(("Table", "Appendix")):
-        print(verdict)
+FINDINGS_OF = {"table1_weight_direction": "Table 1", "table2_weight_properties": "Table 2",
+               "table3_random_direction": "Table 3", "table5_precision": "Table 5",
+               "table6_tau": "Appendix B.2", "table15_lm_head": "Table 15"}  # fmt: skip
+chosen = [FINDINGS_OF[t] for t in tables if t in FINDINGS_OF]
+verdicts = verdict_table(check_findings(runs, metric=metric, only=chosen)) if chosen else None
+if verdicts is not None and len(verdicts):
+    display(
+        format_table(
+            verdicts[["finding", "verdict", "effect", "low", "high", "detectable", "paper"]]
+        )
+    )
+    for line in verdicts["finding"] + ": " + verdicts["verdict"] + " (" + verdicts["detail"] + ")":
+        print(line)
 
 # %% [markdown]
 # ## Explore (JupyterLab): any table, any final metric
@@ -88,13 +121,15 @@ for verdict in check_findings(runs, metric=metric):
 if interactive:
     import ipywidgets as widgets
 
-    final_metrics = sorted(c for c in runs.metrics.columns if c != "run_id")
+    final_metrics = sorted(c for c in runs.metrics.columns if c != "run_id") or [metric]
 
     @widgets.interact(
         table=widgets.Dropdown(options=tables),
-        chosen=widgets.Dropdown(options=final_metrics, value=metric),
+        chosen=widgets.Dropdown(
+            options=final_metrics, value=metric if metric in final_metrics else final_metrics[0]
+        ),
     )
     def show(table, chosen):
-        display(
-            probe_table(runs.select(experiment_name=table), metric=chosen, paper=table).round(2)
-        )
+        shown = attempt(probe_table, runs.select(experiment_name=table), metric=chosen, paper=table)
+        if shown is not None:
+            display(format_table(shown))

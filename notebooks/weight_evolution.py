@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Weights over training (Figure 3) and the native losses (Figure 2)
+# # Weights over training (Figure 3) and URL against the native losses (Figure 2)
 #
 # URL writes the gradient of both native objectives as a detached per-document weight times
 # a direction. For a query with positive $d^+$ and negatives $d^-_i$:
@@ -24,38 +24,65 @@
 # `w_cl_pos`, ...). The paper (Figure 3) finds the CL weights clearly below the SFT weights
 # during training, for positives and for negatives. Solid lines: the weight that trained
 # its run; dashed: the same family computed along the other objective's training.
+#
+# Defaults work on the output of a plain `python -m urlkit.run` (one URL(sft, sft) run);
+# `python -m urlkit.study figure3` trains both objectives, the native losses and 3 seeds.
+# The explorer at the end plots any logged per-step column.
 
 # %% tags=["parameters"]
 runs_source = "../outputs"  # a folder of run directories, or "wandb:<entity>/<project>"
-experiments = ["figure3_weights"]  # experiment_name of the runs to plot; None: every run
+experiments = None  # experiment_name of the runs to use, e.g. ["figure3_weights", "figure2_native"]; None: every run
 families = ["sft", "cl"]  # weight families compared
 smoothing = 10  # moving average over this many optimizer steps (per run)
 counterfactual = True  # also draw each family's weight computed along the other's training
-figures_dir = "../figures"
-tables_dir = "../figures/tables"
-interactive = True  # widgets in JupyterLab; headless runs (urlkit.notebooks) set False
+figures_dir = "../outputs/figures"  # not ../figures: the committed figures stay as they are
+tables_dir = "../outputs/figures/tables"
+interactive = (
+    True  # widgets and zoomable figures in JupyterLab; headless runs (urlkit.notebooks) set False
+)
 
 # %%
 # ruff: noqa: E402  (imports follow the parameters cell, which papermill must find first)
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from urlkit.analysis import load_runs, write_table
-from urlkit.analysis.figures import native_losses, save_figure, weight_evolution, weight_summary
-from urlkit.findings import check_findings
+from urlkit.analysis import write_table
+from urlkit.analysis.figures import (
+    native_losses,
+    save_figure,
+    step_curves,
+    weight_evolution,
+    weight_summary,
+)
+from urlkit.analysis.findings import check_findings, verdict_table
+from urlkit.analysis.notebook import attempt, interactive_figures, load_or_explain
+from urlkit.analysis.tables import format_table
 
-all_runs = load_runs(runs_source)
+interactive_figures(interactive)
+all_runs = load_or_explain(runs_source)
 runs = all_runs.select(experiment_name=experiments) if experiments else all_runs
 print(f"{len(runs)} of {len(all_runs)} runs from {runs_source}")
-display(runs.config[["run_id", "experiment_name", "objective", "seed", "steps", "status"]])
+if len(runs):
+    display(
+        runs.config[
+            [
+                c
+                for c in ("name", "experiment_name", "objective", "seed", "steps", "status")
+                if c in runs.config
+            ]
+        ]
+    )
 
 # %% [markdown]
 # ## Figure 3: average $W^+$ and $W^-$ over training steps
 
 # %%
-fig = weight_evolution(runs, smoothing=smoothing, families=families, counterfactual=counterfactual)
-print("wrote", *save_figure(fig, figures_dir, "figure3_weights"))
-plt.show()
+fig = attempt(
+    weight_evolution, runs, smoothing=smoothing, families=families, counterfactual=counterfactual
+)
+if fig is not None:
+    print("wrote", *save_figure(fig, figures_dir, "figure3_weights"))
+    plt.show()
 
 # %% [markdown]
 # Mean weights over the whole of training and over its last quarter, per weight family and
@@ -64,35 +91,89 @@ plt.show()
 # %%
 summary = weight_summary(runs, families, counterfactual)
 write_table(summary, tables_dir, "figure3_weights_summary", digits=4)
-display(summary.round(4))
+display(format_table(summary, 4))
 
 # %% [markdown]
-# ## Figure 2: the native losses along URL training
+# ## Figure 2: URL against the native losses
 #
 # URL's own value is a surrogate (its gradient, not its value, equals the native one), so the
-# curves are the native SFT loss along URL(sft, sft) and the native InfoNCE loss along
-# URL(cl, cl), both logged at every step.
+# curves are the native SFT loss along URL(sft, sft) and along training with the native SFT
+# loss itself (`+objective=native_sft`), and the same for InfoNCE. The paper finds them
+# statistically indistinguishable; the verdict below tests equivalence of the test metric.
 
 # %%
-fig = native_losses(runs, smoothing=smoothing)
-print("wrote", *save_figure(fig, figures_dir, "figure2_native_losses"))
-plt.show()
+fig = attempt(native_losses, runs, smoothing=smoothing)
+if fig is not None:
+    print("wrote", *save_figure(fig, figures_dir, "figure2_native_losses"))
+    plt.show()
 
 # %% [markdown]
-# ## Verdicts (urlkit.findings, on every loaded run)
+# ## Verdicts on the runs selected above (urlkit.analysis.findings)
+#
+# Effect, 95% interval (paired hierarchical bootstrap over queries or steps, and seeds), the
+# smallest effect these runs could detect, and the verdict: holds / fails / inconclusive /
+# not run.
 
 # %%
-for verdict in check_findings(all_runs, only=["Figure 2", "Figure 3"]):
-    print(verdict)
+verdicts = verdict_table(check_findings(runs, only=["Figure 2", "Figure 3"]))
+display(
+    format_table(
+        verdicts[["finding", "verdict", "effect", "low", "high", "detectable", "paper"]], 3
+    )
+)
+for line in verdicts["finding"] + ": " + verdicts["verdict"] + " (" + verdicts["detail"] + ")":
+    print(line)
 
 # %% [markdown]
-# ## Explore (JupyterLab): pick runs, smoothing, families
+# ## Explore (JupyterLab): any logged per-step column, per run and mean +- 95% interval over seeds
 
 # %%
-if interactive:
+if interactive and len(all_runs):
     import ipywidgets as widgets
 
     names = dict(zip(all_runs.config["name"], all_runs.config["run_id"], strict=True))
+    columns = sorted(all_runs.history["metric"].unique())
+    groupings = [
+        c
+        for c in ("objective", "weight.name", "direction.name", "loss", "experiment_name", "seed")
+        if c in all_runs.config
+    ]
+
+    @widgets.interact(
+        picked=widgets.SelectMultiple(
+            options=list(names), value=list(runs.config["name"]), description="runs"
+        ),
+        column=widgets.Dropdown(
+            options=columns,
+            value="w_pos_mean" if "w_pos_mean" in columns else columns[0],
+            description="column",
+        ),
+        by=widgets.Dropdown(options=groupings, description="group by"),
+        smoothing=widgets.IntSlider(value=smoothing, min=1, max=200, description="smoothing"),
+        per_run=widgets.Checkbox(value=True, description="each run"),
+    )
+    def explore(picked, column, by, smoothing, per_run):
+        if not picked:
+            print("select at least one run (ctrl/shift-click in the list)")
+            return
+        if (
+            attempt(
+                step_curves,
+                all_runs.subset(names[p] for p in picked),
+                column,
+                by,
+                smoothing,
+                per_run,
+            )
+            is not None
+        ):
+            plt.show()
+
+# %% [markdown]
+# ## Explore (JupyterLab): the weights of Figure 3 for any runs and families
+
+# %%
+if interactive and len(all_runs):
 
     @widgets.interact(
         picked=widgets.SelectMultiple(
@@ -105,7 +186,17 @@ if interactive:
         counterfactual=widgets.Checkbox(value=counterfactual, description="counterfactual"),
     )
     def redraw(picked, smoothing, families, counterfactual):
-        weight_evolution(
-            all_runs.subset(names[p] for p in picked), smoothing, families, counterfactual
-        )
-        plt.show()
+        if not picked or not families:
+            print("select at least one run and one family")
+            return
+        if (
+            attempt(
+                weight_evolution,
+                all_runs.subset(names[p] for p in picked),
+                smoothing,
+                families,
+                counterfactual,
+            )
+            is not None
+        ):
+            plt.show()

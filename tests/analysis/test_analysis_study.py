@@ -7,12 +7,13 @@ import json
 import pytest
 from helpers.run_helpers import write_small_dataset
 
-from urlkit.study import main, plan
+from urlkit.study import estimate, main, plan
 
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    """``figure3 --tiny`` on the small dataset: 2 runs of 3 steps, then the findings."""
+    """``figure3 --tiny`` on the small dataset: 4 runs of 3 steps (URL and native, sft and cl),
+    then the findings."""
     root = tmp_path_factory.mktemp("study")
     data = write_small_dataset(root / "data")
     args = [
@@ -33,15 +34,22 @@ def test_tiny_study_trains_its_grid_and_prints_findings(tiny_study, capsys):
     root, args = tiny_study
     assert main([*args, "--progress-every", "0", "--skip-notebooks"]) == 0
     out = capsys.readouterr().out
-    runs = root / "out" / "studies" / "tiny" / "figure3_weights"
-    assert sorted(p.name for p in runs.iterdir()) == ["objective=cl,seed=0", "objective=sft,seed=0"]
-    for run in runs.iterdir():
-        assert json.loads((run / "run.json").read_text())["status"] == "finished"
-        assert len((run / "history.csv").read_text().splitlines()) == 1 + 3  # header + 3 tiny steps
-    assert "[study] run 1/2 figure3_weights/objective=sft,seed=0 | 6 steps to go" in out
-    assert "[study] run 2/2 figure3_weights/objective=cl,seed=0 | elapsed" in out and "ETA" in out
+    study = root / "out" / "studies" / "tiny"
+    runs = {p.parent.name + "/" + p.name for p in study.glob("*/*") if p.is_dir()}
+    assert runs == {"figure3_weights/objective=sft,seed=0", "figure3_weights/objective=cl,seed=0",
+                    "figure2_native/objective=native_sft,seed=0",
+                    "figure2_native/objective=native_infonce,seed=0"}  # fmt: skip
+    for run in runs:
+        assert json.loads((study / run / "run.json").read_text())["status"] == "finished"
+        assert len((study / run / "history.csv").read_text().splitlines()) == 1 + 3  # 3 tiny steps
+    assert "[study] figure3: 4 runs (4 to train, ~" in out and "data: wordsense" in out
+    assert "[study] run 1/4 figure3_weights/objective=sft,seed=0 | 12 steps to go" in out
+    assert "[study] run 4/4 figure2_native/objective=native_infonce,seed=0 | elapsed" in out
     verdicts = [line for line in out.splitlines() if line.startswith("- ")]
-    assert [v.split(":")[0] for v in verdicts] == ["- Figure 2", "- Figure 3"]
+    assert [v.split(":")[0] for v in verdicts] == [
+        "- Figure 2 (SFT)", "- Figure 2 (CL)", "- Figure 3 (W+)", "- Figure 3 (W-)"]  # fmt: skip
+    # one seed, 3 queries: every verdict is an honest inconclusive or holds/fails with its interval
+    assert all("effect " in v and "95% interval" in v for v in verdicts)
 
 
 def test_study_resumes_skips_finished_runs_and_refuses_a_changed_config(tiny_study, capsys):
@@ -49,7 +57,7 @@ def test_study_resumes_skips_finished_runs_and_refuses_a_changed_config(tiny_stu
     if not (root / "out" / "studies").exists():
         pytest.skip("needs the tiny study of the previous test")
     assert main([*args, "--skip-notebooks"]) == 0
-    assert "[study] 2 runs, 2 already finished, 0 to train" in capsys.readouterr().out
+    assert "[study] 4 runs, 4 already finished, 0 to train" in capsys.readouterr().out
 
     with pytest.raises(SystemExit) as exit_:
         main([*args, "train.max_steps=5"])
@@ -68,29 +76,56 @@ def test_study_resumes_skips_finished_runs_and_refuses_a_changed_config(tiny_stu
     assert {name: p.state for name, p in planned.items()} == {
         "objective=sft,seed=0": "finished",
         "objective=cl,seed=0": "resume",
+        "objective=native_sft,seed=0": "finished",
+        "objective=native_infonce,seed=0": "finished",
     }
     assert main([*args, "--skip-notebooks", "--progress-every", "0"]) == 0
-    assert "[study] 2 runs, 1 already finished, 1 to train" in capsys.readouterr().out
+    assert "[study] 4 runs, 3 already finished, 1 to train" in capsys.readouterr().out
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     assert len((run / "history.csv").read_text().splitlines()) == 1 + 3  # no step twice
 
 
-def test_laptop_plan_is_one_seed_of_100_steps_and_overrides_widen_it(tmp_path):
+def test_laptop_plan_is_three_seeds_from_its_profile_and_overrides_widen_it(tmp_path):
     planned = plan(["table1"], "laptop", [], tmp_path, "none")
-    assert sorted(p.run_dir.name for p in planned) == sorted(
-        f"weight={w},direction={d},seed=0" for w in ("sft", "cl") for d in ("sft", "cl")
+    table1 = [p for p in planned if p.experiment == "table1_weight_direction"]
+    assert sorted(p.run_dir.name for p in table1) == sorted(
+        f"weight={w},direction={d},seed={s}"
+        for w in ("sft", "cl")
+        for d in ("sft", "cl")
+        for s in (0, 1, 2)
     )
+    assert len(planned) == 12 + 6  # + figure3_weights: Table 1's diagonal in the same setting
     for p in planned:
-        assert p.state == "new" and p.cfg.model.name == "smollm2_135m"
+        assert (
+            p.state == "new"
+            and p.cfg.model.name == "smollm2_135m"
+            and p.cfg.profile.name == "laptop"
+        )
         assert (p.cfg.train.max_steps, p.cfg.eval.test_queries, p.cfg.logger.name) == (
-            100,
+            50,
             100,
             "none",
         )
-        assert p.run_dir.parent == tmp_path / "table1_weight_direction"
+        assert p.cfg.data.random_from == "corpus"
     widened = plan(["table1"], "laptop", ["seed=0,1", "train.max_steps=20"], tmp_path, "none")
-    assert len(widened) == 8 and {p.cfg.train.max_steps for p in widened} == {20}
+    assert len(widened) == 12 and {p.cfg.train.max_steps for p in widened} == {20}
     assert {p.cfg.seed for p in widened} == {0, 1}
+    runs, minutes = estimate(planned)
+    assert runs == 18 and minutes > 0
+
+
+def test_plan_only_prints_runs_and_minutes_per_study(capsys):
+    assert main(["all", "--plan-only"]) == 0
+    out = capsys.readouterr().out
+    assert "[study] figure5: 30 runs (30 to train, ~" in out and "data: manpages" in out
+    assert "[study] plan: " in out and " min here (profile laptop" in out
+
+
+def test_a_profile_is_a_hydra_config_group_of_urlkit_run(tmp_path):
+    from helpers.run_helpers import compose_train
+
+    cfg = compose_train(tmp_path, "+profile=laptop")
+    assert cfg.profile.name == "laptop" and cfg.eval.test_queries == 100
 
 
 def test_unknown_study_is_an_argparse_error(capsys):

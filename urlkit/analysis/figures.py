@@ -96,9 +96,14 @@ def weight_evolution(
     counterfactual: bool = True,
 ) -> plt.Figure:
     """Figure 3: average W+ and W- over training steps, per weight family."""
+    if not len(runs):
+        raise ValueError("no run selected")
     curves = weight_curves(runs, families, counterfactual)
     if curves.empty:
-        raise ValueError(f"no runs trained with a weight in {list(families)} (weight.name)")
+        raise ValueError(
+            f"no selected run trained with a weight in {list(families)} (weight.name); "
+            f"they trained with {sorted(runs.config.get('weight.name', pd.Series()).dropna().unique())}"
+        )
     curves = smooth(curves, smoothing, by=("run_id", "side", "weight", "computed_in"))
     curves["weight"] = curves["weight"].map(lambda f: FAMILY_LABEL.get(f, f))
     curves = curves.rename(columns={"weight": "weight family", "computed_in": "computed along"})
@@ -124,30 +129,83 @@ def weight_evolution(
 
 
 def native_losses(runs: Runs, smoothing: int = 10) -> plt.Figure:
-    """Figure 2: the native SFT and InfoNCE losses along URL(sft, sft) and URL(cl, cl) training."""
-    if "objective" not in runs.config:
-        raise ValueError("no runs with weight.name and direction.name")
+    """Figure 2: the native SFT loss along URL(sft, sft) and along the native SFT loss's own
+    training, and the native InfoNCE loss along URL(cl, cl) and native InfoNCE (band: +- sd
+    over seeds). With one seed's data order the curves of a pair should lie on each other."""
+    if "objective" not in runs.config or not len(runs):
+        raise ValueError("no run selected (or none with weight.name and direction.name)")
+    panels = (
+        (("sft", "native_sft"), "loss_sft_native", "native SFT loss"),
+        (("cl", "native_infonce"), "loss_infonce_native", "native InfoNCE loss"),
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-    for ax, (objective, metric, label) in zip(
-        axes,
-        (
-            ("sft", "loss_sft_native", "native SFT loss"),
-            ("cl", "loss_infonce_native", "native InfoNCE loss"),
-        ),
-        strict=True,
-    ):
-        steps = runs.select(objective=objective).steps(metric)
+    drawn = 0
+    for ax, (objectives, metric, label) in zip(axes, panels, strict=True):
+        steps = runs.select(objective=list(objectives)).steps(metric)
         if steps.empty:
-            ax.set_title(f"URL({objective}, {objective}): no runs")
+            ax.set_title(f"{label}: no URL({objectives[0]}, {objectives[0]}) or {objectives[1]} runs")
             continue
+        drawn += 1
         steps = smooth(steps, smoothing)
-        sns.lineplot(data=steps, x="step", y="value", errorbar="sd", ax=ax)
-        ax.set(
-            xlabel="optimizer step",
-            ylabel=f"{label} (nats)",
-            title=f"URL({objective}, {objective}): {label}",
+        steps["trained with"] = steps["objective"].map(
+            lambda o: f"URL({o}, {o})" if o in ("sft", "cl") else o
         )
-    fig.suptitle(f"Native losses along URL training (moving average of {smoothing} steps)")
+        sns.lineplot(data=steps, x="step", y="value", hue="trained with", style="trained with",
+                     errorbar="sd", ax=ax)  # fmt: skip
+        ax.set(xlabel="optimizer step", ylabel=f"{label} (nats)", title=f"{label}: URL vs native")
+    if not drawn:
+        plt.close(fig)
+        raise ValueError("no selected run trained URL(sft,sft), URL(cl,cl) or a native loss")
+    fig.suptitle(f"Native losses along training (moving average of {smoothing} steps)")
+    fig.tight_layout()
+    return fig
+
+
+def step_curves(
+    runs: Runs,
+    column: str,
+    by: str = "objective",
+    smoothing: int = 1,
+    per_run: bool = True,
+    level: float = 0.95,
+) -> plt.Figure:
+    """Any logged per-step column: each run (thin) and, per ``by`` group, the mean over its
+    runs (seeds) with a ``level`` t-interval of that mean at each step (a band where >= 2 runs).
+    """
+    from scipy import stats
+
+    steps = runs.steps(column)
+    if steps.empty:
+        known = sorted(runs.history["metric"].unique()) if len(runs.history) else []
+        raise ValueError(
+            f"no run selected logs {column!r}" + (f" (logged: {', '.join(known)})" if known else "")
+        )
+    steps = smooth(steps, smoothing)
+    steps[by] = steps[by].astype(str) if by in steps else "all runs"
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    palette = dict(
+        zip(
+            sorted(steps[by].unique()), sns.color_palette(n_colors=steps[by].nunique()), strict=True
+        )
+    )
+    for group, rows in steps.groupby(by):
+        color = palette[group]
+        if per_run:
+            for _, run in rows.groupby("run_id"):
+                ax.plot(run["step"], run["value"], color=color, alpha=0.3, linewidth=0.8)
+        at = rows.groupby("step")["value"].agg(["mean", "std", "count"])
+        ax.plot(at.index, at["mean"], color=color, linewidth=2,
+                label=f"{by}={group} ({rows['run_id'].nunique()} runs)")  # fmt: skip
+        several = at["count"] >= 2
+        if several.any():
+            t = stats.t.ppf(0.5 + level / 2, at.loc[several, "count"] - 1)
+            half = t * at.loc[several, "std"] / at.loc[several, "count"] ** 0.5
+            ax.fill_between(at.index[several], at.loc[several, "mean"] - half,
+                            at.loc[several, "mean"] + half, color=color, alpha=0.2)  # fmt: skip
+    ax.set(xlabel="optimizer step", ylabel=column,
+           title=f"{column}: runs (thin), mean over seeds +- {level:.0%} interval"
+           + (f", moving average of {smoothing}" if smoothing > 1 else ""))  # fmt: skip
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

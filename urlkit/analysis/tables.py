@@ -24,6 +24,10 @@ from urlkit.analysis.paper import PAPER_TABLES, paper_reference
 from urlkit.analysis.runs import Runs
 
 DEFAULT_METRIC = "test/ndcg@10"
+# the paper reports MRB averages; urlkit sets them beside NDCG@10, its closest single metric.
+# For another metric the paper's level means nothing: paper and difference stay empty and
+# only paper_delta (the sign to agree with) is kept
+PAPER_METRIC = "test/ndcg@10"
 
 
 def seed_summary(
@@ -64,11 +68,13 @@ def probe_table(
     extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge")
     table = pd.concat([table, extra], ignore_index=True)
     table["n"] = table["n"].fillna(0).astype(int)
-    table["difference"] = table["mean"] - table["paper"]
     table["delta"], table["paper_delta"] = (
         _deltas(table, "mean", spec.within),
         _deltas(table, "paper", spec.within),
     )
+    if metric != PAPER_METRIC:
+        table["paper"] = float("nan")
+    table["difference"] = table["mean"] - table["paper"]
     return table[[*by, "n", "mean", "std", "paper", "difference", "delta", "paper_delta"]]
 
 
@@ -78,8 +84,26 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str, digits: int
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / f"{name}.csv", out / f"{name}.md"
     table.to_csv(csv_path, index=False)
-    md_path.write_text(table.round(digits).to_markdown(index=False) + "\n")
+    md_path.write_text(format_table(table, digits).to_markdown(index=False, disable_numparse=True) + "\n")
     return [csv_path, md_path]
+
+
+def format_table(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Numbers as text for display: ``digits`` decimals, but a small setting (tau = 1e-3,
+    1e-4) in ``%g`` form rather than rounded to 0.00; NaN as an empty cell."""
+
+    def text(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value
+        if pd.isna(value):
+            return ""
+        if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1:
+            return f"{value:g}" if isinstance(value, float) else str(value)
+        if value != 0 and abs(value) < 10 ** (-digits):
+            return f"{value:g}"
+        return f"{value:.{digits}f}"
+
+    return table.apply(lambda column: column.map(text))
 
 
 def _deltas(table: pd.DataFrame, column: str, within: Sequence[str]) -> pd.Series:

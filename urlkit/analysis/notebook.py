@@ -1,0 +1,79 @@
+"""What the notebooks share: loading that explains, figures that explain, interactive figures.
+
+A user in JupyterLab picks runs and settings with widgets; an ordinary choice (no run
+selected, a setting nobody ran) must print what is missing, not a traceback. :func:`attempt`
+runs a figure or table function and turns the library's "nothing to show" errors
+(``ValueError``, ``KeyError``, :class:`AnalysisError`) into one printed line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from urlkit.analysis.runset import (
+    EVAL_COLUMNS,
+    HISTORY_COLUMNS,
+    PER_QUERY_COLUMNS,
+    AnalysisError,
+    Runs,
+)
+
+EXPLAINED = (ValueError, KeyError, AnalysisError)
+
+
+def empty_runs(source: str = "") -> Runs:
+    config = pd.DataFrame(columns=["run_id", "name", "path", "status", "steps", "experiment_name",
+                                   "objective", "loss", "seed"])  # fmt: skip
+    return Runs(config, pd.DataFrame(columns=HISTORY_COLUMNS), pd.DataFrame(columns=EVAL_COLUMNS),
+                pd.DataFrame(columns=["run_id"]), source,
+                pd.DataFrame(columns=PER_QUERY_COLUMNS))  # fmt: skip
+
+
+def load_or_explain(source: Any) -> Runs:
+    """``load_runs(source)``, or an empty Runs after printing why there are none."""
+    from urlkit.analysis.runs import load_runs
+
+    try:
+        return load_runs(source)
+    except AnalysisError as err:
+        print(f"no runs to show: {err}\n(train one: python -m urlkit.run; or set runs_source)")
+        return empty_runs(str(source))
+
+
+def attempt(make: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``make(*args, **kwargs)``; None after printing the reason when there is nothing to show."""
+    try:
+        return make(*args, **kwargs)
+    except EXPLAINED as err:
+        reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"nothing to show: {reason}")
+        return None
+
+
+def interactive_figures(interactive: bool) -> str:
+    """Zoom, pan and hover readouts on every matplotlib figure (ipympl) when ``interactive``.
+
+    Returns the backend in use. Headless runs (``interactive=False``) keep the inline PNGs.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return "none"
+    shell = get_ipython()
+    if shell is None:
+        return "none"
+    if interactive:
+        try:
+            import ipympl  # noqa: F401
+        except ImportError:
+            print(
+                "static figures: pip install ipympl (bash scripts/install.sh notebooks) for zoom and hover"
+            )
+        else:
+            shell.run_line_magic("matplotlib", "widget")
+            return "widget"
+    shell.run_line_magic("matplotlib", "inline")
+    return "inline"

@@ -1,0 +1,11 @@
+"""Studies: the paper's probing experiments run on this machine (``python -m urlkit.study``).
+
+plan.py    studies, profiles (conf/profile/), the runs of a study and their states
+launch.py  one ``python -m urlkit.run`` child process per run, progress and ETA
+cli.py     the command line: plan -> runs -> notebook -> findings
+"""
+
+from urlkit.study.cli import main
+from urlkit.study.plan import STUDIES, Planned, Study, StudyError, estimate, plan, profile_names
+
+__all__ = ["STUDIES", "Planned", "Study", "StudyError", "estimate", "main", "plan", "profile_names"]

@@ -1,0 +1,142 @@
+"""What a study runs: its experiments' grids under a profile, each run's directory and state.
+
+A study (:data:`STUDIES`) names experiments (conf/experiment/), the notebook that reads them
+and the findings it checks. A profile is a Hydra config group, conf/profile/<name>.yaml, added
+to every run as ``+profile=<name>``: it sets steps, test queries and seeds (through
+``hydra.sweeper.params``), and carries the time estimates that :func:`estimate` prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf, open_dict
+
+from urlkit.analysis.runset import flatten
+from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
+
+PROFILES_DIR = CONF_DIR / "profile"
+
+
+@dataclass(frozen=True)
+class Study:
+    experiments: tuple[str, ...]
+    notebook: str
+    findings: tuple[str, ...]
+    data: str  # which data it runs on, and why (printed with the plan)
+
+
+PROBING = "wordsense, random negatives from the corpus (the paper's 1:1 random:hard mix)"
+STUDIES = {
+    "figure3": Study(("figure3_weights", "figure2_native"), "weight_evolution",
+                     ("Figure 2", "Figure 3"), PROBING),
+    "table1": Study(("table1_weight_direction", "figure3_weights"), "probing_tables",
+                    ("Table 1",), PROBING),
+    "table2": Study(("table2_weight_properties",), "probing_tables", ("Table 2",), PROBING),
+    "table3": Study(("table3_random_direction",), "probing_tables", ("Table 3",), PROBING),
+    "table5": Study(("table5_precision",), "probing_tables", ("Table 5",),
+                    PROBING + "; fp16/bf16 underflow counted per step"),
+    "tau": Study(("table6_tau",), "probing_tables", ("Appendix B.2",), PROBING),
+    "table15": Study(("table15_lm_head",), "probing_tables", ("Table 15",), PROBING),
+    "figure4": Study(("figure4_tokens",), "negatives_and_tokens", ("Figure 4",), PROBING),
+    "figure5": Study(("figure5_negatives",), "negatives_and_tokens", ("Figure 5",),
+                     "manpages: every query has 16 real negatives (wordsense pools: 5.6% do)"),
+}  # fmt: skip
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+class StudyError(RuntimeError):
+    """A study that cannot go on (unknown name, a run directory holding another config)."""
+
+
+@dataclass
+class Planned:
+    experiment: str
+    point: list[str]  # the Hydra overrides of this run (experiment, grid point, profile, user)
+    run_dir: Path
+    cfg: object  # DictConfig, as python -m urlkit.run composes it
+    state: str  # "new" | "finished" | "resume"
+
+
+def plan(
+    names: Sequence[str], profile: str, overrides: Sequence[str], root: Path, logger: str
+) -> list[Planned]:
+    """Every run of the studies, composed, with what to do about its directory."""
+    if profile not in profile_names():
+        raise StudyError(
+            f"no profile {profile!r} in {PROFILES_DIR} (known: {', '.join(profile_names())})"
+        )
+    fixed = [f"logger={logger}", "++trainer.enable_progress_bar=false"]
+    planned, seen = [], set()
+    with config_composer() as compose:
+        for name in names:
+            for experiment in STUDIES[name].experiments:
+                if experiment in seen:
+                    continue
+                seen.add(experiment)
+                # the profile may narrow a swept key (its seeds), so read the grid with it
+                experiment_params(experiment, compose)  # names a missing or grid-less experiment
+                composed = compose([f"experiment={experiment}", f"+profile={profile}"])
+                params = {str(k): str(v) for k, v in composed.hydra.sweeper.params.items()}
+                swept = {key.lstrip("+~") for key in params}
+                for point in expand(
+                    {"experiment": experiment, **params}, [f"+profile={profile}", *overrides]
+                ):
+                    run_dir = root / experiment / point_label(point, only=swept)
+                    cfg = compose([*point, *fixed])
+                    with open_dict(cfg):
+                        del cfg["hydra"]
+                    planned.append(
+                        Planned(experiment, [*point, *fixed], run_dir, cfg, _state(run_dir, cfg))
+                    )
+    return planned
+
+
+def estimate(planned: Sequence[Planned]) -> tuple[int, float]:
+    """(runs to train, minutes) from the profile's time estimates (conf/profile/)."""
+    todo = [p for p in planned if p.state != "finished"]
+    seconds = 0.0
+    for p in todo:
+        timing = p.cfg.get("profile") or {}
+        queries = p.cfg.eval.test_queries or 500
+        seconds += (
+            float(timing.get("seconds_per_run", 0))
+            # a step scores 1 + N documents; the estimates are for the probing 1 + 4
+            + float(timing.get("seconds_per_step", 0)) * int(p.cfg.train.max_steps)
+            * (1 + int(p.cfg.data.n_negatives)) / 5
+            + float(timing.get("seconds_per_test_query", 0)) * int(queries)
+        )
+    return len(todo), seconds / 60
+
+
+def _state(run_dir: Path, cfg) -> str:
+    if not (run_dir / "config.yaml").exists():
+        return "new"
+    saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    wanted = flatten(OmegaConf.to_container(cfg, resolve=True))
+    # neither where a run resumed from, how it was logged nor a profile's time estimates
+    # change what it computes
+    ignored = ("resume", "logger.", "trainer.enable_progress_bar", "profile.")
+    changed = sorted(
+        key
+        for key in set(saved) | set(wanted)
+        if not key.startswith(ignored) and saved.get(key) != wanted.get(key)
+    )
+    if changed:
+        raise StudyError(
+            f"{run_dir} holds a run with another config (differs in: {', '.join(changed)}); "
+            "use another --output-root, or delete that directory to run it again"
+        )
+    info = run_dir / "run.json"
+    if info.exists() and json.loads(info.read_text()).get("status") == "finished":
+        return "finished"
+    # killed, interrupted or failed: urlkit.run resumes from the last checkpoint (or from
+    # scratch in the same directory when there is none)
+    return "resume"
