@@ -33,6 +33,8 @@ OBJECTIVES = {
     "cl": ("cl", "cl"),
     "sft_rand": ("sft", "rand"),
     "cl_rand": ("cl", "rand"),
+    "native_sft": ("sft", "sft"),  # + loss=native_sft: the native loss itself
+    "native_infonce": ("cl", "cl"),
 }
 GROUPS = {
     "weight",

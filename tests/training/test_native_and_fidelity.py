@@ -102,16 +102,11 @@ def test_token_set_instances_are_random_positives_and_negatives_seeded_by_the_ru
 
 def test_underflow_counts_the_weights_half_precision_loses():
     logits = torch.zeros(1, 5, 2)
-    logits[0, 0, 0] = (
-        40.0  # the positive's yes-logit dwarfs the negatives': their cl weights ~ e^-40
-    )
-    counts = underflow_counts(
-        "cl", logits, torch.ones(1, 5, dtype=torch.bool), {"temperature": 1.0}
-    )
-    assert (
-        counts["w_underflow_fp16"] >= 4 and counts["w_underflow_bf16"] == 0
-    )  # bf16 has fp32's range
-    mild = underflow_counts(WeightOptions("cl"), torch.zeros(1, 5, 2), torch.ones(1, 5, dtype=torch.bool))
+    logits[0, 0, 0] = 40.0  # the positive's yes-logit dwarfs the negatives': cl weights ~ e^-40
+    everything = torch.ones(1, 5, dtype=torch.bool)
+    counts = underflow_counts(WeightOptions("cl"), logits, everything)
+    assert counts["w_underflow_fp16"] >= 4 and counts["w_underflow_bf16"] == 0  # bf16 has fp32's range
+    mild = underflow_counts(WeightOptions("cl"), torch.zeros(1, 5, 2), everything)
     assert mild == {"w_underflow_fp16": 0.0, "w_underflow_bf16": 0.0}
 
 
