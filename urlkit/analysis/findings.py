@@ -183,6 +183,17 @@ def arm_values(arm: Runs, column: str | None, metric: str, per_query: bool) -> p
     return frame.dropna(subset=["value"])[["seed", "unit", "value"]]
 
 
+def _complete(runs: Runs, finding: Finding, metric: str) -> Runs:
+    """The runs a finding may use: finished ones (a run still training has a partial history
+    and no test metrics; counting it would shorten every curve and unpair the queries)."""
+    if "status" in runs.config:
+        runs = runs.subset(runs.config.loc[runs.config["status"].isin(["finished", "unknown"]), "run_id"])
+    if finding.column is None:
+        final = runs.final(metric)
+        runs = runs.subset(final.loc[final[metric].notna(), "run_id"])
+    return runs
+
+
 def _has_per_query(arm: Runs, metric: str) -> bool:
     short = metric.rsplit("/", 1)[-1]
     rows = arm.per_query[arm.per_query["metric"] == short]
@@ -192,7 +203,7 @@ def _has_per_query(arm: Runs, metric: str) -> bool:
 def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: float = DEFAULT_MARGIN,
           n_resamples: int = 2000) -> Verdict:  # fmt: skip
     """The verdict of one finding on ``runs`` (already narrowed to any selection)."""
-    selected = runs.select(experiment_name=list(finding.experiments))
+    selected = _complete(runs.select(experiment_name=list(finding.experiments)), finding, metric)
     arms = {label: selected.select(where) for label, where in finding.arms.items()}
 
     def verdict(status: str, detail: str, estimate: Estimate | None = None) -> Verdict:

@@ -13,7 +13,7 @@ the hierarchical bootstrap to multi-level data"):
 - units with replacement, the SAME draw for every arm (the arms saw the same queries), and
 - seeds with replacement within each arm, the same draw for every arm when all arms ran the
   same seeds (seed s of every arm shares its data order and initialisation), else one draw
-  per arm.
+  per arm. Arms that share only some seeds are compared on the shared ones.
 
 ``n_resamples`` replicates of the contrast give a percentile interval and a standard error;
 the smallest detectable effect is ``(z_{1-alpha/2} + z_{power}) * se`` (2.80 se for a 95%
@@ -90,6 +90,13 @@ def contrast(
         missing = [c for c in ARM_COLUMNS if c not in frame]
         if missing:
             raise ContrastError(f"arm {name!r} lacks columns {missing}")
+    # seeds shared by every arm are compared pairwise; when the arms ran partly different
+    # seeds (a grid still filling up), only the shared ones are used, so an extra seed in one
+    # arm cannot pass its seed-to-seed noise off as an effect
+    seed_sets = [set(arms[name]["seed"].dropna()) for name in names]
+    common = set.intersection(*seed_sets) if seed_sets else set()
+    if common and any(s != common for s in seed_sets):
+        arms = {name: arms[name][arms[name]["seed"].isin(common)] for name in names}
     shared = None
     for name in names:
         frame = arms[name].dropna(subset=["value"])
