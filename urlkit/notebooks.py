@@ -98,6 +98,7 @@ def _execute_here(name: str, executed: str, parameters: Mapping[str, Any], kerne
 
     source = NOTEBOOKS_DIR / f"{name}.py"
     Path(executed).parent.mkdir(parents=True, exist_ok=True)
+    os.environ["URLKIT_NOTEBOOK_HEADLESS"] = "1"  # the kernel inherits it: inline figures
     with tempfile.TemporaryDirectory() as tmp:
         unexecuted = Path(tmp) / f"{name}.ipynb"
         jupytext.write(jupytext.read(source), unexecuted)

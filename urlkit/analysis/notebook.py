@@ -8,6 +8,7 @@ runs a figure or table function and turns the library's "nothing to show" errors
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +57,10 @@ def attempt(make: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def interactive_figures(interactive: bool) -> str:
     """Zoom, pan and hover readouts on every matplotlib figure (ipympl) when ``interactive``.
 
-    Returns the backend in use. Headless runs (``interactive=False``) keep the inline PNGs.
+    Returns the backend in use. Headless runs (``interactive=False``, or any execution by
+    :func:`urlkit.notebooks.execute_notebook`, which sets ``URLKIT_NOTEBOOK_HEADLESS``) keep
+    the inline PNGs: there is no browser to zoom in, and ipympl's widget traffic is where a
+    headless nbclient execution was seen to hang with the kernel idle.
     """
     try:
         from IPython import get_ipython
@@ -65,7 +69,7 @@ def interactive_figures(interactive: bool) -> str:
     shell = get_ipython()
     if shell is None:
         return "none"
-    if interactive:
+    if interactive and not os.environ.get("URLKIT_NOTEBOOK_HEADLESS"):
         try:
             import ipympl  # noqa: F401
         except ImportError:
