@@ -189,11 +189,12 @@ def check_direction(cfg: DictConfig) -> str:
     """The direction URL trains and ranks with, checked now (a :class:`ConfigError` naming the
     valid ones): ``cfg.direction.name``, with ``direction=rand`` resolved to its form
     (``direction.form``: auto / sft / cl; see conf/direction/rand.yaml)."""
+    name, form = cfg.direction.name, cfg.direction.get("form")
     try:
-        name = resolve_direction(cfg.direction.name, cfg.direction.get("form"), cfg.weight.get("name", "sft"))
-        return get_direction(name).name
+        return get_direction(resolve_direction(name, form, cfg.weight.get("name", "sft"))).name
     except LossInputError as err:
-        raise ConfigError(f"direction={OmegaConf.to_container(cfg.direction)}: {err}") from err
+        keys = f"direction.name={name!r}" + (f", direction.form={form!r}" if form is not None else "")
+        raise ConfigError(f"{keys}: {err}") from err
 
 
 def make_renderer(backbone: Backbone, model_cfg: Any, prompt_cfg: Any = None) -> PromptRenderer:

@@ -6,6 +6,9 @@ this same module), for the multi-process tests of tests/training/test_distribute
 * ``URLKIT_TEST_SYNC_LOG=<path>``: every gradient bucket DDP all-reduces appends a line
   ``<global step> <bucket index>`` to ``<path>.<rank>`` (a DDP communication hook wrapping
   the default all-reduce), to count the gradient synchronisations of each step.
+* ``URLKIT_TEST_FREEZE=<step>:<path>``: every rank stops before the batch after optimizer
+  step ``step`` (whose history row and checkpoint are written by then), writes
+  ``<path>.<rank>`` and sleeps: a job to be killed at a known point, however fast it runs.
 """
 
 from __future__ import annotations
@@ -62,6 +65,26 @@ def _count_gradient_syncs(path: str) -> None:
     DDPStrategy._register_ddp_hooks = registered
 
 
+def _freeze_after(step: int, path: str) -> None:
+    import time
+
+    from urlkit.training.module import RerankerModule
+
+    start = RerankerModule.on_train_batch_start
+
+    def frozen(self, batch, batch_idx: int):
+        if self.global_step == step:  # step's callbacks (history, checkpoint) have run
+            with open(f"{path}.{self.global_rank}", "w") as f:
+                f.write(str(step))
+            time.sleep(3600)  # until the test kills the job
+        return start(self, batch, batch_idx)
+
+    RerankerModule.on_train_batch_start = frozen
+
+
+if os.environ.get("URLKIT_TEST_FREEZE"):
+    _step, _, _path = os.environ["URLKIT_TEST_FREEZE"].partition(":")
+    _freeze_after(int(_step), _path)
 if os.environ.get("URLKIT_TEST_POISON"):
     _poison(os.environ["URLKIT_TEST_POISON"])
 if os.environ.get("URLKIT_TEST_SYNC_LOG"):

@@ -246,10 +246,21 @@ def test_two_nodes_of_one_process_train_as_two_devices_of_one_node(data, plain, 
     assert metrics(tmp_path / "nodes") == pytest.approx(metrics(ddp), abs=1e-12)
 
 
-def test_accumulation_and_chunks_all_reduce_once_per_step_and_stay_exact(data, tmp_path):
-    """2 micro-batches x 2 chunks of (1+3) documents: 4 backward passes per step on each
-    rank, one gradient all-reduce (the last pass; the others run under no_sync)."""
-    settings = ["train.accumulate=2", "train.chunk_size=2"]
+@pytest.mark.parametrize(
+    ("settings", "items_per_step"),
+    [
+        (["train.accumulate=2"], 4),  # 2 micro-batches: 2 backward passes per step and rank
+        (["train.chunk_size=2"], 2),  # 2 chunks of (1+3) documents: 2 backward passes
+        (["train.accumulate=2", "train.chunk_size=2"], 4),  # both: 4 backward passes
+    ],
+    ids=["accumulate", "chunks", "accumulate+chunks"],
+)
+def test_accumulation_and_chunks_all_reduce_once_per_step_and_stay_exact(
+    data, tmp_path, settings, items_per_step
+):
+    """Several backward passes per step on each rank, one gradient all-reduce (the last
+    pass; the others run under no_sync), and the history of one process with both ranks'
+    queries."""
     single = start(data, tmp_path / "single", "train.queries_per_step=2", *settings)
     ddp = start(data, tmp_path / "ddp", *DDP, "train.queries_per_step=1", *settings,
                 module="helpers.instrumented_run", env={"URLKIT_TEST_SYNC_LOG": str(tmp_path / "syncs")})  # fmt: skip
@@ -257,7 +268,7 @@ def test_accumulation_and_chunks_all_reduce_once_per_step_and_stay_exact(data, t
         assert code == 0, log[-3000:]
     assert_same_run(tmp_path / "ddp", tmp_path / "single")
     assert [int(r["items_consumed"]) for r in history(tmp_path / "ddp")] == [
-        4 * s for s in range(1, STEPS + 1)
+        items_per_step * s for s in range(1, STEPS + 1)
     ]
     for rank in (0, 1):
         syncs = [line.split() for line in (tmp_path / f"syncs.{rank}").read_text().splitlines()]
@@ -268,14 +279,15 @@ def test_accumulation_and_chunks_all_reduce_once_per_step_and_stay_exact(data, t
 def test_a_ddp_job_sigkilled_mid_run_resumes_to_the_uninterrupted_run(data, plain, tmp_path):
     _, ddp, _ = plain
     run_dir = tmp_path / "killed"
-    job = start(data, run_dir, *DDP, "train.queries_per_step=1", "logger=csv")
+    frozen = tmp_path / "frozen"  # each rank writes frozen.<rank> once it stops after step 2
+    job = start(data, run_dir, *DDP, "train.queries_per_step=1", "logger=csv",
+                module="helpers.instrumented_run", env={"URLKIT_TEST_FREEZE": f"2:{frozen}"})  # fmt: skip
     deadline = time.monotonic() + TIMEOUT / 2
     while time.monotonic() < deadline and job.poll() is None:
-        if (run_dir / "history.csv").exists() and len(
-            history(run_dir)
-        ) >= 3:  # step 2's checkpoint is written
-            break
+        if all(Path(f"{frozen}.{rank}").exists() for rank in (0, 1)):
+            break  # both ranks are past step 2 (its checkpoint written) and before step 3
         time.sleep(0.05)
+    assert all(Path(f"{frozen}.{rank}").exists() for rank in (0, 1)), job.log.read_text()[-3000:]
     os.killpg(job.pid, signal.SIGKILL)  # the whole job: Lightning's launcher and its second rank
     job.wait()
     assert job.returncode == -signal.SIGKILL, job.log.read_text()[-3000:]
