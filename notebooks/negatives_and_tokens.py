@@ -40,7 +40,7 @@ from IPython.display import display
 from urlkit.analysis import seed_summary, write_table
 from urlkit.analysis.figures import metric_by, metric_grid, save_figure
 from urlkit.analysis.findings import check_findings, verdict_table
-from urlkit.analysis.notebook import attempt, interactive_figures, load_or_explain
+from urlkit.analysis.notebook import attempt, interact, interactive_figures, load_or_explain
 from urlkit.analysis.tables import format_table
 
 interactive_figures(interactive)
@@ -118,7 +118,7 @@ if interactive:
         "token set size": ("head.num_tokens", tokens, "figure4"),
     }
 
-    @widgets.interact(
+    @interact(
         setting=widgets.Dropdown(options=list(settings)),
         chosen=widgets.Dropdown(
             options=final_metrics, value=metric if metric in final_metrics else final_metrics[0]

@@ -51,7 +51,7 @@ from IPython.display import Markdown, display
 from urlkit.analysis import PAPER_TABLES, probe_table, write_table
 from urlkit.analysis.figures import probing_deltas, save_figure
 from urlkit.analysis.findings import check_findings, verdict_table
-from urlkit.analysis.notebook import attempt, interactive_figures, load_or_explain
+from urlkit.analysis.notebook import attempt, interact, interactive_figures, load_or_explain
 from urlkit.analysis.tables import PAPER_METRIC, format_table
 
 interactive_figures(interactive)
@@ -123,7 +123,7 @@ if interactive:
 
     final_metrics = sorted(c for c in runs.metrics.columns if c != "run_id") or [metric]
 
-    @widgets.interact(
+    @interact(
         table=widgets.Dropdown(options=tables),
         chosen=widgets.Dropdown(
             options=final_metrics, value=metric if metric in final_metrics else final_metrics[0]

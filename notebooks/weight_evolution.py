@@ -55,7 +55,7 @@ from urlkit.analysis.figures import (
     weight_summary,
 )
 from urlkit.analysis.findings import check_findings, verdict_table
-from urlkit.analysis.notebook import attempt, interactive_figures, load_or_explain
+from urlkit.analysis.notebook import attempt, interact, interactive_figures, load_or_explain
 from urlkit.analysis.tables import format_table
 
 interactive_figures(interactive)
@@ -139,7 +139,7 @@ if interactive and len(all_runs):
         if c in all_runs.config
     ]
 
-    @widgets.interact(
+    @interact(
         picked=widgets.SelectMultiple(
             options=list(names), value=list(runs.config["name"]), description="runs"
         ),
@@ -175,7 +175,7 @@ if interactive and len(all_runs):
 # %%
 if interactive and len(all_runs):
 
-    @widgets.interact(
+    @interact(
         picked=widgets.SelectMultiple(
             options=list(names), value=list(runs.config["name"]), description="runs"
         ),

@@ -18,7 +18,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_tiny_backbone_is_cheap_seeded_and_uses_the_real_tokenizer(smollm2_tokenizer):
+def test_tiny_backbone_is_seeded_and_uses_the_real_tokenizer(smollm2_tokenizer):
     first = load_backbone({"source": "tiny", "seed": 3})  # the first also pays for imports
 
     model = first.model
@@ -34,10 +34,7 @@ def test_tiny_backbone_is_cheap_seeded_and_uses_the_real_tokenizer(smollm2_token
     )
 
     rng_before = torch.get_rng_state()
-    start = time.perf_counter()
-    again = load_backbone({"source": "tiny", "seed": 3})
-    seconds = time.perf_counter() - start
-    assert seconds < 2.0, f"the tiny backbone took {seconds:.2f} s to build"
+    again = load_backbone({"source": "tiny", "seed": 3})  # its build time: a bench figure, not a test
     assert torch.equal(torch.get_rng_state(), rng_before), (
         "building must not consume the global RNG"
     )
