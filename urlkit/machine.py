@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 
-from urlkit.hardware import BF16_CPU_FLAGS, cpu_flags, cpu_has_bf16_units, cpu_model  # noqa: F401 (re-exported)
+from urlkit.hardware import BF16_CPU_FLAGS, cpu_flags, cpu_model
 
 
 def describe() -> str:

@@ -98,7 +98,9 @@ def _execute_here(name: str, executed: str, parameters: Mapping[str, Any], kerne
 
     source = NOTEBOOKS_DIR / f"{name}.py"
     Path(executed).parent.mkdir(parents=True, exist_ok=True)
-    os.environ["URLKIT_NOTEBOOK_HEADLESS"] = "1"  # the kernel inherits it: inline figures
+    from urlkit.analysis.notebook import HEADLESS
+
+    os.environ[HEADLESS] = "1"  # the kernel inherits it: inline figures, interact runs once
     with tempfile.TemporaryDirectory() as tmp:
         unexecuted = Path(tmp) / f"{name}.ipynb"
         jupytext.write(jupytext.read(source), unexecuted)
