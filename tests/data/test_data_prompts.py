@@ -85,6 +85,29 @@ def test_a_query_too_long_for_max_length_is_a_data_error_naming_it(tokenizer):
         renderer.validate(split)
 
 
+def test_validate_measures_cheaply_but_decides_exactly(tokenizer):
+    """validate() counts a query's tokens apart from the template's; that count must stay
+    well within the margin of the rendered prompt's, and a query near max_length is decided
+    by rendering it exactly (one document token left passes, none fails)."""
+    from urlkit.data.prompts import _SENTINEL, _VALIDATE_MARGIN
+
+    renderer = PromptRenderer(tokenizer, max_length=512)
+    template = sum(len(renderer._tokenize(part)) for part in
+                   renderer._chat_text("Find it.", Query(id="e", text="", qrels={})).split(_SENTINEL))
+    texts = ["where do cats sleep", "  leading spaces", "trailing space ", "naïve café — ünïcode ✓",
+             "new\nline", "<|im_end|> looks special", "x" * 300, "?!.,;:", "don't", "1234567890 " * 20]
+    for i, text in enumerate(texts):
+        exact = sum(map(len, renderer._prefix_suffix("Find it.", Query(id=f"q{i}", text=text, qrels={}))))
+        assert abs(template + renderer._token_counts([text])[0] - exact) <= _VALIDATE_MARGIN // 2, text
+    filler = "cat " * 40
+    fixed = sum(map(len, renderer._prefix_suffix("", Query(id="f", text=filler, qrels={}))))
+    split = Split(name="toy", split="train", category="T2T", instruction="", corpus={"d1": SHORT},
+                  queries=[QUERY, Query(id="q-edge", text=filler, qrels={"d1": 1})])
+    PromptRenderer(tokenizer, max_length=fixed + 1).validate(split)  # one token left for a document
+    with pytest.raises(DataError, match="q-edge"):
+        PromptRenderer(tokenizer, max_length=fixed).validate(split)
+
+
 def test_images_are_refused_by_a_text_only_renderer(tokenizer, tmp_path):
     renderer = PromptRenderer(tokenizer)
     with pytest.raises(DataError, match="image on a text-only backbone: document 'd3'"):

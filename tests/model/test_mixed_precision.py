@@ -40,10 +40,10 @@ def test_auto_dtype_on_cuda_follows_the_compute_capability(monkeypatch, capabili
     assert machine.auto_weight_dtype("cpu") == torch.bfloat16
 
 
-def _reranker(dtype: torch.dtype, **options) -> tuple[Reranker, dict]:
+def _reranker(dtype: torch.dtype, lora_dropout: float = 0.0, **options) -> tuple[Reranker, dict]:
     backbone = load_backbone({"source": "tiny", "name": "tiny_llama", "seed": 0, "dtype": dtype})
     torch.manual_seed(0)  # LoRA A is initialised from the global generator
-    add_lora(backbone.model, LORA)
+    add_lora(backbone.model, OmegaConf.merge(LORA, {"dropout": lora_dropout}))
     for name, parameter in backbone.model.named_parameters():
         if "lora_B" in name:  # LoRA B starts at zero: make every gradient non-trivial
             parameter.data.normal_(0, 0.05)
@@ -107,3 +107,66 @@ def test_mixed_changes_nothing_on_float32_weights():
     one, other = _scores_and_gradients(reranker, batch), _scores_and_gradients(reranker.with_options(mixed=False), batch)
     assert torch.equal(one[0], other[0])
     assert all(torch.equal(one[1][name], other[1][name]) for name in one[1])
+
+
+def _peft_autocast_scores_and_gradients(reranker: Reranker, batch: dict) -> tuple[torch.Tensor, dict]:
+    """The autocast pass with peft's own LoRA forward (its input cast off): the reference
+    that the fused LoRA layers must reproduce."""
+    import urlkit.model.lora as lora
+    import urlkit.model.scoring as scoring
+
+    layers = [m for m in reranker.decoder.modules() if type(m) is lora.fused_lora_class()]
+    for layer in layers:
+        layer.__class__ = lora._peft_linear()
+        layer.cast_input_dtype_enabled = False
+    original, scoring.fuse_lora = scoring.fuse_lora, lambda module: 0
+    try:
+        return _scores_and_gradients(reranker, batch)
+    finally:
+        scoring.fuse_lora = original
+        for layer in layers:
+            layer.__class__ = lora.fused_lora_class()
+            layer.cast_input_dtype_enabled = True
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_lora_equals_peft_forward_under_autocast(dropout):
+    """The fused adapter product (one addmm_ into the base projection's output) against
+    peft's product-scale-add on the same bf16 weights, same dropout masks (same seed)."""
+    import urlkit.model.lora as lora
+
+    fast, batch = _reranker(torch.bfloat16, lora_dropout=dropout)
+    fast.train()
+    torch.manual_seed(1)
+    fused_scores, fused_grads = _scores_and_gradients(fast, batch)
+    layers = [m for m in fast.decoder.modules() if isinstance(m, lora._peft_linear())]
+    assert layers and all(type(m) is lora.fused_lora_class() for m in layers), "the mixed pass fuses every LoRA layer"
+    torch.manual_seed(1)
+    peft_scores, peft_grads = _peft_autocast_scores_and_gradients(fast, batch)
+    assert torch.allclose(fused_scores, peft_scores, atol=0.02 * peft_scores.abs().max().item())
+    assert fused_grads.keys() == peft_grads.keys() and len(peft_grads) == 12
+    for name, grad in peft_grads.items():
+        assert (fused_grads[name] - grad).norm() / grad.norm() < 0.05, name
+    torch.manual_seed(2)
+    other_mask = _scores_and_gradients(fast, batch)[0]
+    assert (dropout == 0) == torch.equal(other_mask, fused_scores), "dropout draws its masks in the fused path"
+
+
+def test_fused_lora_is_peft_outside_autocast_and_when_merged():
+    import urlkit.model.lora as lora
+
+    reranker, batch = _reranker(torch.float32)
+    layer = next(m for m in reranker.decoder.modules() if type(m) is lora._peft_linear())
+    x = torch.randn(3, 5, layer.in_features)
+    expected = layer(x)
+    n_layers = len(lora.lora_layers(reranker.decoder))
+    assert n_layers == 6 and lora.fuse_lora(reranker.decoder) == n_layers and lora.fuse_lora(reranker.decoder) == 0
+    assert type(layer) is lora.fused_lora_class()
+    assert torch.equal(layer(x), expected)  # float32, no autocast: peft's own forward
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = layer(x)
+        layer.merge()
+        merged = layer(x)  # merged: the base layer alone (peft's path)
+    assert fused.dtype == merged.dtype == torch.bfloat16
+    assert torch.allclose(fused.float(), expected, atol=0.02 * expected.abs().max().item())
+    assert torch.allclose(merged.float(), expected, atol=0.02 * expected.abs().max().item())

@@ -56,3 +56,77 @@ def lora_merged(module: torch.nn.Module) -> Iterator[int]:
                 if layer.merged:
                     layer.unmerge()  # peft's bookkeeping; the copy below undoes its rounding
                 layer.get_base_layer().weight.copy_(weight)
+
+
+# -- the mixed-precision fast path --------------------------------------------------------
+def _peft_linear():
+    from peft.tuners.lora.layer import Linear
+
+    return Linear
+
+
+_FUSED: dict[type, type] = {}  # peft's LoRA Linear -> its fused subclass (built once, lazily)
+
+
+def fused_lora_class() -> type:
+    """``peft.tuners.lora.layer.Linear`` with the fused forward below (a subclass, so peft's
+    merge, unmerge, saving and ``isinstance`` checks all still apply)."""
+    base = _peft_linear()
+    if base not in _FUSED:
+        _FUSED[base] = type("FusedLoraLinear", (base,), {
+            "forward": _fused_forward, "__module__": __name__,
+            "__doc__": "peft's LoRA Linear whose forward, under autocast, adds the adapter's product "
+                       "into the base projection's output in one ``addmm_`` (urlkit.model.lora)."})
+    return _FUSED[base]
+
+
+def fuse_lora(module: torch.nn.Module) -> int:
+    """Give every plain peft LoRA ``Linear`` inside ``module`` the fused forward (idempotent;
+    returns how many layers it changed). Outside ``torch.autocast`` the fused forward *is*
+    peft's, so this changes nothing of a float32 model."""
+    base, fused, changed = _peft_linear(), fused_lora_class(), 0
+    for layer in module.modules():
+        if type(layer) is base:
+            layer.__class__ = fused
+            changed += 1
+    return changed
+
+
+def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """Under ``torch.autocast`` (bf16/fp16 frozen weights, float32 adapters: the
+    ``ScoringOptions.mixed`` path), ``W x + s * B A dropout(x)`` as two products: the base
+    projection, then ``out.addmm_(A dropout(x), (s B)^T)``, so the adapter's sum is accumulated
+    inside the product in float32 and rounded once, with no separate scale, add or dtype copy
+    over the (tokens x out) output. peft's forward computes the same thing as four kernels
+    (product, scale, cast, add), which on a CPU cost up to 5x the base product itself
+    (docs/performance.md). Anything else (no autocast, merged, several or disabled adapters,
+    DoRA and other variants, a LoRA bias, extra arguments) runs peft's own forward, with its
+    input cast off as under autocast it would only copy."""
+    adapter = _plain_adapter(self, x, args, kwargs)
+    if adapter is None:
+        peft_forward = _peft_linear().forward
+        if not torch.is_autocast_enabled(x.device.type):
+            return peft_forward(self, x, *args, **kwargs)
+        enabled, self.cast_input_dtype_enabled = self.cast_input_dtype_enabled, False
+        try:
+            return peft_forward(self, x, *args, **kwargs)
+        finally:
+            self.cast_input_dtype_enabled = enabled
+    result = self.base_layer(x)
+    hidden = self.lora_A[adapter](self.lora_dropout[adapter](x))
+    update = (self.lora_B[adapter].weight * self.scaling[adapter]).t().to(result.dtype)
+    result.view(-1, result.shape[-1]).addmm_(hidden.reshape(-1, hidden.shape[-1]).to(result.dtype), update)
+    return result
+
+
+def _plain_adapter(layer, x: torch.Tensor, args, kwargs) -> str | None:
+    """The one active vanilla adapter of ``layer`` when the fused product applies, else None."""
+    if args or kwargs or layer.disable_adapters or layer.merged or not torch.is_autocast_enabled(x.device.type):
+        return None
+    active = layer.active_adapters
+    if len(active) != 1 or active[0] not in layer.lora_A or active[0] in layer.lora_variant:
+        return None
+    adapter = active[0]
+    if layer.lora_B[adapter].bias is not None or not isinstance(layer.base_layer, torch.nn.Linear):
+        return None
+    return adapter

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from urlkit.model.heads import decoder_inputs, final_position
+from urlkit.model.lora import fuse_lora
 from urlkit.model.prefix_sharing import prefix_tree, run_levels
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -115,15 +116,12 @@ class Reranker(nn.Module):
         dtype = self.decoder.get_input_embeddings().weight.dtype
         if not self.options.mixed or dtype not in LOW_PRECISION:
             return contextlib.nullcontext()
-        from peft.helpers import disable_input_dtype_casting
-
         # peft casts each adapter's input to the adapter's dtype (bf16 activations -> float32)
-        # and the sum back; under autocast the products pick their dtype themselves, so that
-        # round trip would be pure copying (docs/performance.md)
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.autocast(device.type, dtype=dtype))
-        stack.enter_context(disable_input_dtype_casting(self.decoder))
-        return stack
+        # and the sum back, then scales and adds in separate kernels; under autocast the fused
+        # LoRA layers (urlkit.model.lora.fuse_lora) add the adapter's product into the base
+        # projection's output in one addmm_ instead (docs/performance.md)
+        fuse_lora(self.decoder)
+        return torch.autocast(device.type, dtype=dtype)
 
     def model_device(self) -> torch.device:
         """Where the model runs: batches collated on the CPU (evaluation, ``urlkit.rerank``)
