@@ -108,3 +108,32 @@ def test_the_rand_head_scores_through_the_same_path(tiny_backbone):
 def test_a_model_without_a_decoder_is_a_clear_error():
     with pytest.raises(TypeError, match="inner decoder"):
         inner_decoder(torch.nn.Linear(2, 2))
+
+
+def test_training_mode_on_the_cpu_uses_the_math_attention_kernel_with_the_same_scores(tiny_backbone, monkeypatch):
+    """``cpu_training_attention="math"``: a training-mode pass on the CPU runs SDPA's math
+    kernel (the fused kernel's CPU backward is the slow part of a step), eval mode keeps
+    PyTorch's choice; the scores agree with the fused kernel's."""
+    import torch.nn.attention as attention
+
+    reranker, _ = _reranker(tiny_backbone)
+    batch = tiny_backbone.tokenizer(_prompts(tiny_backbone.tokenizer), return_tensors="pt", padding=True)
+    chosen = []
+    real = attention.sdpa_kernel
+    monkeypatch.setattr(attention, "sdpa_kernel", lambda backends, *a, **k: chosen.append(backends) or real(backends, *a, **k))
+    results = {}
+    for setting in ("math", "default"):
+        scorer = reranker.with_options(cpu_training_attention=setting)
+        scorer.train()
+        scorer.zero_grad(set_to_none=True)
+        scores = scorer(batch)
+        scores.sum().backward()  # the math kernel's graph backpropagates
+        results[setting] = scores.detach()
+    assert chosen == [attention.SDPBackend.MATH], "math in training mode only where asked"
+    assert torch.allclose(results["math"], results["default"], atol=1e-5)
+    reranker.eval()
+    with torch.no_grad():
+        reranker(batch)
+    assert len(chosen) == 1, "eval mode keeps PyTorch's kernel choice"
+    with pytest.raises(ValueError, match="cpu_training_attention"):
+        reranker.with_options(cpu_training_attention="flash")

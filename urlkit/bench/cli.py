@@ -166,6 +166,9 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     if main_dtype in (torch.bfloat16, torch.float16):
         steppers["adapter inputs cast to float32 (peft's own, not autocast)"] = (
             training.Stepper(built.reranker, cfg_n, mixed=False), True, main_dtype)
+    if args.device == "cpu":
+        steppers["attention: fused flash kernel (cpu_training_attention=default)"] = (
+            training.Stepper(built.reranker, cfg_n, cpu_training_attention="default"), True, main_dtype)
     if chunk:
         steppers[f"constant memory (chunk_size={chunk})"] = (training.Stepper(built.reranker, cfg_n, chunked=True), True, main_dtype)
     if negatives == 4:

@@ -44,15 +44,28 @@ class ScoringOptions:
     mixed         with bfloat16/float16 frozen weights and float32 LoRA adapters, run the
                   decoder under ``torch.autocast`` to the weights' dtype: the adapters'
                   products run on the bf16 units from float32 master weights (cast once per
-                  pass) instead of casting every projection's input up to float32 and its
-                  output back (peft's own behaviour, ``mixed=False``). The head and the
-                  loss stay float32. The same path as Lightning's ``bf16-mixed`` on GPUs.
+                  pass), added into the base projection's output by one ``addmm_``
+                  (``urlkit.model.lora.fuse_lora``), instead of casting every projection's
+                  input up to float32 and its output back (peft's own behaviour,
+                  ``mixed=False``). The head and the loss stay float32. The same path as
+                  Lightning's ``bf16-mixed`` on GPUs.
+    cpu_training_attention
+                  SDPA kernel of a training-mode pass on the CPU: ``math`` (matrix
+                  products and a softmax) or ``default`` (PyTorch's choice: the fused
+                  flash kernel, whose CPU backward costs ~3 ms a call at these lengths, 13%
+                  of a training step; docs/performance.md). Scoring in eval mode and every
+                  pass on a GPU keep PyTorch's choice (the fused kernel).
     """
 
     share_prefix: bool = True
     pack_length: int = 128
     fold: bool = True
     mixed: bool = True
+    cpu_training_attention: str = "math"
+
+    def __post_init__(self) -> None:
+        if self.cpu_training_attention not in ("math", "default"):
+            raise ValueError(f"cpu_training_attention must be math or default, got {self.cpu_training_attention!r}")
 
 
 class Reranker(nn.Module):
@@ -103,10 +116,10 @@ class Reranker(nn.Module):
             tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"], pack_length=options.pack_length,
                                fold=options.fold)
             if tree is not None:
-                with self._precision(device):
+                with self._precision(device), self._attention(device):
                     hidden = run_levels(self.decoder, tree)
                 return self.head(hidden)
-        with self._precision(device):
+        with self._precision(device), self._attention(device):
             hidden = self.decoder(**inputs, use_cache=False).last_hidden_state
         return self.head(final_position(hidden, inputs["attention_mask"]))
 
@@ -122,6 +135,18 @@ class Reranker(nn.Module):
         # projection's output in one addmm_ instead (docs/performance.md)
         fuse_lora(self.decoder)
         return torch.autocast(device.type, dtype=dtype)
+
+    def _attention(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """SDPA's math kernel for a training-mode pass on the CPU (``cpu_training_attention``;
+        both passes of the constant-memory step, so they compute the same scores). Not with
+        gradient checkpointing: its recomputation runs in the backward pass, outside this
+        context, and must use the kernel of the forward."""
+        if (device.type != "cpu" or not self.training or self.options.cpu_training_attention == "default"
+                or getattr(self.decoder, "gradient_checkpointing", False)):
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
 
     def model_device(self) -> torch.device:
         """Where the model runs: batches collated on the CPU (evaluation, ``urlkit.rerank``)
