@@ -19,7 +19,7 @@ from urlkit.bench.flops import ModelShape, batch_work
 from urlkit.bench.measure import interleaved, median
 from urlkit.build import weight_options
 from urlkit.loss import sft_loss, url_loss
-from urlkit.training.module import url_backward
+from urlkit.training.module import adamw, url_backward
 from urlkit.training.telemetry import step_statistics
 
 
@@ -36,7 +36,7 @@ class Stepper:
         self.options, self.direction = weight_options(cfg), cfg.direction.name
         self.loss = loss
         self.trainable = [p for p in reranker.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=float(cfg.train.lr))
+        self.optimizer = adamw(self.trainable, float(cfg.train.lr))
         self.grad_clip = cfg.train.grad_clip
 
     def loss_fn(self, logits, mask):

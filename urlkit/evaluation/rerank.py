@@ -53,8 +53,9 @@ def rerank_split(
     candidates by length within a query (less padding; the scores do not depend on the
     batching). Scored under ``inference_mode`` with the model in eval mode, ranked by the
     direction's relevance (sft/rand: the yes-vs-rest log-odds; cl: the yes logit).
-    ``merge_lora``: LoRA folded into float32 base weights while scoring, the exact weights
-    restored after (``urlkit.model.lora.lora_merged``; same scores up to float rounding, faster).
+    ``merge_lora``: LoRA folded into the base weights while scoring (a float32 sum rounded
+    once to their dtype), the exact weights restored after (``urlkit.model.lora.lora_merged``;
+    same scores up to float rounding, faster).
     """
     queries = split.queries[:max_queries] if max_queries else split.queries
     pairs = [(i, q, doc_id) for i, q in enumerate(queries) for doc_id, _ in ranking.get(q.id, [])[:depth]]
