@@ -135,7 +135,8 @@ if __name__ == "__main__":
 
 def default_experiment(table) -> None:
     """``python -m urlkit.run`` with nothing changed (W&B off, its own output folder), timed end
-    to end in a fresh process; its test NDCG@10 next to BM25's on the same queries."""
+    to end in a fresh process; its test NDCG@10 next to BM25's on the same queries, with the
+    paired randomisation test of ``python -m urlkit.significance``."""
     import subprocess
     import sys
     import tempfile
@@ -143,6 +144,7 @@ def default_experiment(table) -> None:
     from pathlib import Path
 
     from urlkit.bench.measure import load_average
+    from urlkit.evaluation.significance import paired_test, read_per_query
 
     with tempfile.TemporaryDirectory(prefix="urlkit-bench-run-") as folder:
         start = time.perf_counter()
@@ -153,10 +155,16 @@ def default_experiment(table) -> None:
             table.add("default experiment", "python -m urlkit.run", seconds, "s", f"FAILED (exit {done.returncode}): "
                       f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
             return
-        metrics = json.loads(next(Path(folder).glob("runs/*/metrics.json")).read_text())
+        run_dir = next(Path(folder).glob("runs/*"))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        test = paired_test(*(read_per_query(str(next(run_dir.glob(f"per_query/*_test_{model}.csv"))), "ndcg@10")
+                             for model in ("bm25", "reranker")))
     ndcg = {key: value for key, value in metrics.items() if key.endswith("ndcg@10")}
     table.add("default experiment", "python -m urlkit.run, end to end", seconds, "s",
-              ", ".join(f"{key} {value:.3f}" for key, value in sorted(ndcg.items())) + f"; load average {load_average()}")
+              ", ".join(f"{key} {value:.3f}" for key, value in sorted(ndcg.items()))
+              + f"; paired test vs BM25 on {test['queries']} queries: {100 * test['diff']:+.2f} NDCG@10 points, 95% CI "
+              f"{100 * test['ci95_low']:+.2f} to {100 * test['ci95_high']:+.2f}, p = {test['p_value']:.3g}"
+              f"; load average {load_average()}")
 
 
 def threading_rows(table, args, dtype_name: str) -> None:
