@@ -21,7 +21,7 @@ import torch
 # is *closer* to the float32 model than scoring the adapters unmerged, where every adapted
 # projection's bf16 output is rounded again after the adapter's product is added: on the
 # default experiment's trained run, 120 test queries, |score - float32 score| max 0.14 / mean
-# 0.05 merged vs 0.25 / 0.12 unmerged, and 20% more documents a second (docs/performance.md).
+# 0.05 merged vs 0.25 / 0.12 unmerged, and 10-20% more documents a second (docs/performance.md).
 # An adapter merged *for good* (``merge_lora``, a model for export) goes through peft.
 MERGEABLE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
