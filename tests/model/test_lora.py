@@ -105,3 +105,22 @@ def test_bfloat16_base_weights_merge_within_bfloat16_rounding_and_come_back(setu
     scale = max(abs(v) for q in reference for v in reference[q].values())
     differences = [abs(merged_bf16[q][d] - reference[q][d]) for q in reference for d in reference[q]]
     assert len(differences) > 10 and max(differences) < 0.05 * scale
+
+
+def test_a_layer_with_a_lora_bias_is_left_unmerged_and_scores_stay_equal(setup):
+    """``s B A`` alone would drop the bias of a LoRA-bias layer (peft adds it to the base
+    bias when it merges): such a layer is scored unmerged instead."""
+    built, split, ranking = setup
+    reranker = built.reranker
+    layers = lora_layers(reranker)
+    lora_b = layers[0].lora_B["default"]
+    lora_b.bias = torch.nn.Parameter(torch.full((lora_b.out_features,), 0.5))
+    try:
+        unmerged = rerank_split(reranker, built.renderer, split, ranking, depth=5, progress=False, merge_lora=False)
+        with lora_merged(reranker) as merged:
+            assert merged == len(layers) - 1 and not layers[0].merged
+        merged_scores = rerank_split(reranker, built.renderer, split, ranking, depth=5, progress=False, merge_lora=True)
+    finally:
+        lora_b.bias = None
+    differences = [abs(merged_scores[q][d] - unmerged[q][d]) for q in unmerged for d in unmerged[q]]
+    assert len(differences) > 10 and max(differences) < 1e-4

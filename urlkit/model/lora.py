@@ -46,22 +46,22 @@ def lora_merged(module: torch.nn.Module) -> Iterator[int]:
     restored after it (also on an exception). Yields how many layers were merged: 0 where
     there is nothing to merge or the layers are already merged. The merged weight is
     ``W + s B A`` summed in float32 and rounded once to W's dtype (see ``MERGEABLE_DTYPES``);
-    a layer peft cannot merge this way (several active adapters, DoRA and other variants)
-    is left as it is. Costs a copy of the adapted base weights."""
+    a layer that is not one plain adapter (several active adapters, DoRA and other variants,
+    a LoRA bias) is left as it is. Costs a copy of the adapted base weights."""
     layers = [layer for layer in lora_layers(module)
               if not layer.merged and layer.get_base_layer().weight.dtype in MERGEABLE_DTYPES]
     saved = []
     try:
         with torch.no_grad():
             for layer in layers:
-                adapters = [a for a in layer.active_adapters if a in layer.lora_A]
-                if len(adapters) != 1 or adapters[0] in getattr(layer, "lora_variant", {}):
+                adapter = _vanilla_adapter(layer)
+                if adapter is None:
                     continue
                 weight = layer.get_base_layer().weight
-                saved.append((layer, adapters[0], weight.detach().clone()))
-                delta = layer.get_delta_weight(adapters[0]).float()  # s B A (transposed for fan_in_fan_out)
+                saved.append((layer, adapter, weight.detach().clone()))
+                delta = layer.get_delta_weight(adapter).float()  # s B A (transposed for fan_in_fan_out)
                 weight.copy_(weight.float() + delta)
-                layer.merged_adapters.append(adapters[0])  # peft's forward: base layer only
+                layer.merged_adapters.append(adapter)  # peft's forward: base layer only
         yield len(saved)
     finally:
         with torch.no_grad():
@@ -136,10 +136,13 @@ def _plain_adapter(layer, x: torch.Tensor, args, kwargs) -> str | None:
     """The one active vanilla adapter of ``layer`` when the fused product applies, else None."""
     if args or kwargs or layer.disable_adapters or layer.merged or not torch.is_autocast_enabled(x.device.type):
         return None
+    return _vanilla_adapter(layer) if isinstance(layer.base_layer, torch.nn.Linear) else None
+
+
+def _vanilla_adapter(layer) -> str | None:
+    """The one active adapter of ``layer`` when it is plain LoRA (``s B A``: no DoRA or other
+    variant, no LoRA bias), else None: what the fused forward and ``lora_merged`` handle."""
     active = layer.active_adapters
     if len(active) != 1 or active[0] not in layer.lora_A or active[0] in layer.lora_variant:
         return None
-    adapter = active[0]
-    if layer.lora_B[adapter].bias is not None or not isinstance(layer.base_layer, torch.nn.Linear):
-        return None
-    return adapter
+    return None if layer.lora_B[active[0]].bias is not None else active[0]
