@@ -33,8 +33,7 @@ from urlkit.bench.measure import (
 )
 from urlkit.bench.profile import profile_section
 from urlkit.bench.table import Table
-from urlkit.bench.targets import ceiling_rows, nearest_rows, targets
-from urlkit.bench.targets import dtype_label as _dtype_label
+from urlkit.bench.targets import ceiling_rows, dtype_label, nearest_rows, targets
 from urlkit.bench.workload import MODELS, build, compose_config, load_data, training_batches
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_results = _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync)
         ceiling.probe()
     if not args.no_profile:
-        profile_section(table, args, cfg, data, urlkit, _dtype_label(main_dtype))
+        profile_section(table, args, cfg, data, urlkit, dtype_label(main_dtype))
     memory_results = {} if args.no_memory else _memory(table, args, device, main_dtype)
     if args.default_experiment:
         process.default_experiment(table)
@@ -149,7 +148,7 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     main_dtype = next(iter(models))
     built = models[main_dtype]
     batches = training_batches(cfg_n, data, built.renderer, negatives, args.rounds, chunk, device=torch.device(args.device))
-    steppers = {f"urlkit {_dtype_label(main_dtype)}": (training.Stepper(built.reranker, cfg_n), True, main_dtype)}
+    steppers = {f"urlkit {dtype_label(main_dtype)}": (training.Stepper(built.reranker, cfg_n), True, main_dtype)}
     steppers["no prefix sharing"] = (training.Stepper(built.reranker, cfg_n, share_prefix=False), False, main_dtype)
     steppers["shared prefix, not folded"] = (training.Stepper(built.reranker, cfg_n, fold=False), True, main_dtype)
     steppers["shared prefix, continuations unpacked"] = (training.Stepper(built.reranker, cfg_n, pack_length=1), True, main_dtype)
@@ -167,29 +166,29 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
             steppers["LoRA dropout 0 (model.lora.dropout=0)"] = (training.Stepper(built.reranker, cfg_n, lora_dropout=0.0), True, main_dtype)
         for dtype, other in models.items():
             if dtype != main_dtype:
-                steppers[f"urlkit {_dtype_label(dtype)} frozen weights"] = (training.Stepper(other.reranker, cfg_n), True, dtype)
+                steppers[f"urlkit {dtype_label(dtype)} frozen weights"] = (training.Stepper(other.reranker, cfg_n), True, dtype)
     variants = {name: (lambda r, s=stepper: s(batches[r])) for name, (stepper, _, _) in steppers.items()}
     peer_inputs = [training.peer_pairs(batch, data) for batch in batches]
     peer_variants = {}  # variant name -> the peer model it runs
     for dtype, model in peers.items():
         if negatives == 4 or dtype == main_dtype:
-            peer_variants[f"peer {_dtype_label(dtype)} (BCE)"] = model
-            variants[f"peer {_dtype_label(dtype)} (BCE)"] = lambda r, m=model: m.train_step(*peer_inputs[r])
+            peer_variants[f"peer {dtype_label(dtype)} (BCE)"] = model
+            variants[f"peer {dtype_label(dtype)} (BCE)"] = lambda r, m=model: m.train_step(*peer_inputs[r])
     times = interleaved(variants, rounds=args.rounds, warmup=1, sync=sync)
 
     section = f"training 1+{negatives}"
     figures = {}
     for name, (_, shared, dtype) in steppers.items():
         figures[name] = training.step_figures(name, times[name], batches, shape, shared, dtype)
-    peer_name = f"peer {_dtype_label(main_dtype)} (BCE)"
+    peer_name = f"peer {dtype_label(main_dtype)} (BCE)"
     peer_seconds = median(times[peer_name]) if peer_name in times else float("nan")
     for name, fig in figures.items():
         mfu = fig.flops_per_s / 1e9 / ceiling.gflops(fig.dtype)
         rows = nearest_rows(ceiling, fig.computed_tokens)
         best, best_gflops = ceiling.best_at(rows)
         detail = (f"{fig.prompt_tokens_per_s:,.0f} prompt tok/s, {fig.flops_per_s / 1e9:.1f} model GFLOP/s, "
-                  f"MFU {fig.flops_per_s / 1e9 / best_gflops:.0%} of the {_dtype_label(best)} ceiling at the model's shapes "
-                  f"({rows} rows), {mfu:.0%} of {_dtype_label(fig.dtype)} {ceiling.sizes.get(fig.dtype)}^3; {spread(times[name])}")
+                  f"MFU {fig.flops_per_s / 1e9 / best_gflops:.0%} of the {dtype_label(best)} ceiling at the model's shapes "
+                  f"({rows} rows), {mfu:.0%} of {dtype_label(fig.dtype)} {ceiling.sizes.get(fig.dtype)}^3; {spread(times[name])}")
         if not math.isnan(peer_seconds):
             detail += f"; x{peer_seconds / fig.seconds:.2f} the peer's steps/s"
         table.add(section, name, 1 / fig.seconds, "steps/s", detail)
@@ -208,7 +207,7 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
 
         logits = scatter_scores(reranker(batches[0]["prompts"]), batches[0]["mask"])
     seconds = training.loss_seconds(cfg_n, logits, batches[0]["mask"])
-    step = figures[f"urlkit {_dtype_label(main_dtype)}"].seconds
+    step = figures[f"urlkit {dtype_label(main_dtype)}"].seconds
     for key, label in (("url", f"URL loss ({cfg.weight.name}, {cfg.direction.name}) forward+backward"),
                        ("sft", "native SFT loss forward+backward"), ("telemetry", "step telemetry (counterfactual W, native losses)")):
         table.add(section, label, 100 * seconds[key] / step, "% of step", f"{seconds[key] * 1e6:,.0f} us of a {step:.3g} s step")
@@ -238,9 +237,9 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     batches = {size: evaluation.rerank_batches(renderer, split, ranking, depth, size) for size in sizes}
     plain = evaluation.length_sorted_batches(renderer, split, ranking, depth, base)
     unsorted = evaluation.unsorted_batches(renderer, split, ranking, depth, base)
-    work = {f"rerank_split {_dtype_label(main_dtype)} batch {size}": (evaluation.work(batches[size], True, shape), main_dtype) for size in sizes}
-    variants = {f"rerank_split {_dtype_label(main_dtype)} batch {size}": rerank(size) for size in sizes}
-    batch_of = {f"rerank_split {_dtype_label(main_dtype)} batch {size}": size for size in sizes}  # others: base
+    work = {f"rerank_split {dtype_label(main_dtype)} batch {size}": (evaluation.work(batches[size], True, shape), main_dtype) for size in sizes}
+    variants = {f"rerank_split {dtype_label(main_dtype)} batch {size}": rerank(size) for size in sizes}
+    batch_of = {f"rerank_split {dtype_label(main_dtype)} batch {size}": size for size in sizes}  # others: base
     shared_variants = {
         f"LoRA not merged (eval.merge_lora=false), batch {base}": rerank(merge_lora=False),
         f"shared level not folded, batch {base}": rerank(scoring={"fold": False}),
@@ -259,13 +258,13 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     work["no_grad instead of inference_mode"] = (evaluation.work(batches[base], True, shape), main_dtype)
     for dtype, other in models.items():
         if dtype != main_dtype:
-            name = f"rerank_split {_dtype_label(dtype)} frozen weights, batch {base}"
+            name = f"rerank_split {dtype_label(dtype)} frozen weights, batch {base}"
             variants[name] = lambda r, o=other: rerank_split(o.reranker, o.renderer, split, ranking, depth=depth, batch_size=base, progress=False)
             work[name] = (evaluation.work(batches[base], True, shape), dtype)
     peer_work = {}
     for dtype, model in peers.items():
         for size in sizes if dtype == main_dtype else [base]:
-            name = f"peer {_dtype_label(dtype)} CrossEncoder.predict batch {size}"
+            name = f"peer {dtype_label(dtype)} CrossEncoder.predict batch {size}"
             variants[name] = lambda r, m=model, b=size: m.score(pairs_text, b)
             batch_of[name] = size
             masks = model.attention_masks(pairs_text, size)
@@ -288,8 +287,8 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
             best, best_gflops = ceiling.best_at(nearest_rows(ceiling, w["computed"] / w["batches"]))
             detail = (f"{w['prompt'] / n_pairs:.1f} prompt tok/doc, {w['computed'] / n_pairs:.1f} computed, "
                       f"padding {w['padding']:.0%}, {gflops:.1f} model GFLOP/s = MFU {gflops / best_gflops:.0%} of the "
-                      f"{_dtype_label(best)} ceiling at the model's shapes, {gflops / ceiling.gflops(dtype):.0%} of "
-                      f"{_dtype_label(dtype)} {ceiling.sizes.get(dtype)}^3")
+                      f"{dtype_label(best)} ceiling at the model's shapes, {gflops / ceiling.gflops(dtype):.0%} of "
+                      f"{dtype_label(dtype)} {ceiling.sizes.get(dtype)}^3")
         else:
             w = peer_work[name]
             detail = f"{w['prompt'] / n_pairs:.1f} prompt tok/doc (its own prompt), padding {w['padding']:.0%}"
@@ -300,7 +299,7 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     table.add(section, "padding share, plain batches in data order", 100 * unsorted_work["padding"], "%", f"batch {base}")
     cold, warm = evaluation.encode_seconds(lambda: make_renderer(built.backbone, cfg.model, cfg.get("prompt")), split, ranking, depth)
     table.add(section, "tokenising a prompt (first time / cached)", cold * 1e3, "ms", f"cached: {warm * 1e3:.3f} ms")
-    main = f"rerank_split {_dtype_label(main_dtype)} batch {base}"
+    main = f"rerank_split {dtype_label(main_dtype)} batch {base}"
     best = max((n for n in rates if n in work), key=rates.get)
     return {"rates": rates, "peer_rates": peer_rates, "main": main, "best": best, "work": work, "times": times,
             "n_pairs": n_pairs, "peer_work": peer_work, "main_dtype": main_dtype}

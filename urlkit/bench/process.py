@@ -157,14 +157,21 @@ def default_experiment(table) -> None:
             return
         run_dir = next(Path(folder).glob("runs/*"))
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        test = paired_test(*(read_per_query(str(next(run_dir.glob(f"per_query/*_test_{model}.csv"))), "ndcg@10")
-                             for model in ("bm25", "reranker")))
+        test = paired_test(*(read_per_query(str(_per_query_file(run_dir, model)), "ndcg@10") for model in ("bm25", "reranker")))
     ndcg = {key: value for key, value in metrics.items() if key.endswith("ndcg@10")}
     table.add("default experiment", "python -m urlkit.run, end to end", seconds, "s",
               ", ".join(f"{key} {value:.3f}" for key, value in sorted(ndcg.items()))
               + f"; paired test vs BM25 on {test['queries']} queries: {100 * test['diff']:+.2f} NDCG@10 points, 95% CI "
               f"{100 * test['ci95_low']:+.2f} to {100 * test['ci95_high']:+.2f}, p = {test['p_value']:.3g}"
               f"; load average {load_average()}")
+
+
+def _per_query_file(run_dir, model: str):
+    """The run's per-query test metrics of ``model`` (``per_query/<dataset>_test_<model>.csv``)."""
+    found = sorted(run_dir.glob(f"per_query/*_test_{model}.csv"))
+    if not found:
+        raise FileNotFoundError(f"{run_dir}/per_query/*_test_{model}.csv: the default experiment wrote no such file")
+    return found[0]
 
 
 def threading_rows(table, args, dtype_name: str) -> None:

@@ -53,19 +53,18 @@ def targets(table, results, eval_results, memory_results, ceiling, main_dtype) -
         ratio = chunked[key]["peak_mb"] / one["peak_mb"]
         _target(table, f"peak memory 1+16 (chunk_size={key[1]}) / 1+1 <= 1.3", ratio, "x", ratio <= 1.3,
                 f"the step's own growth: {chunked[key]['step_mb']:.0f} vs {one['step_mb']:.0f} MiB")
-    rates, main = eval_results["rates"], eval_results["main"]
+    rates, main, peer_rates = eval_results["rates"], eval_results["main"], eval_results["peer_rates"]
     for theirs in eval_results["peer_work"].values():
         ours = f"rerank_split {dtype_label(main_dtype)} batch {theirs['batch']}"
         if theirs["dtype"] != main_dtype or ours not in rates:
             continue
-        peer_rate = eval_results["peer_rates"][theirs["batch"]]
+        peer_rate = peer_rates[theirs["batch"]]
         ratio = rates[ours] / peer_rate
         tokens = theirs["prompt"] / eval_results["n_pairs"]
         prompt = eval_results["work"][ours][0]["prompt"] / eval_results["n_pairs"]
         _target(table, f"evaluation docs/s / peer's >= {TARGETS['evaluation x peer']:g}, batch {theirs['batch']}", ratio, "x",
                 ratio >= TARGETS["evaluation x peer"],
                 f"{rates[ours]:.2f} vs {peer_rate:.2f} docs/s; prompt tokens per pair {prompt:.0f} vs {tokens:.0f}")
-    peer_rates = eval_results["peer_rates"]
     if main in rates and peer_rates:
         batch, peer_rate = max(peer_rates.items(), key=lambda item: item[1])
         ratio = rates[main] / peer_rate

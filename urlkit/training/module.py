@@ -55,7 +55,8 @@ from urlkit.training.checkpointing import restore_rng_state, rng_state
 from urlkit.training.nonfinite import STAGES, NonFiniteError, NonFiniteGuard
 from urlkit.training.telemetry import StepAccumulator
 
-__all__ = ["NonFiniteError", "RerankerModule", "url_backward"]  # NonFiniteError: urlkit.training.nonfinite
+__all__ = ["NonFiniteError", "RerankerModule", "adamw", "url_backward"]  # NonFiniteError: urlkit.training.nonfinite
+
 
 def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
     """AdamW, fused (one kernel over all parameters) on CPU and CUDA: the same update as the
