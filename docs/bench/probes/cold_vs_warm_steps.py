@@ -10,21 +10,9 @@ from __future__ import annotations
 import os
 import time
 
-import torch
+from _common import default_steps
 
-from urlkit.bench.training import Stepper
-from urlkit.bench.workload import build, compose_config, load_data
-from urlkit.data.groups import GroupCollator, TrainGroups
-
-cfg = compose_config("default")
-data = load_data(cfg)
-built = build(cfg, torch.device("cpu"))
-groups = TrainGroups(data.train, data.train_ranking, 4, hard_fraction=cfg.data.hard_fraction,
-                     hard_depth=cfg.data.hard_depth, seed=0)
-collate = GroupCollator(built.renderer, data.train, None)
-picked = torch.randperm(len(groups), generator=torch.Generator().manual_seed(0))[:30].tolist()
-batches = [collate([groups[i]]) for i in picked]
-step = Stepper(built.reranker, cfg)
+step, batches = default_steps(30)
 for label in ("cold", "warm"):
     start = time.perf_counter()
     for batch in batches:

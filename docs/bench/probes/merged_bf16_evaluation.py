@@ -11,22 +11,17 @@ import time
 
 import numpy as np
 import torch
+from _common import trained_run
 
-from urlkit.bench import evaluation
-from urlkit.bench.workload import compose_config, load_data
 from urlkit.evaluation.rerank import rerank_split, score
-from urlkit.inference import TrainedReranker
 
 run_dir, queries = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 120
-trained = TrainedReranker.from_run(run_dir)
-reranker, renderer = trained.built.reranker, trained.built.renderer
-data = load_data(compose_config("default"))
-split = evaluation.subset(data.test, queries)
+reranker, renderer, split, ranking = trained_run(run_dir, queries)
 
 
 def scored(merge: bool):
     start = time.perf_counter()
-    run = rerank_split(reranker, renderer, split, data.test_ranking, depth=25, progress=False, merge_lora=merge)
+    run = rerank_split(reranker, renderer, split, ranking, depth=25, progress=False, merge_lora=merge)
     return run, time.perf_counter() - start
 
 
@@ -40,8 +35,8 @@ for parameter in reranker.decoder.parameters():  # the same weights, computed in
     if parameter.dtype == torch.bfloat16:
         parameter.data = parameter.data.float()
 reference, _ = scored(False)
-spread = np.std([v for docs in reference.values() for v in docs.values()])
-print(f"{documents} documents; float32 NDCG@10 {score(split, reference)['ndcg@10'].mean():.4f}; score std {spread:.3f}")
+spread = np.std([abs(v) for docs in reference.values() for v in docs.values()])
+print(f"{documents} documents; float32 NDCG@10 {score(split, reference)['ndcg@10'].mean():.4f}; std of |score| {spread:.3f}")
 for merge in (False, True):
     gaps = np.abs([runs[merge][q][d] - reference[q][d] for q in reference for d in reference[q]])
     print(f"bf16 {'merged' if merge else 'unmerged'}: docs/s {[round(documents / s, 1) for s in seconds[merge]]}, "

@@ -1,0 +1,34 @@
+"""What several probes share: the default experiment's model with random training groups, and
+a trained run with a subset of the test split. The probes run as scripts
+(``python docs/bench/probes/<probe>.py``), so this folder is on their path."""
+
+from __future__ import annotations
+
+import torch
+
+from urlkit.bench import evaluation
+from urlkit.bench.training import Stepper
+from urlkit.bench.workload import build, compose_config, load_data
+from urlkit.data.groups import GroupCollator, TrainGroups
+from urlkit.inference import TrainedReranker
+
+
+def default_steps(count: int) -> tuple[Stepper, list[dict]]:
+    """urlkit's optimizer step on the default experiment's model and ``count`` collated 1+4
+    groups drawn at random (seed 0) from its training split."""
+    cfg = compose_config("default")
+    data = load_data(cfg)
+    built = build(cfg, torch.device("cpu"))
+    groups = TrainGroups(data.train, data.train_ranking, 4, hard_fraction=cfg.data.hard_fraction,
+                         hard_depth=cfg.data.hard_depth, seed=0)
+    collate = GroupCollator(built.renderer, data.train, None)
+    picked = torch.randperm(len(groups), generator=torch.Generator().manual_seed(0))[:count].tolist()
+    return Stepper(built.reranker, cfg), [collate([groups[i]]) for i in picked]
+
+
+def trained_run(run_dir: str, queries: int):
+    """A trained run's reranker and renderer, the first ``queries`` test queries and the
+    first stage's ranking of them."""
+    trained = TrainedReranker.from_run(run_dir)
+    data = load_data(compose_config("default"))
+    return trained.built.reranker, trained.built.renderer, evaluation.subset(data.test, queries), data.test_ranking
