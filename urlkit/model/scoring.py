@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from urlkit.model.fused_decoder import fused_decoder
 from urlkit.model.heads import decoder_inputs, final_position
 from urlkit.model.lora import fuse_lora
 from urlkit.model.prefix_sharing import prefix_tree, run_levels
@@ -55,6 +56,10 @@ class ScoringOptions:
                   flash kernel, whose CPU backward costs ~3 ms a call at these lengths, 13%
                   of a training step; docs/performance.md). Scoring in eval mode and every
                   pass on a GPU keep PyTorch's choice (the fused kernel).
+    fused_layers  run a Llama decoder through ``urlkit.model.fused_decoder``: the same
+                  function with q/k/v and gate/up as one product each, their adapters
+                  stacked, and fewer kernels for norms and rotary embeddings (other
+                  architectures, LoRA variants and wrapped layers run transformers' forward)
     """
 
     share_prefix: bool = True
@@ -62,6 +67,7 @@ class ScoringOptions:
     fold: bool = True
     mixed: bool = True
     cpu_training_attention: str = "math"
+    fused_layers: bool = True
 
     def __post_init__(self) -> None:
         if self.cpu_training_attention not in ("math", "default"):
@@ -112,16 +118,27 @@ class Reranker(nn.Module):
         device = self.model_device()
         inputs = {key: value.to(device) for key, value in decoder_inputs(batch).items()}
         options = self.options
+        decoder = self._pass(inputs)
         if self._can_share(inputs):
             tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"], pack_length=options.pack_length,
                                fold=options.fold)
             if tree is not None:
                 with self._precision(device), self._attention(device):
-                    hidden = run_levels(self.decoder, tree)
+                    hidden = run_levels(decoder, tree)
                 return self.head(hidden)
         with self._precision(device), self._attention(device):
-            hidden = self.decoder(**inputs, use_cache=False).last_hidden_state
+            hidden = decoder(**inputs, use_cache=False).last_hidden_state
         return self.head(final_position(hidden, inputs["attention_mask"]))
+
+    def _pass(self, inputs: Mapping[str, torch.Tensor]):
+        """What runs the decoder: its fused pass where ``options.fused_layers`` applies (text
+        inputs; float32 weights, or low-precision ones on the ``mixed`` path, whose arithmetic
+        it shares), else the decoder itself."""
+        if not self.options.fused_layers or set(inputs) - {"input_ids", "attention_mask"}:
+            return self.decoder
+        if not self.options.mixed and self.decoder.get_input_embeddings().weight.dtype in LOW_PRECISION:
+            return self.decoder
+        return fused_decoder(self.decoder) or self.decoder
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The decoder's pass under autocast to its weights' dtype where ``options.mixed``

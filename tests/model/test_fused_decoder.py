@@ -1,0 +1,137 @@
+"""The fused decoder pass (urlkit.model.fused_decoder) computes transformers' function: the
+same scores and LoRA gradients on every path the Reranker takes (plain left-padded batch,
+shared-prefix levels with a key/value cache, folded packs), in float32 exactly and with bf16
+frozen weights up to bf16 rounding (forced here, whatever this CPU has); and it steps aside
+for what it does not handle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from urlkit.build import add_lora
+from urlkit.data.format import Document, Query
+from urlkit.data.prompts import PromptRenderer
+from urlkit.model.backbone import load_backbone
+from urlkit.model.fused_decoder import fused_decoder
+from urlkit.model.heads import build_head, resolve_token_ids
+from urlkit.model.lora import lora_merged
+from urlkit.model.scoring import Reranker, ScoringOptions
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+QUERIES = [Query(id="q1", text="where do cats sleep", qrels={"d1": 1}),
+           Query(id="q2", text="tool for cutting wood", qrels={"d2": 1})]
+DOCS = [Document(id="d1", text="Cats sleep in warm, sheltered places such as sunny windowsills."),
+        Document(id="d2", text="A hand saw cuts wood."),
+        Document(id="d3", title="Tea", text="Steep green tea leaves in water just below boiling."),
+        Document(id="d4", text="Rain.")]
+# one query's candidates (one folded pass in training), two queries (shared levels and a cache)
+PAIRS = {"one-query": [(0, 0), (0, 1), (0, 2), (0, 3)], "two-queries": [(0, 0), (1, 1), (1, 3), (0, 2)]}
+
+
+def _reranker(targets=ALL, dtype=torch.float32, dropout=0.0):
+    backbone = load_backbone({"source": "tiny", "name": "tiny_llama", "seed": 0, "dtype": dtype})
+    torch.manual_seed(0)
+    add_lora(backbone.model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": dropout, "target_modules": targets}))
+    for name, parameter in backbone.model.named_parameters():
+        if "lora_B" in name:  # B starts at zero: make the adapters matter
+            parameter.data.normal_(0, 0.2)
+    head = build_head("lm_head", backbone.model, resolve_token_ids(backbone.tokenizer, ["yes", "no"]))
+    renderer = PromptRenderer(backbone.tokenizer, max_length=128)
+    return Reranker(backbone, head), renderer
+
+
+def _batch(renderer, pairs):
+    return renderer.collate([renderer.encode("Find the passage.", QUERIES[q], DOCS[d]) for q, d in pairs])
+
+
+def _scores_and_gradients(reranker, batch):
+    trainable = [p for p in reranker.parameters() if p.requires_grad]
+    scores = reranker(batch)
+    weights = torch.linspace(-1, 1, scores.numel()).view_as(scores)
+    return scores.detach(), torch.autograd.grad((scores * weights).sum(), trainable)
+
+
+@pytest.mark.parametrize("targets", [ALL, ["q_proj", "v_proj"]], ids=["all-projections", "q-and-v"])
+@pytest.mark.parametrize("pairs", PAIRS.values(), ids=PAIRS.keys())
+@pytest.mark.parametrize("share_prefix", [True, False], ids=["shared-prefix", "plain-left-padded"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_float32_scores_and_gradients_equal_transformers(targets, pairs, share_prefix, training):
+    reranker, renderer = _reranker(targets)
+    assert fused_decoder(reranker.decoder) is not None, "the tiny Llama with LoRA takes the fused pass"
+    fused = reranker.with_options(share_prefix=share_prefix)
+    plain = reranker.with_options(share_prefix=share_prefix, fused_layers=False)
+    fused.train(training), plain.train(training)
+    batch = _batch(renderer, pairs)
+    (fused_scores, fused_grads), (scores, grads) = _scores_and_gradients(fused, batch), _scores_and_gradients(plain, batch)
+    assert torch.allclose(fused_scores, scores, atol=1e-5)
+    assert len(grads) == 2 * 2 * len(targets)  # two layers, A and B per adapted projection
+    for fused_grad, grad in zip(fused_grads, grads, strict=True):
+        assert grad.abs().max() > 0
+        assert (fused_grad - grad).norm() / grad.norm() < 1e-5  # float32 sums in another order
+
+
+@pytest.mark.parametrize("pairs", PAIRS.values(), ids=PAIRS.keys())
+def test_bf16_weights_score_and_train_like_transformers_mixed_path(pairs):
+    reranker, renderer = _reranker(dtype=torch.bfloat16)
+    assert reranker.decoder.get_input_embeddings().weight.dtype == torch.bfloat16
+    reranker.train()
+    batch = _batch(renderer, pairs)
+    (fused_scores, fused_grads), (scores, grads) = (
+        _scores_and_gradients(reranker, batch), _scores_and_gradients(reranker.with_options(fused_layers=False), batch))
+    # the tolerances of tests/model/test_mixed_precision.py: bf16 rounding, summed in other orders
+    assert torch.allclose(fused_scores, scores, atol=0.05 * scores.abs().max().item())
+    for fused_grad, grad in zip(fused_grads, grads, strict=True):
+        assert fused_grad.dtype == torch.float32
+        assert (fused_grad - grad).norm() / grad.norm() < 0.05
+
+
+def test_kept_weights_follow_a_merge_and_its_undoing():
+    reranker, renderer = _reranker()
+    reranker.eval()
+    batch = _batch(renderer, PAIRS["two-queries"])
+    plain = reranker.with_options(fused_layers=False)
+    with torch.no_grad():
+        before = reranker(batch)  # concatenates and keeps the frozen q|k|v and gate|up weights
+        with lora_merged(reranker.decoder) as merged:
+            assert merged == 2 * len(ALL)
+            inside, expected = reranker(batch), plain(batch)
+        after = reranker(batch)
+    assert torch.allclose(inside, expected, atol=1e-5) and torch.allclose(inside, before, atol=1e-4)
+    assert torch.equal(after, before)
+    with torch.no_grad():  # a frozen weight written in place is read again, not the kept copy
+        reranker.decoder.layers[0].self_attn.k_proj.base_layer.weight.mul_(2)
+        assert torch.allclose(reranker(batch), plain(batch), atol=1e-5)
+        assert not torch.allclose(reranker(batch), before, atol=1e-3)
+
+
+def test_what_it_does_not_handle_runs_through_transformers():
+    reranker, renderer = _reranker(dropout=0.1)
+    reranker.train()
+    assert fused_decoder(reranker.decoder) is None, "LoRA dropout: peft draws one mask per projection"
+    reranker.eval()
+    assert fused_decoder(reranker.decoder) is None  # a LoRA dropout module is kept in eval mode too
+    reranker, _ = _reranker()
+    reranker.decoder.gradient_checkpointing = True
+    reranker.train()
+    assert fused_decoder(reranker.decoder) is None
+    reranker.eval()
+    assert fused_decoder(reranker.decoder) is not None, "checkpointing applies to training only"
+    reranker.decoder.gradient_checkpointing = False
+    reranker.decoder.layers[1] = torch.nn.Sequential(reranker.decoder.layers[1])  # a wrapped layer (FSDP)
+    assert fused_decoder(reranker.decoder) is None
+
+
+def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
+    reranker, renderer = _reranker()
+    calls = []
+    import urlkit.model.scoring as scoring
+
+    monkeypatch.setattr(scoring, "fused_decoder", lambda decoder: calls.append(decoder) or None)
+    batch = _batch(renderer, PAIRS["one-query"])
+    with torch.no_grad():
+        reranker(batch)
+        reranker.with_options(fused_layers=False)(batch)
+    assert calls == [reranker.decoder], "asked once, for the reranker with fused_layers=True"
+    assert ScoringOptions().fused_layers

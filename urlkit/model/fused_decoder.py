@@ -1,0 +1,237 @@
+"""A Llama decoder pass with fewer, larger operators: the same numbers as transformers' own.
+
+On a CPU a training step of the embedded 135M model is short of matrix work and long on
+operators: ~100 per layer and pass (three projections and their adapters apiece, rotary
+embeddings for queries and keys apart, eight kernels per RMSNorm, dtype casts), each costing
+tens of microseconds of dispatch and autograd bookkeeping, several times the product of a
+576-wide matrix over 170 tokens (docs/performance.md, "Session 6"). This pass reads the
+same parameters as ``LlamaModel.forward`` and computes the same function with fewer of them:
+
+    q|k|v = x [Wq;Wk;Wv]^T  + s (x [Aq;Ak;Av]^T) blockdiag(Bq,Bk,Bv)^T    one product + one adapter add
+    g|u   = x [Wg;Wu]^T     + s (x [Ag;Au]^T) blockdiag(Bg,Bu)^T
+    rotary embeddings of q and k in one pass; RMSNorm as torch's fused ``rms_norm``
+
+The frozen weights are concatenated once and kept (rebuilt when one of them is written, e.g.
+merged for an evaluation: ``Tensor._version``); the adapters' A and B are stacked per pass, so
+their gradients reach peft's parameters as usual. Products run in the frozen weights' dtype
+with float32 accumulation (bf16 weights: float32 adapters cast once per pass, as under
+``ScoringOptions.mixed``); a float32 model runs in float32.
+
+:func:`fused_decoder` returns ``None`` (the caller then runs transformers' forward) for
+anything else: another architecture, biases, a LoRA variant, bias or dropout, several
+adapters, wrapped layers (FSDP), gradient checkpointing. The call matches the subset of
+``LlamaModel.forward`` that urlkit uses, key/value cache included (``KeyValues``), so
+``urlkit.model.prefix_sharing`` runs either one. tests/model/test_fused_decoder.py holds
+both to the same scores and gradients.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FusedDecoder", "KeyValues", "fused_decoder"]
+
+
+@dataclass
+class DecoderOutput:
+    last_hidden_state: torch.Tensor
+    past_key_values: KeyValues | None
+
+
+class KeyValues:
+    """Per layer (keys, values) of shape (rows, kv_heads, tokens, head_dim); the part of
+    transformers' ``Cache`` that ``prefix_sharing`` uses (``layers``, ``batch_select_indices``)."""
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        self.layers = layers or []
+
+    def batch_select_indices(self, rows: torch.Tensor) -> None:
+        self.layers = [(keys[rows], values[rows]) for keys, values in self.layers]
+
+    def get_seq_length(self) -> int:
+        return self.layers[0][0].shape[2] if self.layers else 0
+
+
+# concatenated frozen weights, kept across passes per decoder: {weight ids: (versions, tensor)}
+_CONCATENATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _Group:
+    """Projections that read the same input, as one product: their frozen weights
+    concatenated (kept across passes, rebuilt when one is written to) and their adapters
+    stacked, ``None`` for a projection without one."""
+
+    linears: list[nn.Linear]
+    adapters: list[tuple[nn.Linear, nn.Linear, float] | None]  # (A, B, scale) per projection
+    store: dict
+
+    def base_weight(self) -> torch.Tensor:
+        weights = [linear.weight for linear in self.linears]
+        if len(weights) == 1:
+            return weights[0]
+        key = tuple(id(w) for w in weights)
+        versions = tuple((w.data_ptr(), w._version) for w in weights)
+        kept = self.store.get(key)
+        if kept is None or kept[0] != versions:
+            with torch.no_grad():
+                kept = self.store[key] = (versions, torch.cat(weights))
+        return kept[1]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = flat @ self.base_weight().t()
+        adapted = [adapter for adapter in self.adapters if adapter is not None]
+        if adapted:
+            dtype = flat.dtype
+            scales = {scale for _, _, scale in adapted}
+            common = next(iter(scales)) if len(scales) == 1 else 1.0  # else each B carries its own
+            downs, ups = [], []
+            for linear, adapter in zip(self.linears, self.adapters, strict=True):
+                if adapter is None:  # rank 0: a block of zeros in the block-diagonal B
+                    downs.append(flat.new_zeros(0, flat.shape[-1]))
+                    ups.append(flat.new_zeros(linear.out_features, 0))
+                    continue
+                a, b, scale = adapter
+                downs.append(a.weight)
+                ups.append(b.weight if len(scales) == 1 else b.weight * scale)
+            down = torch.cat(downs).to(dtype) if len(downs) > 1 else downs[0].to(dtype)
+            up = torch.block_diag(*ups).to(dtype) if len(ups) > 1 else ups[0].to(dtype)
+            out = out.addmm(flat @ down.t(), up.t(), alpha=common)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _linear_and_adapter(module: nn.Module):
+    """(base Linear, (A, B, scale) or None) of a plain Linear or a peft LoRA Linear whose one
+    active adapter is plain LoRA without dropout or bias; ``None`` when neither."""
+    if type(module) is nn.Linear:
+        return (module, None) if module.bias is None else None
+    base = getattr(module, "base_layer", None)
+    if base is None or type(base) is not nn.Linear or base.bias is not None:
+        return None
+    if module.merged or module.disable_adapters:
+        return base, None
+    from urlkit.model.lora import _vanilla_adapter
+
+    adapter = _vanilla_adapter(module)
+    if adapter is None or not isinstance(module.lora_dropout[adapter], nn.Identity):
+        return None
+    return base, (module.lora_A[adapter], module.lora_B[adapter], float(module.scaling[adapter]))
+
+
+def _group(modules: list[nn.Module], store: dict) -> _Group | None:
+    parts = [_linear_and_adapter(m) for m in modules]
+    if any(part is None for part in parts):
+        return None
+    return _Group([linear for linear, _ in parts], [adapter for _, adapter in parts], store)
+
+
+class FusedDecoder:
+    """``FusedDecoder(decoder)(input_ids, attention_mask, position_ids, past_key_values)``:
+    ``decoder``'s pass (a ``LlamaModel``) with fused operators; see the module docstring."""
+
+    def __init__(self, decoder: nn.Module, groups: list[tuple[_Group, _Group, _Group, _Group]]) -> None:
+        self.decoder = decoder
+        self.groups = groups  # per layer: (q|k|v, o, gate|up, down)
+        config = decoder.config
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None, past_key_values: KeyValues | None = None,
+                 use_cache: bool = False) -> DecoderOutput:
+        decoder = self.decoder
+        hidden = decoder.embed_tokens(input_ids)
+        rows, width = input_ids.shape
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
+        mask = _attention_mask(attention_mask, rows, width, past, input_ids.device)
+        cos, sin = decoder.rotary_emb(hidden, position_ids=position_ids)
+        half = self.head_dim // 2
+        # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one roll instead of neg + cat (an addcmul
+    # here would save a kernel but is farther from float32 in bf16: 1.5x the gradient error measured)
+        sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # broadcast over heads
+        cache = [] if use_cache else None
+        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for index, layer in enumerate(decoder.layers[: decoder.config.num_hidden_layers]):
+            qkv, out, gate_up, down = self.groups[index]
+            attn = layer.self_attn
+            x = _rms_norm(hidden, layer.input_layernorm)
+            projected = qkv(x)  # (rows, width, q + k + v)
+            qk = projected[..., : q_width + kv_width].view(rows, width, self.heads + self.kv_heads, self.head_dim)
+            qk = qk * cos + qk.roll(half, dims=-1) * sin
+            queries = qk[:, :, : self.heads].transpose(1, 2)
+            keys = qk[:, :, self.heads:].transpose(1, 2)
+            values = projected[..., q_width + kv_width:].view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
+            if past:
+                past_keys, past_values = past_key_values.layers[index]
+                keys, values = torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
+            if cache is not None:
+                cache.append((keys, values))
+            attended = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=mask, scale=attn.scaling, is_causal=mask is None,
+                enable_gqa=self.kv_heads != self.heads)
+            hidden = hidden + out(attended.transpose(1, 2).reshape(rows, width, q_width))
+            x = _rms_norm(hidden, layer.post_attention_layernorm)
+            gate, up = gate_up(x).chunk(2, dim=-1)
+            hidden = hidden + down(F.silu(gate) * up)
+        hidden = _rms_norm(hidden, decoder.norm)
+        return DecoderOutput(hidden, KeyValues(cache) if cache is not None else None)
+
+
+def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """``LlamaRMSNorm``: normalised in float32, rounded to x's dtype, then scaled by the weight
+    (in the weight's dtype, as transformers does)."""
+    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
+    return norm.weight * normed
+
+
+def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int, device) -> torch.Tensor | None:
+    """SDPA's boolean mask (rows, 1, width, past + width), True = attend; ``None`` = plain
+    causal. A 4D mask is taken as it is; a 2D one marks the real keys (past ones included),
+    made causal by index as transformers' ``create_causal_mask`` does. Every query also sees
+    itself: a padding query with no key at all would give NaN, and NaN values at a padding
+    key would reach the real queries through their zero weights."""
+    if mask is not None and mask.dim() == 4:
+        return mask.bool()
+    if past == 0 and (mask is None or bool(mask.all())):
+        return None
+    if mask is None:
+        mask = torch.ones(rows, past + width, dtype=torch.bool, device=device)
+    queries = torch.arange(width, device=device) + past
+    keys = torch.arange(past + width, device=device)
+    causal = keys[None, :] <= queries[:, None]
+    itself = keys[None, :] == queries[:, None]
+    return (mask.bool()[:, None, None, :] & causal) | itself
+
+
+def fused_decoder(decoder: nn.Module) -> FusedDecoder | None:
+    """The fused pass of ``decoder`` when it is a plain transformers ``LlamaModel`` whose
+    projections are Linear layers without bias, plain or with one plain LoRA adapter;
+    ``None`` otherwise (run ``decoder`` itself)."""
+    if type(decoder).__name__ != "LlamaModel" or (decoder.training and getattr(decoder, "gradient_checkpointing", False)):
+        return None
+    config = decoder.config
+    if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "attention_bias", False) \
+            or getattr(config, "mlp_bias", False) or getattr(config, "pretraining_tp", 1) != 1:
+        return None
+    groups, store = [], _CONCATENATED.setdefault(decoder, {})
+    for layer in decoder.layers:
+        if type(layer).__name__ != "LlamaDecoderLayer":  # wrapped (FSDP) or replaced
+            return None
+        attn, mlp = layer.self_attn, layer.mlp
+        if attn.training and attn.attention_dropout:
+            return None
+        layer_groups = (_group([attn.q_proj, attn.k_proj, attn.v_proj], store), _group([attn.o_proj], store),
+                        _group([mlp.gate_proj, mlp.up_proj], store), _group([mlp.down_proj], store))
+        if any(group is None for group in layer_groups):
+            return None
+        groups.append(layer_groups)
+    return FusedDecoder(decoder, groups)
