@@ -9,7 +9,7 @@ from urlkit.build import add_lora
 from urlkit.data.format import Document, Query
 from urlkit.data.prompts import PromptRenderer
 from urlkit.model.heads import build_head, resolve_token_ids
-from urlkit.model.prefix_sharing import PREFIX, prefix_tree
+from urlkit.model.prefix_sharing import GROUP_PREFIX, PREFIX, prefix_tree
 from urlkit.model.scoring import Reranker, ScoringOptions
 
 INSTRUCTION = "Find the passage that answers the query."
@@ -77,10 +77,11 @@ def test_queries_are_grouped_so_each_prefix_is_computed_once(tiny_backbone, rend
 
 
 def test_a_level_continued_by_one_packed_row_per_row_is_folded_into_it(tiny_backbone, renderer):
-    # three queries, two candidates each: the query rows open the packed rows
+    # three queries, two candidates each: the query rows open the packed rows (pack_length 60:
+    # the whole batch, 254 tokens, is more than one wide row, FOLD_WIDTH x 60)
     batch = _batch(renderer, PAIRS[1])
-    unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False)
-    folded = prefix_tree(batch["input_ids"], batch["attention_mask"])
+    unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False, pack_length=60)
+    folded = prefix_tree(batch["input_ids"], batch["attention_mask"], pack_length=60)
     assert len(folded.levels) == 1 and len(unfolded.levels) == 2
     rows = torch.cat([packs.input_ids for packs in folded.buckets])
     assert len(rows) == 3
@@ -97,6 +98,25 @@ def test_a_level_continued_by_one_packed_row_per_row_is_folded_into_it(tiny_back
     tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
     assert tree.levels == [] and len(tree.buckets) == 1 and tree.buckets[0].parent is None
     assert tree.buckets[0].input_ids.shape[0] == 1
+
+
+def test_a_batch_that_fits_one_wide_row_is_one_decoder_pass(tiny_backbone, renderer):
+    # three queries (the common prefix, three group prefixes, six continuations): 254 tokens,
+    # one row of at most FOLD_WIDTH x 128; each continuation reads only its own group's prefix
+    # (the scores equal the plain pass: test_shared_prefix_scores_equal_the_plain_pass)
+    batch = _batch(renderer, PAIRS[1])
+    tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
+    unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False)
+    assert tree.levels == [] and len(tree.buckets) == 1
+    row = tree.buckets[0]
+    assert row.parent is None and row.input_ids.shape[0] == 1 and tree.tokens == row.input_ids.numel()
+    assert tree.tokens == sum(int(part.attention_mask.sum()) for part in [*unfolded.levels, *unfolded.buckets])
+    assert int((row.segment == PREFIX).sum()) == len(unfolded.levels[0].input_ids[0])
+    group_prefixes = row.group[row.segment == GROUP_PREFIX].unique()
+    assert len(group_prefixes) == 3, "one prefix per query"
+    shared, plain = _rerankers(tiny_backbone, pack_length=60)  # 60: not one row, the packed levels
+    with torch.no_grad():
+        assert torch.allclose(shared.with_options(pack_length=128)(batch), shared(batch), atol=1e-5)
 
 
 def test_right_padded_batches_and_batches_without_sharing(tiny_backbone, renderer):

@@ -152,6 +152,10 @@ class FusedDecoder:
         if position_ids is None:
             position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
         mask = _attention_mask(attention_mask, rows, width, past, input_ids.device)
+        if mask is not None and torch.is_grad_enabled():
+            # SDPA's math kernel (training on a CPU) turns a boolean mask into an additive one
+            # in every layer (a where, and an all over it): once here instead
+            mask = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
         cos, sin = decoder.rotary_emb(hidden, position_ids=position_ids)
         half = self.head_dim // 2
         # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one roll instead of neg + cat (an addcmul

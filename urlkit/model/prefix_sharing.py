@@ -22,6 +22,11 @@ candidates per query at evaluation), that level is
 FOLDED into level C: its tokens open the packed row, attended to by every continuation in it.
 Nothing is computed twice, and one decoder pass with taller matrix products replaces two
 (a 1+4 training step of the default experiment: ~10% faster, docs/performance.md).
+When the whole batch fits one such row (a training step's 1+N prompts), every level goes
+into it: the common prefix (read by all), each group's prefix (read by its members only),
+then the continuations; one decoder pass instead of two or three where candidates share the
+opening of their documents (a quarter of the default experiment's steps, each ~2x slower
+before; docs/performance.md "Session 6").
 
 Each level runs through the decoder once, reading the key/value cache of the level before
 it (rows gathered by ``parent``); the score is read at the last token of each packed
@@ -58,7 +63,8 @@ class Level:
     parent: torch.Tensor | None  # (rows,) row of the previous level; None for the first level
 
 
-PAD, PREFIX = -1, -2  # segment ids of padding and of a folded shared prefix
+PAD, PREFIX, GROUP_PREFIX = -1, -2, -3  # segment ids: padding, a prefix every continuation of the
+# row reads, a prefix only the continuations of its ``group`` read
 FOLD_WIDTH = 4  # a packed row may grow to this many pack_length where that folds a level
 
 
@@ -67,8 +73,9 @@ class Packs:
     """Level C rows: continuations packed side by side, each row continuing one row of the
     last shared level (``parent``; None when the first level was folded into them).
     ``segment`` numbers the continuations of a row (``PAD`` = padding, ``PREFIX`` = a folded
-    shared row that opens it and every continuation attends to); ``offset`` is a token's
-    position after the row's ancestors."""
+    shared row that opens it and every continuation attends to, ``GROUP_PREFIX`` = a folded
+    group prefix, attended to by the continuations of the same ``group`` only); ``offset`` is
+    a token's position after the row's ancestors."""
 
     input_ids: torch.Tensor  # (rows, width)
     segment: torch.Tensor  # (rows, width)
@@ -76,6 +83,7 @@ class Packs:
     parent: torch.Tensor | None  # (rows,)
     last: torch.Tensor  # (prompts, 2): (row, column) of each prompt's last token
     prompts: torch.Tensor  # (prompts,): their batch indices
+    group: torch.Tensor | None = None  # (rows, width): group of a token, where rows hold several
 
     @property
     def attention_mask(self) -> torch.Tensor:
@@ -135,6 +143,14 @@ def prefix_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_savin
     else:
         return None
     device = input_ids.device
+    width = sum(len(row) for level in levels for row in level)
+    if fold and len(levels) - (1 if common else 0) == 2 and width <= FOLD_WIDTH * pack_length:
+        # a common prefix, group prefixes and the rest in one wide row (a training step's 1+N
+        # prompts whose documents share openings): one decoder pass instead of two or three
+        if width > (1 - min_saving) * n * max(map(len, rows)):
+            return None
+        row = _one_row(levels[0][0] if common else [], levels[-2], levels[-1], parents[-1], device)
+        return PrefixTree([], [row], width, n * max(map(len, rows)))
     packs = _pack(levels[-1], parents[-1], pack_length)
     prefixes: list[list[int]] | None = None
     # rows up to FOLD_WIDTH x pack_length where that folds a level: one decoder pass fewer is
@@ -184,7 +200,11 @@ def _run_packs(decoder, packs: Packs, cache, mask, seen) -> torch.Tensor:
     width = packs.input_ids.shape[1]
     segment = packs.segment
     key = segment[:, None, :]
-    same = ((segment[:, :, None] == key) & (key != PAD)) | (key == PREFIX)
+    same = (segment[:, :, None] == key) & (key != PAD)
+    if packs.group is not None:  # a group prefix, read by its group's continuations and itself only
+        same_group = packs.group[:, :, None] == packs.group[:, None, :]
+        same = (same & same_group) | ((key == GROUP_PREFIX) & same_group)
+    same |= key == PREFIX
     causal = torch.ones(width, width, dtype=torch.bool, device=segment.device).tril()
     # the diagonal for padding queries too: a query with no key at all gives NaN in softmax
     in_row = (same & causal) | torch.eye(width, dtype=torch.bool, device=segment.device)
@@ -273,6 +293,43 @@ def _packs(packs: list[tuple[int, list[int], int | None]], rows: list[list[int]]
     parent = None if parents[0] is None else torch.tensor(parents, dtype=torch.long, device=device)
     return Packs(input_ids.to(device), segment.to(device), offset.to(device), parent,
                  torch.tensor(last, dtype=torch.long, device=device), torch.tensor(prompts, dtype=torch.long, device=device))
+
+
+def _one_row(common: list[int], group_rows: list[list[int]], rests: list[list[int]], parent: list[int],
+             device) -> Packs:
+    """Every level in one packed row: the common prefix, then per group its prefix and its
+    members' continuations; a continuation reads the common prefix, its group's prefix and,
+    causally, itself."""
+    members: dict[int, list[int]] = {}
+    for prompt, group in enumerate(parent):
+        members.setdefault(group, []).append(prompt)
+    width = len(common) + sum(map(len, group_rows)) + sum(map(len, rests))
+    input_ids = torch.zeros((1, width), dtype=torch.long)
+    segment = torch.full((1, width), PAD, dtype=torch.long)
+    offset = torch.zeros((1, width), dtype=torch.long)
+    group_of = torch.full((1, width), -1, dtype=torch.long)
+    column = len(common)
+    input_ids[0, :column] = torch.tensor(common, dtype=torch.long)
+    segment[0, :column] = PREFIX
+    offset[0, :column] = torch.arange(column)
+    last, prompts = [], []
+    for group, prompts_of_group in sorted(members.items()):
+        prefix = group_rows[group]
+        pieces = [(prefix, GROUP_PREFIX, len(common))] + [
+            (rests[m], m, len(common) + len(prefix)) for m in prompts_of_group]
+        for tokens, seg, start in pieces:
+            span = slice(column, column + len(tokens))
+            input_ids[0, span] = torch.tensor(tokens, dtype=torch.long)
+            segment[0, span] = seg
+            offset[0, span] = start + torch.arange(len(tokens))
+            group_of[0, span] = group
+            column += len(tokens)
+            if seg != GROUP_PREFIX:
+                last.append((0, column - 1))
+                prompts.append(seg)
+    return Packs(input_ids.to(device), segment.to(device), offset.to(device), None,
+                 torch.tensor(last, dtype=torch.long, device=device), torch.tensor(prompts, dtype=torch.long, device=device),
+                 group_of.to(device))
 
 
 def _level(rows: list[list[int]], parent: list[int] | None, device) -> Level:
