@@ -140,6 +140,22 @@ def test_an_update_that_overflows_the_parameters_stops_before_its_checkpoint(dat
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "both-infinities"])
+def test_the_gradient_flag_sees_any_non_finite_entry_in_any_tensor(bad):
+    # one float32 sum a tensor: NaN and either infinity show, and +inf with -inf sums to NaN
+    params = [torch.nn.Parameter(torch.ones(4, 3)) for _ in range(5)] + [torch.nn.Parameter(torch.ones(2))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    assert NonFiniteGuard.gradient_flag(params).tolist() == [0.0]
+    if bad == "both-infinities":
+        params[3].grad[1, 2], params[3].grad[0, 0] = float("inf"), -float("inf")
+    else:
+        params[3].grad[1, 2] = bad
+    assert NonFiniteGuard.gradient_flag(params).tolist() == [1.0]
+    params[3].grad = None  # a parameter without a gradient is not looked at
+    assert NonFiniteGuard.gradient_flag(params).tolist() == [0.0]
+
+
 def test_the_guard_checks_gradients_and_names_bad_queries_only():
     guard = NonFiniteGuard("skip")
     p = torch.nn.Parameter(torch.ones(3))
