@@ -36,7 +36,7 @@ def _reranker(targets=ALL, dtype=torch.float32, dropout=0.0):
     add_lora(backbone.model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": dropout, "target_modules": targets}))
     for name, parameter in backbone.model.named_parameters():
         if "lora_B" in name:  # B starts at zero: make the adapters matter
-            parameter.data.normal_(0, 0.2)
+            parameter.data.normal_(0, 0.05)
     head = build_head("lm_head", backbone.model, resolve_token_ids(backbone.tokenizer, ["yes", "no"]))
     renderer = PromptRenderer(backbone.tokenizer, max_length=128)
     return Reranker(backbone, head), renderer
@@ -82,9 +82,14 @@ def test_bf16_weights_score_and_train_like_transformers_mixed_path(pairs):
         _scores_and_gradients(reranker, batch), _scores_and_gradients(reranker.with_options(fused_layers=False), batch))
     # the tolerances of tests/model/test_mixed_precision.py: bf16 rounding, summed in other orders
     assert torch.allclose(fused_scores, scores, atol=0.05 * scores.abs().max().item())
-    for fused_grad, grad in zip(fused_grads, grads, strict=True):
+    reference, _ = _reranker()  # the same weights in float32
+    reference.train()
+    exact_scores, exact_grads = _scores_and_gradients(reference, batch)
+    assert torch.allclose(fused_scores, exact_scores, atol=0.05 * exact_scores.abs().max().item())
+    for fused_grad, grad, exact in zip(fused_grads, grads, exact_grads, strict=True):
         assert fused_grad.dtype == torch.float32
         assert (fused_grad - grad).norm() / grad.norm() < 0.05
+        assert (fused_grad - exact).norm() / exact.norm() < 0.05
 
 
 def test_kept_weights_follow_a_merge_and_its_undoing():
@@ -128,10 +133,14 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     calls = []
     import urlkit.model.scoring as scoring
 
-    monkeypatch.setattr(scoring, "fused_decoder", lambda decoder: calls.append(decoder) or None)
+    monkeypatch.setattr(scoring, "fused_decoder", lambda decoder, **how: calls.append((decoder, how)) or None)
     batch = _batch(renderer, PAIRS["one-query"])
     with torch.no_grad():
-        reranker(batch)
+        reranker.eval()(batch)
         reranker.with_options(fused_layers=False)(batch)
-    assert calls == [reranker.decoder], "asked once, for the reranker with fused_layers=True"
+        reranker.train()(batch)
+        reranker.with_options(cpu_training_attention="default").train()(batch)
+    # attention computed by the pass itself where the reranker would pick SDPA's math kernel
+    assert calls == [(reranker.decoder, {"explicit_attention": False}), (reranker.decoder, {"explicit_attention": True}),
+                     (reranker.decoder, {"explicit_attention": False})]
     assert ScoringOptions().fused_layers

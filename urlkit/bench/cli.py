@@ -152,6 +152,8 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     steppers["no prefix sharing"] = (training.Stepper(built.reranker, cfg_n, share_prefix=False), False, main_dtype)
     steppers["shared prefix, not folded"] = (training.Stepper(built.reranker, cfg_n, fold=False), True, main_dtype)
     steppers["shared prefix, continuations unpacked"] = (training.Stepper(built.reranker, cfg_n, pack_length=1), True, main_dtype)
+    steppers["transformers' decoder forward (fused_layers=false)"] = (
+        training.Stepper(built.reranker, cfg_n, fused_layers=False), True, main_dtype)
     if main_dtype in (torch.bfloat16, torch.float16):
         steppers["adapter inputs cast to float32 (peft's own, not autocast)"] = (
             training.Stepper(built.reranker, cfg_n, mixed=False), True, main_dtype)
@@ -244,6 +246,7 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
         f"LoRA not merged (eval.merge_lora=false), batch {base}": rerank(merge_lora=False),
         f"shared level not folded, batch {base}": rerank(scoring={"fold": False}),
         f"continuations unpacked, batch {base}": rerank(scoring={"pack_length": 1}),
+        f"transformers' decoder forward (fused_layers=false), batch {base}": rerank(scoring={"fused_layers": False}),
     }
     if main_dtype in (torch.bfloat16, torch.float16):
         shared_variants[f"adapter inputs cast to float32 (peft's own, not autocast), batch {base}"] = rerank(scoring={"mixed": False})

@@ -135,9 +135,11 @@ class FusedDecoder:
     """``FusedDecoder(decoder)(input_ids, attention_mask, position_ids, past_key_values)``:
     ``decoder``'s pass (a ``LlamaModel``) with fused operators; see the module docstring."""
 
-    def __init__(self, decoder: nn.Module, groups: list[tuple[_Group, _Group, _Group, _Group]]) -> None:
+    def __init__(self, decoder: nn.Module, groups: list[tuple[_Group, _Group, _Group, _Group]],
+                 explicit_attention: bool = False) -> None:
         self.decoder = decoder
         self.groups = groups  # per layer: (q|k|v, o, gate|up, down)
+        self.explicit_attention = explicit_attention  # _grouped_attention instead of SDPA
         config = decoder.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -152,14 +154,11 @@ class FusedDecoder:
         if position_ids is None:
             position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
         mask = _attention_mask(attention_mask, rows, width, past, input_ids.device)
-        if mask is not None and torch.is_grad_enabled():
-            # SDPA's math kernel (training on a CPU) turns a boolean mask into an additive one
-            # in every layer (a where, and an all over it): once here instead
-            mask = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+        bias = _grouped_bias(mask, rows, width, past, self.heads, self.kv_heads) if self.explicit_attention else None
         cos, sin = decoder.rotary_emb(hidden, position_ids=position_ids)
         half = self.head_dim // 2
-        # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one roll instead of neg + cat (an addcmul
-    # here would save a kernel but is farther from float32 in bf16: 1.5x the gradient error measured)
+        # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one roll instead of neg + cat (an
+        # addcmul below would save a kernel but is farther from float32 in bf16: 1.5x the gradient error)
         sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # broadcast over heads
         cache = [] if use_cache else None
@@ -179,15 +178,47 @@ class FusedDecoder:
                 keys, values = torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
             if cache is not None:
                 cache.append((keys, values))
-            attended = F.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=mask, scale=attn.scaling, is_causal=mask is None,
-                enable_gqa=self.kv_heads != self.heads)
+            if bias is not None:
+                attended = _grouped_attention(queries, keys, values, bias, attn.scaling, self.kv_heads)
+            else:
+                attended = F.scaled_dot_product_attention(
+                    queries, keys, values, attn_mask=mask, scale=attn.scaling, is_causal=mask is None,
+                    enable_gqa=self.kv_heads != self.heads)
             hidden = hidden + out(attended.transpose(1, 2).reshape(rows, width, q_width))
             x = _rms_norm(hidden, layer.post_attention_layernorm)
             gate, up = gate_up(x).chunk(2, dim=-1)
             hidden = hidden + down(F.silu(gate) * up)
         hidden = _rms_norm(hidden, decoder.norm)
         return DecoderOutput(hidden, KeyValues(cache) if cache is not None else None)
+
+
+def _grouped_bias(mask: torch.Tensor | None, rows: int, width: int, past: int, heads: int,
+                  kv_heads: int) -> torch.Tensor:
+    """The additive float32 mask of :func:`_grouped_attention`, (rows * kv_heads, group * width,
+    past + width), built once a pass (SDPA's math kernel converts a boolean mask in every layer)."""
+    if mask is None:
+        keys = torch.arange(past + width)
+        mask = (keys[None, :] <= (torch.arange(width) + past)[:, None])[None, None].expand(rows, 1, -1, -1)
+    group = heads // kv_heads
+    bias = torch.zeros(rows, kv_heads, group, width, past + width, device=mask.device)
+    return bias.masked_fill_(~mask[:, :, None].to(bias.device), float("-inf")).view(rows * kv_heads, group * width, -1)
+
+
+def _grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
+                       scale: float, kv_heads: int) -> torch.Tensor:
+    """``softmax(q k^T scale + bias) v`` in float32, as SDPA's math kernel computes it for bf16
+    inputs on a CPU, with 7 kernels instead of its 31 (and 35 backward): each key/value head is
+    read by its group of query heads as one (group * width)-row product, not repeated per head.
+    (rows, heads, width, dim) queries, (rows, kv_heads, keys, dim) keys and values."""
+    rows, heads, width, dim = queries.shape
+    def as_float(x: torch.Tensor) -> torch.Tensor:  # one copy: cast and lay out in one kernel
+        return x.to(torch.float32, memory_format=torch.contiguous_format).contiguous()
+
+    q = as_float(queries).view(rows * kv_heads, (heads // kv_heads) * width, dim)
+    k = as_float(keys).view(rows * kv_heads, -1, dim)
+    v = as_float(values).view(rows * kv_heads, -1, dim)
+    weights = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale).softmax(dim=-1)
+    return torch.bmm(weights, v).view(rows, heads, width, dim).to(queries.dtype)
 
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
@@ -216,10 +247,12 @@ def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int,
     return (mask.bool()[:, None, None, :] & causal) | itself
 
 
-def fused_decoder(decoder: nn.Module) -> FusedDecoder | None:
+def fused_decoder(decoder: nn.Module, explicit_attention: bool = False) -> FusedDecoder | None:
     """The fused pass of ``decoder`` when it is a plain transformers ``LlamaModel`` whose
     projections are Linear layers without bias, plain or with one plain LoRA adapter;
-    ``None`` otherwise (run ``decoder`` itself)."""
+    ``None`` otherwise (run ``decoder`` itself). ``explicit_attention``: attention as
+    :func:`_grouped_attention` (what SDPA's math kernel computes, in fewer kernels: training on
+    a CPU) instead of ``scaled_dot_product_attention`` (its fused kernels)."""
     if type(decoder).__name__ != "LlamaModel" or (decoder.training and getattr(decoder, "gradient_checkpointing", False)):
         return None
     config = decoder.config
@@ -238,4 +271,4 @@ def fused_decoder(decoder: nn.Module) -> FusedDecoder | None:
         if any(group is None for group in layer_groups):
             return None
         groups.append(layer_groups)
-    return FusedDecoder(decoder, groups)
+    return FusedDecoder(decoder, groups, explicit_attention)

@@ -118,7 +118,7 @@ class Reranker(nn.Module):
         device = self.model_device()
         inputs = {key: value.to(device) for key, value in decoder_inputs(batch).items()}
         options = self.options
-        decoder = self._pass(inputs)
+        decoder = self._pass(inputs, device)
         if self._can_share(inputs):
             tree = prefix_tree(inputs["input_ids"], inputs["attention_mask"], pack_length=options.pack_length,
                                fold=options.fold)
@@ -130,15 +130,17 @@ class Reranker(nn.Module):
             hidden = decoder(**inputs, use_cache=False).last_hidden_state
         return self.head(final_position(hidden, inputs["attention_mask"]))
 
-    def _pass(self, inputs: Mapping[str, torch.Tensor]):
+    def _pass(self, inputs: Mapping[str, torch.Tensor], device: torch.device):
         """What runs the decoder: its fused pass where ``options.fused_layers`` applies (text
         inputs; float32 weights, or low-precision ones on the ``mixed`` path, whose arithmetic
-        it shares), else the decoder itself."""
+        it shares), else the decoder itself. The fused pass computes attention itself where
+        this reranker would pick SDPA's math kernel (``cpu_training_attention``)."""
         if not self.options.fused_layers or set(inputs) - {"input_ids", "attention_mask"}:
             return self.decoder
         if not self.options.mixed and self.decoder.get_input_embeddings().weight.dtype in LOW_PRECISION:
             return self.decoder
-        return fused_decoder(self.decoder) or self.decoder
+        explicit = device.type == "cpu" and self.training and self.options.cpu_training_attention == "math"
+        return fused_decoder(self.decoder, explicit_attention=explicit) or self.decoder
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The decoder's pass under autocast to its weights' dtype where ``options.mixed``
