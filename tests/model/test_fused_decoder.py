@@ -16,7 +16,7 @@ from urlkit.data.prompts import PromptRenderer
 from urlkit.model.backbone import load_backbone
 from urlkit.model.fused_decoder import fused_decoder
 from urlkit.model.heads import build_head, resolve_token_ids
-from urlkit.model.lora import lora_merged
+from urlkit.model.lora import lora_layers, lora_merged, merge_lora
 from urlkit.model.scoring import Reranker, ScoringOptions
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -109,6 +109,36 @@ def test_kept_weights_follow_a_merge_and_its_undoing():
         reranker.decoder.layers[0].self_attn.k_proj.base_layer.weight.mul_(2)
         assert torch.allclose(reranker(batch), plain(batch), atol=1e-5)
         assert not torch.allclose(reranker(batch), before, atol=1e-3)
+
+
+def test_kept_weights_follow_peft_merging_for_good_and_unmerging():
+    # peft merges through .data (no version bump): the kept weights follow its merged state
+    reranker, renderer = _reranker()
+    reranker.eval()
+    batch = _batch(renderer, PAIRS["two-queries"])
+    plain = reranker.with_options(fused_layers=False)
+    with torch.no_grad():
+        before = reranker(batch)
+        assert merge_lora(reranker.decoder) == 2 * len(ALL)
+        merged, expected = reranker(batch), plain(batch)
+        for layer in lora_layers(reranker.decoder):
+            layer.unmerge()
+        unmerged = reranker(batch)
+    assert torch.allclose(merged, expected, atol=1e-5) and torch.allclose(merged, before, atol=1e-4)
+    assert torch.allclose(unmerged, before, atol=1e-5)
+
+
+def test_training_after_an_inference_mode_evaluation():
+    # weights first concatenated under inference_mode are saved for a later backward
+    reranker, renderer = _reranker()
+    batch = _batch(renderer, PAIRS["one-query"])
+    with torch.inference_mode():
+        reranker.eval()(batch)
+    reranker.train()
+    scores, grads = _scores_and_gradients(reranker, batch)
+    expected_scores, expected_grads = _scores_and_gradients(reranker.with_options(fused_layers=False), batch)
+    assert torch.allclose(scores, expected_scores, atol=1e-5)
+    assert all((g - e).norm() / e.norm() < 1e-5 for g, e in zip(grads, expected_grads, strict=True))
 
 
 def test_what_it_does_not_handle_runs_through_transformers():

@@ -11,8 +11,10 @@ same parameters as ``LlamaModel.forward`` and computes the same function with fe
     g|u   = x [Wg;Wu]^T     + s (x [Ag;Au]^T) blockdiag(Bg,Bu)^T
     rotary embeddings of q and k in one pass; RMSNorm as torch's fused ``rms_norm``
 
-The frozen weights are concatenated once and kept (rebuilt when one of them is written, e.g.
-merged for an evaluation: ``Tensor._version``); the adapters' A and B are stacked per pass, so
+The frozen weights are concatenated once and kept (~12 ms a pass otherwise), rebuilt when one
+of them is replaced, written in place (``Tensor._version``: ``lora_merged``, ``load_state_dict``)
+or merged and unmerged by peft (which writes through ``.data``; so does nothing else in
+urlkit: a frozen weight changed through ``.data`` by hand is not seen). The adapters' A and B are stacked per pass, so
 their gradients reach peft's parameters as usual. Products run in the frozen weights' dtype
 with float32 accumulation (bf16 weights: float32 adapters cast once per pass, as under
 ``ScoringOptions.mixed``); a float32 model runs in float32.
@@ -64,23 +66,30 @@ _CONCATENATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 @dataclass
 class _Group:
     """Projections that read the same input, as one product: their frozen weights
-    concatenated (kept across passes, rebuilt when one is written to) and their adapters
-    stacked, ``None`` for a projection without one."""
+    concatenated (kept across passes) and their adapters stacked, ``None`` for a projection
+    without one. ``states``: what the kept weights were built from, per projection."""
 
     linears: list[nn.Linear]
     adapters: list[tuple[nn.Linear, nn.Linear, float] | None]  # (A, B, scale) per projection
     store: dict
+    modules: list[nn.Module]
 
     def base_weight(self) -> torch.Tensor:
         weights = [linear.weight for linear in self.linears]
         if len(weights) == 1:
             return weights[0]
+        # rebuilt when a weight is replaced (data_ptr), written in place through autograd's view
+        # (_version: copy_, lora_merged) or merged / unmerged by peft, which writes through .data
+        # without a version bump (the module's merged adapters, or its type after merge_and_unload)
         key = tuple(id(w) for w in weights)
-        versions = tuple((w.data_ptr(), w._version) for w in weights)
+        states = tuple((w.data_ptr(), w._version, type(m), tuple(getattr(m, "merged_adapters", ())))
+                       for w, m in zip(weights, self.modules, strict=True))
         kept = self.store.get(key)
-        if kept is None or kept[0] != versions:
-            with torch.no_grad():
-                kept = self.store[key] = (versions, torch.cat(weights))
+        if kept is None or kept[0] != states:
+            # a normal tensor even when first built under inference_mode (an evaluation), so
+            # that a training pass may save it for its backward
+            with torch.inference_mode(False), torch.no_grad():
+                kept = self.store[key] = (states, torch.cat(weights))
         return kept[1]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +137,7 @@ def _group(modules: list[nn.Module], store: dict) -> _Group | None:
     parts = [_linear_and_adapter(m) for m in modules]
     if any(part is None for part in parts):
         return None
-    return _Group([linear for linear, _ in parts], [adapter for _, adapter in parts], store)
+    return _Group([linear for linear, _ in parts], [adapter for _, adapter in parts], store, modules)
 
 
 class FusedDecoder:
