@@ -92,6 +92,42 @@ def test_bf16_weights_score_and_train_like_transformers_mixed_path(pairs):
         assert (fused_grad - exact).norm() / exact.norm() < 0.05
 
 
+def _qwen3_reranker(renderer):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(renderer.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                         attn_implementation="sdpa")
+    model = Qwen3ForCausalLM(config)
+    for layer in model.model.layers:  # q_norm / k_norm start at ones: make them matter
+        layer.self_attn.q_norm.weight.data.uniform_(0.5, 1.5)
+        layer.self_attn.k_norm.weight.data.uniform_(0.5, 1.5)
+    add_lora(model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ALL}))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.2)
+    head = build_head("lm_head", model, [5, 7])
+    return Reranker(type("Backbone", (), {"model": model})(), head)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_qwen3_query_and_key_norms(training):
+    _, renderer = _reranker()
+    reranker = _qwen3_reranker(renderer)
+    assert type(reranker.decoder).__name__ == "Qwen3Model" and fused_decoder(reranker.decoder) is not None
+    reranker.train(training)
+    for pairs in PAIRS.values():
+        batch = _batch(renderer, pairs)
+        (fused_scores, fused_grads), (scores, grads) = (
+            _scores_and_gradients(reranker, batch), _scores_and_gradients(reranker.with_options(fused_layers=False), batch))
+        assert torch.allclose(fused_scores, scores, atol=1e-5)
+        for fused_grad, grad in zip(fused_grads, grads, strict=True):
+            assert (fused_grad - grad).norm() / grad.norm() < 1e-5
+    reranker.decoder.layers[1].self_attn.sliding_window = 8  # not reproduced: transformers runs it
+    assert fused_decoder(reranker.decoder) is None
+
+
 def test_kept_weights_follow_a_merge_and_its_undoing():
     reranker, renderer = _reranker()
     reranker.eval()

@@ -1,4 +1,4 @@
-"""A Llama decoder pass with fewer, larger operators: the same numbers as transformers' own.
+"""A Llama / Qwen3 decoder pass with fewer, larger operators: the same numbers as transformers' own.
 
 On a CPU a training step of the embedded 135M model is short of matrix work and long on
 operators: ~100 per layer and pass (three projections and their adapters apiece, rotary
@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from urlkit.model.lora import vanilla_adapter
+
 __all__ = ["FusedDecoder", "KeyValues", "fused_decoder"]
 
 
@@ -66,8 +68,8 @@ _CONCATENATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 @dataclass
 class _Group:
     """Projections that read the same input, as one product: their frozen weights
-    concatenated (kept across passes) and their adapters stacked, ``None`` for a projection
-    without one. ``states``: what the kept weights were built from, per projection."""
+    concatenated (kept in ``store`` across passes) and their adapters stacked, ``None`` for a
+    projection without one; ``modules``: the projections themselves (plain or peft LoRA)."""
 
     linears: list[nn.Linear]
     adapters: list[tuple[nn.Linear, nn.Linear, float] | None]  # (A, B, scale) per projection
@@ -125,9 +127,7 @@ def _linear_and_adapter(module: nn.Module):
         return None
     if module.merged or module.disable_adapters:
         return base, None
-    from urlkit.model.lora import _vanilla_adapter
-
-    adapter = _vanilla_adapter(module)
+    adapter = vanilla_adapter(module)
     if adapter is None or not isinstance(module.lora_dropout[adapter], nn.Identity):
         return None
     return base, (module.lora_A[adapter], module.lora_B[adapter], float(module.scaling[adapter]))
@@ -142,7 +142,8 @@ def _group(modules: list[nn.Module], store: dict) -> _Group | None:
 
 class FusedDecoder:
     """``FusedDecoder(decoder)(input_ids, attention_mask, position_ids, past_key_values)``:
-    ``decoder``'s pass (a ``LlamaModel``) with fused operators; see the module docstring."""
+    ``decoder``'s pass (a ``LlamaModel`` or ``Qwen3Model``) with fused operators; see the
+    module docstring."""
 
     def __init__(self, decoder: nn.Module, groups: list[tuple[_Group, _Group, _Group, _Group]],
                  explicit_attention: bool = False) -> None:
@@ -178,6 +179,8 @@ class FusedDecoder:
             x = _rms_norm(hidden, layer.input_layernorm)
             projected = qkv(x)  # (rows, width, q + k + v)
             qk = projected[..., : q_width + kv_width].view(rows, width, self.heads + self.kv_heads, self.head_dim)
+            if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm of every head's query and key
+                qk = self._head_norms(qk, attn)
             qk = qk * cos + qk.roll(half, dims=-1) * sin
             queries = qk[:, :, : self.heads].transpose(1, 2)
             keys = qk[:, :, self.heads:].transpose(1, 2)
@@ -199,6 +202,14 @@ class FusedDecoder:
             hidden = hidden + down(F.silu(gate) * up)
         hidden = _rms_norm(hidden, decoder.norm)
         return DecoderOutput(hidden, KeyValues(cache) if cache is not None else None)
+
+
+    def _head_norms(self, qk: torch.Tensor, attn: nn.Module) -> torch.Tensor:
+        """``q_norm`` over the query heads and ``k_norm`` over the key heads of (rows, width,
+        heads + kv_heads, head_dim) as one normalisation and one scaling."""
+        normed = F.rms_norm(qk.float(), (self.head_dim,), eps=attn.q_norm.variance_epsilon).to(qk.dtype)
+        weight = torch.cat([attn.q_norm.weight.expand(self.heads, -1), attn.k_norm.weight.expand(self.kv_heads, -1)])
+        return weight * normed
 
 
 def _grouped_bias(mask: torch.Tensor | None, rows: int, width: int, past: int, heads: int,
@@ -256,24 +267,31 @@ def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int,
     return (mask.bool()[:, None, None, :] & causal) | itself
 
 
+# decoder -> its layers' class: the architectures whose forward this pass reproduces
+# (Qwen3 = Llama + an RMSNorm of every query and key head)
+SUPPORTED = {"LlamaModel": "LlamaDecoderLayer", "Qwen3Model": "Qwen3DecoderLayer"}
+
+
 def fused_decoder(decoder: nn.Module, explicit_attention: bool = False) -> FusedDecoder | None:
-    """The fused pass of ``decoder`` when it is a plain transformers ``LlamaModel`` whose
-    projections are Linear layers without bias, plain or with one plain LoRA adapter;
-    ``None`` otherwise (run ``decoder`` itself). ``explicit_attention``: attention as
-    :func:`_grouped_attention` (what SDPA's math kernel computes, in fewer kernels: training on
-    a CPU) instead of ``scaled_dot_product_attention`` (its fused kernels)."""
-    if type(decoder).__name__ != "LlamaModel" or (decoder.training and getattr(decoder, "gradient_checkpointing", False)):
+    """The fused pass of ``decoder`` when it is a plain transformers ``LlamaModel`` or
+    ``Qwen3Model`` (full attention) whose projections are Linear layers without bias, plain or
+    with one plain LoRA adapter; ``None`` otherwise (run ``decoder`` itself).
+    ``explicit_attention``: attention as :func:`_grouped_attention` (what SDPA's math kernel
+    computes, in fewer kernels: training on a CPU) instead of ``scaled_dot_product_attention``
+    (its fused kernels)."""
+    layer_class = SUPPORTED.get(type(decoder).__name__)
+    if layer_class is None or (decoder.training and getattr(decoder, "gradient_checkpointing", False)):
         return None
     config = decoder.config
     if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "attention_bias", False) \
             or getattr(config, "mlp_bias", False) or getattr(config, "pretraining_tp", 1) != 1:
         return None
     groups, store = [], _CONCATENATED.setdefault(decoder, {})
-    for layer in decoder.layers:
-        if type(layer).__name__ != "LlamaDecoderLayer":  # wrapped (FSDP) or replaced
+    for layer in decoder.layers[: config.num_hidden_layers]:
+        if type(layer).__name__ != layer_class:  # wrapped (FSDP) or replaced
             return None
         attn, mlp = layer.self_attn, layer.mlp
-        if attn.training and attn.attention_dropout:
+        if (attn.training and attn.attention_dropout) or getattr(attn, "sliding_window", None) is not None:
             return None
         layer_groups = (_group([attn.q_proj, attn.k_proj, attn.v_proj], store), _group([attn.o_proj], store),
                         _group([mlp.gate_proj, mlp.up_proj], store), _group([mlp.down_proj], store))

@@ -54,7 +54,7 @@ def lora_merged(module: torch.nn.Module) -> Iterator[int]:
     try:
         with torch.no_grad():
             for layer in layers:
-                adapter = _vanilla_adapter(layer)
+                adapter = vanilla_adapter(layer)
                 if adapter is None:
                     continue
                 weight = layer.get_base_layer().weight
@@ -136,12 +136,13 @@ def _plain_adapter(layer, x: torch.Tensor, args, kwargs) -> str | None:
     """The one active vanilla adapter of ``layer`` when the fused product applies, else None."""
     if args or kwargs or layer.disable_adapters or layer.merged or not torch.is_autocast_enabled(x.device.type):
         return None
-    return _vanilla_adapter(layer) if isinstance(layer.base_layer, torch.nn.Linear) else None
+    return vanilla_adapter(layer) if isinstance(layer.base_layer, torch.nn.Linear) else None
 
 
-def _vanilla_adapter(layer) -> str | None:
+def vanilla_adapter(layer) -> str | None:
     """The one active adapter of ``layer`` when it is plain LoRA (``s B A``: no DoRA or other
-    variant, no LoRA bias), else None: what the fused forward and ``lora_merged`` handle."""
+    variant, no LoRA bias), else None: what the fused forward, ``lora_merged`` and
+    ``urlkit.model.fused_decoder`` handle."""
     active = layer.active_adapters
     if len(active) != 1 or active[0] not in layer.lora_A or active[0] in layer.lora_variant:
         return None
