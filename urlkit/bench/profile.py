@@ -8,7 +8,9 @@ projections, LoRA's A and B products and dropout, the RMS norms, the rotary embe
 activation) is wrapped in a ``record_function`` range for the profiled call; the LoRA layer's
 own total minus its parts is its glue (dtype casts, scaling, the add), the attention module's
 total minus its projections is the attention core (rotary application, SDPA, reshapes). The
-backward pass and the optimizer have no module ranges: they show as the operators' rest.
+fused decoder pass (urlkit.model.fused_decoder) calls no layer's forward: its functions are
+wrapped instead (``FUSED_PARTS``). The backward pass and the optimizer have no ranges: they
+show as the operators' rest.
 """
 
 from __future__ import annotations
@@ -77,13 +79,47 @@ def _ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
     return stack
 
 
+# functions of the fused decoder pass (urlkit.model.fused_decoder, which calls no submodule's
+# forward but the embedding's and the rotary embedding's) -> the part of the model they are
+FUSED_PARTS = {
+    "_Group.__call__": "projections with their adapters (q|k|v, o, gate|up, down)",
+    "_rms_norm": "RMS norms",
+    "_grouped_attention": "attention core (training: float32, grouped heads)",
+    "scaled_dot_product_attention": "attention core (SDPA)",
+}
+
+
+def _fused_ranges() -> contextlib.ExitStack:
+    """``record_function`` ranges around the fused pass's parts for the profiled call only
+    (the functions are wrapped and put back after it; the pass itself carries no ranges)."""
+    import functools
+
+    from urlkit.model import fused_decoder
+
+    stack = contextlib.ExitStack()
+    owners = {"_Group.__call__": (fused_decoder._Group, "__call__"), "_rms_norm": (fused_decoder, "_rms_norm"),
+              "_grouped_attention": (fused_decoder, "_grouped_attention"),
+              "scaled_dot_product_attention": (fused_decoder.F, "scaled_dot_product_attention")}
+    for key, (owner, attribute) in owners.items():
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def ranged(*args, _original=original, _label=FUSED_PARTS[key], **kwargs):
+            with record_function(f"part::{_label}"):
+                return _original(*args, **kwargs)
+
+        setattr(owner, attribute, ranged)
+        stack.callback(setattr, owner, attribute, original)
+    return stack
+
+
 def profile_summary(run: Callable[[], object], decoder: torch.nn.Module, top: int = 8) -> Profile:
     """Profile one call of ``run`` (after one unprofiled warm-up call)."""
     import time
 
     run()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with _ranges(decoder), profile(activities=activities) as prof:
+    with _ranges(decoder), _fused_ranges(), profile(activities=activities) as prof:
         start = time.perf_counter()
         run()
         seconds = time.perf_counter() - start
