@@ -128,11 +128,15 @@ def test_qwen3_query_and_key_norms(training):
     assert fused_decoder(reranker.decoder) is None
 
 
-def test_kept_weights_follow_a_merge_and_its_undoing():
+def _scoring_two_queries():
+    """An eval-mode reranker, a two-query batch and the same reranker on transformers' forward."""
     reranker, renderer = _reranker()
     reranker.eval()
-    batch = _batch(renderer, PAIRS["two-queries"])
-    plain = reranker.with_options(fused_layers=False)
+    return reranker, _batch(renderer, PAIRS["two-queries"]), reranker.with_options(fused_layers=False)
+
+
+def test_kept_weights_follow_a_merge_and_its_undoing():
+    reranker, batch, plain = _scoring_two_queries()
     with torch.no_grad():
         before = reranker(batch)  # concatenates and keeps the frozen q|k|v and gate|up weights
         with lora_merged(reranker.decoder) as merged:
@@ -149,10 +153,7 @@ def test_kept_weights_follow_a_merge_and_its_undoing():
 
 def test_kept_weights_follow_peft_merging_for_good_and_unmerging():
     # peft merges through .data (no version bump): the kept weights follow its merged state
-    reranker, renderer = _reranker()
-    reranker.eval()
-    batch = _batch(renderer, PAIRS["two-queries"])
-    plain = reranker.with_options(fused_layers=False)
+    reranker, batch, plain = _scoring_two_queries()
     with torch.no_grad():
         before = reranker(batch)
         assert merge_lora(reranker.decoder) == 2 * len(ALL)

@@ -89,14 +89,17 @@ FUSED_PARTS = {
 }
 
 
-def _fused_ranges() -> contextlib.ExitStack:
+def _fused_ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
     """``record_function`` ranges around the fused pass's parts for the profiled call only
-    (the functions are wrapped and put back after it; the pass itself carries no ranges)."""
+    (the functions are wrapped and put back after it; the pass itself carries no ranges).
+    None where ``decoder`` runs transformers' forward: its module ranges already hold SDPA."""
     import functools
 
     from urlkit.model import fused_decoder
 
     stack = contextlib.ExitStack()
+    if fused_decoder.fused_decoder(decoder) is None:
+        return stack
     owners = {"_Group.__call__": (fused_decoder._Group, "__call__"), "_rms_norm": (fused_decoder, "_rms_norm"),
               "_grouped_attention": (fused_decoder, "_grouped_attention"),
               "scaled_dot_product_attention": (fused_decoder.F, "scaled_dot_product_attention")}
@@ -119,7 +122,7 @@ def profile_summary(run: Callable[[], object], decoder: torch.nn.Module, top: in
 
     run()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with _ranges(decoder), _fused_ranges(), profile(activities=activities) as prof:
+    with _ranges(decoder), _fused_ranges(decoder), profile(activities=activities) as prof:
         start = time.perf_counter()
         run()
         seconds = time.perf_counter() - start

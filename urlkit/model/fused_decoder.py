@@ -163,8 +163,8 @@ class FusedDecoder:
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
             position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
-        mask = _attention_mask(attention_mask, rows, width, past, input_ids.device)
-        bias = _grouped_bias(mask, rows, width, past, self.heads, self.kv_heads) if self.explicit_attention else None
+        mask = _attention_mask(attention_mask, rows, width, past, input_ids.device, explicit=self.explicit_attention)
+        bias = _grouped_bias(mask, self.heads, self.kv_heads) if self.explicit_attention else None
         cos, sin = decoder.rotary_emb(hidden, position_ids=position_ids)
         half = self.head_dim // 2
         # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one roll instead of neg + cat (an
@@ -203,7 +203,6 @@ class FusedDecoder:
         hidden = _rms_norm(hidden, decoder.norm)
         return DecoderOutput(hidden, KeyValues(cache) if cache is not None else None)
 
-
     def _head_norms(self, qk: torch.Tensor, attn: nn.Module) -> torch.Tensor:
         """``q_norm`` over the query heads and ``k_norm`` over the key heads of (rows, width,
         heads + kv_heads, head_dim) as one normalisation and one scaling."""
@@ -212,16 +211,14 @@ class FusedDecoder:
         return weight * normed
 
 
-def _grouped_bias(mask: torch.Tensor | None, rows: int, width: int, past: int, heads: int,
-                  kv_heads: int) -> torch.Tensor:
+def _grouped_bias(mask: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
     """The additive float32 mask of :func:`_grouped_attention`, (rows * kv_heads, group * width,
-    past + width), built once a pass (SDPA's math kernel converts a boolean mask in every layer)."""
-    if mask is None:
-        keys = torch.arange(past + width)
-        mask = (keys[None, :] <= (torch.arange(width) + past)[:, None])[None, None].expand(rows, 1, -1, -1)
+    keys), from the boolean (rows, 1, width, keys) one, built once a pass (SDPA's math kernel
+    converts a boolean mask in every layer)."""
+    rows, _, width, keys = mask.shape
     group = heads // kv_heads
-    bias = torch.zeros(rows, kv_heads, group, width, past + width, device=mask.device)
-    return bias.masked_fill_(~mask[:, :, None].to(bias.device), float("-inf")).view(rows * kv_heads, group * width, -1)
+    bias = torch.zeros(rows, kv_heads, group, width, keys, device=mask.device)
+    return bias.masked_fill_(~mask[:, :, None], float("-inf")).view(rows * kv_heads, group * width, keys)
 
 
 def _grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
@@ -248,15 +245,16 @@ def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
     return norm.weight * normed
 
 
-def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int, device) -> torch.Tensor | None:
+def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int, device,
+                    explicit: bool = False) -> torch.Tensor | None:
     """SDPA's boolean mask (rows, 1, width, past + width), True = attend; ``None`` = plain
-    causal. A 4D mask is taken as it is; a 2D one marks the real keys (past ones included),
+    causal (``explicit``: never None, the causal mask spelt out). A 4D mask is taken as it is; a 2D one marks the real keys (past ones included),
     made causal by index as transformers' ``create_causal_mask`` does. Every query also sees
     itself: a padding query with no key at all would give NaN, and NaN values at a padding
     key would reach the real queries through their zero weights."""
     if mask is not None and mask.dim() == 4:
         return mask.bool()
-    if past == 0 and (mask is None or bool(mask.all())):
+    if not explicit and past == 0 and (mask is None or bool(mask.all())):
         return None
     if mask is None:
         mask = torch.ones(rows, past + width, dtype=torch.bool, device=device)

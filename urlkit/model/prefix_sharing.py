@@ -144,13 +144,14 @@ def prefix_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_savin
         return None
     device = input_ids.device
     width = sum(len(row) for level in levels for row in level)
+    plain = n * max(map(len, rows))
     if fold and len(levels) - (1 if common else 0) == 2 and width <= FOLD_WIDTH * pack_length:
         # a common prefix, group prefixes and the rest in one wide row (a training step's 1+N
         # prompts whose documents share openings): one decoder pass instead of two or three
-        if width > (1 - min_saving) * n * max(map(len, rows)):
+        if width > (1 - min_saving) * plain:
             return None
         row = _one_row(levels[0][0] if common else [], levels[-2], levels[-1], parents[-1], device)
-        return PrefixTree([], [row], width, n * max(map(len, rows)))
+        return PrefixTree([], [row], width, plain)
     packs = _pack(levels[-1], parents[-1], pack_length)
     prefixes: list[list[int]] | None = None
     # rows up to FOLD_WIDTH x pack_length where that folds a level: one decoder pass fewer is
@@ -168,7 +169,6 @@ def prefix_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_savin
     buckets = [_packs([packs[i] for i in members], levels[-1], prefixes, device)
                for members in _length_buckets(lengths, call_cost)]
     tokens = sum(level.input_ids.numel() for level in shared_levels + buckets)
-    plain = n * max(map(len, rows))
     if tokens > (1 - min_saving) * plain:
         return None
     return PrefixTree(shared_levels, buckets, tokens, plain)
