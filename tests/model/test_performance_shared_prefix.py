@@ -77,11 +77,11 @@ def test_queries_are_grouped_so_each_prefix_is_computed_once(tiny_backbone, rend
 
 
 def test_a_level_continued_by_one_packed_row_per_row_is_folded_into_it(tiny_backbone, renderer):
-    # three queries, two candidates each: the query rows open the packed rows (pack_length 60:
-    # the whole batch, 254 tokens, is more than one wide row, FOLD_WIDTH x 60)
+    # three queries, two candidates each: the query rows open the packed rows (pack_length 30:
+    # the whole batch, 254 tokens, is more than one row, ONE_ROW_WIDTH x 30)
     batch = _batch(renderer, PAIRS[1])
-    unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False, pack_length=60)
-    folded = prefix_tree(batch["input_ids"], batch["attention_mask"], pack_length=60)
+    unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False, pack_length=30)
+    folded = prefix_tree(batch["input_ids"], batch["attention_mask"], pack_length=30)
     assert len(folded.levels) == 1 and len(unfolded.levels) == 2
     rows = torch.cat([packs.input_ids for packs in folded.buckets])
     assert len(rows) == 3
@@ -102,19 +102,22 @@ def test_a_level_continued_by_one_packed_row_per_row_is_folded_into_it(tiny_back
 
 def test_a_batch_that_fits_one_wide_row_is_one_decoder_pass(tiny_backbone, renderer):
     # three queries (the common prefix, three group prefixes, six continuations): 254 tokens,
-    # one row of at most FOLD_WIDTH x 128; each continuation reads only its own group's prefix
+    # one row of at most ONE_ROW_WIDTH x 128; each continuation reads only its own group's prefix
     # (the scores equal the plain pass: test_shared_prefix_scores_equal_the_plain_pass)
     batch = _batch(renderer, PAIRS[1])
     tree = prefix_tree(batch["input_ids"], batch["attention_mask"])
     unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False)
     assert tree.levels == [] and len(tree.buckets) == 1
+    # wider than a folded pack (FOLD_WIDTH x 40 = 160 tokens), still one row (a 1+16 step)
+    narrow = prefix_tree(batch["input_ids"], batch["attention_mask"], pack_length=40)
+    assert narrow.levels == [] and len(narrow.buckets) == 1 and narrow.tokens == tree.tokens
     row = tree.buckets[0]
     assert row.parent is None and row.input_ids.shape[0] == 1 and tree.tokens == row.input_ids.numel()
     assert tree.tokens == sum(int(part.attention_mask.sum()) for part in [*unfolded.levels, *unfolded.buckets])
     assert int((row.segment == PREFIX).sum()) == len(unfolded.levels[0].input_ids[0])
     group_prefixes = row.group[row.segment == GROUP_PREFIX].unique()
     assert len(group_prefixes) == 3, "one prefix per query"
-    shared, plain = _rerankers(tiny_backbone, pack_length=60)  # 60: not one row, the packed levels
+    shared, plain = _rerankers(tiny_backbone, pack_length=30)  # 30: not one row, the packed levels
     with torch.no_grad():
         assert torch.allclose(shared.with_options(pack_length=128)(batch), shared(batch), atol=1e-5)
 

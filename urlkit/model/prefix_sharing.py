@@ -22,7 +22,8 @@ candidates per query at evaluation), that level is
 FOLDED into level C: its tokens open the packed row, attended to by every continuation in it.
 Nothing is computed twice, and one decoder pass with taller matrix products replaces two
 (a 1+4 training step of the default experiment: ~10% faster, docs/performance.md).
-When the whole batch fits one such row (a training step's 1+N prompts), every level goes
+When the whole batch fits one row of up to ``ONE_ROW_WIDTH * pack_length`` tokens (a
+training step's 1+4 or 1+16 prompts), every level goes
 into it: the common prefix (read by all), each group's prefix (read by its members only),
 then the continuations; one decoder pass instead of two or three where candidates share the
 opening of their documents (a quarter of the default experiment's steps, each ~2x slower
@@ -66,6 +67,7 @@ class Level:
 PAD, PREFIX, GROUP_PREFIX = -1, -2, -3  # segment ids: padding, a prefix every continuation of the
 # row reads, a prefix only the continuations of its ``group`` read
 FOLD_WIDTH = 4  # a packed row may grow to this many pack_length where that folds a level
+ONE_ROW_WIDTH = 8  # a whole batch goes into one row of up to this many pack_length (a 1+16 step)
 
 
 @dataclass
@@ -145,9 +147,11 @@ def prefix_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_savin
     device = input_ids.device
     width = sum(len(row) for level in levels for row in level)
     plain = n * max(map(len, rows))
-    if fold and len(levels) - (1 if common else 0) == 2 and width <= FOLD_WIDTH * pack_length:
+    if fold and len(levels) - (1 if common else 0) == 2 and width <= ONE_ROW_WIDTH * pack_length:
         # a common prefix, group prefixes and the rest in one wide row (a training step's 1+N
-        # prompts whose documents share openings): one decoder pass instead of two or three
+        # prompts whose documents share openings): one decoder pass instead of two to four (a
+        # 1+16 step's ~560 tokens: 1.7x faster than a shared level and three length buckets of
+        # packs, though its dense attention computes the block-diagonal parts it masks out)
         if width > (1 - min_saving) * plain:
             return None
         row = _one_row(levels[0][0] if common else [], levels[-2], levels[-1], parents[-1], device)
