@@ -146,11 +146,20 @@ class RerankerModule(L.LightningModule):
         self._step_batches: list[tuple] = []  # (logits, loss, info, mask, query ids): to name a fault
         self.items_consumed = 0  # training groups consumed: where the data stream resumes
         self._resumed_rng = None  # RNG state of a checkpoint, restored at the next step
+        self._trainable: list[tuple[str, torch.nn.Parameter]] | None = None  # see trainable()
 
     @property
     def skipped_steps(self) -> int:
         """Optimizer steps dropped by ``nonfinite="skip"`` (see urlkit.training.nonfinite)."""
         return self.guard.skipped_steps
+
+    def trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """(name, parameter) of everything the optimizer updates, listed at the first optimizer
+        step (after any strategy wrapped the model) and kept: walking the backbone's modules
+        twice a step for the guard cost ~30 ms of a ~700 ms step."""
+        if self._trainable is None:
+            self._trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        return self._trainable
 
     # -- the step ----------------------------------------------------------------------
     def forward(self, batch: dict) -> torch.Tensor:
@@ -199,7 +208,7 @@ class RerankerModule(L.LightningModule):
     def _optimizer_step(self) -> None:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         step = self.global_step + 1
-        flags = torch.cat([self._step_flags, self.guard.gradient_flag(self.parameters()).to(self._step_flags.device)])
+        flags = torch.cat([self._step_flags, self.guard.gradient_flag(p for _, p in self.trainable()).to(self._step_flags.device)])
         # the one host sync of the step: telemetry and the guard's flags, reduced over the ranks
         row, verdict = self.step_stats.finish(flags, reduce=distributed.reduce_)
         batches, self._step_flags, self._step_batches = self._step_batches, None, []
@@ -215,7 +224,7 @@ class RerankerModule(L.LightningModule):
             optimizer.step()  # advances global_step
             scheduler.step()
             self.guard.parameters(
-                self.named_parameters(), step=step, query_ids=query_ids, agree=lambda flag: distributed.agree(flag)
+                self.trainable(), step=step, query_ids=query_ids, agree=lambda flag: distributed.agree(flag)
             )
         optimizer.zero_grad(set_to_none=True)
         self.guard.end_step(skipped, step=step, query_ids=query_ids)
