@@ -44,7 +44,7 @@ __all__ = ["FusedDecoder", "KeyValues", "fused_decoder"]
 @dataclass
 class DecoderOutput:
     last_hidden_state: torch.Tensor
-    past_key_values: KeyValues | None
+    cache: KeyValues | None
 
 
 class KeyValues:
@@ -141,7 +141,7 @@ def _group(modules: list[nn.Module], store: dict) -> _Group | None:
 
 
 class FusedDecoder:
-    """``FusedDecoder(decoder)(input_ids, attention_mask, position_ids, past_key_values)``:
+    """``FusedDecoder(decoder)(input_ids, attention_mask, position_ids, cache)``:
     ``decoder``'s pass (a ``LlamaModel`` or ``Qwen3Model``) with fused operators; see the
     module docstring."""
 
@@ -155,12 +155,12 @@ class FusedDecoder:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 position_ids: torch.Tensor | None = None, past_key_values: KeyValues | None = None,
+                 position_ids: torch.Tensor | None = None, cache: KeyValues | None = None,
                  use_cache: bool = False) -> DecoderOutput:
         decoder = self.decoder
         hidden = decoder.embed_tokens(input_ids)
         rows, width = input_ids.shape
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
         mask = _attention_mask(attention_mask, rows, width, past, input_ids.device, explicit=self.explicit_attention)
@@ -171,7 +171,7 @@ class FusedDecoder:
         # addcmul below would save a kernel but is farther from float32 in bf16: 1.5x the gradient error)
         sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # broadcast over heads
-        cache = [] if use_cache else None
+        kept = [] if use_cache else None  # this pass's keys and values, the cache it returns
         q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for index, layer in enumerate(decoder.layers[: decoder.config.num_hidden_layers]):
             qkv, out, gate_up, down = self.groups[index]
@@ -186,10 +186,10 @@ class FusedDecoder:
             keys = qk[:, :, self.heads:].transpose(1, 2)
             values = projected[..., q_width + kv_width:].view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
             if past:
-                past_keys, past_values = past_key_values.layers[index]
+                past_keys, past_values = cache.layers[index]
                 keys, values = torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
-            if cache is not None:
-                cache.append((keys, values))
+            if kept is not None:
+                kept.append((keys, values))
             if bias is not None:
                 attended = _grouped_attention(queries, keys, values, bias, attn.scaling, self.kv_heads)
             else:
@@ -201,7 +201,7 @@ class FusedDecoder:
             gate, up = gate_up(x).chunk(2, dim=-1)
             hidden = hidden + down(F.silu(gate) * up)
         hidden = _rms_norm(hidden, decoder.norm)
-        return DecoderOutput(hidden, KeyValues(cache) if cache is not None else None)
+        return DecoderOutput(hidden, KeyValues(kept) if kept is not None else None)
 
     def _head_norms(self, qk: torch.Tensor, attn: nn.Module) -> torch.Tensor:
         """``q_norm`` over the query heads and ``k_norm`` over the key heads of (rows, width,

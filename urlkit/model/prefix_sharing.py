@@ -50,6 +50,8 @@ nothing of urlkit.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -182,7 +184,8 @@ def run_levels(decoder: torch.nn.Module, tree: PrefixTree) -> torch.Tensor:
     """Final-position hidden states (n_prompts, H) of the prompts of ``tree``, in batch order.
 
     ``decoder`` is a transformers decoder stack (``LlamaModel``, ``Qwen3Model``, ...) that
-    takes ``past_key_values``; the cache of a level is gathered to the rows that continue it
+    takes a key/value cache (``cache``, or ``past_key_values`` before transformers 5.2x renamed
+    it: :func:`_cache_keyword`); the cache of a level is gathered to the rows that continue it
     (differentiable: gradients of shared keys and values add up over the prompts reading them).
     """
     cache, mask, seen = None, None, None
@@ -220,7 +223,7 @@ def _run_packs(decoder, packs: Packs, cache, mask, seen) -> torch.Tensor:
     full = torch.cat([ancestors, in_row], dim=2)[:, None]  # (rows, 1, width, ancestors + width)
     positions = seen[packs.parent][:, None] + packs.offset
     out = decoder(input_ids=packs.input_ids, attention_mask=full, position_ids=positions,
-                  past_key_values=_gathered(cache, packs.parent), use_cache=True)
+                  use_cache=True, **{_cache_keyword(decoder): _gathered(cache, packs.parent)})
     return out.last_hidden_state
 
 
@@ -237,8 +240,21 @@ def _run(decoder, level: Level, cache, mask, seen):
     width = level.input_ids.shape[1]
     positions = start[:, None] + torch.arange(width, device=start.device)[None, :]
     out = decoder(input_ids=level.input_ids, attention_mask=mask, position_ids=positions,
-                  past_key_values=cache, use_cache=True)
-    return out.past_key_values, mask, start + level.attention_mask.sum(dim=1), out.last_hidden_state
+                  use_cache=True, **{_cache_keyword(decoder): cache})
+    returned = getattr(out, "cache", None)
+    return returned if returned is not None else out.past_key_values, mask, start + level.attention_mask.sum(dim=1), out.last_hidden_state
+
+
+@functools.cache
+def _cache_keyword_of(forward) -> str:
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _cache_keyword(decoder) -> str:
+    """The keyword ``decoder`` takes its key/value cache by: ``cache`` (transformers 5.2x, where
+    ``past_key_values`` is deprecated, and urlkit's fused pass) or ``past_key_values`` (earlier
+    transformers)."""
+    return _cache_keyword_of(type(decoder).forward if isinstance(decoder, torch.nn.Module) else type(decoder).__call__)
 
 
 def _gathered(cache, rows: torch.Tensor):
