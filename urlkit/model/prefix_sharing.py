@@ -241,8 +241,10 @@ def _run(decoder, level: Level, cache, mask, seen):
     positions = start[:, None] + torch.arange(width, device=start.device)[None, :]
     out = decoder(input_ids=level.input_ids, attention_mask=mask, position_ids=positions,
                   use_cache=True, **{_cache_keyword(decoder): cache})
-    returned = getattr(out, "cache", None)
-    return returned if returned is not None else out.past_key_values, mask, start + level.attention_mask.sum(dim=1), out.last_hidden_state
+    kept = getattr(out, "cache", None)  # transformers 5.2x and the fused pass; past_key_values before
+    if kept is None:
+        kept = out.past_key_values
+    return kept, mask, start + level.attention_mask.sum(dim=1), out.last_hidden_state
 
 
 @functools.cache
