@@ -80,19 +80,20 @@ def _ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
 
 
 # functions of the fused decoder pass (urlkit.model.fused_decoder, which calls no submodule's
-# forward but the embedding's and the rotary embedding's) -> the part of the model they are
+# forward but the embedding's and the rotary embedding's): (owner within that module, "" for
+# the module itself; attribute) -> the part of the model they are
 FUSED_PARTS = {
-    "_Group.__call__": "projections with their adapters (q|k|v, o, gate|up, down)",
-    "_rms_norm": "RMS norms",
-    "_grouped_attention": "attention core (training: float32, grouped heads)",
-    "scaled_dot_product_attention": "attention core (SDPA)",
+    ("_Group", "__call__"): "projections with their adapters (q|k|v, o, gate|up, down)",
+    ("", "_rms_norm"): "RMS norms",
+    ("", "_grouped_attention"): "attention core (training: float32, grouped heads)",
+    ("F", "scaled_dot_product_attention"): "attention core (SDPA)",
 }
 
 
 def _fused_ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
     """``record_function`` ranges around the fused pass's parts for the profiled call only
     (the functions are wrapped and put back after it; the pass itself carries no ranges).
-    None where ``decoder`` runs transformers' forward: its module ranges already hold SDPA."""
+    Nothing where ``decoder`` runs transformers' forward: its module ranges already hold SDPA."""
     import functools
 
     from urlkit.model import fused_decoder
@@ -100,14 +101,12 @@ def _fused_ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     if fused_decoder.fused_decoder(decoder) is None:
         return stack
-    owners = {"_Group.__call__": (fused_decoder._Group, "__call__"), "_rms_norm": (fused_decoder, "_rms_norm"),
-              "_grouped_attention": (fused_decoder, "_grouped_attention"),
-              "scaled_dot_product_attention": (fused_decoder.F, "scaled_dot_product_attention")}
-    for key, (owner, attribute) in owners.items():
+    for (owner_name, attribute), label in FUSED_PARTS.items():
+        owner = getattr(fused_decoder, owner_name) if owner_name else fused_decoder
         original = getattr(owner, attribute)
 
         @functools.wraps(original)
-        def ranged(*args, _original=original, _label=FUSED_PARTS[key], **kwargs):
+        def ranged(*args, _original=original, _label=label, **kwargs):
             with record_function(f"part::{_label}"):
                 return _original(*args, **kwargs)
 

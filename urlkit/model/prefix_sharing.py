@@ -239,12 +239,10 @@ def _run(decoder, level: Level, cache, mask, seen):
         start = seen[level.parent]
     width = level.input_ids.shape[1]
     positions = start[:, None] + torch.arange(width, device=start.device)[None, :]
+    keyword = _cache_keyword(decoder)  # a decoder returns its cache by the name it takes it by
     out = decoder(input_ids=level.input_ids, attention_mask=mask, position_ids=positions,
-                  use_cache=True, **{_cache_keyword(decoder): cache})
-    kept = getattr(out, "cache", None)  # transformers 5.2x and the fused pass; past_key_values before
-    if kept is None:
-        kept = out.past_key_values
-    return kept, mask, start + level.attention_mask.sum(dim=1), out.last_hidden_state
+                  use_cache=True, **{keyword: cache})
+    return getattr(out, keyword), mask, start + level.attention_mask.sum(dim=1), out.last_hidden_state
 
 
 @functools.cache
