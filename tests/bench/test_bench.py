@@ -11,6 +11,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from urlkit.bench import peer, process
 from urlkit.bench.cli import main
@@ -65,3 +66,20 @@ def test_the_table_aligns_sections_and_numbers():
     lines = table.render().splitlines()
     assert lines[0] == "title" and lines[-3].startswith("a ") and lines[-2].startswith("  ")
     assert "1,234" in lines[-3] and "0.0123" in lines[-2] and "n/a" in lines[-1]
+
+
+def test_the_mfu_ceiling_is_read_at_the_rows_of_the_decoder_passes():
+    from urlkit.bench.flops import batch_work, pass_rows
+    from urlkit.model.prefix_sharing import prefix_tree
+
+    # eight prompts sharing a 40-token prefix, continued by 3-24 tokens each (right-padded)
+    prompts = [list(range(1, 41)) + [100 + i] * (3 + 3 * i) for i in range(8)]
+    width = max(map(len, prompts))
+    input_ids = torch.tensor([p + [0] * (width - len(p)) for p in prompts])
+    mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])
+    tree = prefix_tree(input_ids, mask)
+    *_, slots = batch_work({"input_ids": input_ids, "attention_mask": mask}, share_prefix=True)
+    assert slots == [part.input_ids.numel() for part in tree.levels + tree.buckets] and sum(slots) == tree.tokens
+    *_, plain = batch_work({"input_ids": input_ids, "attention_mask": mask}, share_prefix=False)
+    assert plain == [8 * width]
+    assert pass_rows([100, 100]) == 100 and pass_rows([900, 100]) == 820  # weighted by where the tokens are

@@ -37,7 +37,8 @@ from urlkit.bench.targets import ceiling_rows, dtype_label, nearest_rows, target
 from urlkit.bench.workload import MODELS, build, compose_config, load_data, training_batches
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
-SHAPE_ROWS = (256, 512, 2048)  # tokens per decoder pass: a 1+4 step (~200), a 1+16 step (~500), an evaluation batch
+SHAPE_ROWS = (256, 512, 1024, 2048)  # tokens per decoder pass: a 1+4 step (~200), a 1+16 step (~550), an evaluation
+# bucket of packs (~500-650 on the embedded data), a taller pass
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -287,10 +288,12 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
         if name in work:
             w, dtype = work[name]
             gflops = w["flops"] / median(seconds) / 1e9
-            best, best_gflops = ceiling.best_at(nearest_rows(ceiling, w["computed"] / w["batches"]))
+            rows = nearest_rows(ceiling, w["pass_rows"])
+            best, best_gflops = ceiling.best_at(rows)
             detail = (f"{w['prompt'] / n_pairs:.1f} prompt tok/doc, {w['computed'] / n_pairs:.1f} computed, "
-                      f"padding {w['padding']:.0%}, {gflops:.1f} model GFLOP/s = MFU {gflops / best_gflops:.0%} of the "
-                      f"{dtype_label(best)} ceiling at the model's shapes, {gflops / ceiling.gflops(dtype):.0%} of "
+                      f"padding {w['padding']:.0%}, {w['passes']} decoder passes of ~{w['pass_rows']:.0f} tokens, "
+                      f"{gflops:.1f} model GFLOP/s = MFU {gflops / best_gflops:.0%} of the "
+                      f"{dtype_label(best)} ceiling at the model's shapes ({rows} rows), {gflops / ceiling.gflops(dtype):.0%} of "
                       f"{dtype_label(dtype)} {ceiling.sizes.get(dtype)}^3")
         else:
             w = peer_work[name]

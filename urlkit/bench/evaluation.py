@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from urlkit.bench.flops import ModelShape, batch_work
+from urlkit.bench.flops import ModelShape, batch_work, pass_rows
 from urlkit.evaluation.rerank import rerank_split
 
 
@@ -68,10 +68,13 @@ def unsorted_batches(renderer, split, ranking, depth: int, batch_size: int) -> l
 def work(batches: list[dict], share_prefix: bool, shape: ModelShape | None) -> dict[str, float]:
     """Tokens, padding share and model FLOPs of a list of batches, as the reranker computes them."""
     computed = context = slots = prompt = 0
+    passes: list[int] = []
     for batch in batches:
-        c, x, s, p = batch_work(batch, share_prefix)
+        c, x, s, p, sizes = batch_work(batch, share_prefix)
         computed, context, slots, prompt = computed + c, context + x, slots + s, prompt + p
+        passes += sizes
     return {"computed": computed, "slots": slots, "prompt": prompt, "padding": 1 - computed / slots, "batches": len(batches),
+            "passes": len(passes), "pass_rows": pass_rows(passes),
             "flops": shape.forward_flops(computed, context) if shape is not None else float("nan")}
 
 

@@ -89,9 +89,11 @@ def tree_work(tree) -> tuple[int, int]:
     return tokens, context
 
 
-def batch_work(batch: dict, share_prefix: bool) -> tuple[int, int, int, int]:
-    """(computed tokens, context, token slots incl. padding, prompt tokens) of one collated batch,
-    as :class:`urlkit.model.scoring.Reranker` computes it."""
+def batch_work(batch: dict, share_prefix: bool) -> tuple[int, int, int, int, list[int]]:
+    """(computed tokens, context, token slots incl. padding, prompt tokens, token slots of each
+    decoder pass) of one collated batch, as :class:`urlkit.model.scoring.Reranker` computes it.
+    The last are the row counts of the pass's matrix products: what an MFU's ceiling is
+    probed at (a batch of shared prefixes is several passes: a level, then buckets of packs)."""
     from urlkit.model.prefix_sharing import prefix_tree
 
     mask = batch["attention_mask"]
@@ -99,6 +101,12 @@ def batch_work(batch: dict, share_prefix: bool) -> tuple[int, int, int, int]:
     tree = prefix_tree(batch["input_ids"], mask) if share_prefix else None
     if tree is None:
         tokens, context = plain_work(mask)
-        return tokens, context, mask.numel(), prompt_tokens
+        return tokens, context, mask.numel(), prompt_tokens, [mask.numel()]
     tokens, context = tree_work(tree)
-    return tokens, context, tree.tokens, prompt_tokens
+    return tokens, context, tree.tokens, prompt_tokens, [level.input_ids.numel() for level in tree.levels + tree.buckets]
+
+
+def pass_rows(slots: list[int]) -> float:
+    """The rows of a typical decoder pass, weighted by its tokens (sum n^2 / sum n): where the
+    time of a batch of passes of different sizes is spent."""
+    return sum(n * n for n in slots) / max(1, sum(slots))

@@ -79,7 +79,7 @@ def step_figures(name: str, times: list[float], batches: list[dict], shape: Mode
     """Per-round rates (round r ran batch r) and their medians."""
     tokens, flops, computed_tokens = [], [], []
     for seconds, batch in zip(times, batches, strict=False):
-        computed, context, _, prompt_tokens = batch_work(batch["prompts"], share_prefix)
+        computed, context, _, prompt_tokens, _ = batch_work(batch["prompts"], share_prefix)
         tokens.append(prompt_tokens / seconds)
         computed_tokens.append(computed)
         if shape is not None:
