@@ -55,6 +55,11 @@ class KeyValues:
         self.layers = layers or []
 
     def batch_select_indices(self, rows: torch.Tensor) -> None:
+        if all(keys.shape[0] == 1 for keys, _ in self.layers):  # one shared row: a view, not a copy
+            # (the pass concatenates its own keys to it anyway)
+            self.layers = [(keys.expand(len(rows), -1, -1, -1), values.expand(len(rows), -1, -1, -1))
+                           for keys, values in self.layers]
+            return
         self.layers = [(keys[rows], values[rows]) for keys, values in self.layers]
 
     def get_seq_length(self) -> int:
@@ -165,6 +170,9 @@ class FusedDecoder:
             position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
         mask = _attention_mask(attention_mask, rows, width, past, input_ids.device, explicit=self.explicit_attention)
         bias = _grouped_bias(mask, self.heads, self.kv_heads) if self.explicit_attention else None
+        if mask is not None and bias is None:  # additive, once a pass: SDPA converts a boolean mask
+            # in every layer (the same numbers: 0 or -inf added; ~10% of an evaluation's attention)
+            mask = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
         cos, sin = decoder.rotary_emb(hidden, position_ids=position_ids)
         half = self.head_dim // 2
         # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one roll instead of neg + cat (an
