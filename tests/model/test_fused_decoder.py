@@ -212,29 +212,3 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
                      (reranker.decoder, {"explicit_attention": False})]
     assert ScoringOptions().fused_layers
 
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bf16"])
-def test_the_frozen_rms_norm_has_transformers_forward_and_gradient(dtype):
-    """The hand-written backward of a frozen RMSNorm (fused_decoder._FrozenRMSNorm) against
-    autograd through transformers' LlamaRMSNorm: the same output bit for bit, the same input
-    gradient up to float32 summation order (bf16: up to one rounding of the result)."""
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
-    from urlkit.model.fused_decoder import _FrozenRMSNorm, _rms_norm
-
-    torch.manual_seed(0)
-    norm = LlamaRMSNorm(64, eps=1e-5)
-    norm.weight.data = torch.rand(64).add_(0.5).to(dtype)
-    norm.weight.requires_grad_(False)
-    x = (3 * torch.randn(2, 7, 64)).to(dtype).requires_grad_(True)
-    grad = torch.randn(2, 7, 64).to(dtype)
-    ours = _rms_norm(x, norm)
-    assert ours.grad_fn is not None and type(ours.grad_fn).__name__ == f"{_FrozenRMSNorm.__name__}Backward"
-    theirs = norm(x)
-    assert torch.equal(ours, theirs)
-    (ours_grad,) = torch.autograd.grad(ours, x, grad)
-    (their_grad,) = torch.autograd.grad(theirs, x, grad)
-    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}
-    torch.testing.assert_close(ours_grad, their_grad, **tolerance)
-    norm.weight.requires_grad_(True)  # a trained norm weight: autograd's own composite, with its gradient
-    assert type(_rms_norm(x, norm).grad_fn).__name__ != f"{_FrozenRMSNorm.__name__}Backward"

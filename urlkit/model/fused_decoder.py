@@ -249,39 +249,9 @@ def _grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
     """``LlamaRMSNorm``: normalised in float32, rounded to x's dtype, then scaled by the weight
-    (in the weight's dtype, as transformers does). With a gradient to x only (a frozen norm,
-    as under LoRA), :class:`_FrozenRMSNorm`: the same forward, a backward of 5 kernels."""
-    if torch.is_grad_enabled() and x.requires_grad and not norm.weight.requires_grad:
-        return _FrozenRMSNorm.apply(x, norm.weight, norm.variance_epsilon)
+    (in the weight's dtype, as transformers does)."""
     normed = F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
     return norm.weight * normed
-
-
-class _FrozenRMSNorm(torch.autograd.Function):
-    """``weight * rms_norm(x.float()).to(x.dtype)`` (``F.rms_norm``'s arithmetic, bit for bit)
-    with the gradient to x written out: for x̂ = x r, r = 1 / sqrt(mean(x^2) + eps) and
-    g = (grad * weight) in float32,
-
-        dx = r (g - x̂ mean(g x̂))
-
-    Autograd's composite of the same function runs ~15 kernels backward (pow, mean, rsqrt and
-    their derivatives, casts): 1.27 -> 0.76 ms a norm forward and backward at 200 bf16 tokens,
-    61 norms a training step of the embedded model (docs/performance.md, session 8)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        upcast = x.float()
-        rstd = torch.rsqrt(upcast.pow(2).mean(-1, keepdim=True).add_(eps))
-        normed = upcast * rstd
-        ctx.save_for_backward(normed, rstd, weight)
-        return weight * normed.to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        normed, rstd, weight = ctx.saved_tensors
-        scaled = (grad * weight).float()  # rounded to the output's dtype first, as autograd's mul
-        projection = (scaled * normed).mean(-1, keepdim=True)
-        return torch.addcmul(scaled, normed, projection, value=-1).mul_(rstd).to(grad.dtype), None, None
 
 
 def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int, device,

@@ -1,8 +1,8 @@
-"""A frozen RMSNorm's hand-written backward (urlkit.model.fused_decoder._FrozenRMSNorm) against
-autograd's composite of the same forward: one norm alone at a 1+4 and a 1+16 step's token
-counts, then whole training steps of the default experiment, paired (each batch under both,
-back to back, the order swapped every other batch), because this host's speed drifts by 1.5x
-within minutes (docs/performance.md, session 8).
+"""A frozen RMSNorm with its backward written out (tried in session 8, not kept) against
+autograd's composite of the same forward (the fused pass's ``_rms_norm``): one norm alone at a
+1+4 and a 1+16 step's token counts, then whole training steps of the default experiment,
+paired (each batch under both, back to back, the order swapped every other batch), because
+this host's speed drifts by 1.5x within minutes (docs/performance.md, session 8).
 
     python docs/bench/probes/frozen_rms_norm.py [steps [rounds]]
 """
@@ -14,17 +14,40 @@ import time
 from statistics import median
 
 import torch
-import torch.nn.functional as F
 from _common import default_steps
 
 from urlkit.model import fused_decoder
 
 
-def composite(x: torch.Tensor, norm) -> torch.Tensor:  # the fused pass's norm before session 8
-    return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
+class FrozenRMSNorm(torch.autograd.Function):
+    """``weight * rms_norm(x.float()).to(x.dtype)``, the same forward bit for bit, with the
+    gradient to x (weight frozen) written out: for x̂ = x r, r = 1 / sqrt(mean(x^2) + eps) and
+    g = (grad * weight) in float32, dx = r (g - x̂ mean(g x̂)): 5 kernels instead of ~15."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        upcast = x.float()
+        rstd = torch.rsqrt(upcast.pow(2).mean(-1, keepdim=True).add_(eps))
+        normed = upcast * rstd
+        ctx.save_for_backward(normed, rstd, weight)
+        return weight * normed.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        normed, rstd, weight = ctx.saved_tensors
+        scaled = (grad * weight).float()  # rounded to the output's dtype first, as autograd's mul
+        projection = (scaled * normed).mean(-1, keepdim=True)
+        return torch.addcmul(scaled, normed, projection, value=-1).mul_(rstd).to(grad.dtype), None, None
 
 
-ARMS = {"hand-written backward": fused_decoder._rms_norm, "autograd's composite": composite}
+def hand_written(x: torch.Tensor, norm) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad and not norm.weight.requires_grad:
+        return FrozenRMSNorm.apply(x, norm.weight, norm.variance_epsilon)
+    return composite(x, norm)
+
+
+composite = fused_decoder._rms_norm
+ARMS = {"hand-written backward": hand_written, "autograd's composite": composite}
 
 
 def norm_alone(tokens: int, repeats: int = 100) -> None:
