@@ -211,4 +211,3 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     assert calls == [(reranker.decoder, {"explicit_attention": False}), (reranker.decoder, {"explicit_attention": True}),
                      (reranker.decoder, {"explicit_attention": False})]
     assert ScoringOptions().fused_layers
-

@@ -187,7 +187,7 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     peer_seconds = median(times[peer_name]) if peer_name in times else float("nan")
     for name, fig in figures.items():
         mfu = fig.flops_per_s / 1e9 / ceiling.gflops(fig.dtype)
-        rows = nearest_rows(ceiling, fig.computed_tokens)
+        rows = nearest_rows(ceiling, fig.pass_rows)
         best, best_gflops = ceiling.best_at(rows)
         detail = (f"{fig.prompt_tokens_per_s:,.0f} prompt tok/s, {fig.flops_per_s / 1e9:.1f} model GFLOP/s, "
                   f"MFU {fig.flops_per_s / 1e9 / best_gflops:.0%} of the {dtype_label(best)} ceiling at the model's shapes "

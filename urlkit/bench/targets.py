@@ -75,11 +75,12 @@ def targets(table, results, eval_results, memory_results, ceiling, main_dtype) -
     rows = nearest_rows(ceiling, w["pass_rows"])
     best, best_gflops = ceiling.best_at(rows)
     share = gflops / best_gflops
-    tallest, tallest_gflops = ceiling.best_at(max(ceiling.rows)) if ceiling.rows else (best, float("nan"))
+    tallest_rows = max(ceiling.rows, default=0)
+    tallest, tallest_gflops = ceiling.best_at(tallest_rows)  # NaN where nothing was probed
     _target(table, f"evaluation MFU >= {TARGETS['evaluation MFU']:.0%} (fastest ceiling, model shapes)", 100 * share, "%",
             share >= TARGETS["evaluation MFU"],
             f"{gflops:.1f} of {best_gflops:.1f} GFLOP/s ({dtype_label(best)}, {rows} rows: the decoder passes' ~{w['pass_rows']:.0f} "
-            f"tokens); {gflops / tallest_gflops:.0%} of the {max(ceiling.rows, default=0)}-row ceiling "
+            f"tokens); {gflops / tallest_gflops:.0%} of the {tallest_rows}-row ceiling "
             f"({tallest_gflops:.1f}, {dtype_label(tallest)}), which sessions 5-7 read")
     for negatives, result in results.items():
         fig = result["figures"][name]
@@ -87,7 +88,7 @@ def targets(table, results, eval_results, memory_results, ceiling, main_dtype) -
             ratio = result["peer_seconds"] / fig.seconds
             _target(table, f"training 1+{negatives} steps/s / peer's >= {TARGETS['training x peer']:g}", ratio, "x",
                     ratio >= TARGETS["training x peer"], f"{1 / fig.seconds:.3g} vs {1 / result['peer_seconds']:.3g} steps/s")
-        best, best_gflops = ceiling.best_at(nearest_rows(ceiling, fig.computed_tokens))
+        best, best_gflops = ceiling.best_at(nearest_rows(ceiling, fig.pass_rows))
         mfu = fig.flops_per_s / 1e9 / best_gflops
         _target(table, f"training 1+{negatives} MFU >= {TARGETS['training MFU']:.0%} (fastest ceiling, model shapes)",
                 100 * mfu, "%", mfu >= TARGETS["training MFU"],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from urlkit.bench.flops import ModelShape, batch_work
+from urlkit.bench.flops import ModelShape, batch_work, pass_rows
 from urlkit.bench.measure import interleaved, median
 from urlkit.build import weight_options
 from urlkit.loss import sft_loss, url_loss
@@ -71,21 +71,21 @@ class StepFigures:
     flops_per_s: float  # model FLOP/s (median over rounds)
     dtype: torch.dtype
     note: str = ""
-    computed_tokens: float = float("nan")  # tokens through the decoder per step (median over rounds)
+    pass_rows: float = float("nan")  # rows of a step's decoder passes (flops.pass_rows; median over rounds)
 
 
 def step_figures(name: str, times: list[float], batches: list[dict], shape: ModelShape | None,
                  share_prefix: bool, dtype: torch.dtype, note: str = "") -> StepFigures:
     """Per-round rates (round r ran batch r) and their medians."""
-    tokens, flops, computed_tokens = [], [], []
+    tokens, flops, rows = [], [], []
     for seconds, batch in zip(times, batches, strict=False):
-        computed, context, _, prompt_tokens, _ = batch_work(batch["prompts"], share_prefix)
+        computed, context, _, prompt_tokens, slots = batch_work(batch["prompts"], share_prefix)
         tokens.append(prompt_tokens / seconds)
-        computed_tokens.append(computed)
+        rows.append(pass_rows(slots))
         if shape is not None:
             flops.append(shape.training_flops(computed, context) / seconds)
     return StepFigures(name, median(times), median(tokens), median(flops) if flops else float("nan"), dtype, note,
-                       median(computed_tokens))
+                       median(rows))
 
 
 def loss_seconds(cfg, batch_logits: torch.Tensor, mask: torch.Tensor, repeats: int = 200) -> dict[str, float]:
