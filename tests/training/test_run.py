@@ -94,3 +94,12 @@ def test_vision_language_model_trains_and_evaluates_on_emoji(tmp_path, task):
     for key in LOGGED:
         assert math.isfinite(float(history[-1][key])), key
     assert 0.0 <= metrics["test/ndcg@10"] <= 1.0 and "pool/test/ndcg@10" in metrics
+
+
+def test_the_gpu_trainers_mixed_precision_trains_with_clipping_and_the_fused_optimizer(dataset, tmp_path):
+    # trainer=gpu is bf16-mixed: Lightning's AMP plugin refuses to clip for a fused optimizer (one
+    # that unscales itself), though bf16 has no loss scale. The same plugin runs here on the CPU.
+    run_dir, _, history = _train(dataset, tmp_path, "trainer.precision=bf16-mixed", "train.grad_clip=1e-3")
+    assert [int(r["step"]) for r in history] == [1, 2, 3]
+    assert all(math.isfinite(float(r["loss"])) for r in history)
+    assert (run_dir / "metrics.json").exists()

@@ -58,11 +58,11 @@ from urlkit.training.telemetry import StepAccumulator
 __all__ = ["NonFiniteError", "RerankerModule", "adamw", "url_backward"]  # NonFiniteError: urlkit.training.nonfinite
 
 
-def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
-    """AdamW, fused (one kernel over all parameters) on CPU and CUDA: the same update as the
-    multi-tensor one up to float rounding, 45 -> 7 ms a step for the embedded model's 420
-    LoRA tensors on a 2-core CPU (docs/performance.md)."""
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel over all parameters) on CPU and CUDA unless ``fused=False``: the
+    same update as the multi-tensor one up to float rounding, 45 -> 7 ms a step for the embedded
+    model's 420 LoRA tensors on a 2-core CPU (docs/performance.md)."""
+    fused = fused and bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if fused else None)
 
 
@@ -220,7 +220,7 @@ class RerankerModule(L.LightningModule):
             skipped = not self.guard.fault(f"{stage} ({described})" if described else stage, step, query_ids)
         if not skipped:  # nonfinite="skip" drops the whole step: nothing non-finite reaches the weights
             if self.grad_clip:
-                self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+                self._clip_gradients(optimizer)
             optimizer.step()  # advances global_step
             scheduler.step()
             self.guard.parameters(
@@ -277,8 +277,21 @@ class RerankerModule(L.LightningModule):
             )
 
     # -- optimisation ------------------------------------------------------------------
+    def _clip_gradients(self, optimizer) -> None:
+        """Clip the gradients' global norm to ``grad_clip``. Lightning's mixed-precision plugin
+        refuses to clip for a fused optimizer (one that would unscale fp16 gradients itself), also
+        under bf16-mixed (trainer=gpu), which scales nothing: without a loss scaler the clipping
+        is Lightning's own, done here; with one (16-mixed) Lightning's, which unscales first."""
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        else:  # the parameters in the optimizer's order, as Lightning's clip_grad_by_norm takes them
+            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], self.grad_clip)
+
     def configure_optimizers(self):
-        optimizer = adamw([p for p in self.parameters() if p.requires_grad], self.lr, self.weight_decay)
+        # with a loss scaler (16-mixed) the multi-tensor AdamW: Lightning clips only for an
+        # optimizer that leaves the unscaling to it
+        scaled = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None
+        optimizer = adamw([p for p in self.parameters() if p.requires_grad], self.lr, self.weight_decay, fused=not scaled)
 
         def warmup_then_cosine(step: int) -> float:
             if step < self.warmup_steps:
