@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.device import on_test_device, to_device
 from omegaconf import OmegaConf
 
 from urlkit.build import add_lora
@@ -30,7 +31,7 @@ DOCS = [Document(id="d1", text="Cats sleep in warm, sheltered places such as sun
 PAIRS = {"one-query": [(0, 0), (0, 1), (0, 2), (0, 3)], "two-queries": [(0, 0), (1, 1), (1, 3), (0, 2)]}
 
 
-def _reranker(targets=ALL, dtype=torch.float32, dropout=0.0):
+def _reranker(targets=ALL, dtype=torch.float32, dropout=0.0, device=None):
     backbone = load_backbone({"source": "tiny", "name": "tiny_llama", "seed": 0, "dtype": dtype})
     torch.manual_seed(0)
     add_lora(backbone.model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": dropout, "target_modules": targets}))
@@ -39,17 +40,18 @@ def _reranker(targets=ALL, dtype=torch.float32, dropout=0.0):
             parameter.data.normal_(0, 0.05)
     head = build_head("lm_head", backbone.model, resolve_token_ids(backbone.tokenizer, ["yes", "no"]))
     renderer = PromptRenderer(backbone.tokenizer, max_length=128)
-    return Reranker(backbone, head), renderer
+    reranker = Reranker(backbone, head)
+    return (reranker.to(device) if device else on_test_device(reranker)), renderer
 
 
 def _batch(renderer, pairs):
-    return renderer.collate([renderer.encode("Find the passage.", QUERIES[q], DOCS[d]) for q, d in pairs])
+    return on_test_device(renderer.collate([renderer.encode("Find the passage.", QUERIES[q], DOCS[d]) for q, d in pairs]))
 
 
 def _scores_and_gradients(reranker, batch):
     trainable = [p for p in reranker.parameters() if p.requires_grad]
     scores = reranker(batch)
-    weights = torch.linspace(-1, 1, scores.numel()).view_as(scores)
+    weights = torch.linspace(-1, 1, scores.numel(), device=scores.device).view_as(scores)
     return scores.detach(), torch.autograd.grad((scores * weights).sum(), trainable)
 
 
@@ -108,7 +110,7 @@ def _qwen3_reranker(renderer):
         if "lora_B" in name:
             parameter.data.normal_(0, 0.2)
     head = build_head("lm_head", model, [5, 7])
-    return Reranker(type("Backbone", (), {"model": model})(), head)
+    return on_test_device(Reranker(type("Backbone", (), {"model": model})(), head))
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -196,12 +198,12 @@ def test_what_it_does_not_handle_runs_through_transformers():
 
 
 def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
-    reranker, renderer = _reranker()
+    reranker, renderer = _reranker(device="cpu")  # the CPU's choice of attention (other on CUDA)
     calls = []
     import urlkit.model.scoring as scoring
 
     monkeypatch.setattr(scoring, "fused_decoder", lambda decoder, **how: calls.append((decoder, how)) or None)
-    batch = _batch(renderer, PAIRS["one-query"])
+    batch = to_device(_batch(renderer, PAIRS["one-query"]), torch.device("cpu"))
     with torch.no_grad():
         reranker.eval()(batch)
         reranker.with_options(fused_layers=False)(batch)
