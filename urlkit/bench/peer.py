@@ -43,6 +43,8 @@ class Peer:
         transformer = Transformer(str(model_dir), transformer_task="text-generation", max_seq_length=max_length,
                                   model_kwargs={"dtype": dtype})
         tokenizer = transformer.tokenizer
+        if tokenizer.pad_token is None:  # sentence-transformers before 6.2 pads a causal LM's batches
+            tokenizer.pad_token = tokenizer.eos_token  # only with a pad token set (6.2 sets one itself)
         score = LogitScore(tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no"))
         self.model = CrossEncoder(modules=[transformer, score], device=str(device))
         add_lora(transformer.model, lora_cfg)
