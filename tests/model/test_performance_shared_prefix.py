@@ -183,3 +183,12 @@ def test_rerank_split_batches_queries_together_and_scores_as_alone(tiny_backbone
             for doc_id, score in run[query.id].items():
                 alone = plain(renderer.collate([renderer.encode(split.instruction, query, split.corpus[doc_id])]))
                 assert score == pytest.approx(relevance(alone, "sft").item(), abs=1e-5)
+
+
+def test_evaluation_on_a_gpu_runs_the_padded_batch_and_training_shares(tiny_backbone, renderer, monkeypatch):
+    shared, _ = _rerankers(tiny_backbone)
+    batch = _batch(renderer, PAIRS[1])
+    assert shared.eval()._can_share(batch) and shared.train()._can_share(batch)  # on the CPU, both
+    monkeypatch.setattr(shared, "model_device", lambda: torch.device("cuda"))
+    assert not shared.eval()._can_share(batch), "evaluation on a GPU: one padded pass (launch-bound levels)"
+    assert shared.train()._can_share(batch)

@@ -39,7 +39,10 @@ class ScoringOptions:
     gradients (up to float rounding: tests/model/test_performance_shared_prefix.py), only the
     speed differs (``python -m urlkit.bench`` measures each against the defaults).
 
-    share_prefix  compute prompt prefixes shared by several prompts once (prefix_sharing)
+    share_prefix  compute prompt prefixes shared by several prompts once (prefix_sharing);
+                  in eval mode on a CPU only: on a GPU one padded pass of the whole batch
+                  scored 3.2x the documents per second (H200, docs/performance.md, session 9),
+                  where the shared levels' many small passes wait on kernel launches
     pack_length   tokens per row of packed continuations (1: one row per continuation)
     fold          fold the last shared level into the packed rows where that is free
     mixed         with bfloat16/float16 frozen weights and float32 LoRA adapters, run the
@@ -174,8 +177,9 @@ class Reranker(nn.Module):
 
     def _can_share(self, inputs: Mapping[str, torch.Tensor]) -> bool:
         checkpointing = self.training and getattr(self.decoder, "gradient_checkpointing", False)
-        return self.options.share_prefix and not self.is_vision_language and not checkpointing and set(inputs) == {
-            "input_ids", "attention_mask"}
+        launch_bound = not self.training and self.model_device().type != "cpu"  # see ScoringOptions.share_prefix
+        return (self.options.share_prefix and not self.is_vision_language and not checkpointing and not launch_bound
+                and set(inputs) == {"input_ids", "attention_mask"})
 
 
 def inner_decoder(model: nn.Module) -> nn.Module:
