@@ -51,6 +51,21 @@ def test_quick_bench_on_the_tiny_model_prints_every_section(tmp_path, capsys, dt
     assert targets and all(r["detail"].startswith(("met", "NOT MET")) for r in targets)
 
 
+def test_an_interrupted_bench_still_prints_and_writes_what_it_measured(tmp_path, capsys, monkeypatch):
+    from urlkit.bench import cli
+
+    def first_section_then_ctrl_c(table, *args):
+        table.add("training 1+4", "urlkit fp32", 1.5, "steps/s", "measured before the interrupt")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_sections", first_section_then_ctrl_c)
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--model", "tiny", "--dtypes", "float32", "--json", str(out)]) == 130
+    printed = capsys.readouterr().out
+    assert "INTERRUPTED" in printed and "measured before the interrupt" in printed
+    assert [r["setting"] for r in json.loads(out.read_text())["rows"]] == ["urlkit fp32"]
+
+
 def test_peak_memory_and_time_of_a_step_in_this_process():
     result = process.measure("tiny", 1, None, "cpu", None, time_steps=1)
     assert result["process_peak_mb"] >= result["peak_mb"] >= result["live_mb"] > 0

@@ -281,7 +281,8 @@ class RerankerModule(L.LightningModule):
         """Clip the gradients' global norm to ``grad_clip``. Lightning's mixed-precision plugin
         refuses to clip for a fused optimizer (one that would unscale fp16 gradients itself), also
         under bf16-mixed (trainer=gpu), which scales nothing: without a loss scaler the clipping
-        is Lightning's own, done here; with one (16-mixed) Lightning's, which unscales first."""
+        Lightning would do is done here; with one (16-mixed) Lightning's ``clip_gradients`` and the
+        multi-tensor AdamW, as before (untested here: fp16 autocast does not run on a CPU)."""
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         else:  # the parameters in the optimizer's order, as Lightning's clip_grad_by_norm takes them
