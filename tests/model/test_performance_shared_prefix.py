@@ -185,10 +185,14 @@ def test_rerank_split_batches_queries_together_and_scores_as_alone(tiny_backbone
                 assert score == pytest.approx(relevance(alone, "sft").item(), abs=1e-5)
 
 
-def test_evaluation_on_a_gpu_runs_the_padded_batch_and_training_shares(tiny_backbone, renderer, monkeypatch):
-    shared, _ = _rerankers(tiny_backbone)
+def test_by_default_evaluation_on_a_gpu_runs_the_padded_batch_and_training_shares(tiny_backbone, renderer, monkeypatch):
+    head = build_head("lm_head", tiny_backbone.model, resolve_token_ids(tiny_backbone.tokenizer, ["yes", "no"]))
+    default = Reranker(tiny_backbone, head)
+    forced = default.with_options(share_prefix=True)
     batch = _batch(renderer, PAIRS[1])
-    assert shared.eval()._can_share(batch) and shared.train()._can_share(batch)  # on the CPU, both
-    monkeypatch.setattr(shared, "model_device", lambda: torch.device("cuda"))
-    assert not shared.eval()._can_share(batch), "evaluation on a GPU: one padded pass (launch-bound levels)"
-    assert shared.train()._can_share(batch)
+    assert default.eval()._can_share(batch) and default.train()._can_share(batch)  # on the CPU, both
+    for reranker in (default, forced):
+        monkeypatch.setattr(reranker, "model_device", lambda: torch.device("cuda"))
+    assert not default.eval()._can_share(batch), "evaluation on a GPU: one padded pass (launch-bound levels)"
+    assert default.train()._can_share(batch)
+    assert forced.eval()._can_share(batch) and not default.with_options(share_prefix=False).train()._can_share(batch)

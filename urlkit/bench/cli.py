@@ -251,20 +251,27 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     batches = {size: evaluation.rerank_batches(renderer, split, ranking, depth, size) for size in sizes}
     plain = evaluation.length_sorted_batches(renderer, split, ranking, depth, base)
     unsorted = evaluation.unsorted_batches(renderer, split, ranking, depth, base)
-    work = {f"rerank_split {dtype_label(main_dtype)} batch {size}": (evaluation.work(batches[size], True, shape), main_dtype) for size in sizes}
+    shares = built.reranker.eval().shares_prefixes()  # the default's choice on this device (no: on a GPU)
+    work = {f"rerank_split {dtype_label(main_dtype)} batch {size}": (evaluation.work(batches[size], shares, shape), main_dtype)
+            for size in sizes}
     variants = {f"rerank_split {dtype_label(main_dtype)} batch {size}": rerank(size) for size in sizes}
     batch_of = {f"rerank_split {dtype_label(main_dtype)} batch {size}": size for size in sizes}  # others: base
-    shared_variants = {
+    like_main = {  # variants of the default, sharing prefixes where it does
         f"LoRA not merged (eval.merge_lora=false), batch {base}": rerank(merge_lora=False),
-        f"shared level not folded, batch {base}": rerank(scoring={"fold": False}),
-        f"continuations unpacked, batch {base}": rerank(scoring={"pack_length": 1}),
         f"transformers' decoder forward (fused_layers=false), batch {base}": rerank(scoring={"fused_layers": False}),
     }
     if main_dtype in (torch.bfloat16, torch.float16):
-        shared_variants[f"adapter inputs cast to float32 (peft's own, not autocast), batch {base}"] = rerank(scoring={"mixed": False})
-    for name, variant in shared_variants.items():
-        variants[name] = variant
-        work[name] = (evaluation.work(batches[base], True, shape), main_dtype)
+        like_main[f"adapter inputs cast to float32 (peft's own, not autocast), batch {base}"] = rerank(scoring={"mixed": False})
+    sharing = {  # variants of the shared-prefix pass itself
+        f"shared level not folded, batch {base}": rerank(scoring={"share_prefix": True, "fold": False}),
+        f"continuations unpacked, batch {base}": rerank(scoring={"share_prefix": True, "pack_length": 1}),
+    }
+    if not shares:
+        sharing[f"prefixes shared (share_prefix=true), batch {base}"] = rerank(scoring={"share_prefix": True})
+    for group, shared in ((like_main, shares), (sharing, True)):
+        for name, variant in group.items():
+            variants[name] = variant
+            work[name] = (evaluation.work(batches[base], shared, shape), main_dtype)
     variants["no prefix sharing, length-sorted"] = lambda r: evaluation.batches_scorer(built.reranker, False)(plain)
     work["no prefix sharing, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
     variants["full-vocabulary logits, length-sorted"] = lambda r: evaluation.full_vocab_scorer(built.backbone.model, built.token_ids)(plain)

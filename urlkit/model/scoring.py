@@ -39,10 +39,11 @@ class ScoringOptions:
     gradients (up to float rounding: tests/model/test_performance_shared_prefix.py), only the
     speed differs (``python -m urlkit.bench`` measures each against the defaults).
 
-    share_prefix  compute prompt prefixes shared by several prompts once (prefix_sharing);
-                  in eval mode on a CPU only: on a GPU one padded pass of the whole batch
-                  scored 3.2x the documents per second (H200, docs/performance.md, session 9),
-                  where the shared levels' many small passes wait on kernel launches
+    share_prefix  compute prompt prefixes shared by several prompts once (prefix_sharing):
+                  True always, False never, None (the default) everywhere but in eval mode on
+                  a GPU, where one padded pass of the whole batch scored 3.2x the documents
+                  per second (H200, docs/performance.md, session 9): there the shared levels'
+                  many small passes wait on kernel launches
     pack_length   tokens per row of packed continuations (1: one row per continuation)
     fold          fold the last shared level into the packed rows where that is free
     mixed         with bfloat16/float16 frozen weights and float32 LoRA adapters, run the
@@ -65,7 +66,7 @@ class ScoringOptions:
                   architectures, LoRA variants and wrapped layers run transformers' forward)
     """
 
-    share_prefix: bool = True
+    share_prefix: bool | None = None
     pack_length: int = 128
     fold: bool = True
     mixed: bool = True
@@ -93,10 +94,11 @@ class Reranker(nn.Module):
     decoder held here keeps working whether the Reranker is built before or after wrapping
     (a peft model passed in is unwrapped to its base model).
 
-    ``share_prefix`` (default): text batches whose prompts share prefixes run through
-    :func:`urlkit.model.prefix_sharing.run_levels`, each shared prefix computed once, when that
-    saves at least 10% of the token slots; otherwise, and for images or gradient
-    checkpointing (which turns the decoder's key/value cache off), one plain pass.
+    ``share_prefix`` (by default in training, and in evaluation on a CPU): text batches whose
+    prompts share prefixes run through :func:`urlkit.model.prefix_sharing.run_levels`, each
+    shared prefix computed once, when that saves at least 10% of the token slots; otherwise,
+    and for images or gradient checkpointing (which turns the decoder's key/value cache off),
+    one plain pass.
     """
 
     def __init__(self, backbone: Any, head: nn.Module, options: ScoringOptions | None = None) -> None:
@@ -175,11 +177,17 @@ class Reranker(nn.Module):
         are moved there."""
         return next(self.decoder.parameters()).device
 
+    def shares_prefixes(self) -> bool:
+        """Whether a text batch shares its prompts' prefixes in the current mode (training or
+        eval) on the model's device: :attr:`ScoringOptions.share_prefix`, ``None`` resolved."""
+        if self.options.share_prefix is not None:
+            return self.options.share_prefix
+        return self.training or self.model_device().type == "cpu"
+
     def _can_share(self, inputs: Mapping[str, torch.Tensor]) -> bool:
         checkpointing = self.training and getattr(self.decoder, "gradient_checkpointing", False)
-        launch_bound = not self.training and self.model_device().type != "cpu"  # see ScoringOptions.share_prefix
-        return (self.options.share_prefix and not self.is_vision_language and not checkpointing and not launch_bound
-                and set(inputs) == {"input_ids", "attention_mask"})
+        return self.shares_prefixes() and not self.is_vision_language and not checkpointing and set(inputs) == {
+            "input_ids", "attention_mask"}
 
 
 def inner_decoder(model: nn.Module) -> nn.Module:
