@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -49,6 +50,10 @@ def test_quick_bench_on_the_tiny_model_prints_every_section(tmp_path, capsys, dt
         assert any(r["setting"] == "aten::mm" for r in profile if r["section"] == section)
     targets = [r for r in rows if r["section"] == "targets"]
     assert targets and all(r["detail"].startswith(("met", "NOT MET")) for r in targets)
+    # a section's MFU is read against the same (all) ceiling probes as the target's
+    (step,) = [r for r in rows if r["section"] == "training 1+4" and r["setting"] == f"urlkit {label}"]
+    (target,) = [r for r in targets if r["setting"].startswith("training 1+4 MFU")]
+    assert re.search(r"MFU (\d+)% of the", step["detail"]).group(1) == f"{target['value']:.0f}"
 
 
 def test_an_interrupted_bench_still_prints_and_writes_what_it_measured(tmp_path, capsys, monkeypatch):

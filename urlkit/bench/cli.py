@@ -197,15 +197,12 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     peer_name, peer_seconds = min(((name, median(times[name])) for name in peer_variants), key=lambda item: item[1],
                                   default=(None, float("nan")))
     for name, fig in figures.items():
-        mfu = fig.flops_per_s / 1e9 / ceiling.gflops(fig.dtype)
-        rows = nearest_rows(ceiling, fig.pass_rows)
-        best, best_gflops = ceiling.best_at(rows)
-        detail = (f"{fig.prompt_tokens_per_s:,.0f} prompt tok/s, {fig.flops_per_s / 1e9:.1f} model GFLOP/s, "
-                  f"MFU {fig.flops_per_s / 1e9 / best_gflops:.0%} of the {dtype_label(best)} ceiling at the model's shapes "
-                  f"({rows} rows), {mfu:.0%} of {dtype_label(fig.dtype)} {ceiling.sizes.get(fig.dtype)}^3; {spread(times[name])}")
+        head = f"{fig.prompt_tokens_per_s:,.0f} prompt tok/s, {fig.flops_per_s / 1e9:.1f} model GFLOP/s, "
+        tail = f"; {spread(times[name])}"
         if not math.isnan(peer_seconds):
-            detail += f"; x{peer_seconds / fig.seconds:.2f} the steps/s of the peer's fastest ({peer_name})"
-        table.add(section, name, 1 / fig.seconds, "steps/s", detail)
+            tail += f"; x{peer_seconds / fig.seconds:.2f} the steps/s of the peer's fastest ({peer_name})"
+        mfu = _mfu(ceiling, fig.flops_per_s / 1e9, fig.pass_rows, fig.dtype)
+        table.add(section, name, 1 / fig.seconds, "steps/s", lambda h=head, m=mfu, t=tail: h + m() + t)
     for name, model in peer_variants.items():
         pairs_tokens = [sum(int(m.sum()) for m in model.attention_masks(p, len(p))) for p, _ in peer_inputs]
         tokens_per_s = median([t / s for t, s in zip(pairs_tokens, times[name], strict=False)])
@@ -226,6 +223,19 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
                        ("sft", "native SFT loss forward+backward"), ("telemetry", "step telemetry (counterfactual W, native losses)")):
         table.add(section, label, 100 * seconds[key] / step, "% of step", f"{seconds[key] * 1e6:,.0f} us of a {step:.3g} s step")
     return {"figures": figures, "peer_seconds": peer_seconds, "peer_name": peer_name, "loss": seconds, "step": step}
+
+
+def _mfu(ceiling: Ceiling, gflops: float, pass_rows: float, dtype: torch.dtype):
+    """A row's MFU phrase, read when the table is printed: against every ceiling probe of the run,
+    as the targets read it (not only the probes taken before the row's section)."""
+
+    def text() -> str:
+        rows = nearest_rows(ceiling, pass_rows)
+        best, best_gflops = ceiling.best_at(rows)
+        return (f"MFU {gflops / best_gflops:.0%} of the {dtype_label(best)} ceiling at the model's shapes ({rows} rows), "
+                f"{gflops / ceiling.gflops(dtype):.0%} of {dtype_label(dtype)} {ceiling.sizes.get(dtype)}^3")
+
+    return text
 
 
 def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> dict:
@@ -306,19 +316,16 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
         if name in work:
             w, dtype = work[name]
             gflops = w["flops"] / median(seconds) / 1e9
-            rows = nearest_rows(ceiling, w["pass_rows"])
-            best, best_gflops = ceiling.best_at(rows)
-            detail = (f"{w['prompt'] / n_pairs:.1f} prompt tok/doc, {w['computed'] / n_pairs:.1f} computed, "
-                      f"padding {w['padding']:.0%}, {w['passes']} decoder passes of ~{w['pass_rows']:.0f} tokens, "
-                      f"{gflops:.1f} model GFLOP/s = MFU {gflops / best_gflops:.0%} of the "
-                      f"{dtype_label(best)} ceiling at the model's shapes ({rows} rows), {gflops / ceiling.gflops(dtype):.0%} of "
-                      f"{dtype_label(dtype)} {ceiling.sizes.get(dtype)}^3")
+            head = (f"{w['prompt'] / n_pairs:.1f} prompt tok/doc, {w['computed'] / n_pairs:.1f} computed, "
+                    f"padding {w['padding']:.0%}, {w['passes']} decoder passes of ~{w['pass_rows']:.0f} tokens, "
+                    f"{gflops:.1f} model GFLOP/s = ")
+            mfu = _mfu(ceiling, gflops, w["pass_rows"], dtype)
         else:
             w = peer_work[name]
-            detail = f"{w['prompt'] / n_pairs:.1f} prompt tok/doc (its own prompt), padding {w['padding']:.0%}"
-        if not math.isnan(peer_rate) and name not in peer_work:
-            detail += f"; x{rate / peer_rate:.2f} the peer's docs/s at batch {batch}"
-        table.add(section, name, rate, "docs/s", f"{detail}; {spread(seconds)} for {n_pairs} docs")
+            head, mfu = f"{w['prompt'] / n_pairs:.1f} prompt tok/doc (its own prompt), padding {w['padding']:.0%}", lambda: ""
+        tail = f"; x{rate / peer_rate:.2f} the peer's docs/s at batch {batch}" if not math.isnan(peer_rate) and name not in peer_work else ""
+        tail += f"; {spread(seconds)} for {n_pairs} docs"
+        table.add(section, name, rate, "docs/s", lambda h=head, m=mfu, t=tail: h + m() + t)
     unsorted_work = evaluation.work(unsorted, False, None)
     table.add(section, "padding share, plain batches in data order", 100 * unsorted_work["padding"], "%", f"batch {base}")
     cold, warm = evaluation.encode_seconds(lambda: make_renderer(built.backbone, cfg.model, cfg.get("prompt")), split, ranking, depth)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -11,7 +12,11 @@ class Row:
     setting: str
     value: float | str
     unit: str
-    detail: str = ""
+    detail: str | Callable[[], str] = ""  # a callable is read when the table is printed
+
+    @property
+    def text(self) -> str:
+        return self.detail() if callable(self.detail) else self.detail
 
 
 @dataclass
@@ -19,11 +24,11 @@ class Table:
     header: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
 
-    def add(self, section: str, setting: str, value, unit: str, detail: str = "") -> None:
+    def add(self, section: str, setting: str, value, unit: str, detail: str | Callable[[], str] = "") -> None:
         self.rows.append(Row(section, setting, value, unit, detail))
 
     def render(self) -> str:
-        cells = [(r.section, r.setting, _number(r.value), r.unit, r.detail) for r in self.rows]
+        cells = [(r.section, r.setting, _number(r.value), r.unit, r.text) for r in self.rows]
         widths = [max([len(c[i]) for c in cells] + [len(h)]) for i, h in enumerate(("section", "setting", "value", "unit"))]
         lines = [*self.header, ""]
         head = ("section", "setting", "value", "unit", "detail")
@@ -37,7 +42,7 @@ class Table:
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
-        return {"header": self.header, "rows": [r.__dict__ for r in self.rows]}
+        return {"header": self.header, "rows": [{**r.__dict__, "detail": r.text} for r in self.rows]}
 
 
 def _line(cells, widths) -> str:
