@@ -286,13 +286,13 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     work["no prefix sharing, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
     variants["full-vocabulary logits, length-sorted"] = lambda r: evaluation.full_vocab_scorer(built.backbone.model, built.token_ids)(plain)
     work["full-vocabulary logits, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
-    variants["no_grad instead of inference_mode"] = lambda r: evaluation.batches_scorer(built.reranker, True, "no_grad")(batches[base])
-    work["no_grad instead of inference_mode"] = (evaluation.work(batches[base], True, shape), main_dtype)
+    variants["no_grad instead of inference_mode"] = lambda r: evaluation.batches_scorer(built.reranker, shares, "no_grad")(batches[base])
+    work["no_grad instead of inference_mode"] = (evaluation.work(batches[base], shares, shape), main_dtype)
     for dtype, other in models.items():
         if dtype != main_dtype:
             name = f"rerank_split {dtype_label(dtype)} frozen weights, batch {base}"
             variants[name] = lambda r, o=other: rerank_split(o.reranker, o.renderer, split, ranking, depth=depth, batch_size=base, progress=False)
-            work[name] = (evaluation.work(batches[base], True, shape), dtype)
+            work[name] = (evaluation.work(batches[base], shares, shape), dtype)
     peer_work = {}
     for dtype, model in peers.items():
         for size in sizes:
