@@ -283,16 +283,20 @@ class RerankerModule(L.LightningModule):
         under bf16-mixed (trainer=gpu), which scales nothing: without a loss scaler the clipping
         Lightning would do is done here; with one (16-mixed) Lightning's ``clip_gradients`` and the
         multi-tensor AdamW, as before (untested here: fp16 autocast does not run on a CPU)."""
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+        if self._loss_scaled:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         else:  # the parameters in the optimizer's order, as Lightning's clip_grad_by_norm takes them
             torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], self.grad_clip)
 
+    @property
+    def _loss_scaled(self) -> bool:
+        """Whether a loss scaler runs (16-mixed): Lightning then clips, and only for an optimizer
+        that leaves the unscaling to it (not the fused AdamW)."""
+        return getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None
+
     def configure_optimizers(self):
-        # with a loss scaler (16-mixed) the multi-tensor AdamW: Lightning clips only for an
-        # optimizer that leaves the unscaling to it
-        scaled = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None
-        optimizer = adamw([p for p in self.parameters() if p.requires_grad], self.lr, self.weight_decay, fused=not scaled)
+        optimizer = adamw([p for p in self.parameters() if p.requires_grad], self.lr, self.weight_decay,
+                          fused=not self._loss_scaled)
 
         def warmup_then_cosine(step: int) -> float:
             if step < self.warmup_steps:
