@@ -319,13 +319,14 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
             head = (f"{w['prompt'] / n_pairs:.1f} prompt tok/doc, {w['computed'] / n_pairs:.1f} computed, "
                     f"padding {w['padding']:.0%}, {w['passes']} decoder passes of ~{w['pass_rows']:.0f} tokens, "
                     f"{gflops:.1f} model GFLOP/s = ")
+            tail = f"; x{rate / peer_rate:.2f} the peer's docs/s at batch {batch}" if not math.isnan(peer_rate) else ""
+            tail += f"; {spread(seconds)} for {n_pairs} docs"
             mfu = _mfu(ceiling, gflops, w["pass_rows"], dtype)
+            table.add(section, name, rate, "docs/s", lambda h=head, m=mfu, t=tail: h + m() + t)
         else:
             w = peer_work[name]
-            head, mfu = f"{w['prompt'] / n_pairs:.1f} prompt tok/doc (its own prompt), padding {w['padding']:.0%}", lambda: ""
-        tail = f"; x{rate / peer_rate:.2f} the peer's docs/s at batch {batch}" if not math.isnan(peer_rate) and name not in peer_work else ""
-        tail += f"; {spread(seconds)} for {n_pairs} docs"
-        table.add(section, name, rate, "docs/s", lambda h=head, m=mfu, t=tail: h + m() + t)
+            table.add(section, name, rate, "docs/s", f"{w['prompt'] / n_pairs:.1f} prompt tok/doc (its own prompt), "
+                      f"padding {w['padding']:.0%}; {spread(seconds)} for {n_pairs} docs")
     unsorted_work = evaluation.work(unsorted, False, None)
     table.add(section, "padding share, plain batches in data order", 100 * unsorted_work["padding"], "%", f"batch {base}")
     cold, warm = evaluation.encode_seconds(lambda: make_renderer(built.backbone, cfg.model, cfg.get("prompt")), split, ranking, depth)
