@@ -78,6 +78,17 @@ def test_peak_memory_and_time_of_a_step_in_this_process():
     assert result["step_s"] > 0 and result["threads"] >= 1
 
 
+def test_interleaved_rounds_rotate_which_variant_runs_first():
+    from urlkit.bench.measure import interleaved
+
+    order = []
+    variants = {name: (lambda r, n=name: order.append((r, n))) for name in "abc"}
+    times = interleaved(variants, rounds=4, warmup=1)
+    assert [n for _, n in order] == list("abc" "abc" "bca" "cab" "abc")  # warm-up, then rotated
+    assert all(r == max(i // 3 - 1, 0) for i, (r, _) in enumerate(order))  # every variant of a round gets its input
+    assert {name: len(t) for name, t in times.items()} == {"a": 4, "b": 4, "c": 4}
+
+
 def test_the_table_aligns_sections_and_numbers():
     table = Table(header=["title"])
     table.add("a", "first", 1234.5, "x", "note")

@@ -2,7 +2,9 @@
 
 Every figure of one section is measured in *rounds*: round r times variant A, then B, then
 C, ... on the same input, so a burst of load from another process slows all variants of
-that round alike and the ratios between medians hold. The matmul ceiling is measured the
+that round alike and the ratios between medians hold. The order rotates by one variant a
+round, so no variant always runs first (right after another section or the peer's step,
+which left the caches and the allocator in its own state). The matmul ceiling is measured the
 same way (``Ceiling.probe`` between sections), so a model FLOP utilisation divides two
 figures taken under the same load.
 """
@@ -32,10 +34,16 @@ def interleaved(variants: dict[str, Callable[[int], object]], rounds: int, warmu
 
     ``variants[name](r)`` runs one unit of work on input r (round r gives every variant the
     same input). ``warmup`` untimed rounds come first (lazy initialisation, allocator growth).
+    Timed round r starts at the r-th variant (mod their number) and wraps around: a fixed
+    order measured the first variant of every round 10-16% slower than its equal twin
+    (session 9, docs/performance.md).
     """
     times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
     for r in range(-warmup, rounds):
-        for name, run in variants.items():
+        shift = max(r, 0) % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            run = variants[name]
             sync()
             start = time.perf_counter()
             run(max(r, 0))
