@@ -114,3 +114,39 @@ def test_the_mfu_ceiling_is_read_at_the_rows_of_the_decoder_passes():
     *_, plain = batch_work({"input_ids": input_ids, "attention_mask": mask}, share_prefix=False)
     assert plain == [8 * width]
     assert pass_rows([100, 100]) == 100 and pass_rows([900, 100]) == 820  # weighted by where the tokens are
+
+
+@pytest.mark.parametrize(("device", "label"), [("cpu", "python -m urlkit.run, end to end"),
+                                               ("cuda", "python -m urlkit.run trainer=gpu, end to end")])
+def test_the_default_experiment_row_reads_the_run_or_its_failure(tmp_path, monkeypatch, capsys, device, label):
+    """The row of ``--default-experiment``: the run's own files read back (NDCG@10, the paired
+    test against BM25), or its failure with the command that failed and its last line."""
+    import subprocess
+    from pathlib import Path
+
+    calls = []
+
+    def fake_run(command, **_):  # what urlkit.run writes, for 30 queries where the reranker wins 20
+        calls.append(command)
+        if len(calls) == 2:
+            return subprocess.CompletedProcess(command, 1, "", "Traceback ...\nRuntimeError: out of memory")
+        root = Path(next(arg for arg in command if arg.startswith("output_root=")).split("=", 1)[1])
+        run = root / "runs" / "r1"
+        (run / "per_query").mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"test/ndcg@10": 0.7, "bm25/test/ndcg@10": 0.6}))
+        for model, wins in (("bm25", 0.0), ("reranker", 1.0)):
+            rows = [f"q{i},{wins if i < 20 else 0.5}" for i in range(30)]
+            (run / "per_query" / f"data_test_{model}.csv").write_text("query_id,ndcg@10\n" + "\n".join(rows) + "\n")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    table = Table()
+    process.default_experiment(table, device)
+    process.default_experiment(table, device)
+    assert all(("trainer=gpu" in c) == (device == "cuda") for c in calls)
+    ok, failed = table.rows
+    assert {(row.section, row.setting) for row in (ok, failed)} == {("default experiment", label)}
+    assert "test/ndcg@10 0.700" in ok.text and "on 30 queries: +66.67 NDCG@10 points" in ok.text
+    assert float(ok.text.split("p = ")[1].split(";")[0]) < 0.001
+    assert failed.text.startswith("FAILED (exit 1): RuntimeError: out of memory")
+    assert "Traceback" in capsys.readouterr().err

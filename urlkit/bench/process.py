@@ -153,16 +153,17 @@ def default_experiment(table, device: str = "cpu") -> None:
         done = subprocess.run([sys.executable, "-m", "urlkit.run", "logger=none", f"output_root={folder}", *trainer],
                               capture_output=True, text=True)
         seconds = time.perf_counter() - start
+        label = f"python -m urlkit.run{' ' + trainer[0] if trainer else ''}, end to end"
         if done.returncode != 0:
             print(done.stderr[-6000:], file=sys.stderr)  # the failure's traceback, beside the table's one line
-            table.add("default experiment", "python -m urlkit.run", seconds, "s", f"FAILED (exit {done.returncode}): "
+            table.add("default experiment", label, seconds, "s", f"FAILED (exit {done.returncode}): "
                       f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
             return
         run_dir = next(Path(folder).glob("runs/*"))
         metrics = json.loads((run_dir / "metrics.json").read_text())
         test = paired_test(*(read_per_query(str(_per_query_file(run_dir, model)), "ndcg@10") for model in ("bm25", "reranker")))
     ndcg = {key: value for key, value in metrics.items() if key.endswith("ndcg@10")}
-    table.add("default experiment", f"python -m urlkit.run{' ' + trainer[0] if trainer else ''}, end to end", seconds, "s",
+    table.add("default experiment", label, seconds, "s",
               ", ".join(f"{key} {value:.3f}" for key, value in sorted(ndcg.items()))
               + f"; paired test vs BM25 on {test['queries']} queries: {100 * test['diff']:+.2f} NDCG@10 points, 95% CI "
               f"{100 * test['ci95_low']:+.2f} to {100 * test['ci95_high']:+.2f}, p = {test['p_value']:.3g}"
