@@ -96,6 +96,42 @@ def test_vision_language_model_trains_and_evaluates_on_emoji(tmp_path, task):
     assert 0.0 <= metrics["test/ndcg@10"] <= 1.0 and "pool/test/ndcg@10" in metrics
 
 
+def test_float16_with_a_loss_scaler_clips_unscaled_gradients_and_leaves_overflows_to_the_scaler(
+        dataset, tmp_path, monkeypatch):
+    # 16-mixed (GPUs without bf16: V100, T4) scales the loss; Lightning unscales the gradients
+    # only inside optimizer.step(), just before on_before_optimizer_step. Lightning swaps 16-mixed
+    # for bf16-mixed on a CPU, so its float16 plugin is put in by hand here, with an initial
+    # scale of 2^20 that overflows float16 for the first steps (inf gradients: the scaler's
+    # business, not a fault of train.nonfinite=stop).
+    import lightning
+    import torch
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    scalers, norms = [], []
+
+    def trainer_with_scaler(*args, **kwargs):
+        kwargs.pop("precision", None)
+        scalers.append(torch.amp.GradScaler("cpu", init_scale=2.0**20))
+        kwargs["plugins"] = [*kwargs.get("plugins", []), MixedPrecision("16-mixed", "cpu", scaler=scalers[-1])]
+        return real_trainer(*args, **kwargs)
+
+    def recording_step(self, *args, **kwargs):  # the gradients AdamW steps with
+        norms.append(float(torch.linalg.vector_norm(torch.stack(
+            [p.grad.norm() for group in self.param_groups for p in group["params"] if p.grad is not None]))))
+        return real_step(self, *args, **kwargs)
+
+    real_trainer, real_step = lightning.Trainer, torch.optim.AdamW.step
+    monkeypatch.setattr(lightning, "Trainer", trainer_with_scaler)
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    clip = 1e-3
+    run_dir, _, history = _train(dataset, tmp_path, "train.max_steps=12", f"train.grad_clip={clip}")
+    assert [int(r["step"]) for r in history] == list(range(1, 13))
+    assert scalers[-1].get_scale() < 2.0**20  # the fit's scaler (the first trainer only probes the launch) backed off
+    assert norms and len(norms) < 12  # the overflowing steps were skipped by the scaler, not by the guard
+    assert all(clip * 0.5 < norm <= clip * 1.001 for norm in norms), norms  # clipped after unscaling
+    assert (run_dir / "metrics.json").exists()
+
+
 def test_the_gpu_trainers_mixed_precision_trains_with_clipping_and_the_fused_optimizer(dataset, tmp_path):
     # trainer=gpu is bf16-mixed: Lightning's AMP plugin refuses to clip for a fused optimizer (one
     # that unscales itself), though bf16 has no loss scale. The same plugin runs here on the CPU.

@@ -7,13 +7,15 @@ One optimizer step, in full (``training_step`` runs once per micro-batch)::
     loss, info = url_loss(logits, weight, direction, mask)   # loss=native_*: sft_loss / infonce_loss
     (loss / accumulate).backward()              # micro-batches add up their gradients
     every `accumulate` micro-batches: read back telemetry + non-finite flags (one sync, all
-    ranks), clip, optimizer.step(), scheduler.step(), zero_grad()
+    ranks), optimizer.step() (clipping inside it, after any loss scaler has unscaled the
+    gradients), scheduler.step(), zero_grad()
     log W+, W-, counterfactual W_sft/W_cl/W_base, native SFT and InfoNCE losses
 
 Optimisation is manual (Lightning's ``automatic_optimization = False``) so that the whole
 step is visible here, a non-finite step can be dropped before it touches the weights
 (``urlkit.training.nonfinite``: scores, loss and weights of every micro-batch and the
-gradients, decided before the update on every rank alike; parameters after it), and the
+gradients, decided before the update on every rank alike; parameters after it; with a loss
+scaler, 16-mixed, an inf gradient is the scaler's overflow signal, not a fault), and the
 constant-memory step below can run its own backward.
 
 **Constant memory in N** (``chunk_size``): URL's weights are detached, so the gradient of
@@ -208,7 +210,10 @@ class RerankerModule(L.LightningModule):
     def _optimizer_step(self) -> None:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         step = self.global_step + 1
-        flags = torch.cat([self._step_flags, self.guard.gradient_flag(p for _, p in self.trainable()).to(self._step_flags.device)])
+        # with a loss scaler (16-mixed) an inf gradient is an overflow of the scaled loss: the
+        # scaler skips that update and lowers its scale (no fault; the parameters are still checked)
+        gradients = torch.zeros(1) if self._loss_scaled else self.guard.gradient_flag(p for _, p in self.trainable())
+        flags = torch.cat([self._step_flags, gradients.to(self._step_flags.device)])
         # the one host sync of the step: telemetry and the guard's flags, reduced over the ranks
         row, verdict = self.step_stats.finish(flags, reduce=distributed.reduce_)
         batches, self._step_flags, self._step_batches = self._step_batches, None, []
@@ -219,9 +224,7 @@ class RerankerModule(L.LightningModule):
             described, query_ids = self._locate_fault(stage, batches)
             skipped = not self.guard.fault(f"{stage} ({described})" if described else stage, step, query_ids)
         if not skipped:  # nonfinite="skip" drops the whole step: nothing non-finite reaches the weights
-            if self.grad_clip:
-                self._clip_gradients(optimizer)
-            optimizer.step()  # advances global_step
+            optimizer.step()  # clips (on_before_optimizer_step), steps, advances global_step
             scheduler.step()
             self.guard.parameters(
                 self.trainable(), step=step, query_ids=query_ids, agree=lambda flag: distributed.agree(flag)
@@ -277,21 +280,20 @@ class RerankerModule(L.LightningModule):
             )
 
     # -- optimisation ------------------------------------------------------------------
-    def _clip_gradients(self, optimizer) -> None:
-        """Clip the gradients' global norm to ``grad_clip``. Lightning's mixed-precision plugin
-        refuses to clip for a fused optimizer (one that would unscale fp16 gradients itself), also
-        under bf16-mixed (trainer=gpu), which scales nothing: without a loss scaler the clipping
-        Lightning would do is done here; with one (16-mixed) Lightning's ``clip_gradients`` and the
-        multi-tensor AdamW, as before (untested here: fp16 autocast does not run on a CPU)."""
-        if self._loss_scaled:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-        else:  # the parameters in the optimizer's order, as Lightning's clip_grad_by_norm takes them
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Clip the gradients' global norm to ``grad_clip``. Lightning calls this inside
+        ``optimizer.step()``, after a loss scaler (16-mixed) has unscaled the gradients: clipping
+        before the step would clip the scaled ones (then divided by the scale: no update).
+        The same ``clip_grad_norm_`` over the optimizer's parameters that Lightning's own
+        clipping calls, which its mixed-precision plugin refuses for a fused optimizer also
+        under bf16-mixed (trainer=gpu), where nothing is scaled."""
+        if self.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], self.grad_clip)
 
     @property
     def _loss_scaled(self) -> bool:
-        """Whether a loss scaler runs (16-mixed): Lightning then clips, and only for an optimizer
-        that leaves the unscaling to it (not the fused AdamW)."""
+        """Whether a loss scaler runs (16-mixed): the optimizer must then leave the unscaling to
+        Lightning (not the fused AdamW, which would unscale inside its step, after the clipping)."""
         return getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None
 
     def configure_optimizers(self):

@@ -26,6 +26,10 @@ and applies ``train.nonfinite``:
   whose steps keep failing would otherwise loop forever over an endless stream, so more
   than ``max_consecutive_skips`` skipped steps in a row stop it as ``stop`` would.
 
+Under a loss scaler (Lightning's ``16-mixed``, float16 GPUs) the gradients are not checked: an
+inf gradient there is the scaled loss overflowing float16, which the scaler answers by
+skipping that update and halving its scale (the training module leaves it to the scaler).
+
 Parameters that become non-finite *after* an update (the gradient was finite but the update
 overflowed, e.g. in float16) cannot be skipped any more: both policies stop, before the
 checkpoint of that step is written.
