@@ -32,3 +32,16 @@ def trained_run(run_dir: str, queries: int):
     trained = TrainedReranker.from_run(run_dir)
     data = load_data(compose_config("default"))
     return trained.built.reranker, trained.built.renderer, evaluation.subset(data.test, queries), data.test_ranking
+
+
+def adapted_default_model(queries: int):
+    """The default experiment's model (built), its data and the first ``queries`` test queries,
+    with LoRA's B drawn from N(0, 0.01) as after training (zero adapters would merge to nothing)."""
+    cfg = compose_config("default")
+    data = load_data(cfg)
+    built = build(cfg, torch.device("cpu"))
+    with torch.no_grad():
+        for name, parameter in built.reranker.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.01)
+    return built, data, evaluation.subset(data.test, queries)

@@ -10,18 +10,11 @@ import sys
 import time
 
 import torch
+from _common import adapted_default_model
 
 from urlkit.bench import evaluation
-from urlkit.bench.workload import build, compose_config, load_data
 
-cfg = compose_config("default")
-data = load_data(cfg)
-built = build(cfg, torch.device("cpu"))
-with torch.no_grad():  # adapters as after training
-    for name, parameter in built.reranker.named_parameters():
-        if "lora_B" in name:
-            parameter.normal_(0, 0.01)
-split = evaluation.subset(data.test, 40)
+built, data, split = adapted_default_model(40)
 batches = evaluation.rerank_batches(built.renderer, split, data.test_ranking, 25, 64)
 documents = sum(len(b["input_ids"]) for b in batches)
 scorer = built.reranker.with_options()

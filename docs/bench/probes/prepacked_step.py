@@ -16,10 +16,8 @@ import time
 from statistics import median
 
 import torch
-from _common import default_steps
+from _common import adapted_default_model, default_steps
 
-from urlkit.bench import evaluation
-from urlkit.bench.workload import build, compose_config, load_data
 from urlkit.evaluation.rerank import rerank_split
 from urlkit.model import fused_decoder as fd
 
@@ -113,14 +111,7 @@ print(f"packed vs plain: logits max |diff| {dl:.2e}, LoRA gradient relative diff
 
 paired("1+4 training step", [lambda b=b: url(b) for b in batches])
 # evaluation: the bench's merged bf16 scoring of 40 test queries' top-25 in batches of 512
-cfg = compose_config("default")
-data = load_data(cfg)
-built = build(cfg, torch.device("cpu"))
-with torch.no_grad():  # adapters as after training
-    for name, parameter in built.reranker.named_parameters():
-        if "lora_B" in name:
-            parameter.normal_(0, 0.01)
-split = evaluation.subset(data.test, 40)
+built, data, split = adapted_default_model(40)
 
 
 def evaluate():
