@@ -8,7 +8,9 @@ any. What urlkit adds on top of Lightning's DDP:
   run directory is touched, so that only rank 0 writes the run's records;
 * :func:`reduce_`, :func:`gather`, :func:`agree`: thin wrappers of ``torch.distributed`` that
   are the identity in a single process (no process group), used by the step telemetry, the
-  non-finite guard, the checkpoints' RNG states and the sharded evaluation.
+  non-finite guard, the checkpoints' RNG states and the sharded evaluation;
+* :func:`clip_grad_norm`: the gradients' global norm clipped across ranks also when FSDP
+  shards them.
 
 Everything here is a no-op without an initialised process group, so the single-process
 paths run the same code.
@@ -81,3 +83,18 @@ def agree(flag: bool | torch.Tensor, device: torch.device | None = None) -> bool
     """True on every rank when ``flag`` is true on any rank (one host sync)."""
     value = torch.as_tensor(flag, dtype=torch.float32, device=device).reshape(1)
     return bool(reduce_(value.clone(), "max").item())
+
+
+def clip_grad_norm(parameters: list[torch.nn.Parameter], max_norm: float,
+                   root: torch.nn.Module | None = None) -> torch.Tensor:
+    """Scale the gradients so that their global norm is at most ``max_norm``; returns the norm
+    before clipping. Under FSDP (``root``, the strategy's model, a ``FullyShardedDataParallel``)
+    every rank holds a shard of each gradient: the norm is FSDP's, all-reduced over the ranks
+    (torch's ``clip_grad_norm_`` would clip each shard by its own norm, which is why Lightning
+    refuses norm clipping under FSDP). Elsewhere torch's (one process, or DDP, whose gradients
+    are whole and alike on every rank after the all-reduce). Every rank must call it."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(root, FullyShardedDataParallel):
+        return root.clip_grad_norm_(max_norm)
+    return torch.nn.utils.clip_grad_norm_(parameters, max_norm)

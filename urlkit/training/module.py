@@ -284,11 +284,13 @@ class RerankerModule(L.LightningModule):
         """Clip the gradients' global norm to ``grad_clip``. Lightning calls this inside
         ``optimizer.step()``, after a loss scaler (16-mixed) has unscaled the gradients: clipping
         before the step would clip the scaled ones (then divided by the scale: no update).
-        The same ``clip_grad_norm_`` over the optimizer's parameters that Lightning's own
-        clipping calls, which its mixed-precision plugin refuses for a fused optimizer also
-        under bf16-mixed (trainer=gpu), where nothing is scaled."""
+        The norm over the optimizer's parameters, as Lightning's own clipping takes it (which
+        its mixed-precision plugin refuses for a fused optimizer also under bf16-mixed, where
+        nothing is scaled, and its FSDP plugin refuses outright), FSDP's across the shards."""
         if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], self.grad_clip)
+            root = getattr(getattr(self._trainer, "strategy", None), "model", None)
+            distributed.clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]], self.grad_clip,
+                                       root=root)
 
     @property
     def _loss_scaled(self) -> bool:
