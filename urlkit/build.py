@@ -267,7 +267,7 @@ def add_lora(model: torch.nn.Module, lora_cfg: Any, gradient_checkpointing: bool
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
     if gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.2x; the old name warns
+        enable = getattr(model, "activation_checkpointing_enable", None)  # newer transformers (the old name warns)
         if enable is not None:
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
