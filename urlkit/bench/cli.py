@@ -33,7 +33,7 @@ from urlkit.bench.measure import (
 )
 from urlkit.bench.profile import profile_section
 from urlkit.bench.table import Table
-from urlkit.bench.targets import ceiling_rows, dtype_label, nearest_rows, targets
+from urlkit.bench.targets import ceiling_rows, dtype_label, fastest_near, targets
 from urlkit.bench.workload import MODELS, build, compose_config, load_data, training_batches
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
@@ -230,8 +230,7 @@ def _mfu(ceiling: Ceiling, gflops: float, pass_rows: float, dtype: torch.dtype):
     as the targets read it (not only the probes taken before the row's section)."""
 
     def text() -> str:
-        rows = nearest_rows(ceiling, pass_rows)
-        best, best_gflops = ceiling.best_at(rows)
+        rows, best, best_gflops = fastest_near(ceiling, pass_rows)
         return (f"MFU {gflops / best_gflops:.0%} of the {dtype_label(best)} ceiling at the model's shapes ({rows} rows), "
                 f"{gflops / ceiling.gflops(dtype):.0%} of {dtype_label(dtype)} {ceiling.sizes.get(dtype)}^3")
 

@@ -21,6 +21,13 @@ def nearest_rows(ceiling: Ceiling, tokens: float) -> int:
     return min(ceiling.rows, key=lambda rows: abs(math.log(rows / max(tokens, 1.0))))
 
 
+def fastest_near(ceiling: Ceiling, tokens: float) -> tuple[int, torch.dtype, float]:
+    """(rows, dtype, GFLOP/s): the fastest dtype's model-shape ceiling at the probed row count
+    closest to ``tokens`` per pass, what every MFU of the table is read against."""
+    rows = nearest_rows(ceiling, tokens)
+    return (rows, *ceiling.best_at(rows))
+
+
 def dtype_label(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
 
@@ -72,8 +79,7 @@ def targets(table, results, eval_results, memory_results, ceiling, main_dtype) -
                 "x", ratio >= TARGETS["evaluation x peer"], f"{rates[main]:.2f} vs {peer_rate:.2f} docs/s ({peer_name})")
     w, dtype = eval_results["work"][main]
     gflops = w["flops"] / median(eval_results["times"][main]) / 1e9
-    rows = nearest_rows(ceiling, w["pass_rows"])
-    best, best_gflops = ceiling.best_at(rows)
+    rows, best, best_gflops = fastest_near(ceiling, w["pass_rows"])
     share = gflops / best_gflops
     tallest_rows = max(ceiling.rows, default=0)
     tallest, tallest_gflops = ceiling.best_at(tallest_rows)  # NaN where nothing was probed
@@ -89,7 +95,7 @@ def targets(table, results, eval_results, memory_results, ceiling, main_dtype) -
             _target(table, f"training 1+{negatives} steps/s / peer's fastest >= {TARGETS['training x peer']:g}", ratio, "x",
                     ratio >= TARGETS["training x peer"],
                     f"{1 / fig.seconds:.3g} vs {1 / result['peer_seconds']:.3g} steps/s ({result['peer_name']})")
-        best, best_gflops = ceiling.best_at(nearest_rows(ceiling, fig.pass_rows))
+        _, best, best_gflops = fastest_near(ceiling, fig.pass_rows)
         mfu = fig.flops_per_s / 1e9 / best_gflops
         _target(table, f"training 1+{negatives} MFU >= {TARGETS['training MFU']:.0%} (fastest ceiling, model shapes)",
                 100 * mfu, "%", mfu >= TARGETS["training MFU"],
