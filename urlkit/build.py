@@ -32,7 +32,7 @@ from urlkit.loss import LossInputError, WeightOptions
 from urlkit.loss.directions import get_direction, resolve_direction
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
-from urlkit.model.scoring import Reranker
+from urlkit.model.scoring import Reranker, ScoringOptions
 
 
 @dataclass
@@ -206,6 +206,18 @@ def make_renderer(backbone: Backbone, model_cfg: Any, prompt_cfg: Any = None) ->
     return PromptRenderer.from_format(backbone.tokenizer, prompt_format, **kwargs)
 
 
+COMPILE_SETTINGS = {"auto": None, True: True, False: False}
+
+
+def compile_setting(model_cfg: Any) -> bool | None:
+    """``model.compile`` as :attr:`ScoringOptions.compiled_layers`: ``auto`` (the default: passes
+    without gradients on a CPU with a C++ compiler), ``true`` or ``false``."""
+    value = model_cfg.get("compile", "auto")
+    if value not in COMPILE_SETTINGS:
+        raise ConfigError(f"model.compile={value!r}: expected auto, true or false")
+    return COMPILE_SETTINGS[value]
+
+
 def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool = True) -> Built:
     """Backbone (+ LoRA when ``trainable``) + scoring head, from ``cfg.model``/``cfg.head``/``cfg.direction``.
 
@@ -234,7 +246,7 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     )
     if trainable:
         add_lora(backbone.model, cfg.model.lora, bool(cfg.train.get("gradient_checkpointing", False)))
-    reranker = Reranker(backbone, head)
+    reranker = Reranker(backbone, head, ScoringOptions(compiled_layers=compile_setting(cfg.model)))
     reranker.train(trainable)  # from_pretrained returns eval mode; LoRA dropout needs train mode
     return Built(reranker, renderer, backbone, token_ids, tokens)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.device import on_test_device, to_device
+from helpers.device import TEST_DEVICE, on_test_device, to_device
 from omegaconf import OmegaConf
 
 from urlkit.build import add_lora
@@ -202,14 +202,79 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     calls = []
     import urlkit.model.scoring as scoring
 
-    monkeypatch.setattr(scoring, "fused_decoder", lambda decoder, **how: calls.append((decoder, how)) or None)
+    monkeypatch.setattr(scoring, "fused_decoder", lambda decoder, **how: calls.append(how) or None)
+    monkeypatch.setattr(scoring, "can_compile", lambda device: True)
     batch = to_device(_batch(renderer, PAIRS["one-query"]), torch.device("cpu"))
     with torch.no_grad():
         reranker.eval()(batch)
         reranker.with_options(fused_layers=False)(batch)
         reranker.train()(batch)
         reranker.with_options(cpu_training_attention="default").train()(batch)
-    # attention computed by the pass itself where the reranker would pick SDPA's math kernel
-    assert calls == [(reranker.decoder, {"explicit_attention": False}), (reranker.decoder, {"explicit_attention": True}),
-                     (reranker.decoder, {"explicit_attention": False})]
-    assert ScoringOptions().fused_layers
+        reranker.with_options(compiled_layers=True).train()(batch)
+        reranker.with_options(compiled_layers=False).eval()(batch)
+    reranker.eval()(batch)  # gradients on: eager
+    monkeypatch.setattr(scoring, "can_compile", lambda device: False)  # no C++ compiler: eager
+    with torch.no_grad():
+        reranker.eval()(batch)
+    # attention computed by the pass itself where the reranker would pick SDPA's math kernel;
+    # compiled by default where measured faster: eval mode, no gradients, a CPU that can compile
+    assert calls == [{"explicit_attention": False, "compiled": True}, {"explicit_attention": True, "compiled": False},
+                     {"explicit_attention": False, "compiled": False}, {"explicit_attention": True, "compiled": True},
+                     {"explicit_attention": False, "compiled": False}, {"explicit_attention": False, "compiled": False},
+                     {"explicit_attention": False, "compiled": False}]
+    assert ScoringOptions().fused_layers and ScoringOptions().compiled_layers is None
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bf16"])
+def test_compiled_layers_score_and_train_as_the_eager_pass(dtype, monkeypatch):
+    # torch.compile of the layers' halves (inductor: a C++ compiler here, Triton on a GPU) on
+    # every path of the pass: plain, shared levels with a cache, folded packs; forced in training too
+    import urlkit.model.fused_decoder as fused
+    from urlkit.model.fused_decoder import can_compile
+
+    calls, compiled_halves = [], fused.compiled_halves
+
+    def counted(shape):
+        before, after = compiled_halves(shape)
+        return (lambda *args: calls.append(len(args[0])) or before(*args)), after
+
+    monkeypatch.setattr(fused, "compiled_halves", counted)
+
+    if not can_compile(TEST_DEVICE):
+        pytest.skip(f"inductor finds no toolchain for {TEST_DEVICE} here")
+    reranker, renderer = _reranker(dtype=dtype)
+    compiled, eager = reranker.with_options(compiled_layers=True), reranker.with_options(compiled_layers=False)
+    tolerance = 1e-5 if dtype == torch.float32 else 0.05  # bf16: the relative tolerances of the test above
+    for pairs in PAIRS.values():
+        batch = _batch(renderer, pairs)
+        for sharing in ({"share_prefix": True}, {"share_prefix": True, "fold": False}, {"share_prefix": False}):
+            scored, expected = (r.with_options(**sharing) for r in (compiled, eager))
+            scored.eval(), expected.eval()
+            with torch.inference_mode():
+                scores, eager_scores = scored(batch), expected(batch)
+            assert torch.allclose(scores, eager_scores, atol=tolerance * eager_scores.abs().max().item())
+        compiled.train(), eager.train()
+        (scores, grads), (eager_scores, eager_grads) = (_scores_and_gradients(compiled, batch),
+                                                        _scores_and_gradients(eager, batch))
+        assert torch.allclose(scores, eager_scores, atol=tolerance * eager_scores.abs().max().item())
+        for grad, expected_grad in zip(grads, eager_grads, strict=True):
+            assert (grad - expected_grad).norm() / expected_grad.norm() < tolerance
+    # two layers a pass; 8 scoring calls, the unfolded ones in several passes (levels reading
+    # a cache); one graph a half for passes of many token counts
+    assert len(calls) > 2 * 8 and len(calls) % 2 == 0, calls
+    assert len(set(calls)) >= 5, calls
+
+
+def test_model_compile_reaches_the_reranker_and_a_bad_value_names_the_key(tmp_path):
+    from helpers.run_helpers import compose_train, write_small_dataset
+
+    from urlkit.build import build_reranker
+    from urlkit.errors import ConfigError
+
+    data = write_small_dataset(tmp_path / "data")
+    for value, expected in (("auto", None), ("true", True), ("false", False)):
+        built = build_reranker(compose_train(data, f"model.compile={value}"), trainable=False)
+        assert built.reranker.options.compiled_layers is expected
+    with pytest.raises(ConfigError, match="model.compile='sometimes'"):
+        build_reranker(compose_train(data, "model.compile=sometimes"), trainable=False)

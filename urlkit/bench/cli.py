@@ -268,6 +268,7 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     like_main = {  # variants of the default, sharing prefixes where it does
         f"LoRA not merged (eval.merge_lora=false), batch {base}": rerank(merge_lora=False),
         f"transformers' decoder forward (fused_layers=false), batch {base}": rerank(scoring={"fused_layers": False}),
+        f"eager layers (model.compile=false), batch {base}": rerank(scoring={"compiled_layers": False}),
     }
     if main_dtype in (torch.bfloat16, torch.float16):
         like_main[f"adapter inputs cast to float32 (peft's own, not autocast), batch {base}"] = rerank(scoring={"mixed": False})

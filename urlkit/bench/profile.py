@@ -83,23 +83,25 @@ def _ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
 # forward but the embedding's and the rotary embedding's): (owner within that module, "" for
 # the module itself; attribute) -> the part of the model they are
 FUSED_PARTS = {
-    ("_Group", "__call__"): "projections with their adapters (q|k|v, o, gate|up, down)",
+    ("", "_project"): "projections with their adapters (q|k|v, o, gate|up, down)",
     ("", "_rms_norm"): "RMS norms",
     ("", "_grouped_attention"): "attention core (training: float32, grouped heads)",
     ("F", "scaled_dot_product_attention"): "attention core (SDPA)",
 }
 
 
-def _fused_ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
+def _fused_ranges(decoder: torch.nn.Module, compiled: bool) -> contextlib.ExitStack:
     """``record_function`` ranges around the fused pass's parts for the profiled call only
     (the functions are wrapped and put back after it; the pass itself carries no ranges).
-    Nothing where ``decoder`` runs transformers' forward: its module ranges already hold SDPA."""
+    Nothing where ``decoder`` runs transformers' forward: its module ranges already hold SDPA;
+    nothing where its layers are ``compiled``: their graphs inline these functions (wrapping
+    them would recompile inside the profiled call); the operators still show the products."""
     import functools
 
     from urlkit.model import fused_decoder
 
     stack = contextlib.ExitStack()
-    if fused_decoder.fused_decoder(decoder) is None:
+    if compiled or fused_decoder.fused_decoder(decoder) is None:
         return stack
     for (owner_name, attribute), label in FUSED_PARTS.items():
         owner = getattr(fused_decoder, owner_name) if owner_name else fused_decoder
@@ -115,13 +117,14 @@ def _fused_ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
     return stack
 
 
-def profile_summary(run: Callable[[], object], decoder: torch.nn.Module, top: int = 8) -> Profile:
-    """Profile one call of ``run`` (after one unprofiled warm-up call)."""
+def profile_summary(run: Callable[[], object], decoder: torch.nn.Module, top: int = 8, compiled: bool = False) -> Profile:
+    """Profile one call of ``run`` (after one unprofiled warm-up call); ``compiled``: ``run``'s
+    fused pass compiles its layers (``Reranker.layers_compiled``)."""
     import time
 
     run()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with _ranges(decoder), _fused_ranges(decoder), profile(activities=activities) as prof:
+    with _ranges(decoder), _fused_ranges(decoder, compiled), profile(activities=activities) as prof:
         start = time.perf_counter()
         run()
         seconds = time.perf_counter() - start
@@ -167,9 +170,15 @@ def profile_section(table, args, cfg, data, built, dtype_label: str) -> None:
         with torch.inference_mode():
             scorer(eval_batch)
 
-    for what, run in ((f"training 1+4 step, {dtype_label}", lambda: stepper(batch)),
-                      (f"evaluation batch of {len(eval_batch['input_ids'])} prompts, {dtype_label}", score)):
-        result = profile_summary(run, built.reranker.decoder)
+    scorer.eval()
+    with torch.inference_mode():
+        compiled = scorer.layers_compiled()
+    for what, run, layers_compiled in (
+            (f"training 1+4 step, {dtype_label}", lambda: stepper(batch), False),
+            (f"evaluation batch of {len(eval_batch['input_ids'])} prompts, {dtype_label}", score, compiled)):
+        if layers_compiled:
+            what += ", compiled layers"
+        result = profile_summary(run, built.reranker.decoder, compiled=layers_compiled)
         section = f"profile: {what}"
         for name, share in result.operators[:6]:
             table.add(section, name, 100 * share, "% of CPU", f"self time; a profiled call: {result.seconds:.3g} s")

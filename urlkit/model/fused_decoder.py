@@ -25,12 +25,20 @@ adapters, wrapped layers (FSDP), gradient checkpointing. The call matches the su
 ``LlamaModel.forward`` that urlkit uses, key/value cache included (``KeyValues``), so
 ``urlkit.model.prefix_sharing`` runs either one. tests/model/test_fused_decoder.py holds
 both to the same scores and gradients.
+
+A layer is two functions of (tokens, hidden) tensors around its attention
+(:func:`_attention_inputs`, :func:`_layer_output`: no module, no row, no cache), so
+``torch.compile`` serves all layers and passes with one graph each (:func:`compiled_halves`),
+whose elementwise work (norms, rotary embeddings, gate, residual adds, casts) inductor fuses
+into a few kernels (``ScoringOptions.compiled_layers``: by default for evaluation on a CPU).
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -99,27 +107,40 @@ class _Group:
                 kept = self.store[key] = (states, torch.cat(weights))
         return kept[1]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        out = flat @ self.base_weight().t()
-        adapted = [adapter for adapter in self.adapters if adapter is not None]
-        if adapted:
-            dtype = flat.dtype
-            scales = {scale for _, _, scale in adapted}
-            common = next(iter(scales)) if len(scales) == 1 else 1.0  # else each B carries its own
-            downs, ups = [], []
-            for linear, adapter in zip(self.linears, self.adapters, strict=True):
-                if adapter is None:  # rank 0: a block of zeros in the block-diagonal B
-                    downs.append(flat.new_zeros(0, flat.shape[-1]))
-                    ups.append(flat.new_zeros(linear.out_features, 0))
-                    continue
-                a, b, scale = adapter
-                downs.append(a.weight)
-                ups.append(b.weight if len(scales) == 1 else b.weight * scale)
-            down = torch.cat(downs).to(dtype) if len(downs) > 1 else downs[0].to(dtype)
-            up = torch.block_diag(*ups).to(dtype) if len(ups) > 1 else ups[0].to(dtype)
-            out = out.addmm(flat @ down.t(), up.t(), alpha=common)
-        return out.view(*x.shape[:-1], out.shape[-1])
+    def operands(self, dtype: torch.dtype) -> Operands:
+        """This pass's (weight, down, up) of :func:`_project`: the frozen weights concatenated,
+        the adapters' A stacked and their B, scaled, block-diagonal, in ``dtype`` (``None``,
+        ``None`` without adapters). The scale is in ``up``, not a float argument of the
+        product: a float input would make ``torch.compile`` trace every new graph twice."""
+        weight = self.base_weight()
+        if all(adapter is None for adapter in self.adapters):
+            return weight, None, None
+        downs, ups = [], []
+        for linear, adapter in zip(self.linears, self.adapters, strict=True):
+            if adapter is None:  # rank 0: a block of zeros in the block-diagonal B
+                downs.append(weight.new_zeros(0, linear.in_features))
+                ups.append(weight.new_zeros(linear.out_features, 0))
+                continue
+            a, b, scale = adapter
+            downs.append(a.weight)
+            ups.append(b.weight * scale)
+        down = torch.cat(downs).to(dtype) if len(downs) > 1 else downs[0].to(dtype)
+        up = torch.block_diag(*ups).to(dtype) if len(ups) > 1 else ups[0].to(dtype)
+        return weight, down, up
+
+
+# (frozen weight, adapters' A stacked or None, their scaled B block-diagonal or None)
+Operands = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+
+def _project(x: torch.Tensor, operands: Operands) -> torch.Tensor:
+    """``x W^T + (x D^T) U^T``: a group's projections with their adapters."""
+    weight, down, up = operands
+    flat = x.reshape(-1, x.shape[-1])
+    out = flat @ weight.t()
+    if down is not None:
+        out = out.addmm(flat @ down.t(), up.t())
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def _linear_and_adapter(module: nn.Module):
@@ -151,13 +172,18 @@ class FusedDecoder:
     module docstring."""
 
     def __init__(self, decoder: nn.Module, groups: list[tuple[_Group, _Group, _Group, _Group]],
-                 explicit_attention: bool = False) -> None:
+                 explicit_attention: bool = False, compiled: bool = False) -> None:
         self.decoder = decoder
         self.groups = groups  # per layer: (q|k|v, o, gate|up, down)
         self.explicit_attention = explicit_attention  # _grouped_attention instead of SDPA
         config = decoder.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.shape = LayerShape(self.heads, self.kv_heads, self.head_dim, float(decoder.layers[0].self_attn.scaling),
+                                float(decoder.norm.variance_epsilon))
+        # the layer before and after its attention: eager, or compiled (one pair a model shape)
+        self.halves = compiled_halves(self.shape) if compiled else (
+            functools.partial(_attention_inputs, shape=self.shape), functools.partial(_layer_output, shape=self.shape))
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  position_ids: torch.Tensor | None = None, cache: KeyValues | None = None,
@@ -175,49 +201,135 @@ class FusedDecoder:
             mask = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
         cos, sin = decoder.rotary_emb(hidden, position_ids=position_ids)
         half = self.head_dim // 2
-        # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one roll instead of neg + cat (an
-        # addcmul below would save a kernel but is farther from float32 in bf16: 1.5x the gradient error)
+        # rotate_half(x) * sin == (x's halves swapped) * [-sin_1, sin_2]: the sign once a pass (an
+        # addcmul in the layer would save a kernel but is farther from float32 in bf16: 1.5x the gradient error)
         sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
-        cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # broadcast over heads
+        tokens = rows * width
+        cos, sin = cos.reshape(tokens, 1, -1), sin.reshape(tokens, 1, -1)  # broadcast over heads
         kept = [] if use_cache else None  # this pass's keys and values, the cache it returns
-        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        dtype = hidden.dtype
+        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
+        before, after = self.halves
+        hidden = hidden.view(tokens, -1)  # the halves work on tokens: a batch's rows do not matter to them
         for index, layer in enumerate(decoder.layers[: decoder.config.num_hidden_layers]):
-            qkv, out, gate_up, down = self.groups[index]
             attn = layer.self_attn
-            x = _rms_norm(hidden, layer.input_layernorm)
-            # split, not sliced: the backward of a split is one cat, that of each slice a zero
-            # tensor of the whole width to copy into (and the slices' gradients added up)
-            qk, values = qkv(x).split([q_width + kv_width, kv_width], dim=-1)  # (rows, width, q + k | v)
-            qk = qk.view(rows, width, self.heads + self.kv_heads, self.head_dim)
-            if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm of every head's query and key
-                qk = self._head_norms(qk, attn)
-            qk = qk * cos + qk.roll(half, dims=-1) * sin
-            queries, keys = (part.transpose(1, 2) for part in qk.split([self.heads, self.kv_heads], dim=2))
-            values = values.view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
+            qkv, out, gate_up, down = (group.operands(dtype) for group in self.groups[index])
+            head_norms = (attn.q_norm.weight, attn.k_norm.weight) if getattr(attn, "q_norm", None) is not None else None
+            queries, keys, values = before(hidden, cos, sin, qkv, layer.input_layernorm.weight, head_norms)
+            queries = queries.view(rows, width, heads, head_dim).transpose(1, 2)
+            keys = keys.view(rows, width, kv_heads, head_dim).transpose(1, 2)
+            values = values.view(rows, width, kv_heads, head_dim).transpose(1, 2)
             if past:
                 past_keys, past_values = cache.layers[index]
                 keys, values = torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
             if kept is not None:
                 kept.append((keys, values))
             if bias is not None:
-                attended = _grouped_attention(queries, keys, values, bias, attn.scaling, self.kv_heads)
+                attended = _grouped_attention(queries, keys, values, bias, self.shape.scaling, kv_heads)
             else:
-                attended = F.scaled_dot_product_attention(
-                    queries, keys, values, attn_mask=mask, scale=attn.scaling, is_causal=mask is None,
-                    enable_gqa=self.kv_heads != self.heads)
-            hidden = hidden + out(attended.transpose(1, 2).reshape(rows, width, q_width))
-            x = _rms_norm(hidden, layer.post_attention_layernorm)
-            gate, up = gate_up(x).chunk(2, dim=-1)
-            hidden = hidden + down(F.silu(gate) * up)
-        hidden = _rms_norm(hidden, decoder.norm)
+                attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.shape.scaling,
+                                                          is_causal=mask is None, enable_gqa=kv_heads != heads)
+            attended = attended.transpose(1, 2).reshape(tokens, heads * head_dim)
+            hidden = after(hidden, attended, out, gate_up, down, layer.post_attention_layernorm.weight)
+        hidden = _rms_norm(hidden.view(rows, width, -1), decoder.norm.weight, self.shape.eps)
         return DecoderOutput(hidden, KeyValues(kept) if kept is not None else None)
 
-    def _head_norms(self, qk: torch.Tensor, attn: nn.Module) -> torch.Tensor:
-        """``q_norm`` over the query heads and ``k_norm`` over the key heads of (rows, width,
-        heads + kv_heads, head_dim) as one normalisation and one scaling."""
-        normed = F.rms_norm(qk.float(), (self.head_dim,), eps=attn.q_norm.variance_epsilon).to(qk.dtype)
-        weight = torch.cat([attn.q_norm.weight.expand(self.heads, -1), attn.k_norm.weight.expand(self.kv_heads, -1)])
-        return weight * normed
+
+class LayerShape(NamedTuple):
+    """What a layer's halves need of the config (constants to ``torch.compile``)."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scaling: float
+    eps: float  # of every RMSNorm of the model
+
+
+def _attention_inputs(hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, qkv: Operands,
+                      norm: torch.Tensor, head_norms: tuple[torch.Tensor, torch.Tensor] | None,
+                      shape: LayerShape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A layer up to its attention, over (tokens, hidden) rows: the normalised input's q|k|v
+    product, rotary embeddings of the queries and keys ((tokens, 1, head_dim) ``cos`` and
+    ``sin``, the latter carrying ``rotate_half``'s sign). (tokens, heads, head_dim) queries,
+    (tokens, kv_heads, head_dim) keys and values."""
+    heads, kv_heads, head_dim = shape.heads, shape.kv_heads, shape.head_dim
+    half = head_dim // 2
+    x = _rms_norm(hidden, norm, shape.eps)
+    # split, not sliced: the backward of a split is one cat, that of each slice a zero
+    # tensor of the whole width to copy into (and the slices' gradients added up)
+    qk, values = _project(x, qkv).split([(heads + kv_heads) * head_dim, kv_heads * head_dim], dim=-1)
+    qk = qk.view(-1, heads + kv_heads, head_dim)
+    if head_norms is not None:  # Qwen3: RMSNorm of every head's query and key
+        weight = torch.cat([head_norms[0].expand(heads, -1), head_norms[1].expand(kv_heads, -1)])
+        qk = _rms_norm(qk, weight, shape.eps)
+    # a cat of the swapped halves, not roll(): the same numbers, and inductor compiles roll
+    # into a kernel 5x slower than eager's
+    qk = qk * cos + torch.cat([qk[..., half:], qk[..., :half]], dim=-1) * sin
+    queries, keys = qk.split([heads, kv_heads], dim=1)
+    return queries, keys, values.view(-1, kv_heads, head_dim)
+
+
+def _layer_output(hidden: torch.Tensor, attended: torch.Tensor, out: Operands, gate_up: Operands, down: Operands,
+                  norm: torch.Tensor, shape: LayerShape) -> torch.Tensor:
+    """A layer after its attention, over (tokens, hidden) rows: the output projection and
+    residual, then the normalised MLP (SiLU gate) and residual. ``attended``: (tokens, heads *
+    head_dim)."""
+    hidden = hidden + _project(attended, out)
+    x = _rms_norm(hidden, norm, shape.eps)
+    gate, up = _project(x, gate_up).chunk(2, dim=-1)
+    return hidden + _project(F.silu(gate) * up, down)
+
+
+@functools.cache
+def compiled_halves(shape: LayerShape):
+    """:func:`_attention_inputs` and :func:`_layer_output` of models of ``shape`` under
+    ``torch.compile`` (inductor), the number of tokens dynamic: the halves see neither rows
+    nor caches, so every layer of every pass runs the same two graphs, compiled once a process,
+    not per layer, width, batch or kind of pass. Their elementwise work (norms, rotary
+    embeddings, the gate, residual adds, casts) runs as fused kernels; the products are the
+    same ``mm`` calls; attention runs between them as it does eagerly."""
+    # closures, not partials: torch.compile keys its graphs by code object, and every partial
+    # shares one wrapper (the two halves would count as recompiles of one function)
+    @torch.compile
+    def before(hidden, cos, sin, qkv, norm, head_norms):
+        return _attention_inputs(hidden, cos, sin, qkv, norm, head_norms, shape)
+
+    @torch.compile
+    def after(hidden, attended, out, gate_up, down, norm):
+        return _layer_output(hidden, attended, out, gate_up, down, norm, shape)
+
+    def attention_inputs(hidden, cos, sin, qkv, norm, head_norms):
+        for tensor in (hidden, cos, sin):  # only the token count varies: dynamic from the first call
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        return before(hidden, cos, sin, qkv, norm, head_norms)
+
+    def layer_output(hidden, attended, out, gate_up, down, norm):
+        for tensor in (hidden, attended):
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        return after(hidden, attended, out, gate_up, down, norm)
+
+    return attention_inputs, layer_output
+
+
+def can_compile(device: torch.device) -> bool:
+    """Whether inductor can build kernels for ``device`` here: a C++ compiler on a CPU (inductor's
+    own search: ``CXX``, then g++/clang++), Triton on a GPU. Looked up once a process."""
+    return _toolchain(device.type)
+
+
+@functools.cache
+def _toolchain(device_type: str) -> bool:
+    try:
+        if device_type == "cpu":
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+            return True
+        from torch.utils._triton import has_triton
+
+        return has_triton()
+    except Exception:  # noqa: BLE001 - any failure to find a toolchain means: run eager
+        return False
 
 
 def _grouped_bias(mask: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
@@ -247,11 +359,11 @@ def _grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.
     return torch.bmm(weights, v).view(rows, heads, width, dim).to(queries.dtype)
 
 
-def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``LlamaRMSNorm``: normalised in float32, rounded to x's dtype, then scaled by the weight
     (in the weight's dtype, as transformers does)."""
-    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
-    return norm.weight * normed
+    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    return weight * normed
 
 
 def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int, device,
@@ -279,13 +391,13 @@ def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int,
 SUPPORTED = {"LlamaModel": "LlamaDecoderLayer", "Qwen3Model": "Qwen3DecoderLayer"}
 
 
-def fused_decoder(decoder: nn.Module, explicit_attention: bool = False) -> FusedDecoder | None:
+def fused_decoder(decoder: nn.Module, explicit_attention: bool = False, compiled: bool = False) -> FusedDecoder | None:
     """The fused pass of ``decoder`` when it is a plain transformers ``LlamaModel`` or
     ``Qwen3Model`` (full attention) whose projections are Linear layers without bias, plain or
     with one plain LoRA adapter; ``None`` otherwise (run ``decoder`` itself).
     ``explicit_attention``: attention as :func:`_grouped_attention` (what SDPA's math kernel
     computes, in fewer kernels: training on a CPU) instead of ``scaled_dot_product_attention``
-    (its fused kernels)."""
+    (its fused kernels). ``compiled``: each layer's halves through :func:`compiled_halves`."""
     layer_class = SUPPORTED.get(type(decoder).__name__)
     if layer_class is None or (decoder.training and getattr(decoder, "gradient_checkpointing", False)):
         return None
@@ -305,4 +417,4 @@ def fused_decoder(decoder: nn.Module, explicit_attention: bool = False) -> Fused
         if any(group is None for group in layer_groups):
             return None
         groups.append(layer_groups)
-    return FusedDecoder(decoder, groups, explicit_attention)
+    return FusedDecoder(decoder, groups, explicit_attention, compiled)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from urlkit.model.fused_decoder import fused_decoder
+from urlkit.model.fused_decoder import can_compile, fused_decoder
 from urlkit.model.heads import decoder_inputs, final_position
 from urlkit.model.lora import fuse_lora
 from urlkit.model.prefix_sharing import prefix_tree, run_levels
@@ -64,6 +64,16 @@ class ScoringOptions:
                   function with q/k/v and gate/up as one product each, their adapters
                   stacked, and fewer kernels for norms and rotary embeddings (other
                   architectures, LoRA variants and wrapped layers run transformers' forward)
+    compiled_layers
+                  run the fused pass's layers through ``torch.compile``
+                  (``urlkit.model.fused_decoder.compiled_layer``: one graph for all layers,
+                  compiled once a process): True always, False never, None (the default) for
+                  eval-mode passes without gradients on a CPU where inductor finds a C++
+                  compiler. There
+                  it scored an evaluation call in 0.76x the time (its elementwise work fused;
+                  2-core Xeon with AMX, bf16, docs/performance.md, session 11) for ~15 s of
+                  compiling; a training step ran 0.97-0.99x for ~45 s, so training stays eager
+                  by default, as does a GPU until measured there
     """
 
     share_prefix: bool | None = None
@@ -72,6 +82,7 @@ class ScoringOptions:
     mixed: bool = True
     cpu_training_attention: str = "math"
     fused_layers: bool = True
+    compiled_layers: bool | None = None
 
     def __post_init__(self) -> None:
         if self.cpu_training_attention not in ("math", "default"):
@@ -145,7 +156,17 @@ class Reranker(nn.Module):
         if not self.options.mixed and self.decoder.get_input_embeddings().weight.dtype in LOW_PRECISION:
             return self.decoder
         explicit = device.type == "cpu" and self.training and self.options.cpu_training_attention == "math"
-        return fused_decoder(self.decoder, explicit_attention=explicit) or self.decoder
+        return fused_decoder(self.decoder, explicit_attention=explicit, compiled=self.layers_compiled(device)) or self.decoder
+
+    def layers_compiled(self, device: torch.device | None = None) -> bool:
+        """Whether a fused pass run now (this mode, this grad mode, on ``device``: the model's
+        by default) compiles its layers: :attr:`ScoringOptions.compiled_layers`, ``None`` resolved."""
+        device = device or self.model_device()
+        if self.options.compiled_layers is not None:
+            return self.options.compiled_layers
+        # eval mode and no gradients: a training-mode pass without them (the first pass of the
+        # constant-memory step) must score as its pass with them does
+        return device.type == "cpu" and not self.training and not torch.is_grad_enabled() and can_compile(device)
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The decoder's pass under autocast to its weights' dtype where ``options.mixed``
