@@ -117,18 +117,23 @@ def test_the_mfu_ceiling_is_read_at_the_rows_of_the_decoder_passes():
     assert pass_rows([100, 100]) == 100 and pass_rows([900, 100]) == 820  # weighted by where the tokens are
 
 
-@pytest.mark.parametrize(("device", "label"), [("cpu", "python -m urlkit.run, end to end"),
-                                               ("cuda", "python -m urlkit.run trainer=gpu, end to end")])
+@pytest.mark.parametrize(("device", "label"), [("cpu", "python -m urlkit.run, end to end, cold compile cache"),
+                                               ("cuda", "python -m urlkit.run trainer=gpu, end to end, cold compile cache")])
 def test_the_default_experiment_row_reads_the_run_or_its_failure(tmp_path, monkeypatch, capsys, device, label):
     """The row of ``--default-experiment``: the run's own files read back (NDCG@10, the paired
     test against BM25), or its failure with the command that failed and its last line."""
+    import os
     import subprocess
     from pathlib import Path
 
     calls = []
 
-    def fake_run(command, **_):  # what urlkit.run writes, for 30 queries where the reranker wins 20
+    def fake_run(command, env, **_):  # what urlkit.run writes, for 30 queries where the reranker wins 20
         calls.append(command)
+        root = next(arg for arg in command if arg.startswith("output_root=")).split("=", 1)[1]
+        # compiled as on a fresh machine: caches inside the run's own, new folder
+        assert env["TORCHINDUCTOR_CACHE_DIR"].startswith(root) and not Path(env["TORCHINDUCTOR_CACHE_DIR"]).exists()
+        assert env["TRITON_CACHE_DIR"].startswith(root) and env["PATH"] == os.environ["PATH"]
         if len(calls) == 2:
             return subprocess.CompletedProcess(command, 1, "", "Traceback ...\nRuntimeError: out of memory")
         root = Path(next(arg for arg in command if arg.startswith("output_root=")).split("=", 1)[1])

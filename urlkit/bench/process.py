@@ -137,7 +137,9 @@ def default_experiment(table, device: str = "cpu") -> None:
     """``python -m urlkit.run`` with nothing changed (W&B off, its own output folder), timed end
     to end in a fresh process; its test NDCG@10 next to BM25's on the same queries, with the
     paired randomisation test of ``python -m urlkit.significance``. On a CUDA ``device`` the
-    run is ``trainer=gpu`` (one GPU, bf16-mixed), the benchmark's device; otherwise the default."""
+    run is ``trainer=gpu`` (one GPU, bf16-mixed), the benchmark's device; otherwise the default.
+    Its compile caches (inductor's, Triton's) start empty, as on a fresh machine: the benchmark's
+    own compiled sections would otherwise have warmed them."""
     import subprocess
     import sys
     import tempfile
@@ -150,10 +152,11 @@ def default_experiment(table, device: str = "cpu") -> None:
     with tempfile.TemporaryDirectory(prefix="urlkit-bench-run-") as folder:
         start = time.perf_counter()
         trainer = ["trainer=gpu"] if device.startswith("cuda") else []
+        caches = {"TORCHINDUCTOR_CACHE_DIR": f"{folder}/inductor-cache", "TRITON_CACHE_DIR": f"{folder}/triton-cache"}
         done = subprocess.run([sys.executable, "-m", "urlkit.run", "logger=none", f"output_root={folder}", *trainer],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env={**os.environ, **caches})
         seconds = time.perf_counter() - start
-        label = f"python -m urlkit.run{' ' + trainer[0] if trainer else ''}, end to end"
+        label = f"python -m urlkit.run{' ' + trainer[0] if trainer else ''}, end to end, cold compile cache"
         if done.returncode != 0:
             print(done.stderr[-6000:], file=sys.stderr)  # the failure's traceback, beside the table's one line
             table.add("default experiment", label, seconds, "s", f"FAILED (exit {done.returncode}): "

@@ -66,14 +66,14 @@ class ScoringOptions:
                   architectures, LoRA variants and wrapped layers run transformers' forward)
     compiled_layers
                   run the fused pass's layers through ``torch.compile``
-                  (``urlkit.model.fused_decoder.compiled_layer``: one graph for all layers,
-                  compiled once a process): True always, False never, None (the default) for
-                  eval-mode passes without gradients on a CPU where inductor finds a C++
-                  compiler. There
-                  it scored an evaluation call in 0.76x the time (its elementwise work fused;
-                  2-core Xeon with AMX, bf16, docs/performance.md, session 11) for ~15 s of
-                  compiling; a training step ran 0.97-0.99x for ~45 s, so training stays eager
-                  by default, as does a GPU until measured there
+                  (``urlkit.model.fused_decoder.compiled_halves``: one graph for each half of
+                  a layer around its attention, compiled once a process): True always, False
+                  never, None (the default) for eval-mode passes without gradients on a CPU
+                  where inductor finds a C++ compiler. There an evaluation call took 0.83x
+                  the time (its elementwise work fused; 2-core Xeon with AMX, bf16,
+                  docs/performance.md, session 11) for ~17 s of compiling on a cold cache;
+                  the whole layer compiled made a training step 0.97-0.99x for ~45 s, so
+                  training stays eager by default, as does a GPU until measured there
     """
 
     share_prefix: bool | None = None

@@ -9,6 +9,9 @@ Session 10 (Intel Xeon with AMX, 2 cores, bf16 frozen weights, 23:1x UTC, a fast
 host): the same logits; 1+4 step 442 plain vs 439 ms packed, packed/plain median 0.980
 (quartiles 0.936-1.023, 24 pairs): within noise; evaluation (40 queries, batch 512, merged)
 2,018 vs 2,306 ms, packed/plain 1.145 (quartiles 1.129-1.175): slower. Not kept.
+
+It ran against code a78bad4: it replaces ``_Group.__call__``, which session 11 split into
+``_Group.operands`` and ``_project`` (run it at that commit to reproduce the figures).
 """
 
 import sys
