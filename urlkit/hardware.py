@@ -79,3 +79,24 @@ def describe_auto_dtype(dtype) -> str:
         return f"{name} frozen weights (CUDA {torch.cuda.get_device_name()}, bf16 tensor cores: {'yes' if cuda_has_bf16_units() else 'no'})"
     units = [flag for flag in BF16_CPU_FLAGS if flag in cpu_flags()]
     return f"{name} frozen weights (CPU bf16 matrix units: {', '.join(units) if units else 'none'})"
+
+
+def can_compile(device) -> bool:
+    """Whether inductor can build kernels for ``device`` here: a C++ compiler on a CPU (inductor's
+    own search: ``CXX``, then g++/clang++), Triton on a GPU. Looked up once a process."""
+    return _toolchain(device.type)
+
+
+@cache
+def _toolchain(device_type: str) -> bool:
+    try:
+        if device_type == "cpu":
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+            return True
+        from torch.utils._triton import has_triton
+
+        return has_triton()
+    except Exception:  # noqa: BLE001 - any failure to find a toolchain means: run eager
+        return False

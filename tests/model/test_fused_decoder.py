@@ -231,7 +231,7 @@ def test_compiled_layers_score_and_train_as_the_eager_pass(dtype, monkeypatch):
     # torch.compile of the layers' halves (inductor: a C++ compiler here, Triton on a GPU) on
     # every path of the pass: plain, shared levels with a cache, folded packs; forced in training too
     import urlkit.model.fused_decoder as fused
-    from urlkit.model.fused_decoder import can_compile
+    from urlkit.hardware import can_compile
 
     calls, compiled_halves = [], fused.compiled_halves
 

@@ -311,27 +311,6 @@ def compiled_halves(shape: LayerShape):
     return attention_inputs, layer_output
 
 
-def can_compile(device: torch.device) -> bool:
-    """Whether inductor can build kernels for ``device`` here: a C++ compiler on a CPU (inductor's
-    own search: ``CXX``, then g++/clang++), Triton on a GPU. Looked up once a process."""
-    return _toolchain(device.type)
-
-
-@functools.cache
-def _toolchain(device_type: str) -> bool:
-    try:
-        if device_type == "cpu":
-            from torch._inductor.cpp_builder import get_cpp_compiler
-
-            get_cpp_compiler()
-            return True
-        from torch.utils._triton import has_triton
-
-        return has_triton()
-    except Exception:  # noqa: BLE001 - any failure to find a toolchain means: run eager
-        return False
-
-
 def _grouped_bias(mask: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
     """The additive float32 mask of :func:`_grouped_attention`, (rows * kv_heads, group * width,
     keys), from the boolean (rows, 1, width, keys) one, built once a pass (SDPA's math kernel

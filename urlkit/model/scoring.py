@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from urlkit.model.fused_decoder import can_compile, fused_decoder
+from urlkit.hardware import can_compile
+from urlkit.model.fused_decoder import fused_decoder
 from urlkit.model.heads import decoder_inputs, final_position
 from urlkit.model.lora import fuse_lora
 from urlkit.model.prefix_sharing import prefix_tree, run_levels
