@@ -177,10 +177,10 @@ class FusedDecoder:
         self.groups = groups  # per layer: (q|k|v, o, gate|up, down)
         self.explicit_attention = explicit_attention  # _grouped_attention instead of SDPA
         config = decoder.config
-        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.shape = LayerShape(self.heads, self.kv_heads, self.head_dim, float(decoder.layers[0].self_attn.scaling),
-                                float(decoder.norm.variance_epsilon))
+        heads = config.num_attention_heads
+        self.shape = LayerShape(heads, config.num_key_value_heads,
+                                getattr(config, "head_dim", None) or config.hidden_size // heads,
+                                float(decoder.layers[0].self_attn.scaling), float(decoder.norm.variance_epsilon))
         # the layer before and after its attention: eager, or compiled (one pair a model shape)
         self.halves = compiled_halves(self.shape) if compiled else (
             functools.partial(_attention_inputs, shape=self.shape), functools.partial(_layer_output, shape=self.shape))
@@ -195,12 +195,13 @@ class FusedDecoder:
         if position_ids is None:
             position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
         mask = _attention_mask(attention_mask, rows, width, past, input_ids.device, explicit=self.explicit_attention)
-        bias = _grouped_bias(mask, self.heads, self.kv_heads) if self.explicit_attention else None
+        heads, kv_heads, head_dim = self.shape.heads, self.shape.kv_heads, self.shape.head_dim
+        bias = _grouped_bias(mask, heads, kv_heads) if self.explicit_attention else None
         if mask is not None and bias is None:  # additive, once a pass: SDPA converts a boolean mask
             # in every layer (the same numbers: 0 or -inf added; ~10% of an evaluation's attention)
             mask = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
         cos, sin = decoder.rotary_emb(hidden, position_ids=position_ids)
-        half = self.head_dim // 2
+        half = head_dim // 2
         # rotate_half(x) * sin == (x's halves swapped) * [-sin_1, sin_2]: the sign once a pass (an
         # addcmul in the layer would save a kernel but is farther from float32 in bf16: 1.5x the gradient error)
         sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
@@ -208,7 +209,6 @@ class FusedDecoder:
         cos, sin = cos.reshape(tokens, 1, -1), sin.reshape(tokens, 1, -1)  # broadcast over heads
         kept = [] if use_cache else None  # this pass's keys and values, the cache it returns
         dtype = hidden.dtype
-        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
         before, after = self.halves
         hidden = hidden.view(tokens, -1)  # the halves work on tokens: a batch's rows do not matter to them
         for index, layer in enumerate(decoder.layers[: decoder.config.num_hidden_layers]):
@@ -236,7 +236,8 @@ class FusedDecoder:
 
 
 class LayerShape(NamedTuple):
-    """What a layer's halves need of the config (constants to ``torch.compile``)."""
+    """What a layer needs of the config: its halves' constants under ``torch.compile`` and the
+    attention's scale, which runs between them."""
 
     heads: int
     kv_heads: int
