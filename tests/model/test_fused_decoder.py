@@ -218,11 +218,17 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
         reranker.eval()(batch)
     # attention computed by the pass itself where the reranker would pick SDPA's math kernel;
     # compiled by default where measured faster: eval mode, no gradients, a CPU that can compile
-    assert calls == [{"explicit_attention": False, "compiled": True}, {"explicit_attention": True, "compiled": False},
-                     {"explicit_attention": False, "compiled": False}, {"explicit_attention": True, "compiled": True},
-                     {"explicit_attention": False, "compiled": False}, {"explicit_attention": False, "compiled": False},
-                     {"explicit_attention": False, "compiled": False}]
+    expected = [(False, True), (True, False), (False, False), (True, True), (False, False), (False, False), (False, False)]
+    modes = [False, True, True, True, False, False, False]  # training-mode passes: rows rounded up to 8
+    assert calls == [{"explicit_attention": explicit, "compiled": compiled, "token_multiple": 8 if training else 1}
+                     for (explicit, compiled), training in zip(expected, modes, strict=True)]
     assert ScoringOptions().fused_layers and ScoringOptions().compiled_layers is None
+    assert ScoringOptions().token_multiple is None
+    calls.clear()  # training on a GPU (asked directly: none is needed to choose): rows as they are
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
+    reranker.train()._pass(inputs, torch.device("cuda"))
+    reranker.with_options(token_multiple=16)._pass(inputs, torch.device("cuda"))
+    assert [how["token_multiple"] for how in calls] == [1, 16]
 
 
 @pytest.mark.timeout(300)
@@ -244,7 +250,8 @@ def test_compiled_layers_score_and_train_as_the_eager_pass(dtype, monkeypatch):
     if not can_compile(TEST_DEVICE):
         pytest.skip(f"inductor finds no toolchain for {TEST_DEVICE} here")
     reranker, renderer = _reranker(dtype=dtype)
-    compiled, eager = reranker.with_options(compiled_layers=True), reranker.with_options(compiled_layers=False)
+    # rows as they come (token_multiple=1): the graphs must serve many token counts
+    compiled, eager = (reranker.with_options(compiled_layers=flag, token_multiple=1) for flag in (True, False))
     tolerance = 1e-5 if dtype == torch.float32 else 0.05  # bf16: the relative tolerances of the test above
     for pairs in PAIRS.values():
         batch = _batch(renderer, pairs)
@@ -278,3 +285,29 @@ def test_model_compile_reaches_the_reranker_and_a_bad_value_names_the_key(tmp_pa
         assert built.reranker.options.compiled_layers is expected
     with pytest.raises(ConfigError, match="model.compile='sometimes'"):
         build_reranker(compose_train(data, "model.compile=sometimes"), trainable=False)
+
+
+@pytest.mark.parametrize("multiple", [7, 64])
+def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multiple, monkeypatch):
+    # zero rows appended to a pass for the products' sake (token_multiple) never reach a real
+    # token: the same scores and gradients on every path as rows taken as they come
+    import urlkit.model.fused_decoder as fused
+
+    rows, project = [], fused._project
+    monkeypatch.setattr(fused, "_project", lambda x, operands: rows.append(len(x)) or project(x, operands))
+    reranker, renderer = _reranker()
+    padded, unpadded = (reranker.with_options(token_multiple=m, compiled_layers=False) for m in (multiple, 1))
+    for pairs in PAIRS.values():
+        batch = _batch(renderer, pairs)
+        for sharing in ({"share_prefix": True}, {"share_prefix": True, "fold": False}, {"share_prefix": False}):
+            for training in (True, False):
+                scored, expected = (r.with_options(**sharing).train(training) for r in (padded, unpadded))
+                rows.clear()
+                scores, grads = _scores_and_gradients(scored, batch)
+                assert rows and all(count % multiple == 0 for count in rows), rows
+                rows.clear()
+                expected_scores, expected_grads = _scores_and_gradients(expected, batch)
+                assert any(count % multiple for count in rows), "the test must pad something"
+                assert torch.allclose(scores, expected_scores, atol=1e-5)
+                for grad, expected_grad in zip(grads, expected_grads, strict=True):
+                    assert (grad - expected_grad).norm() / expected_grad.norm() < 1e-5

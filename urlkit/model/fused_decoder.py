@@ -172,8 +172,9 @@ class FusedDecoder:
     module docstring."""
 
     def __init__(self, decoder: nn.Module, groups: list[tuple[_Group, _Group, _Group, _Group]],
-                 explicit_attention: bool = False, compiled: bool = False) -> None:
+                 explicit_attention: bool = False, compiled: bool = False, token_multiple: int = 1) -> None:
         self.decoder = decoder
+        self.token_multiple = token_multiple  # a pass's tokens go through the layers rounded up to a multiple
         self.groups = groups  # per layer: (q|k|v, o, gate|up, down)
         self.explicit_attention = explicit_attention  # _grouped_attention instead of SDPA
         config = decoder.config
@@ -207,18 +208,24 @@ class FusedDecoder:
         sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
         tokens = rows * width
         cos, sin = cos.reshape(tokens, 1, -1), sin.reshape(tokens, 1, -1)  # broadcast over heads
+        hidden = hidden.view(tokens, -1)  # the halves work on tokens: a batch's rows do not matter to them
+        # the halves' products see a multiple of token_multiple rows (zero rows appended, dropped
+        # before the attention): oneDNN builds a matrix kernel for every new row count, ~1 ms each
+        # and ~34 a training step, whose token count changes every step (docs/performance.md)
+        padding = -tokens % self.token_multiple
+        if padding:
+            hidden, cos, sin = (F.pad(t, (0, 0) * (t.dim() - 1) + (0, padding)) for t in (hidden, cos, sin))
         kept = [] if use_cache else None  # this pass's keys and values, the cache it returns
         dtype = hidden.dtype
         before, after = self.halves
-        hidden = hidden.view(tokens, -1)  # the halves work on tokens: a batch's rows do not matter to them
         for index, layer in enumerate(decoder.layers[: decoder.config.num_hidden_layers]):
             attn = layer.self_attn
             qkv, out, gate_up, down = (group.operands(dtype) for group in self.groups[index])
             head_norms = (attn.q_norm.weight, attn.k_norm.weight) if getattr(attn, "q_norm", None) is not None else None
             queries, keys, values = before(hidden, cos, sin, qkv, layer.input_layernorm.weight, head_norms)
-            queries = queries.view(rows, width, heads, head_dim).transpose(1, 2)
-            keys = keys.view(rows, width, kv_heads, head_dim).transpose(1, 2)
-            values = values.view(rows, width, kv_heads, head_dim).transpose(1, 2)
+            queries = queries[:tokens].view(rows, width, heads, head_dim).transpose(1, 2)
+            keys = keys[:tokens].view(rows, width, kv_heads, head_dim).transpose(1, 2)
+            values = values[:tokens].view(rows, width, kv_heads, head_dim).transpose(1, 2)
             if past:
                 past_keys, past_values = cache.layers[index]
                 keys, values = torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
@@ -230,8 +237,10 @@ class FusedDecoder:
                 attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.shape.scaling,
                                                           is_causal=mask is None, enable_gqa=kv_heads != heads)
             attended = attended.transpose(1, 2).reshape(tokens, heads * head_dim)
+            if padding:
+                attended = F.pad(attended, (0, 0, 0, padding))
             hidden = after(hidden, attended, out, gate_up, down, layer.post_attention_layernorm.weight)
-        hidden = _rms_norm(hidden.view(rows, width, -1), decoder.norm.weight, self.shape.eps)
+        hidden = _rms_norm(hidden[:tokens].view(rows, width, -1), decoder.norm.weight, self.shape.eps)
         return DecoderOutput(hidden, KeyValues(kept) if kept is not None else None)
 
 
@@ -371,7 +380,8 @@ def _attention_mask(mask: torch.Tensor | None, rows: int, width: int, past: int,
 SUPPORTED = {"LlamaModel": "LlamaDecoderLayer", "Qwen3Model": "Qwen3DecoderLayer"}
 
 
-def fused_decoder(decoder: nn.Module, explicit_attention: bool = False, compiled: bool = False) -> FusedDecoder | None:
+def fused_decoder(decoder: nn.Module, explicit_attention: bool = False, compiled: bool = False,
+                  token_multiple: int = 1) -> FusedDecoder | None:
     """The fused pass of ``decoder`` when it is a plain transformers ``LlamaModel`` or
     ``Qwen3Model`` (full attention) whose projections are Linear layers without bias, plain or
     with one plain LoRA adapter; ``None`` otherwise (run ``decoder`` itself).
@@ -397,4 +407,4 @@ def fused_decoder(decoder: nn.Module, explicit_attention: bool = False, compiled
         if any(group is None for group in layer_groups):
             return None
         groups.append(layer_groups)
-    return FusedDecoder(decoder, groups, explicit_attention, compiled)
+    return FusedDecoder(decoder, groups, explicit_attention, compiled, token_multiple)

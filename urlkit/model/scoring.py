@@ -75,6 +75,15 @@ class ScoringOptions:
                   docs/performance.md, session 11) for ~17 s of compiling on a cold cache;
                   the whole layer compiled made a training step 0.97-0.99x for ~45 s, so
                   training stays eager by default, as does a GPU until measured there
+    token_multiple
+                  the fused pass's layers see a multiple of this many tokens (zero rows
+                  appended to the pass, dropped before its attention and at its end): None
+                  (the default) = 8 for a training-mode pass on a CPU, 1 elsewhere. oneDNN
+                  builds a matrix kernel for every new row count (~1-3 ms each, ~34 in a 1+4
+                  training step, whose token count changes every step); rounded up, the
+                  counts repeat and the kernels are reused: 0.90x the time of a step over
+                  new groups (2-core Xeon with AMX, bf16, docs/performance.md, session 12).
+                  An evaluation pass (hundreds to thousands of rows) measured even
     """
 
     share_prefix: bool | None = None
@@ -84,6 +93,7 @@ class ScoringOptions:
     cpu_training_attention: str = "math"
     fused_layers: bool = True
     compiled_layers: bool | None = None
+    token_multiple: int | None = None
 
     def __post_init__(self) -> None:
         if self.cpu_training_attention not in ("math", "default"):
@@ -157,7 +167,11 @@ class Reranker(nn.Module):
         if not self.options.mixed and self.decoder.get_input_embeddings().weight.dtype in LOW_PRECISION:
             return self.decoder
         explicit = device.type == "cpu" and self.training and self.options.cpu_training_attention == "math"
-        return fused_decoder(self.decoder, explicit_attention=explicit, compiled=self.layers_compiled(device)) or self.decoder
+        # short passes whose token count changes every step: training on a CPU (cuBLAS builds
+        # nothing per shape; an evaluation pass is hundreds to thousands of rows, measured even)
+        multiple = self.options.token_multiple or (8 if device.type == "cpu" and self.training else 1)
+        return fused_decoder(self.decoder, explicit_attention=explicit, compiled=self.layers_compiled(device),
+                             token_multiple=multiple) or self.decoder
 
     def layers_compiled(self, device: torch.device | None = None) -> bool:
         """Whether a fused pass run now (this mode, this grad mode, on ``device``: the model's
