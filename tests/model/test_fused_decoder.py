@@ -293,8 +293,11 @@ def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multipl
     # token: the same scores and gradients on every path as rows taken as they come
     import urlkit.model.fused_decoder as fused
 
-    rows, project = [], fused._project
+    rows, project, attention = [], fused._project, fused.grouped_attention
     monkeypatch.setattr(fused, "_project", lambda x, operands: rows.append(len(x)) or project(x, operands))
+    # training's explicit attention: (rows * kv heads, group * width, keys) biases, both rounded
+    monkeypatch.setattr(fused, "grouped_attention", lambda q, k, v, bias, *args: rows.extend(
+        (bias.shape[1] // (q.shape[1] // args[1]), bias.shape[2])) or attention(q, k, v, bias, *args))
     reranker, renderer = _reranker()
     padded, unpadded = (reranker.with_options(token_multiple=m, compiled_layers=False) for m in (multiple, 1))
     for pairs in PAIRS.values():

@@ -85,7 +85,7 @@ def _ranges(decoder: torch.nn.Module) -> contextlib.ExitStack:
 FUSED_PARTS = {
     ("", "_project"): "projections with their adapters (q|k|v, o, gate|up, down)",
     ("", "_rms_norm"): "RMS norms",
-    ("", "_grouped_attention"): "attention core (training: float32, grouped heads)",
+    ("", "grouped_attention"): "attention core (training: float32, grouped heads)",
     ("F", "scaled_dot_product_attention"): "attention core (SDPA)",
 }
 

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from urlkit.model.grouped_attention import grouped_attention, grouped_bias
 from urlkit.model.lora import vanilla_adapter
 
 __all__ = ["FusedDecoder", "KeyValues", "fused_decoder"]
@@ -176,7 +177,7 @@ class FusedDecoder:
         self.decoder = decoder
         self.token_multiple = token_multiple  # a pass's tokens go through the layers rounded up to a multiple
         self.groups = groups  # per layer: (q|k|v, o, gate|up, down)
-        self.explicit_attention = explicit_attention  # _grouped_attention instead of SDPA
+        self.explicit_attention = explicit_attention  # grouped_attention instead of SDPA
         config = decoder.config
         heads = config.num_attention_heads
         self.shape = LayerShape(heads, config.num_key_value_heads,
@@ -197,7 +198,7 @@ class FusedDecoder:
             position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
         mask = _attention_mask(attention_mask, rows, width, past, input_ids.device, explicit=self.explicit_attention)
         heads, kv_heads, head_dim = self.shape.heads, self.shape.kv_heads, self.shape.head_dim
-        bias = _grouped_bias(mask, heads, kv_heads) if self.explicit_attention else None
+        bias = grouped_bias(mask, heads, kv_heads, self.token_multiple) if self.explicit_attention else None
         if mask is not None and bias is None:  # additive, once a pass: SDPA converts a boolean mask
             # in every layer (the same numbers: 0 or -inf added; ~10% of an evaluation's attention)
             mask = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
@@ -232,7 +233,7 @@ class FusedDecoder:
             if kept is not None:
                 kept.append((keys, values))
             if bias is not None:
-                attended = _grouped_attention(queries, keys, values, bias, self.shape.scaling, kv_heads)
+                attended = grouped_attention(queries, keys, values, bias, self.shape.scaling, kv_heads)
             else:
                 attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.shape.scaling,
                                                           is_causal=mask is None, enable_gqa=kv_heads != heads)
@@ -321,33 +322,6 @@ def compiled_halves(shape: LayerShape):
     return attention_inputs, layer_output
 
 
-def _grouped_bias(mask: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
-    """The additive float32 mask of :func:`_grouped_attention`, (rows * kv_heads, group * width,
-    keys), from the boolean (rows, 1, width, keys) one, built once a pass (SDPA's math kernel
-    converts a boolean mask in every layer)."""
-    rows, _, width, keys = mask.shape
-    group = heads // kv_heads
-    bias = torch.zeros(rows, kv_heads, group, width, keys, device=mask.device)
-    return bias.masked_fill_(~mask[:, :, None], float("-inf")).view(rows * kv_heads, group * width, keys)
-
-
-def _grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
-                       scale: float, kv_heads: int) -> torch.Tensor:
-    """``softmax(q k^T scale + bias) v`` in float32, as SDPA's math kernel computes it for bf16
-    inputs on a CPU, with 7 kernels instead of its 31 (and 35 backward): each key/value head is
-    read by its group of query heads as one (group * width)-row product, not repeated per head.
-    (rows, heads, width, dim) queries, (rows, kv_heads, keys, dim) keys and values."""
-    rows, heads, width, dim = queries.shape
-    def as_float(x: torch.Tensor) -> torch.Tensor:  # one copy: cast and lay out in one kernel
-        return x.to(torch.float32, memory_format=torch.contiguous_format).contiguous()
-
-    q = as_float(queries).view(rows * kv_heads, (heads // kv_heads) * width, dim)
-    k = as_float(keys).view(rows * kv_heads, -1, dim)
-    v = as_float(values).view(rows * kv_heads, -1, dim)
-    weights = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale).softmax(dim=-1)
-    return torch.bmm(weights, v).view(rows, heads, width, dim).to(queries.dtype)
-
-
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``LlamaRMSNorm``: normalised in float32, rounded to x's dtype, then scaled by the weight
     (in the weight's dtype, as transformers does)."""
@@ -385,9 +359,11 @@ def fused_decoder(decoder: nn.Module, explicit_attention: bool = False, compiled
     """The fused pass of ``decoder`` when it is a plain transformers ``LlamaModel`` or
     ``Qwen3Model`` (full attention) whose projections are Linear layers without bias, plain or
     with one plain LoRA adapter; ``None`` otherwise (run ``decoder`` itself).
-    ``explicit_attention``: attention as :func:`_grouped_attention` (what SDPA's math kernel
-    computes, in fewer kernels: training on a CPU) instead of ``scaled_dot_product_attention``
-    (its fused kernels). ``compiled``: each layer's halves through :func:`compiled_halves`."""
+    ``explicit_attention``: attention as ``urlkit.model.grouped_attention`` (what SDPA's math
+    kernel computes, in fewer kernels: training on a CPU) instead of
+    ``scaled_dot_product_attention`` (its fused kernels). ``compiled``: each layer's halves
+    through :func:`compiled_halves`. ``token_multiple``: the layers' products see the pass's
+    tokens rounded up to a multiple (zero rows), the explicit attention its width and keys."""
     layer_class = SUPPORTED.get(type(decoder).__name__)
     if layer_class is None or (decoder.training and getattr(decoder, "gradient_checkpointing", False)):
         return None
