@@ -173,6 +173,11 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     if args.device == "cpu":
         steppers["attention: fused flash kernel (cpu_training_attention=default)"] = (
             training.Stepper(built.reranker, cfg_n, cpu_training_attention="default"), True, main_dtype)
+        # the rounded counts of urlkit's row are built by the first variant to step on a round's
+        # batch; these counts are this row's alone, so it pays oneDNN's kernel builds on every
+        # new batch, as a run without rounding does on most steps
+        steppers["rows as they come (token_multiple=1): a kernel build per new count"] = (
+            training.Stepper(built.reranker, cfg_n, token_multiple=1), True, main_dtype)
     if chunk:
         steppers[f"constant memory (chunk_size={chunk})"] = (training.Stepper(built.reranker, cfg_n, chunked=True), True, main_dtype)
     if negatives == 4:
