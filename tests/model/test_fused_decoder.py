@@ -224,6 +224,8 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
                      for (explicit, compiled), training in zip(expected, modes, strict=True)]
     assert ScoringOptions().fused_layers and ScoringOptions().compiled_layers is None
     assert ScoringOptions().token_multiple is None
+    with pytest.raises(ValueError, match="token_multiple must be a positive int or None, got 0"):
+        ScoringOptions(token_multiple=0)
     calls.clear()  # training on a GPU (asked directly: none is needed to choose): rows as they are
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
     reranker.train()._pass(inputs, torch.device("cuda"))

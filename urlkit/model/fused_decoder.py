@@ -211,8 +211,8 @@ class FusedDecoder:
         cos, sin = cos.reshape(tokens, 1, -1), sin.reshape(tokens, 1, -1)  # broadcast over heads
         hidden = hidden.view(tokens, -1)  # the halves work on tokens: a batch's rows do not matter to them
         # the halves' products see a multiple of token_multiple rows (zero rows appended, dropped
-        # before the attention): oneDNN builds a matrix kernel for every new row count, ~1 ms each
-        # and ~34 a training step, whose token count changes every step (docs/performance.md)
+        # before the attention): oneDNN builds a matrix kernel for every new row count, ~1.5 ms
+        # each and ~29 a training step, whose token count changes every step (docs/performance.md)
         padding = -tokens % self.token_multiple
         if padding:
             hidden, cos, sin = (F.pad(t, (0, 0) * (t.dim() - 1) + (0, padding)) for t in (hidden, cos, sin))

@@ -77,13 +77,15 @@ class ScoringOptions:
                   training stays eager by default, as does a GPU until measured there
     token_multiple
                   the fused pass's layers see a multiple of this many tokens (zero rows
-                  appended to the pass, dropped before its attention and at its end): None
-                  (the default) = 8 for a training-mode pass on a CPU, 1 elsewhere. oneDNN
-                  builds a matrix kernel for every new row count (~1-3 ms each, ~34 in a 1+4
-                  training step, whose token count changes every step); rounded up, the
-                  counts repeat and the kernels are reused: 0.90x the time of a step over
-                  new groups (2-core Xeon with AMX, bf16, docs/performance.md, session 12).
-                  An evaluation pass (hundreds to thousands of rows) measured even
+                  appended to the pass, dropped before its attention and at its end; the
+                  explicit attention's width and keys rounded alike): None (the default) = 8
+                  for a training-mode pass on a CPU, 1 elsewhere. oneDNN builds a matrix
+                  kernel for every new row count (~1-3 ms each, ~34 in a 1+4 training step,
+                  whose token count changes every step); rounded up, the counts repeat and
+                  the kernels are reused: 0.84-0.92x the time of a step over new groups,
+                  ~1.01x over groups seen before (2-core Xeon with AMX, bf16,
+                  docs/performance.md, session 12). An evaluation pass (hundreds to
+                  thousands of rows) measured even
     """
 
     share_prefix: bool | None = None
@@ -98,6 +100,8 @@ class ScoringOptions:
     def __post_init__(self) -> None:
         if self.cpu_training_attention not in ("math", "default"):
             raise ValueError(f"cpu_training_attention must be math or default, got {self.cpu_training_attention!r}")
+        if self.token_multiple is not None and (not isinstance(self.token_multiple, int) or self.token_multiple < 1):
+            raise ValueError(f"token_multiple must be a positive int or None, got {self.token_multiple!r}")
 
 
 class Reranker(nn.Module):
