@@ -220,8 +220,8 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     # compiled by default where measured faster: eval mode, no gradients, a CPU that can compile
     expected = [(False, True), (True, False), (False, False), (True, True), (False, False), (False, False), (False, False)]
     modes = [False, True, True, True, False, False, False]  # training-mode passes: rows rounded up to 8
-    assert calls == [{"explicit_attention": explicit, "compiled": compiled, "token_multiple": 8 if training else 1}
-                     for (explicit, compiled), training in zip(expected, modes, strict=True)]
+    assert calls == [{"explicit_attention": explicit, "compiled": compiled, "token_multiple": 8 if training else 1,
+                      "read_only": True} for (explicit, compiled), training in zip(expected, modes, strict=True)]
     assert ScoringOptions().fused_layers and ScoringOptions().compiled_layers is None
     assert ScoringOptions().token_multiple is None
     with pytest.raises(ValueError, match="token_multiple must be a positive int or None, got 0"):
@@ -230,7 +230,9 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
     reranker.train()._pass(inputs, torch.device("cuda"))
     reranker.with_options(token_multiple=16)._pass(inputs, torch.device("cuda"))
-    assert [how["token_multiple"] for how in calls] == [1, 16]
+    reranker.with_options(read_only_last_layer=False)._pass(inputs, torch.device("cuda"))
+    assert [how["token_multiple"] for how in calls] == [1, 16, 1]
+    assert [how["read_only"] for how in calls] == [True, True, False]
 
 
 @pytest.mark.timeout(300)
@@ -295,8 +297,23 @@ def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multipl
     # token: the same scores and gradients on every path as rows taken as they come
     import urlkit.model.fused_decoder as fused
 
-    rows, project, attention = [], fused._project, fused.grouped_attention
-    monkeypatch.setattr(fused, "_project", lambda x, operands: rows.append(len(x)) or project(x, operands))
+    rows, project, attention, read_states = [], fused._project, fused.grouped_attention, fused._read_states
+    reading = []  # inside the last layer's output half for the read tokens: rows as they come
+
+    def counted_project(x, operands):
+        if not reading:
+            rows.append(len(x))
+        return project(x, operands)
+
+    def read_tokens_states(*args):
+        reading.append(True)
+        try:
+            return read_states(*args)
+        finally:
+            reading.clear()
+
+    monkeypatch.setattr(fused, "_project", counted_project)
+    monkeypatch.setattr(fused, "_read_states", read_tokens_states)
     # training's explicit attention: (rows * kv heads, group * width, keys) biases, both rounded
     monkeypatch.setattr(fused, "grouped_attention", lambda q, k, v, bias, *args: rows.extend(
         (bias.shape[1] // (q.shape[1] // args[1]), bias.shape[2])) or attention(q, k, v, bias, *args))
@@ -314,5 +331,37 @@ def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multipl
                 expected_scores, expected_grads = _scores_and_gradients(expected, batch)
                 assert any(count % multiple for count in rows), "the test must pad something"
                 assert torch.allclose(scores, expected_scores, atol=1e-5)
+                for grad, expected_grad in zip(grads, expected_grads, strict=True):
+                    assert (grad - expected_grad).norm() / expected_grad.norm() < 1e-5
+
+
+def test_the_last_layer_computes_only_the_states_that_are_scored(monkeypatch):
+    # one state a prompt is read (its last token); the last layer's output half (o, MLP, final
+    # norm) runs for those alone and not at all for a shared level (only its keys and values are
+    # read): the same scores and gradients as computing every token's state, fewer product rows
+    import urlkit.model.fused_decoder as fused
+
+    rows, read_rows, project, read_states = [], [], fused._project, fused._read_states
+    monkeypatch.setattr(fused, "_project", lambda x, operands: rows.append(len(x)) or project(x, operands))
+    monkeypatch.setattr(fused, "_read_states", lambda hidden, *args: read_rows.append(len(hidden)) or read_states(
+        hidden, *args))
+    reranker, renderer = _reranker()
+    read_only, every_state = (reranker.with_options(read_only_last_layer=flag, compiled_layers=False, token_multiple=1)
+                              for flag in (True, False))
+    for pairs in PAIRS.values():
+        batch = _batch(renderer, pairs)
+        for sharing in ({"share_prefix": True}, {"share_prefix": True, "fold": False}, {"share_prefix": False}):
+            for training in (True, False):
+                scored, expected = (r.with_options(**sharing).train(training) for r in (read_only, every_state))
+                rows.clear(), read_rows.clear()
+                scores, grads = _scores_and_gradients(scored, batch)
+                assert sum(read_rows) == len(pairs), read_rows  # each prompt's state, once
+                computed = sum(rows)
+                rows.clear(), read_rows.clear()
+                expected_scores, expected_grads = _scores_and_gradients(expected, batch)
+                assert not read_rows
+                # the skipped rows: every unread token's o, gate|up and down products
+                assert computed < sum(rows) - 3 * len(pairs), (computed, sum(rows))
+                assert torch.allclose(scores, expected_scores, atol=1e-6)
                 for grad, expected_grad in zip(grads, expected_grads, strict=True):
                     assert (grad - expected_grad).norm() / expected_grad.norm() < 1e-5

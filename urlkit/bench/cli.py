@@ -21,7 +21,7 @@ import os
 import torch
 
 from urlkit.bench import evaluation, peer, process, training
-from urlkit.bench.flops import ModelShape
+from urlkit.bench.flops import ModelShape, reads_only_scored
 from urlkit.bench.measure import (
     Ceiling,
     interleaved,
@@ -167,6 +167,8 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     steppers["shared prefix, continuations unpacked"] = (training.Stepper(built.reranker, cfg_n, pack_length=1), True, main_dtype)
     steppers["transformers' decoder forward (fused_layers=false)"] = (
         training.Stepper(built.reranker, cfg_n, fused_layers=False), True, main_dtype)
+    steppers["every token through the last layer (read_only_last_layer=false)"] = (
+        training.Stepper(built.reranker, cfg_n, read_only_last_layer=False), True, main_dtype)
     if main_dtype in (torch.bfloat16, torch.float16):
         steppers["adapter inputs cast to float32 (peft's own, not autocast)"] = (
             training.Stepper(built.reranker, cfg_n, mixed=False), True, main_dtype)
@@ -197,8 +199,9 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
 
     section = f"training 1+{negatives}"
     figures = {}
-    for name, (_, shared, dtype) in steppers.items():
-        figures[name] = training.step_figures(name, times[name], batches, shape, shared, dtype)
+    for name, (stepper, shared, dtype) in steppers.items():
+        figures[name] = training.step_figures(name, times[name], batches, shape, shared, dtype,
+                                              read_only=reads_only_scored(stepper.reranker))
     peer_name, peer_seconds = min(((name, median(times[name])) for name in peer_variants), key=lambda item: item[1],
                                   default=(None, float("nan")))
     for name, fig in figures.items():
@@ -266,14 +269,17 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     plain = evaluation.length_sorted_batches(renderer, split, ranking, depth, base)
     unsorted = evaluation.unsorted_batches(renderer, split, ranking, depth, base)
     shares = built.reranker.eval().shares_prefixes()  # the default's choice on this device (no: on a GPU)
-    work = {f"rerank_split {dtype_label(main_dtype)} batch {size}": (evaluation.work(batches[size], shares, shape), main_dtype)
-            for size in sizes}
+    read_only = reads_only_scored(built.reranker)  # its last layer: the scored tokens' output only
+    work = {f"rerank_split {dtype_label(main_dtype)} batch {size}": (
+        evaluation.work(batches[size], shares, shape, read_only), main_dtype) for size in sizes}
     variants = {f"rerank_split {dtype_label(main_dtype)} batch {size}": rerank(size) for size in sizes}
     batch_of = {f"rerank_split {dtype_label(main_dtype)} batch {size}": size for size in sizes}  # others: base
     like_main = {  # variants of the default, sharing prefixes where it does
         f"LoRA not merged (eval.merge_lora=false), batch {base}": rerank(merge_lora=False),
         f"transformers' decoder forward (fused_layers=false), batch {base}": rerank(scoring={"fused_layers": False}),
         f"eager layers (model.compile=false), batch {base}": rerank(scoring={"compiled_layers": False}),
+        f"every token through the last layer (read_only_last_layer=false), batch {base}": rerank(
+            scoring={"read_only_last_layer": False}),
     }
     if main_dtype in (torch.bfloat16, torch.float16):
         like_main[f"adapter inputs cast to float32 (peft's own, not autocast), batch {base}"] = rerank(scoring={"mixed": False})
@@ -286,18 +292,19 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     for group, shared in ((like_main, shares), (sharing, True)):
         for name, variant in group.items():
             variants[name] = variant
-            work[name] = (evaluation.work(batches[base], shared, shape), main_dtype)
+            reads = read_only and "fused_layers=false" not in name and "read_only_last_layer=false" not in name
+            work[name] = (evaluation.work(batches[base], shared, shape, reads), main_dtype)
     variants["no prefix sharing, length-sorted"] = lambda r: evaluation.batches_scorer(built.reranker, False)(plain)
-    work["no prefix sharing, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
+    work["no prefix sharing, length-sorted"] = (evaluation.work(plain, False, shape, read_only), main_dtype)
     variants["full-vocabulary logits, length-sorted"] = lambda r: evaluation.full_vocab_scorer(built.backbone.model, built.token_ids)(plain)
     work["full-vocabulary logits, length-sorted"] = (evaluation.work(plain, False, shape), main_dtype)
     variants["no_grad instead of inference_mode"] = lambda r: evaluation.batches_scorer(built.reranker, shares, "no_grad")(batches[base])
-    work["no_grad instead of inference_mode"] = (evaluation.work(batches[base], shares, shape), main_dtype)
+    work["no_grad instead of inference_mode"] = (evaluation.work(batches[base], shares, shape, read_only), main_dtype)
     for dtype, other in models.items():
         if dtype != main_dtype:
             name = f"rerank_split {dtype_label(dtype)} frozen weights, batch {base}"
             variants[name] = lambda r, o=other: rerank_split(o.reranker, o.renderer, split, ranking, depth=depth, batch_size=base, progress=False)
-            work[name] = (evaluation.work(batches[base], shares, shape), dtype)
+            work[name] = (evaluation.work(batches[base], shares, shape, reads_only_scored(other.reranker)), dtype)
     peer_work = {}
     for dtype, model in peers.items():
         for size in sizes:

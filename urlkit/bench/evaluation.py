@@ -65,17 +65,20 @@ def unsorted_batches(renderer, split, ranking, depth: int, batch_size: int) -> l
     return [renderer.collate(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
 
 
-def work(batches: list[dict], share_prefix: bool, shape: ModelShape | None) -> dict[str, float]:
-    """Tokens, padding share and model FLOPs of a list of batches, as the reranker computes them."""
-    computed = context = slots = prompt = 0
+def work(batches: list[dict], share_prefix: bool, shape: ModelShape | None, read_only: bool = False) -> dict[str, float]:
+    """Tokens, padding share and model FLOPs of a list of batches, as the reranker computes them
+    (``read_only``: its last layer's output for the scored tokens only, ``flops.reads_only_scored``)."""
+    computed = context = slots = prompt = prompts = 0
     passes: list[int] = []
     for batch in batches:
         c, x, s, p, sizes = batch_work(batch, share_prefix)
         computed, context, slots, prompt = computed + c, context + x, slots + s, prompt + p
+        prompts += len(batch["input_ids"])
         passes += sizes
+    unread = computed - prompts if read_only else 0
     return {"computed": computed, "slots": slots, "prompt": prompt, "padding": 1 - computed / slots, "batches": len(batches),
             "passes": len(passes), "pass_rows": pass_rows(passes),
-            "flops": shape.forward_flops(computed, context) if shape is not None else float("nan")}
+            "flops": shape.forward_flops(computed, context, unread) if shape is not None else float("nan")}
 
 
 def full_vocab_scorer(causal_lm, token_ids: list[int]):

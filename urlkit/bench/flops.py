@@ -12,6 +12,10 @@ backward costs twice its forward:
 
     backward = 2 * P * T  +  4 * P_lora * T  +  8 * L * H * sum_t c_t
 
+urlkit's fused pass computes its last layer's output half (o, gate, up, down and their adapters)
+for the tokens whose states are scored only (one per prompt); for the other ``unread`` tokens
+that share of a layer is subtracted, forward and backward.
+
 Tokens count once however a step computes them: the constant-memory step's recomputation
 is not model work (MFU, not hardware FLOP utilisation), and padding is not model work. With
 shared prefixes T counts each shared token once: the figure is the work actually done.
@@ -53,13 +57,22 @@ class ModelShape:
         h, kv, i = self.hidden, self.kv_hidden or self.hidden, self.intermediate or 4 * self.hidden
         return [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
 
-    def forward_flops(self, tokens: int, context: int) -> float:
-        """``tokens`` computed, attending to ``context`` keys in total (sum of c_t)."""
-        return 2.0 * (self.params + self.lora_params) * tokens + 4.0 * self.layers * self.hidden * context
+    def output_half_share(self) -> float:
+        """The share of a layer's weights after its attention (o, gate, up, down)."""
+        sizes = [n_in * n_out for n_in, n_out in self.projections()]
+        return sum(sizes[3:]) / sum(sizes)
 
-    def training_flops(self, tokens: int, context: int) -> float:
-        backward = 2.0 * self.params * tokens + 4.0 * self.lora_params * tokens + 8.0 * self.layers * self.hidden * context
-        return self.forward_flops(tokens, context) + backward
+    def forward_flops(self, tokens: int, context: int, unread: int = 0) -> float:
+        """``tokens`` computed, attending to ``context`` keys in total (sum of c_t); ``unread`` of
+        them skip the last layer's output half."""
+        skipped = unread * self.output_half_share() / self.layers
+        return 2.0 * (self.params + self.lora_params) * (tokens - skipped) + 4.0 * self.layers * self.hidden * context
+
+    def training_flops(self, tokens: int, context: int, unread: int = 0) -> float:
+        skipped = unread * self.output_half_share() / self.layers
+        backward = (2.0 * self.params * (tokens - skipped) + 4.0 * self.lora_params * (tokens - skipped)
+                    + 8.0 * self.layers * self.hidden * context)
+        return self.forward_flops(tokens, context, unread) + backward
 
 
 def plain_work(attention_mask: torch.Tensor) -> tuple[int, int]:
@@ -110,3 +123,13 @@ def pass_rows(slots: list[int]) -> float:
     """The rows of a typical decoder pass, weighted by its tokens (sum n^2 / sum n): where the
     time of a batch of passes of different sizes is spent."""
     return sum(n * n for n in slots) / max(1, sum(slots))
+
+
+def reads_only_scored(reranker) -> bool:
+    """Whether ``reranker``'s passes compute their last layer's output for the scored tokens
+    only: its fused pass applies (``ScoringOptions.fused_layers``, a model it reproduces) with
+    ``read_only_last_layer``."""
+    from urlkit.model.fused_decoder import fused_decoder
+
+    options = reranker.options
+    return options.fused_layers and options.read_only_last_layer and fused_decoder(reranker.decoder) is not None

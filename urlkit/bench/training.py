@@ -75,15 +75,17 @@ class StepFigures:
 
 
 def step_figures(name: str, times: list[float], batches: list[dict], shape: ModelShape | None,
-                 share_prefix: bool, dtype: torch.dtype, note: str = "") -> StepFigures:
-    """Per-round rates (round r ran batch r) and their medians."""
+                 share_prefix: bool, dtype: torch.dtype, note: str = "", read_only: bool = False) -> StepFigures:
+    """Per-round rates (round r ran batch r) and their medians. ``read_only``: the step's last
+    layer computed the scored tokens' output only (:func:`urlkit.bench.flops.reads_only_scored`)."""
     tokens, flops, rows = [], [], []
     for seconds, batch in zip(times, batches, strict=False):
         computed, context, _, prompt_tokens, slots = batch_work(batch["prompts"], share_prefix)
         tokens.append(prompt_tokens / seconds)
         rows.append(pass_rows(slots))
         if shape is not None:
-            flops.append(shape.training_flops(computed, context) / seconds)
+            unread = computed - len(batch["prompts"]["input_ids"]) if read_only else 0
+            flops.append(shape.training_flops(computed, context, unread) / seconds)
     return StepFigures(name, median(times), median(tokens), median(flops) if flops else float("nan"), dtype, note,
                        median(rows))
 

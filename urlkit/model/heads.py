@@ -62,22 +62,26 @@ def resolve_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:
 
 
 def final_position(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``hidden`` (B, L, H) -> the state of each row's last real token, (B, H).
-
-    With LEFT padding (the contract of ``PromptRenderer.collate``) that is index -1 for every
-    row; reading the last 1 of ``attention_mask`` instead makes right padding work too.
-    """
+    """``hidden`` (B, L, H) -> the state of each row's last real token, (B, H)
+    (:func:`final_index`)."""
     if attention_mask.dim() != 2 or attention_mask.shape != hidden.shape[:2]:
         raise ValueError(
             f"attention_mask of shape {tuple(attention_mask.shape)} does not match hidden states "
             f"{tuple(hidden.shape)}; expected (batch, length)"
         )
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), final_index(attention_mask)]
+
+
+def final_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) ``attention_mask`` -> the column of each row's last real token, (B,).
+
+    With LEFT padding (the contract of ``PromptRenderer.collate``) that is L - 1 for every
+    row; reading the last 1 of ``attention_mask`` instead makes right padding work too.
+    """
     present = attention_mask.bool()
     if not bool(present.any(dim=1).all()):
         raise ValueError("a prompt in the batch has no tokens (an all-zero attention_mask row)")
-    length = attention_mask.shape[1]
-    last = length - 1 - present.flip(dims=[1]).int().argmax(dim=1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return attention_mask.shape[1] - 1 - present.flip(dims=[1]).int().argmax(dim=1)
 
 
 class LMHeadRows(nn.Module):

@@ -44,17 +44,16 @@ that minimise the number of tokens computed (a group of g prompts sharing s toke
 Every level is RIGHT-padded and gets explicit ``position_ids`` (the count of real tokens
 before each one), so a prompt's tokens keep the positions they have alone, and padding
 never sits between two real tokens of a prompt in position space. Pure torch; imports
-nothing of urlkit.
+nothing of urlkit but ``urlkit.model.decoder_calls`` (how a decoder stack is called).
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import inspect
 from dataclasses import dataclass
 
 import torch
+
+from urlkit.model.decoder_calls import cache_keyword, gathered, states_at
 
 
 @dataclass
@@ -184,17 +183,16 @@ def run_levels(decoder: torch.nn.Module, tree: PrefixTree) -> torch.Tensor:
     """Final-position hidden states (n_prompts, H) of the prompts of ``tree``, in batch order.
 
     ``decoder`` is a transformers decoder stack (``LlamaModel``, ``Qwen3Model``, ...) that
-    takes a key/value cache (``cache``, or ``past_key_values`` before transformers 5.2x renamed
-    it: :func:`_cache_keyword`); the cache of a level is gathered to the rows that continue it
-    (differentiable: gradients of shared keys and values add up over the prompts reading them).
+    takes a key/value cache (``urlkit.model.decoder_calls.cache_keyword``); the cache of a level
+    is gathered to the rows that continue it (differentiable: gradients of shared keys and
+    values add up over the prompts reading them).
     """
     cache, mask, seen = None, None, None
     for level in tree.levels:
-        cache, mask, seen, _ = _run(decoder, level, cache, mask, seen)
+        cache, mask, seen = _run(decoder, level, cache, mask, seen)
     finals, order = [], []
     for packs in tree.buckets:
-        hidden = _run_packs(decoder, packs, cache, mask, seen)
-        finals.append(hidden[packs.last[:, 0], packs.last[:, 1]])
+        finals.append(_run_packs(decoder, packs, cache, mask, seen))
         order.append(packs.prompts)
     return torch.cat(finals)[torch.cat(order).argsort()]
 
@@ -215,55 +213,34 @@ def _run_packs(decoder, packs: Packs, cache, mask, seen) -> torch.Tensor:
     causal = torch.ones(width, width, dtype=torch.bool, device=segment.device).tril()
     # the diagonal for padding queries too: a query with no key at all gives NaN in softmax
     in_row = (same & causal) | torch.eye(width, dtype=torch.bool, device=segment.device)
+    last = packs.last[:, 0] * width + packs.last[:, 1]
     if packs.parent is None:
-        out = decoder(input_ids=packs.input_ids, attention_mask=in_row[:, None], position_ids=packs.offset,
-                      use_cache=False)
-        return out.last_hidden_state
+        return states_at(decoder, last, input_ids=packs.input_ids, attention_mask=in_row[:, None],
+                         position_ids=packs.offset, use_cache=False)[1]
     ancestors = mask[packs.parent].bool()[:, None, :].expand(-1, width, -1)
     full = torch.cat([ancestors, in_row], dim=2)[:, None]  # (rows, 1, width, ancestors + width)
     positions = seen[packs.parent][:, None] + packs.offset
-    out = decoder(input_ids=packs.input_ids, attention_mask=full, position_ids=positions,
-                  use_cache=True, **{_cache_keyword(decoder): _gathered(cache, packs.parent)})
-    return out.last_hidden_state
+    return states_at(decoder, last, input_ids=packs.input_ids, attention_mask=full, position_ids=positions,
+                     use_cache=True, **{cache_keyword(decoder): gathered(cache, packs.parent)})[1]
 
 
 def _run(decoder, level: Level, cache, mask, seen):
     """One decoder pass of ``level`` over the cache of the level before (if any); returns the
-    extended (cache, mask, real-token counts) and the level's hidden states."""
+    extended (cache, mask, real-token counts). No state of a shared level is read, only its keys
+    and values (a fused pass skips its last layer's output half)."""
     if level.parent is None:
         mask = level.attention_mask
         start = torch.zeros(len(mask), dtype=torch.long, device=mask.device)
     else:
-        cache = _gathered(cache, level.parent)
+        cache = gathered(cache, level.parent)
         mask = torch.cat([mask[level.parent], level.attention_mask], dim=1)
         start = seen[level.parent]
     width = level.input_ids.shape[1]
     positions = start[:, None] + torch.arange(width, device=start.device)[None, :]
-    keyword = _cache_keyword(decoder)  # a decoder returns its cache by the name it takes it by
-    out = decoder(input_ids=level.input_ids, attention_mask=mask, position_ids=positions,
-                  use_cache=True, **{keyword: cache})
-    return getattr(out, keyword), mask, start + level.attention_mask.sum(dim=1), out.last_hidden_state
-
-
-@functools.cache
-def _cache_keyword_of(forward) -> str:
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
-
-
-def _cache_keyword(decoder) -> str:
-    """The keyword ``decoder`` takes its key/value cache by: ``cache`` (transformers 5.2x, where
-    ``past_key_values`` is deprecated, and urlkit's fused pass) or ``past_key_values`` (earlier
-    transformers)."""
-    return _cache_keyword_of(type(decoder).forward if isinstance(decoder, torch.nn.Module) else type(decoder).__call__)
-
-
-def _gathered(cache, rows: torch.Tensor):
-    """A new cache holding ``rows`` of ``cache`` (shallow copies of its layers, so the
-    original stays intact for the next bucket; any layer type keeps its own behaviour)."""
-    gathered = copy.copy(cache)
-    gathered.layers = [copy.copy(layer) for layer in cache.layers]
-    gathered.batch_select_indices(rows)
-    return gathered
+    keyword = cache_keyword(decoder)
+    out, _ = states_at(decoder, positions.new_zeros(0), input_ids=level.input_ids, attention_mask=mask,
+                       position_ids=positions, use_cache=True, **{keyword: cache})
+    return getattr(out, keyword), mask, start + level.attention_mask.sum(dim=1)
 
 
 def _pack(rows: list[list[int]], parents: list[int], pack_length: int) -> list[tuple[int, list[int]]]:

@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from urlkit.hardware import can_compile
+from urlkit.model.decoder_calls import states_at
 from urlkit.model.fused_decoder import fused_decoder
-from urlkit.model.heads import decoder_inputs, final_position
+from urlkit.model.heads import decoder_inputs, final_index
 from urlkit.model.lora import fuse_lora
 from urlkit.model.prefix_sharing import prefix_tree, run_levels
 
@@ -86,6 +87,11 @@ class ScoringOptions:
                   ~1.01x over groups seen before (2-core Xeon with AMX, bf16,
                   docs/performance.md, session 12). An evaluation pass (hundreds to
                   thousands of rows) measured even
+    read_only_last_layer
+                  the fused pass's last layer computes its output (o, MLP, final norm) for the
+                  tokens whose states are scored only, one per prompt (a shared level's for
+                  none: only its keys and values are read): ~84% of a layer's products, ~2.8% of
+                  the model's, skipped for every other token; False computes all, then gathers
     """
 
     share_prefix: bool | None = None
@@ -96,6 +102,7 @@ class ScoringOptions:
     fused_layers: bool = True
     compiled_layers: bool | None = None
     token_multiple: int | None = None
+    read_only_last_layer: bool = True
 
     def __post_init__(self) -> None:
         if self.cpu_training_attention not in ("math", "default"):
@@ -157,9 +164,11 @@ class Reranker(nn.Module):
                 with self._precision(device), self._attention(device):
                     hidden = run_levels(decoder, tree)
                 return self.head(hidden)
+        mask = inputs["attention_mask"]
+        last = torch.arange(len(mask), device=device) * mask.shape[1] + final_index(mask)
         with self._precision(device), self._attention(device):
-            hidden = decoder(**inputs, use_cache=False).last_hidden_state
-        return self.head(final_position(hidden, inputs["attention_mask"]))
+            _, hidden = states_at(decoder, last, **inputs, use_cache=False)
+        return self.head(hidden)
 
     def _pass(self, inputs: Mapping[str, torch.Tensor], device: torch.device):
         """What runs the decoder: its fused pass where ``options.fused_layers`` applies (text
@@ -175,7 +184,7 @@ class Reranker(nn.Module):
         # nothing per shape; an evaluation pass is hundreds to thousands of rows, measured even)
         multiple = self.options.token_multiple or (8 if device.type == "cpu" and self.training else 1)
         return fused_decoder(self.decoder, explicit_attention=explicit, compiled=self.layers_compiled(device),
-                             token_multiple=multiple) or self.decoder
+                             token_multiple=multiple, read_only=self.options.read_only_last_layer) or self.decoder
 
     def layers_compiled(self, device: torch.device | None = None) -> bool:
         """Whether a fused pass run now (this mode, this grad mode, on ``device``: the model's
