@@ -2,7 +2,7 @@
 (``ScoringOptions.read_only_last_layer``, the default) against every token's, on the default
 experiment's model, in one process, alternated pair by pair (docs/performance.md, session 13):
 evaluation calls (rerank_split of the first test queries, batch 512, as the default scores) and
-1+4 training steps over new groups; both variants' scores are compared as well.
+1+4 training steps, each new group stepped by both variants; the variants' scores are compared.
 
     python docs/bench/probes/read_only_last_layer.py [pairs [queries]]
 """
@@ -42,20 +42,19 @@ def main() -> None:
     ratios = [a / b for a, b in zip(times[True], times[False], strict=True)]
     print(f"evaluation call: read-only {statistics.median(times[True]):.3f} s, every token {statistics.median(times[False]):.3f} s; "
           f"paired ratio median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}, {pairs} pairs)")
-    stepper, batches = default_steps(4 * pairs + 4)
+    stepper, batches = default_steps(4 * pairs + 2)
     steppers = {flag: stepper.reranker.with_options(read_only_last_layer=flag) for flag in (True, False)}
     step_times: dict[bool, list[float]] = {True: [], False: []}
-    for index, batch in enumerate(batches):
-        flag = ((True, False) if (index // 2) % 2 == 0 else (False, True))[index % 2]  # pairs, order alternated
-        stepper.reranker = steppers[flag]
-        elapsed = seconds(lambda b=batch: stepper(b))
-        if index >= 4:
-            step_times[flag].append(elapsed)
+    for index, batch in enumerate(batches):  # each new group stepped by both, the order alternated
+        for flag in ((True, False) if index % 2 == 0 else (False, True)):
+            stepper.reranker = steppers[flag]
+            elapsed = seconds(lambda b=batch: stepper(b))
+            if index >= 2:
+                step_times[flag].append(elapsed)
     ratios = [a / b for a, b in zip(step_times[True], step_times[False], strict=True)]
     print(f"1+4 training step: read-only {statistics.mean(step_times[True]):.4f} s, every token "
-          f"{statistics.mean(step_times[False]):.4f} s (means over {len(ratios)} new groups each); paired ratio median "
-          f"{statistics.median(ratios):.3f}")
-
+          f"{statistics.mean(step_times[False]):.4f} s (means over the same {len(ratios)} new groups); paired ratio "
+          f"median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
 
 if __name__ == "__main__":
     torch.manual_seed(0)
