@@ -274,25 +274,26 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
         evaluation.work(batches[size], shares, shape, read_only), main_dtype) for size in sizes}
     variants = {f"rerank_split {dtype_label(main_dtype)} batch {size}": rerank(size) for size in sizes}
     batch_of = {f"rerank_split {dtype_label(main_dtype)} batch {size}": size for size in sizes}  # others: base
+    # name -> (ScoringOptions changed, rerank_split's options changed)
     like_main = {  # variants of the default, sharing prefixes where it does
-        f"LoRA not merged (eval.merge_lora=false), batch {base}": rerank(merge_lora=False),
-        f"transformers' decoder forward (fused_layers=false), batch {base}": rerank(scoring={"fused_layers": False}),
-        f"eager layers (model.compile=false), batch {base}": rerank(scoring={"compiled_layers": False}),
-        f"every token through the last layer (read_only_last_layer=false), batch {base}": rerank(
-            scoring={"read_only_last_layer": False}),
+        f"LoRA not merged (eval.merge_lora=false), batch {base}": ({}, {"merge_lora": False}),
+        f"transformers' decoder forward (fused_layers=false), batch {base}": ({"fused_layers": False}, {}),
+        f"eager layers (model.compile=false), batch {base}": ({"compiled_layers": False}, {}),
+        f"every token through the last layer (read_only_last_layer=false), batch {base}": (
+            {"read_only_last_layer": False}, {}),
     }
     if main_dtype in (torch.bfloat16, torch.float16):
-        like_main[f"adapter inputs cast to float32 (peft's own, not autocast), batch {base}"] = rerank(scoring={"mixed": False})
+        like_main[f"adapter inputs cast to float32 (peft's own, not autocast), batch {base}"] = ({"mixed": False}, {})
     sharing = {  # variants of the shared-prefix pass itself
-        f"shared level not folded, batch {base}": rerank(scoring={"share_prefix": True, "fold": False}),
-        f"continuations unpacked, batch {base}": rerank(scoring={"share_prefix": True, "pack_length": 1}),
+        f"shared level not folded, batch {base}": ({"share_prefix": True, "fold": False}, {}),
+        f"continuations unpacked, batch {base}": ({"share_prefix": True, "pack_length": 1}, {}),
     }
     if not shares:
-        sharing[f"prefixes shared (share_prefix=true), batch {base}"] = rerank(scoring={"share_prefix": True})
+        sharing[f"prefixes shared (share_prefix=true), batch {base}"] = ({"share_prefix": True}, {})
     for group, shared in ((like_main, shares), (sharing, True)):
-        for name, variant in group.items():
-            variants[name] = variant
-            reads = read_only and "fused_layers=false" not in name and "read_only_last_layer=false" not in name
+        for name, (scoring, options) in group.items():
+            variants[name] = rerank(scoring=scoring, **options)
+            reads = reads_only_scored(built.reranker.with_options(**scoring))
             work[name] = (evaluation.work(batches[base], shared, shape, reads), main_dtype)
     variants["no prefix sharing, length-sorted"] = lambda r: evaluation.batches_scorer(built.reranker, False)(plain)
     work["no prefix sharing, length-sorted"] = (evaluation.work(plain, False, shape, read_only), main_dtype)

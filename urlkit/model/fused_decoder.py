@@ -242,7 +242,8 @@ class FusedDecoder:
                 keys, values = torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
             if kept is not None:
                 kept.append((keys, values))
-            if read is not None and not len(read) and index == len(layers) - 1:  # only the cache is read
+            reads_here = read is not None and index == len(layers) - 1  # the last layer of a pass told what is read
+            if reads_here and not len(read):  # only the cache is read
                 return DecoderOutput(hidden.new_zeros(0, hidden.shape[-1]), KeyValues(kept) if kept is not None else None)
             if bias is not None:
                 attended = grouped_attention(queries, keys, values, bias, self.shape.scaling, kv_heads)
@@ -250,7 +251,7 @@ class FusedDecoder:
                 attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.shape.scaling,
                                                           is_causal=mask is None, enable_gqa=kv_heads != heads)
             attended = attended.transpose(1, 2).reshape(tokens, heads * head_dim)
-            if read is not None and index == len(layers) - 1:
+            if reads_here:
                 hidden = _read_states(hidden[read], attended[read], out, gate_up, down,
                                       layer.post_attention_layernorm.weight, decoder.norm.weight, self.shape)
                 return DecoderOutput(hidden, KeyValues(kept) if kept is not None else None)

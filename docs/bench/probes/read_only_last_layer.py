@@ -56,6 +56,7 @@ def main() -> None:
           f"{statistics.mean(step_times[False]):.4f} s (means over the same {len(ratios)} new groups); paired ratio "
           f"median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
 
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     main()
