@@ -217,8 +217,9 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     with torch.no_grad():
         reranker.eval()(batch)
     # attention computed by the pass itself where the reranker would pick SDPA's math kernel;
-    # compiled by default where measured faster: eval mode, no gradients, a CPU that can compile
-    expected = [(False, True), (True, False), (False, False), (True, True), (False, False), (False, False), (False, False)]
+    # compiled by default where measured faster: eval mode, no gradients, low-precision weights
+    # (below; not these float32 ones), a CPU that can compile
+    expected = [(False, False), (True, False), (False, False), (True, True), (False, False), (False, False), (False, False)]
     modes = [False, True, True, True, False, False, False]  # training-mode passes: rows rounded up to 8
     assert calls == [{"explicit_attention": explicit, "compiled": compiled, "token_multiple": 8 if training else 1,
                       "read_only": True} for (explicit, compiled), training in zip(expected, modes, strict=True)]
@@ -233,6 +234,18 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     reranker.with_options(read_only_last_layer=False)._pass(inputs, torch.device("cuda"))
     assert [how["token_multiple"] for how in calls] == [1, 16, 1]
     assert [how["read_only"] for how in calls] == [True, True, False]
+    calls.clear()  # bf16 frozen weights: scoring compiles where the CPU can, training never does
+    low, low_renderer = _reranker(dtype=torch.bfloat16, device="cpu")
+    low_batch = to_device(_batch(low_renderer, PAIRS["one-query"]), torch.device("cpu"))
+    monkeypatch.setattr(scoring, "can_compile", lambda device: True)
+    with torch.no_grad():
+        low.eval()(low_batch)
+        low.train()(low_batch)
+        low.with_options(compiled_layers=False).eval()(low_batch)
+    monkeypatch.setattr(scoring, "can_compile", lambda device: False)
+    with torch.no_grad():
+        low.eval()(low_batch)
+    assert [how["compiled"] for how in calls] == [True, False, False, False]
 
 
 @pytest.mark.timeout(300)

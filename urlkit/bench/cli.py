@@ -270,6 +270,10 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     unsorted = evaluation.unsorted_batches(renderer, split, ranking, depth, base)
     shares = built.reranker.eval().shares_prefixes()  # the default's choice on this device (no: on a GPU)
     read_only = reads_only_scored(built.reranker)  # its last layer: the scored tokens' output only
+    with torch.no_grad():  # what model.compile=auto chose for these weights here; the variant is the other
+        compiled = built.reranker.eval().layers_compiled()
+    other_layers = (f"eager layers (model.compile=false), batch {base}", False) if compiled else (
+        f"compiled layers (model.compile=true), batch {base}", True)
     work = {f"rerank_split {dtype_label(main_dtype)} batch {size}": (
         evaluation.work(batches[size], shares, shape, read_only), main_dtype) for size in sizes}
     variants = {f"rerank_split {dtype_label(main_dtype)} batch {size}": rerank(size) for size in sizes}
@@ -278,7 +282,7 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     like_main = {  # variants of the default, sharing prefixes where it does
         f"LoRA not merged (eval.merge_lora=false), batch {base}": ({}, {"merge_lora": False}),
         f"transformers' decoder forward (fused_layers=false), batch {base}": ({"fused_layers": False}, {}),
-        f"eager layers (model.compile=false), batch {base}": ({"compiled_layers": False}, {}),
+        other_layers[0]: ({"compiled_layers": other_layers[1]}, {}),
         f"every token through the last layer (read_only_last_layer=false), batch {base}": (
             {"read_only_last_layer": False}, {}),
     }

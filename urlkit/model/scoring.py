@@ -70,12 +70,18 @@ class ScoringOptions:
                   run the fused pass's layers through ``torch.compile``
                   (``urlkit.model.fused_decoder.compiled_halves``: one graph for each half of
                   a layer around its attention, compiled once a process): True always, False
-                  never, None (the default) for eval-mode passes without gradients on a CPU
-                  where inductor finds a C++ compiler. There an evaluation call took 0.83x
-                  the time (its elementwise work fused; 2-core Xeon with AMX, bf16,
-                  docs/performance.md, session 11) for ~17 s of compiling on a cold cache;
-                  the whole layer compiled made a training step 0.97-0.99x for ~45 s, so
-                  training stays eager by default, as does a GPU until measured there
+                  never, None (the default) for eval-mode passes without gradients over
+                  bf16 or float16 frozen weights on a CPU where inductor finds a C++
+                  compiler. There an evaluation call took 0.83x the time (its elementwise
+                  work fused; 2-core Xeon with AMX, bf16, docs/performance.md, session 11) for
+                  ~17 s of compiling on a cold cache. Over float32 weights the products are
+                  most of a call and the compile buys nothing it does not cost (AMD EPYC,
+                  the default experiment twice each way: its 500 test queries 144-153 s
+                  compiled, 144-147 s eager; the first dev evaluation 19-20 s against
+                  10-11 s; the run 491-496 s against 471-488 s; session 14), so those stay
+                  eager; the whole layer compiled
+                  made a training step 0.97-0.99x for ~45 s, so training stays eager by
+                  default, as does a GPU until measured there
     token_multiple
                   the fused pass's layers see a multiple of this many tokens (zero rows
                   appended to the pass, dropped before its attention and at its end; the
@@ -193,8 +199,11 @@ class Reranker(nn.Module):
         if self.options.compiled_layers is not None:
             return self.options.compiled_layers
         # eval mode and no gradients: a training-mode pass without them (the first pass of the
-        # constant-memory step) must score as its pass with them does
-        return device.type == "cpu" and not self.training and not torch.is_grad_enabled() and can_compile(device)
+        # constant-memory step) must score as its pass with them does. Low-precision weights
+        # only: with float32 products the fused elementwise kernels save too little to pay
+        # for the compile (docs/performance.md, session 14)
+        return (device.type == "cpu" and not self.training and not torch.is_grad_enabled()
+                and self.decoder.get_input_embeddings().weight.dtype in LOW_PRECISION and can_compile(device))
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The decoder's pass under autocast to its weights' dtype where ``options.mixed``
