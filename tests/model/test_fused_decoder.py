@@ -222,7 +222,7 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     expected = [(False, False), (True, False), (False, False), (True, True), (False, False), (False, False), (False, False)]
     modes = [False, True, True, True, False, False, False]  # training-mode passes: rows rounded up to 8
     assert calls == [{"explicit_attention": explicit, "compiled": compiled, "token_multiple": 8 if training else 1,
-                      "read_only": True} for (explicit, compiled), training in zip(expected, modes, strict=True)]
+                      "read_only": True, "banded": True} for (explicit, compiled), training in zip(expected, modes, strict=True)]
     assert ScoringOptions().fused_layers and ScoringOptions().compiled_layers is None
     assert ScoringOptions().token_multiple is None
     with pytest.raises(ValueError, match="token_multiple must be a positive int or None, got 0"):
@@ -232,8 +232,10 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     reranker.train()._pass(inputs, torch.device("cuda"))
     reranker.with_options(token_multiple=16)._pass(inputs, torch.device("cuda"))
     reranker.with_options(read_only_last_layer=False)._pass(inputs, torch.device("cuda"))
-    assert [how["token_multiple"] for how in calls] == [1, 16, 1]
-    assert [how["read_only"] for how in calls] == [True, True, False]
+    reranker.with_options(banded_attention=False)._pass(inputs, torch.device("cuda"))
+    assert [how["token_multiple"] for how in calls] == [1, 16, 1, 1]
+    assert [how["read_only"] for how in calls] == [True, True, False, True]
+    assert [how["banded"] for how in calls] == [True, True, True, False]
     calls.clear()  # bf16 frozen weights: scoring compiles where the CPU can, training never does
     low, low_renderer = _reranker(dtype=torch.bfloat16, device="cpu")
     low_batch = to_device(_batch(low_renderer, PAIRS["one-query"]), torch.device("cpu"))
@@ -327,9 +329,9 @@ def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multipl
 
     monkeypatch.setattr(fused, "_project", counted_project)
     monkeypatch.setattr(fused, "_read_states", read_tokens_states)
-    # training's explicit attention: (rows * kv heads, group * width, keys) biases, both rounded
-    monkeypatch.setattr(fused, "grouped_attention", lambda q, k, v, bias, *args: rows.extend(
-        (bias.shape[1] // (q.shape[1] // args[1]), bias.shape[2])) or attention(q, k, v, bias, *args))
+    # training's explicit attention: its width and keys, both rounded (dense: these tiny batches)
+    monkeypatch.setattr(fused, "grouped_attention", lambda q, k, v, plan, *args: rows.extend(
+        (plan.width, plan.keys)) or attention(q, k, v, plan, *args))
     reranker, renderer = _reranker()
     padded, unpadded = (reranker.with_options(token_multiple=m, compiled_layers=False) for m in (multiple, 1))
     for pairs in PAIRS.values():

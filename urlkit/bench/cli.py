@@ -175,6 +175,8 @@ def _training(table, args, cfg, data, models, peers, shape, ceiling, negatives, 
     if args.device == "cpu":
         steppers["attention: fused flash kernel (cpu_training_attention=default)"] = (
             training.Stepper(built.reranker, cfg_n, cpu_training_attention="default"), True, main_dtype)
+        steppers["attention: dense, not banded (banded_attention=false)"] = (
+            training.Stepper(built.reranker, cfg_n, banded_attention=False), True, main_dtype)
         # the rounded counts of urlkit's row are built by the first variant to step on a round's
         # batch; these counts are this row's alone, so it pays oneDNN's kernel builds on every
         # new batch, as a run without rounding does on most steps

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from urlkit.model.grouped_attention import grouped_attention, grouped_bias
+from urlkit.model.grouped_attention import attention_plan, grouped_attention
 from urlkit.model.lora import vanilla_adapter
 
 __all__ = ["FusedDecoder", "KeyValues", "fused_decoder"]
@@ -174,12 +174,13 @@ class FusedDecoder:
 
     def __init__(self, decoder: nn.Module, groups: list[tuple[_Group, _Group, _Group, _Group]],
                  explicit_attention: bool = False, compiled: bool = False, token_multiple: int = 1,
-                 read_only: bool = True) -> None:
+                 read_only: bool = True, banded: bool = True) -> None:
         self.decoder = decoder
         self.read_only = read_only  # the last layer's output half for the read tokens only (False: all, then gathered)
         self.token_multiple = token_multiple  # a pass's tokens go through the layers rounded up to a multiple
         self.groups = groups  # per layer: (q|k|v, o, gate|up, down)
         self.explicit_attention = explicit_attention  # grouped_attention instead of SDPA
+        self.banded = banded  # the explicit attention banded where that saves enough (else dense)
         config = decoder.config
         heads = config.num_attention_heads
         self.shape = LayerShape(heads, config.num_key_value_heads,
@@ -207,8 +208,9 @@ class FusedDecoder:
             position_ids = (torch.arange(width, device=input_ids.device) + past)[None].expand(rows, -1)
         mask = _attention_mask(attention_mask, rows, width, past, input_ids.device, explicit=self.explicit_attention)
         heads, kv_heads, head_dim = self.shape.heads, self.shape.kv_heads, self.shape.head_dim
-        bias = grouped_bias(mask, heads, kv_heads, self.token_multiple) if self.explicit_attention else None
-        if mask is not None and bias is None:  # additive, once a pass: SDPA converts a boolean mask
+        plan = attention_plan(mask, heads, kv_heads, self.token_multiple, banded=None if self.banded else False) \
+            if self.explicit_attention else None
+        if mask is not None and plan is None:  # additive, once a pass: SDPA converts a boolean mask
             # in every layer (the same numbers: 0 or -inf added; ~10% of an evaluation's attention)
             mask = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
         cos, sin = decoder.rotary_emb(hidden, position_ids=position_ids)
@@ -245,8 +247,8 @@ class FusedDecoder:
             reads_here = read is not None and index == len(layers) - 1  # the last layer of a pass told what is read
             if reads_here and not len(read):  # only the cache is read
                 return DecoderOutput(hidden.new_zeros(0, hidden.shape[-1]), KeyValues(kept) if kept is not None else None)
-            if bias is not None:
-                attended = grouped_attention(queries, keys, values, bias, self.shape.scaling, kv_heads)
+            if plan is not None:
+                attended = grouped_attention(queries, keys, values, plan, self.shape.scaling, kv_heads)
             else:
                 attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.shape.scaling,
                                                           is_causal=mask is None, enable_gqa=kv_heads != heads)
@@ -380,7 +382,7 @@ SUPPORTED = {"LlamaModel": "LlamaDecoderLayer", "Qwen3Model": "Qwen3DecoderLayer
 
 
 def fused_decoder(decoder: nn.Module, explicit_attention: bool = False, compiled: bool = False,
-                  token_multiple: int = 1, read_only: bool = True) -> FusedDecoder | None:
+                  token_multiple: int = 1, read_only: bool = True, banded: bool = True) -> FusedDecoder | None:
     """The fused pass of ``decoder`` when it is a plain transformers ``LlamaModel`` or
     ``Qwen3Model`` (full attention) whose projections are Linear layers without bias, plain or
     with one plain LoRA adapter; ``None`` otherwise (run ``decoder`` itself).
@@ -390,7 +392,8 @@ def fused_decoder(decoder: nn.Module, explicit_attention: bool = False, compiled
     through :func:`compiled_halves`. ``token_multiple``: the layers' products see the pass's
     tokens rounded up to a multiple (zero rows), the explicit attention its width and keys.
     ``read_only``: a call given the tokens it ``read``s computes its last layer's output for
-    those alone (else for all, then gathered)."""
+    those alone (else for all, then gathered). ``banded``: the explicit attention of a packed
+    row by prefix and band where that saves enough (``urlkit.model.grouped_attention``)."""
     layer_class = SUPPORTED.get(type(decoder).__name__)
     if layer_class is None or (decoder.training and getattr(decoder, "gradient_checkpointing", False)):
         return None
@@ -410,4 +413,4 @@ def fused_decoder(decoder: nn.Module, explicit_attention: bool = False, compiled
         if any(group is None for group in layer_groups):
             return None
         groups.append(layer_groups)
-    return FusedDecoder(decoder, groups, explicit_attention, compiled, token_multiple, read_only)
+    return FusedDecoder(decoder, groups, explicit_attention, compiled, token_multiple, read_only, banded)

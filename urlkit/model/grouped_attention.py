@@ -1,48 +1,171 @@
 """Attention in float32 with grouped query heads, as explicit matrix products: what SDPA's math
 kernel computes for bf16 inputs on a CPU, in fewer kernels (the fused decoder pass's attention
-in training on a CPU, ``ScoringOptions.cpu_training_attention=math``). Pure torch."""
+in training on a CPU, ``ScoringOptions.cpu_training_attention=math``). Pure torch.
+
+A training step's prompts run as one packed row: a prefix every prompt reads, then each
+prompt's continuation, which reads that prefix and, causally, itself (``prefix_sharing``).
+Dense, the row's attention scores every query against every key, most of them masked: at 1+16
+~600 x 600 scores a head where ~600 x (80 + 32) are read. So an :class:`AttentionPlan`, made
+once a pass from the mask, is *banded* where that saves enough: every query against the
+prefix's keys in one product, and each block of ``BLOCK`` queries against the ``window`` keys
+that end with the block (the continuations its queries are in) in a batched product; one
+softmax over both. The numbers are the dense computation's (the masked scores weigh exactly
+zero either way); only the masked work goes.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
-__all__ = ["grouped_attention", "grouped_bias"]
+__all__ = ["AttentionPlan", "attention_plan", "grouped_attention"]
+
+BLOCK = 32  # queries of a band's block (a multiple of 8: oneDNN keeps a kernel per shape)
+BANDED_SHARE = 0.6  # banded where its scores are at most this share of the dense computation's
 
 
-def grouped_bias(mask: torch.Tensor, heads: int, kv_heads: int, multiple: int = 1) -> torch.Tensor:
-    """The additive float32 mask of :func:`grouped_attention`, (rows * kv_heads, group * width,
-    keys), from the boolean (rows, 1, width, keys) one, built once a pass (SDPA's math kernel
-    converts a boolean mask in every layer). ``multiple``: width and keys rounded up to it,
-    the extra keys masked and the extra queries reading the first key (a finite softmax, dropped)."""
+@dataclass
+class AttentionPlan:
+    """A pass's attention layout and its additive float32 biases, built once a pass.
+
+    ``width`` queries and, dense, ``keys`` keys (both rounded up: zero rows, whose keys are
+    masked and whose queries read one key and are dropped). Banded (``window`` > 0): keys
+    ``[0, prefix)`` against every query, and for block ``b`` of ``BLOCK`` queries the
+    ``window`` keys that end where the block ends (in key positions, after ``past``)."""
+
+    width: int
+    keys: int
+    bias: torch.Tensor | None = None  # dense: (rows * kv_heads, group * width, keys)
+    prefix: int = 0
+    window: int = 0
+    past: int = 0
+    prefix_bias: torch.Tensor | None = None  # (rows * kv_heads, blocks * group * BLOCK, prefix)
+    band_bias: torch.Tensor | None = None  # (rows * kv_heads * blocks, group * BLOCK, window)
+
+    @property
+    def banded(self) -> bool:
+        return self.window > 0
+
+
+def attention_plan(mask: torch.Tensor, heads: int, kv_heads: int, multiple: int = 1,
+                   banded: bool | None = None) -> AttentionPlan:
+    """The plan of the boolean (rows, 1, width, keys) ``mask`` (True = attend; the last ``width``
+    keys are the queries' own tokens). ``banded``: None = where it scores at most
+    ``BANDED_SHARE`` of the dense scores, True = wherever the mask allows (causal), False = never.
+    ``multiple``: the dense width and keys rounded up to it."""
+    if banded is not False:
+        plan = _banded_plan(mask, heads, kv_heads, None if banded else BANDED_SHARE)
+        if plan is not None:
+            return plan
     rows, _, width, keys = mask.shape
     group = heads // kv_heads
     padded_width, padded_keys = width + -width % multiple, keys + -keys % multiple
     bias = torch.full((rows, kv_heads, group, padded_width, padded_keys), float("-inf"), device=mask.device)
     bias[..., :width, :keys].masked_fill_(mask[:, :, None], 0.0)
     bias[..., width:, 0] = 0.0
-    return bias.view(rows * kv_heads, group * padded_width, padded_keys)
+    return AttentionPlan(padded_width, padded_keys, bias.view(rows * kv_heads, group * padded_width, padded_keys))
 
 
-def grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
+def _banded_plan(mask: torch.Tensor, heads: int, kv_heads: int, share: float | None) -> AttentionPlan | None:
+    rows, _, width, keys = mask.shape
+    past, group = keys - width, heads // kv_heads
+    allowed = mask[:, 0]  # (rows, width, keys)
+    padded = width + -width % BLOCK
+    blocks = padded // BLOCK
+    ends = past + (torch.arange(width, device=mask.device) // BLOCK + 1) * BLOCK  # each query's block end
+    # the keys every query at or after them reads (causally): the prefix, rounded up to 8 (its
+    # product masks per query, so the keys rounded in are read by whoever reads them)
+    later = torch.arange(keys, device=mask.device)[None, :] > past + torch.arange(width, device=mask.device)[:, None]
+    read_by_all = (allowed | later).all(dim=1).all(dim=0)  # (keys,)
+    prefix = int(read_by_all.long().cumprod(0).sum())
+    prefix += -prefix % 8
+    if prefix >= keys:  # every key read by every later query: plain causal, nothing to band
+        return None
+    beyond = allowed[:, :, prefix:]
+    if not bool((keys - 1 - allowed.flip(-1).long().argmax(-1) < ends).all()):  # a key after its block
+        return None
+    first = beyond.long().argmax(-1) + prefix
+    lookback = torch.where(beyond.any(-1), ends - first, 0)
+    window = max(int(lookback.max()), BLOCK)
+    window += -window % 8
+    if share is not None and (prefix + window) > share * keys:
+        return None
+    # prefix: (rows, blocks, BLOCK, prefix); the padding queries read their own (zero) key below
+    heads_of = (rows, kv_heads, blocks, group, BLOCK)
+    on_prefix = F.pad(allowed[:, :, :prefix], (0, 0, 0, padded - width)).view(rows, blocks, BLOCK, prefix)
+    # band: block b's window is keys [end_b - window, end_b); keys of the prefix and after the
+    # real ones are masked there (the first are read above, the others are zero rows)
+    ends_of_blocks = past + (torch.arange(blocks, device=mask.device) + 1) * BLOCK
+    key_index = ends_of_blocks[:, None] - window + torch.arange(window, device=mask.device)[None, :]  # (blocks, window)
+    valid = (key_index >= prefix) & (key_index < keys)
+    gathered = F.pad(allowed, (0, 0, 0, padded - width)).view(rows, blocks, BLOCK, keys).gather(
+        3, key_index.clamp(0, keys - 1)[None, :, None, :].expand(rows, -1, BLOCK, -1))
+    query = torch.arange(padded, device=mask.device).view(blocks, BLOCK, 1)
+    reads_itself = (query >= width) & (past + query == key_index[:, None, :])  # a zero row, dropped
+    on_band = (gathered & valid[None, :, None, :]) | reads_itself[None]
+    prefix_bias = _additive(on_prefix)[:, None, :, None].expand(*heads_of, prefix)
+    band_bias = _additive(on_band)[:, None, :, None].expand(*heads_of, window)
+    return AttentionPlan(padded, keys, None, prefix, window, past,
+                         prefix_bias.reshape(rows * kv_heads, blocks * group * BLOCK, prefix),
+                         band_bias.reshape(rows * kv_heads * blocks, group * BLOCK, window))
+
+
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(allowed.shape, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
+def grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: AttentionPlan,
                       scale: float, kv_heads: int) -> torch.Tensor:
     """``softmax(q k^T scale + bias) v`` in float32, as SDPA's math kernel computes it for bf16
     inputs on a CPU, with 7 kernels instead of its 31 (and 35 backward): each key/value head is
     read by its group of query heads as one (group * width)-row product, not repeated per head.
-    (rows, heads, width, dim) queries, (rows, kv_heads, keys, dim) keys and values; ``bias``
-    from :func:`grouped_bias`, whose rounded width and keys the products run at (zero rows)."""
+    (rows, heads, width, dim) queries, (rows, kv_heads, keys, dim) keys and values; ``plan``
+    from :func:`attention_plan`, whose rounded width and keys the products run at (zero rows)."""
+    if plan.banded:
+        return _banded_attention(queries, keys, values, plan, scale, kv_heads)
     rows, heads, width, dim = queries.shape
     group = heads // kv_heads
-    padded_width, padded_keys = bias.shape[1] // group, bias.shape[2]
+    q = _as_float(queries, plan.width).view(rows * kv_heads, group * plan.width, dim)
+    k = _as_float(keys, plan.keys).view(rows * kv_heads, -1, dim)
+    v = _as_float(values, plan.keys).view(rows * kv_heads, -1, dim)
+    weights = torch.baddbmm(plan.bias, q, k.transpose(1, 2), alpha=scale).softmax(dim=-1)
+    return torch.bmm(weights, v).view(rows, heads, plan.width, dim)[:, :, :width].to(queries.dtype)
 
-    def as_float(x: torch.Tensor, length: int) -> torch.Tensor:  # one copy: cast and lay out in one kernel
-        if x.shape[2] == length:
-            return x.to(torch.float32, memory_format=torch.contiguous_format).contiguous()
-        out = x.new_zeros(*x.shape[:2], length, dim, dtype=torch.float32)
-        out[:, :, : x.shape[2]] = x
-        return out
 
-    q = as_float(queries, padded_width).view(rows * kv_heads, group * padded_width, dim)
-    k = as_float(keys, padded_keys).view(rows * kv_heads, -1, dim)
-    v = as_float(values, padded_keys).view(rows * kv_heads, -1, dim)
-    weights = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale).softmax(dim=-1)
-    return torch.bmm(weights, v).view(rows, heads, padded_width, dim)[:, :, :width].to(queries.dtype)
+def _banded_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: AttentionPlan,
+                      scale: float, kv_heads: int) -> torch.Tensor:
+    rows, heads, width, dim = queries.shape
+    group, blocks = heads // kv_heads, plan.width // BLOCK
+    prefix, window = plan.prefix, plan.window
+    # queries by block: (rows * kv_heads * blocks, group * BLOCK, dim), a kv head's group together
+    q = _as_float(queries, plan.width).view(rows, kv_heads, group, blocks, BLOCK, dim).transpose(2, 3)
+    q = q.reshape(rows * kv_heads * blocks, group * BLOCK, dim)
+    k, v = (_as_float(x, x.shape[2]) for x in (keys, values))
+    # each block's window as a view of the keys: zero keys before the first and after the last
+    extra = plan.past + plan.width - k.shape[2]
+    k_band, v_band = (F.pad(x, (0, 0, window, extra))[:, :, plan.past + BLOCK:].unfold(2, window, BLOCK)
+                      .reshape(rows * kv_heads * blocks, dim, window) for x in (k, v))
+    scores = torch.baddbmm(plan.band_bias, q, k_band, alpha=scale)
+    if prefix:
+        on_prefix = torch.baddbmm(plan.prefix_bias, q.view(rows * kv_heads, -1, dim),
+                                  k[:, :, :prefix].reshape(rows * kv_heads, prefix, dim).transpose(1, 2), alpha=scale)
+        scores = torch.cat([on_prefix.view(-1, group * BLOCK, prefix), scores], dim=-1)
+    weights = scores.softmax(dim=-1)
+    out = torch.bmm(weights[..., prefix:], v_band.transpose(1, 2))
+    if prefix:
+        v_prefix = v[:, :, :prefix].reshape(rows * kv_heads, 1, prefix, dim)
+        out = out + torch.matmul(weights[..., :prefix].unflatten(0, (rows * kv_heads, blocks)), v_prefix).flatten(0, 1)
+    out = out.view(rows, kv_heads, blocks, group, BLOCK, dim).transpose(2, 3).reshape(rows, heads, plan.width, dim)
+    return out[:, :, :width].to(queries.dtype)
+
+
+def _as_float(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(rows, heads, length, dim) float32, contiguous: one copy casts and lays out (zero rows after
+    ``x``'s own)."""
+    if x.shape[2] == length:
+        return x.to(torch.float32, memory_format=torch.contiguous_format).contiguous()
+    out = x.new_zeros(*x.shape[:2], length, x.shape[3], dtype=torch.float32)
+    out[:, :, : x.shape[2]] = x
+    return out

@@ -98,6 +98,13 @@ class ScoringOptions:
                   tokens whose states are scored only, one per prompt (a shared level's for
                   none: only its keys and values are read): ~84% of a layer's products, ~2.8% of
                   the model's, skipped for every other token; False computes all, then gathers
+    banded_attention
+                  the explicit attention (above: training on a CPU) of a packed row by prefix
+                  and band where that scores at most 60% of the dense keys
+                  (``urlkit.model.grouped_attention``): every query against the prefix's keys,
+                  each block of 32 against the keys its continuations span; the same numbers
+                  as dense. 1+16 training steps 0.94x (AMD EPYC, float32, session 14); a 1+4
+                  step's row is mostly too short to gain. False: dense always
     """
 
     share_prefix: bool | None = None
@@ -109,6 +116,7 @@ class ScoringOptions:
     compiled_layers: bool | None = None
     token_multiple: int | None = None
     read_only_last_layer: bool = True
+    banded_attention: bool = True
 
     def __post_init__(self) -> None:
         if self.cpu_training_attention not in ("math", "default"):
@@ -190,7 +198,8 @@ class Reranker(nn.Module):
         # nothing per shape; an evaluation pass is hundreds to thousands of rows, measured even)
         multiple = self.options.token_multiple or (8 if device.type == "cpu" and self.training else 1)
         return fused_decoder(self.decoder, explicit_attention=explicit, compiled=self.layers_compiled(device),
-                             token_multiple=multiple, read_only=self.options.read_only_last_layer) or self.decoder
+                             token_multiple=multiple, read_only=self.options.read_only_last_layer,
+                             banded=self.options.banded_attention) or self.decoder
 
     def layers_compiled(self, device: torch.device | None = None) -> bool:
         """Whether a fused pass run now (this mode, this grad mode, on ``device``: the model's

@@ -1,0 +1,55 @@
+"""Training's explicit attention banded (``ScoringOptions.banded_attention``, the default) against
+dense, on the default experiment's model, in one process: 1+N training steps over new groups,
+each group stepped by both variants in alternating order (docs/performance.md, session 14).
+
+    python docs/bench/probes/banded_attention.py [groups [negatives ...]]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import torch
+
+from urlkit.bench.training import Stepper
+from urlkit.bench.workload import build, compose_config, load_data
+from urlkit.data.groups import GroupCollator, TrainGroups
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def steps(negatives: int, count: int) -> None:
+    cfg = compose_config("default", f"data.n_negatives={negatives}")
+    data = load_data(cfg)
+    built = build(cfg, torch.device("cpu"))
+    groups = TrainGroups(data.train, data.train_ranking, negatives, hard_fraction=cfg.data.hard_fraction,
+                         hard_depth=cfg.data.hard_depth, seed=0)
+    collate = GroupCollator(built.renderer, data.train, None)
+    picked = torch.randperm(len(groups), generator=torch.Generator().manual_seed(0))[: count + 2].tolist()
+    stepper = Stepper(built.reranker, cfg)
+    variants = {flag: built.reranker.with_options(banded_attention=flag) for flag in (True, False)}
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for index, group in enumerate(picked):  # each new group stepped by both, the order alternated
+        batch = collate([groups[group]])
+        for flag in ((True, False) if index % 2 == 0 else (False, True)):
+            stepper.reranker = variants[flag]
+            elapsed = seconds(lambda b=batch: stepper(b))
+            if index >= 2:
+                times[flag].append(elapsed)
+    ratios = [a / b for a, b in zip(times[True], times[False], strict=True)]
+    print(f"1+{negatives} training step: banded {statistics.mean(times[True]):.4f} s, dense "
+          f"{statistics.mean(times[False]):.4f} s (means over the same {len(ratios)} new groups); paired ratio "
+          f"median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 16
+    for negatives in [int(n) for n in sys.argv[2:]] or [4, 16]:
+        steps(negatives, count)

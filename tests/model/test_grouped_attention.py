@@ -1,0 +1,153 @@
+"""Training's explicit attention (urlkit.model.grouped_attention): banded by prefix and band, it
+computes the dense computation's outputs and gradients on every layout prefix sharing makes
+(one packed row, group prefixes, rows over a cache with padding), steps aside where the mask
+is not causal or nothing would be saved, and a training step through the fused pass scores and
+trains as with dense attention and as transformers' forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import urlkit.model.fused_decoder as fused
+import urlkit.model.grouped_attention as grouped
+from urlkit.build import add_lora
+from urlkit.data.format import Document, Query
+from urlkit.data.prompts import PromptRenderer
+from urlkit.model.backbone import load_backbone
+from urlkit.model.grouped_attention import attention_plan, grouped_attention
+from urlkit.model.heads import build_head, resolve_token_ids
+from urlkit.model.scoring import Reranker
+
+HEADS, KV_HEADS, DIM = 6, 2, 16
+PREFIX, PAD = -1, -2
+
+
+def packed_row(prefix: int, continuations: list[int], groups: list[tuple[int, list[int]]] = (), padding: int = 0):
+    """Segments of one packed row as prefix sharing lays it out: a prefix every token reads,
+    continuations reading it and, causally, themselves; ``groups``: (group prefix length,
+    its continuations), each continuation also reading its group's prefix; ``padding`` tokens."""
+    segment, group = [PREFIX] * prefix, [-1] * prefix
+    for length in continuations:
+        segment += [len(set(segment))] * length
+        group += [-1] * length
+    for index, (opening, members) in enumerate(groups):
+        segment += [100 + index] * opening
+        group += [index] * opening
+        for length in members:
+            segment += [len(set(segment)) + 1000] * length
+            group += [index] * length
+    return segment + [PAD] * padding, group + [-1] * padding
+
+
+def row_mask(segment: list[int], group: list[int]) -> torch.Tensor:
+    """(width, width) boolean: what a token of the row reads (itself always)."""
+    seg, grp = torch.tensor(segment), torch.tensor(group)
+    width = len(segment)
+    same = (seg[:, None] == seg[None, :]) & (seg[None, :] != PAD)
+    group_prefix = (seg[None, :] >= 100) & (seg[None, :] < 1000) & (grp[:, None] == grp[None, :])
+    reads = same | (seg[None, :] == PREFIX) | group_prefix
+    return (reads & torch.ones(width, width, dtype=torch.bool).tril()) | torch.eye(width, dtype=torch.bool)
+
+
+def with_past(rows: list[torch.Tensor], past: int) -> torch.Tensor:
+    """(rows, 1, width, past + width): rows of equal width over ``past`` cached keys every token reads."""
+    width = rows[0].shape[0]
+    return torch.stack([torch.cat([torch.ones(width, past, dtype=torch.bool), row], dim=1) for row in rows])[:, None]
+
+
+def attend(mask: torch.Tensor, plan, seed: int = 0):
+    """Outputs and gradients of q, k, v of one grouped attention call on ``mask`` under ``plan``."""
+    generator = torch.Generator().manual_seed(seed)
+    rows, _, width, keys = mask.shape
+    q = torch.randn(rows, HEADS, width, DIM, generator=generator, requires_grad=True)
+    k, v = (torch.randn(rows, KV_HEADS, keys, DIM, generator=generator, requires_grad=True) for _ in range(2))
+    out = grouped_attention(q, k, v, plan, DIM**-0.5, KV_HEADS)
+    weights = torch.randn(out.shape, generator=generator)
+    return out.detach(), torch.autograd.grad((out * weights).sum(), (q, k, v))
+
+
+def one_row(prefix, continuations, **how):
+    return row_mask(*packed_row(prefix, continuations, **how))[None, None]
+
+
+LAYOUTS = {
+    "1+16 one row": one_row(83, [20, 31, 45, 27, 33, 38, 22, 29, 41, 30, 26, 35, 24, 39, 28, 32, 36]),
+    "group prefixes": one_row(40, [], groups=[(10, [25, 30, 22]), (6, [28, 19, 33, 24]), (3, [31, 26])]),
+    "continuations before a group": one_row(21, [30, 26, 34, 29], groups=[(12, [27, 31, 25, 22, 30])]),
+    "rows over a cache, padded": with_past([row_mask(*packed_row(9, [30, 25, 33, 28, 27, 31])),
+                                            row_mask(*packed_row(9, [26, 31, 29, 22], padding=66))], past=30),
+}
+
+
+@pytest.mark.parametrize("mask", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_banded_attention_computes_the_dense_outputs_and_gradients(mask):
+    banded = attention_plan(mask, HEADS, KV_HEADS, banded=True)
+    dense = attention_plan(mask, HEADS, KV_HEADS, multiple=8, banded=False)
+    assert banded.banded and not dense.banded
+    keys = mask.shape[-1]
+    assert banded.prefix % 8 == 0 and banded.window % 8 == 0 and banded.width % grouped.BLOCK == 0
+    assert banded.prefix + banded.window < keys, "the band reads fewer keys a query than the row has"
+    (out, grads), (expected, expected_grads) = attend(mask, banded), attend(mask, dense)
+    assert torch.allclose(out, expected, atol=1e-5)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert expected_grad.abs().max() > 0
+        assert (grad - expected_grad).norm() / expected_grad.norm() < 1e-5
+
+
+def test_the_plan_bands_where_it_saves_enough_and_only_causal_masks():
+    long_row = LAYOUTS["1+16 one row"]
+    assert attention_plan(long_row, HEADS, KV_HEADS).banded  # ~600 keys, ~100 read a query
+    assert not attention_plan(one_row(88, [27, 27]), HEADS, KV_HEADS).banded  # little to save
+    causal = torch.ones(200, 200, dtype=torch.bool).tril()[None, None]  # one prompt: every key read
+    assert not attention_plan(causal, HEADS, KV_HEADS, banded=True).banded
+    ahead = long_row.clone()
+    ahead[0, 0, 100, 400] = True  # a query reading a key far after its own block
+    assert not attention_plan(ahead, HEADS, KV_HEADS, banded=True).banded
+    (out, _), (expected, _) = attend(ahead, attention_plan(ahead, HEADS, KV_HEADS)), attend(
+        ahead, attention_plan(ahead, HEADS, KV_HEADS, banded=False))
+    assert torch.equal(out, expected)
+
+
+def _reranker():
+    backbone = load_backbone({"source": "tiny", "name": "tiny_llama", "seed": 0, "dtype": torch.float32})
+    torch.manual_seed(0)
+    add_lora(backbone.model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0,
+                                               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}))
+    for name, parameter in backbone.model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.05)
+    head = build_head("lm_head", backbone.model, resolve_token_ids(backbone.tokenizer, ["yes", "no"]))
+    return Reranker(backbone, head).to("cpu"), PromptRenderer(backbone.tokenizer, max_length=128)
+
+
+@pytest.mark.timeout(120)
+def test_a_training_step_through_the_banded_attention_scores_and_trains_as_dense_and_transformers(monkeypatch):
+    reranker, renderer = _reranker()
+    query = Query(id="q", text="which animals sleep through the winter in caves", qrels={"d0": 1})
+    documents = [Document(id=f"d{i}", text=" ".join(["bears and bats hibernate", "in caves", "over winter months"][: 1 + i % 3])
+                          + f" note {i}") for i in range(17)]  # a 1+16 step: one packed row
+    batch = renderer.collate([renderer.encode("Find the passage.", query, d) for d in documents])
+    plans = []
+    plan = fused.attention_plan
+    monkeypatch.setattr(fused, "attention_plan", lambda *args, **how: plans.append(plan(*args, **how)) or plans[-1])
+    monkeypatch.setattr(grouped, "BANDED_SHARE", 1.0)  # the tiny prompts save little: band whatever is causal
+
+    def scores_and_gradients(scorer):
+        trainable = [p for p in scorer.parameters() if p.requires_grad]
+        scores = scorer(batch)
+        weights = torch.linspace(-1, 1, scores.numel()).view_as(scores)
+        return scores.detach(), torch.autograd.grad((scores * weights).sum(), trainable)
+
+    banded = reranker.with_options(share_prefix=True, token_multiple=1).train()
+    scores, grads = scores_and_gradients(banded)
+    assert plans and all(p.banded for p in plans), "the step's attention went through the band"
+    plans.clear()
+    for other in (banded.with_options(banded_attention=False), banded.with_options(fused_layers=False)):
+        expected_scores, expected_grads = scores_and_gradients(other)
+        assert not any(p.banded for p in plans)
+        assert torch.allclose(scores, expected_scores, atol=1e-5)
+        for grad, expected in zip(grads, expected_grads, strict=True):
+            assert expected.abs().max() > 0
+            assert (grad - expected).norm() / expected.norm() < 1e-5
