@@ -329,11 +329,13 @@ def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multipl
 
     monkeypatch.setattr(fused, "_project", counted_project)
     monkeypatch.setattr(fused, "_read_states", read_tokens_states)
-    # training's explicit attention: its width and keys, both rounded (dense: these tiny batches)
+    # training's explicit attention, dense: its width and keys, both rounded (the banded one's
+    # blocks and windows are multiples of 8 whatever the pass: tests/model/test_grouped_attention.py)
     monkeypatch.setattr(fused, "grouped_attention", lambda q, k, v, plan, *args: rows.extend(
         (plan.width, plan.keys)) or attention(q, k, v, plan, *args))
     reranker, renderer = _reranker()
-    padded, unpadded = (reranker.with_options(token_multiple=m, compiled_layers=False) for m in (multiple, 1))
+    padded, unpadded = (reranker.with_options(token_multiple=m, compiled_layers=False, banded_attention=False)
+                        for m in (multiple, 1))
     for pairs in PAIRS.values():
         batch = _batch(renderer, pairs)
         for sharing in ({"share_prefix": True}, {"share_prefix": True, "fold": False}, {"share_prefix": False}):

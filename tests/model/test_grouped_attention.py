@@ -123,7 +123,9 @@ def _reranker():
 
 
 @pytest.mark.timeout(120)
-def test_a_training_step_through_the_banded_attention_scores_and_trains_as_dense_and_transformers(monkeypatch):
+@pytest.mark.parametrize("token_multiple", [1, 8])  # the products' rows rounded up: the attention sees the real ones
+def test_a_training_step_through_the_banded_attention_scores_and_trains_as_dense_and_transformers(token_multiple,
+                                                                                                   monkeypatch):
     reranker, renderer = _reranker()
     query = Query(id="q", text="which animals sleep through the winter in caves", qrels={"d0": 1})
     documents = [Document(id=f"d{i}", text=" ".join(["bears and bats hibernate", "in caves", "over winter months"][: 1 + i % 3])
@@ -140,7 +142,7 @@ def test_a_training_step_through_the_banded_attention_scores_and_trains_as_dense
         weights = torch.linspace(-1, 1, scores.numel()).view_as(scores)
         return scores.detach(), torch.autograd.grad((scores * weights).sum(), trainable)
 
-    banded = reranker.with_options(share_prefix=True, token_multiple=1).train()
+    banded = reranker.with_options(share_prefix=True, token_multiple=token_multiple).train()
     scores, grads = scores_and_gradients(banded)
     assert plans and all(p.banded for p in plans), "the step's attention went through the band"
     plans.clear()

@@ -6,10 +6,10 @@ A training step's prompts run as one packed row: a prefix every prompt reads, th
 prompt's continuation, which reads that prefix and, causally, itself (``prefix_sharing``).
 Dense, the row's attention scores every query against every key, most of them masked: at 1+16
 ~600 x 600 scores a head where ~600 x (80 + 32) are read. So an :class:`AttentionPlan`, made
-once a pass from the mask, is *banded* where that saves enough: every query against the
-prefix's keys in one product, and each block of ``BLOCK`` queries against the ``window`` keys
-that end with the block (the continuations its queries are in) in a batched product; one
-softmax over both. The numbers are the dense computation's (the masked scores weigh exactly
+once a pass from the mask, is *banded* where that saves enough: each block of ``BLOCK``
+queries reads the prefix's keys and the ``window`` keys that end with the block (the
+continuations its queries are in), gathered into one batched product, softmax and product
+with the values. The numbers are the dense computation's (the masked scores weigh exactly
 zero either way); only the masked work goes.
 """
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 __all__ = ["AttentionPlan", "attention_plan", "grouped_attention"]
 
 BLOCK = 32  # queries of a band's block (a multiple of 8: oneDNN keeps a kernel per shape)
-BANDED_SHARE = 0.6  # banded where its scores are at most this share of the dense computation's
+BANDED_SHARE = 0.75  # banded where its scores are at most this share of the dense computation's
 
 
 @dataclass
@@ -31,18 +31,18 @@ class AttentionPlan:
     """A pass's attention layout and its additive float32 biases, built once a pass.
 
     ``width`` queries and, dense, ``keys`` keys (both rounded up: zero rows, whose keys are
-    masked and whose queries read one key and are dropped). Banded (``window`` > 0): keys
-    ``[0, prefix)`` against every query, and for block ``b`` of ``BLOCK`` queries the
-    ``window`` keys that end where the block ends (in key positions, after ``past``)."""
+    masked and whose queries read one key and are dropped). Banded (``window`` > 0): block
+    ``b`` of ``BLOCK`` queries reads keys ``[0, prefix)`` and the ``window`` keys that end where
+    the block ends (in key positions, after ``past``)."""
 
     width: int
     keys: int
-    bias: torch.Tensor | None = None  # dense: (rows * kv_heads, group * width, keys)
+    # dense: (rows * kv_heads, group * width, keys); banded: (rows * kv_heads * blocks,
+    # group * BLOCK, prefix + window), a block's queries against the prefix's keys and its window
+    bias: torch.Tensor
     prefix: int = 0
     window: int = 0
     past: int = 0
-    prefix_bias: torch.Tensor | None = None  # (rows * kv_heads, blocks * group * BLOCK, prefix)
-    band_bias: torch.Tensor | None = None  # (rows * kv_heads * blocks, group * BLOCK, window)
 
     @property
     def banded(self) -> bool:
@@ -105,11 +105,9 @@ def _banded_plan(mask: torch.Tensor, heads: int, kv_heads: int, share: float | N
     query = torch.arange(padded, device=mask.device).view(blocks, BLOCK, 1)
     reads_itself = (query >= width) & (past + query == key_index[:, None, :])  # a zero row, dropped
     on_band = (gathered & valid[None, :, None, :]) | reads_itself[None]
-    prefix_bias = _additive(on_prefix)[:, None, :, None].expand(*heads_of, prefix)
-    band_bias = _additive(on_band)[:, None, :, None].expand(*heads_of, window)
-    return AttentionPlan(padded, keys, None, prefix, window, past,
-                         prefix_bias.reshape(rows * kv_heads, blocks * group * BLOCK, prefix),
-                         band_bias.reshape(rows * kv_heads * blocks, group * BLOCK, window))
+    bias = _additive(torch.cat([on_prefix, on_band], dim=3))[:, None, :, None].expand(*heads_of, prefix + window)
+    return AttentionPlan(padded, keys, bias.reshape(rows * kv_heads * blocks, group * BLOCK, prefix + window),
+                         prefix, window, past)
 
 
 def _additive(allowed: torch.Tensor) -> torch.Tensor:
@@ -142,23 +140,20 @@ def _banded_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.T
     # queries by block: (rows * kv_heads * blocks, group * BLOCK, dim), a kv head's group together
     q = _as_float(queries, plan.width).view(rows, kv_heads, group, blocks, BLOCK, dim).transpose(2, 3)
     q = q.reshape(rows * kv_heads * blocks, group * BLOCK, dim)
-    k, v = (_as_float(x, x.shape[2]) for x in (keys, values))
-    # each block's window as a view of the keys: zero keys before the first and after the last
-    extra = plan.past + plan.width - k.shape[2]
-    k_band, v_band = (F.pad(x, (0, 0, window, extra))[:, :, plan.past + BLOCK:].unfold(2, window, BLOCK)
-                      .reshape(rows * kv_heads * blocks, dim, window) for x in (k, v))
-    scores = torch.baddbmm(plan.band_bias, q, k_band, alpha=scale)
-    if prefix:
-        on_prefix = torch.baddbmm(plan.prefix_bias, q.view(rows * kv_heads, -1, dim),
-                                  k[:, :, :prefix].reshape(rows * kv_heads, prefix, dim).transpose(1, 2), alpha=scale)
-        scores = torch.cat([on_prefix.view(-1, group * BLOCK, prefix), scores], dim=-1)
-    weights = scores.softmax(dim=-1)
-    out = torch.bmm(weights[..., prefix:], v_band.transpose(1, 2))
-    if prefix:
-        v_prefix = v[:, :, :prefix].reshape(rows * kv_heads, 1, prefix, dim)
-        out = out + torch.matmul(weights[..., :prefix].unflatten(0, (rows * kv_heads, blocks)), v_prefix).flatten(0, 1)
-    out = out.view(rows, kv_heads, blocks, group, BLOCK, dim).transpose(2, 3).reshape(rows, heads, plan.width, dim)
-    return out[:, :, :width].to(queries.dtype)
+
+    def block_keys(x: torch.Tensor) -> torch.Tensor:
+        """(rows * kv_heads * blocks, prefix + window, dim): the prefix's keys, then the block's
+        window (zero keys before the first and after the last), one copy."""
+        x = _as_float(x, x.shape[2])
+        band = F.pad(x, (0, 0, window, plan.past + plan.width - x.shape[2]))[:, :, plan.past + BLOCK:]
+        band = band.unfold(2, window, BLOCK).transpose(-1, -2)  # (rows, kv_heads, blocks, window, dim), a view
+        opening = x[:, :, None, :prefix].expand(-1, -1, blocks, -1, -1)
+        return torch.cat([opening, band], dim=3).view(rows * kv_heads * blocks, prefix + window, dim)
+
+    k, v = block_keys(keys), block_keys(values)
+    weights = torch.baddbmm(plan.bias, q, k.transpose(1, 2), alpha=scale).softmax(dim=-1)
+    out = torch.bmm(weights, v).view(rows, kv_heads, blocks, group, BLOCK, dim).transpose(2, 3)
+    return out.reshape(rows, heads, plan.width, dim)[:, :, :width].to(queries.dtype)
 
 
 def _as_float(x: torch.Tensor, length: int) -> torch.Tensor:
