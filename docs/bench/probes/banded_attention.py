@@ -13,6 +13,7 @@ import time
 
 import torch
 
+import urlkit.model.fused_decoder as fused
 from urlkit.bench.training import Stepper
 from urlkit.bench.workload import build, compose_config, load_data
 from urlkit.data.groups import GroupCollator, TrainGroups
@@ -35,17 +36,29 @@ def steps(negatives: int, count: int) -> None:
     stepper = Stepper(built.reranker, cfg)
     variants = {flag: built.reranker.with_options(banded_attention=flag) for flag in (True, False)}
     times: dict[bool, list[float]] = {True: [], False: []}
+    plans, plan = [], fused.attention_plan
+    fused.attention_plan = lambda *args, **how: plans.append(plan(*args, **how)) or plans[-1]
+    banded_steps = []  # whether the banded variant's pass banded its attention
     for index, group in enumerate(picked):  # each new group stepped by both, the order alternated
         batch = collate([groups[group]])
         for flag in ((True, False) if index % 2 == 0 else (False, True)):
             stepper.reranker = variants[flag]
+            plans.clear()
             elapsed = seconds(lambda b=batch: stepper(b))
             if index >= 2:
                 times[flag].append(elapsed)
+                if flag:
+                    banded_steps.append(any(p.banded for p in plans))
+    fused.attention_plan = plan
     ratios = [a / b for a, b in zip(times[True], times[False], strict=True)]
     print(f"1+{negatives} training step: banded {statistics.mean(times[True]):.4f} s, dense "
           f"{statistics.mean(times[False]):.4f} s (means over the same {len(ratios)} new groups); paired ratio "
           f"median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})", flush=True)
+    if any(banded_steps):
+        pairs = [(a, b) for a, b, banded in zip(times[True], times[False], banded_steps, strict=True) if banded]
+        print(f"  the {len(pairs)} steps whose pass was banded: {statistics.mean(a for a, _ in pairs):.4f} against "
+              f"{statistics.mean(b for _, b in pairs):.4f} s, paired ratio median "
+              f"{statistics.median(a / b for a, b in pairs):.3f}", flush=True)
 
 
 if __name__ == "__main__":
