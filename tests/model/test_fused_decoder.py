@@ -9,18 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers.device import TEST_DEVICE, on_test_device, to_device
+from helpers.tiny_reranker import ALL_PROJECTIONS, scores_and_gradients, tiny_reranker
 from omegaconf import OmegaConf
 
 from urlkit.build import add_lora
 from urlkit.data.format import Document, Query
-from urlkit.data.prompts import PromptRenderer
-from urlkit.model.backbone import load_backbone
 from urlkit.model.fused_decoder import fused_decoder
-from urlkit.model.heads import build_head, resolve_token_ids
+from urlkit.model.heads import build_head
 from urlkit.model.lora import lora_layers, lora_merged, merge_lora
 from urlkit.model.scoring import Reranker, ScoringOptions
 
-ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 QUERIES = [Query(id="q1", text="where do cats sleep", qrels={"d1": 1}),
            Query(id="q2", text="tool for cutting wood", qrels={"d2": 1})]
 DOCS = [Document(id="d1", text="Cats sleep in warm, sheltered places such as sunny windowsills."),
@@ -31,42 +29,22 @@ DOCS = [Document(id="d1", text="Cats sleep in warm, sheltered places such as sun
 PAIRS = {"one-query": [(0, 0), (0, 1), (0, 2), (0, 3)], "two-queries": [(0, 0), (1, 1), (1, 3), (0, 2)]}
 
 
-def _reranker(targets=ALL, dtype=torch.float32, dropout=0.0, device=None):
-    backbone = load_backbone({"source": "tiny", "name": "tiny_llama", "seed": 0, "dtype": dtype})
-    torch.manual_seed(0)
-    add_lora(backbone.model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": dropout, "target_modules": targets}))
-    for name, parameter in backbone.model.named_parameters():
-        if "lora_B" in name:  # B starts at zero: make the adapters matter
-            parameter.data.normal_(0, 0.05)
-    head = build_head("lm_head", backbone.model, resolve_token_ids(backbone.tokenizer, ["yes", "no"]))
-    renderer = PromptRenderer(backbone.tokenizer, max_length=128)
-    reranker = Reranker(backbone, head)
-    return (reranker.to(device) if device else on_test_device(reranker)), renderer
-
-
 def _batch(renderer, pairs):
     return on_test_device(renderer.collate([renderer.encode("Find the passage.", QUERIES[q], DOCS[d]) for q, d in pairs]))
 
 
-def _scores_and_gradients(reranker, batch):
-    trainable = [p for p in reranker.parameters() if p.requires_grad]
-    scores = reranker(batch)
-    weights = torch.linspace(-1, 1, scores.numel(), device=scores.device).view_as(scores)
-    return scores.detach(), torch.autograd.grad((scores * weights).sum(), trainable)
-
-
-@pytest.mark.parametrize("targets", [ALL, ["q_proj", "v_proj"]], ids=["all-projections", "q-and-v"])
+@pytest.mark.parametrize("targets", [ALL_PROJECTIONS, ["q_proj", "v_proj"]], ids=["all-projections", "q-and-v"])
 @pytest.mark.parametrize("pairs", PAIRS.values(), ids=PAIRS.keys())
 @pytest.mark.parametrize("share_prefix", [True, False], ids=["shared-prefix", "plain-left-padded"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_float32_scores_and_gradients_equal_transformers(targets, pairs, share_prefix, training):
-    reranker, renderer = _reranker(targets)
+    reranker, renderer = tiny_reranker(targets)
     assert fused_decoder(reranker.decoder) is not None, "the tiny Llama with LoRA takes the fused pass"
     fused = reranker.with_options(share_prefix=share_prefix)
     plain = reranker.with_options(share_prefix=share_prefix, fused_layers=False)
     fused.train(training), plain.train(training)
     batch = _batch(renderer, pairs)
-    (fused_scores, fused_grads), (scores, grads) = _scores_and_gradients(fused, batch), _scores_and_gradients(plain, batch)
+    (fused_scores, fused_grads), (scores, grads) = scores_and_gradients(fused, batch), scores_and_gradients(plain, batch)
     assert torch.allclose(fused_scores, scores, atol=1e-5)
     assert len(grads) == 2 * 2 * len(targets)  # two layers, A and B per adapted projection
     for fused_grad, grad in zip(fused_grads, grads, strict=True):
@@ -76,17 +54,17 @@ def test_float32_scores_and_gradients_equal_transformers(targets, pairs, share_p
 
 @pytest.mark.parametrize("pairs", PAIRS.values(), ids=PAIRS.keys())
 def test_bf16_weights_score_and_train_like_transformers_mixed_path(pairs):
-    reranker, renderer = _reranker(dtype=torch.bfloat16)
+    reranker, renderer = tiny_reranker(dtype=torch.bfloat16)
     assert reranker.decoder.get_input_embeddings().weight.dtype == torch.bfloat16
     reranker.train()
     batch = _batch(renderer, pairs)
     (fused_scores, fused_grads), (scores, grads) = (
-        _scores_and_gradients(reranker, batch), _scores_and_gradients(reranker.with_options(fused_layers=False), batch))
+        scores_and_gradients(reranker, batch), scores_and_gradients(reranker.with_options(fused_layers=False), batch))
     # the tolerances of tests/model/test_mixed_precision.py: bf16 rounding, summed in other orders
     assert torch.allclose(fused_scores, scores, atol=0.05 * scores.abs().max().item())
-    reference, _ = _reranker()  # the same weights in float32
+    reference, _ = tiny_reranker()  # the same weights in float32
     reference.train()
-    exact_scores, exact_grads = _scores_and_gradients(reference, batch)
+    exact_scores, exact_grads = scores_and_gradients(reference, batch)
     assert torch.allclose(fused_scores, exact_scores, atol=0.05 * exact_scores.abs().max().item())
     for fused_grad, grad, exact in zip(fused_grads, grads, exact_grads, strict=True):
         assert fused_grad.dtype == torch.float32
@@ -105,7 +83,7 @@ def _qwen3_reranker(renderer):
     for layer in model.model.layers:  # q_norm / k_norm start at ones: make them matter
         layer.self_attn.q_norm.weight.data.uniform_(0.5, 1.5)
         layer.self_attn.k_norm.weight.data.uniform_(0.5, 1.5)
-    add_lora(model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ALL}))
+    add_lora(model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ALL_PROJECTIONS}))
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
             parameter.data.normal_(0, 0.2)
@@ -115,14 +93,14 @@ def _qwen3_reranker(renderer):
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_qwen3_query_and_key_norms(training):
-    _, renderer = _reranker()
+    _, renderer = tiny_reranker()
     reranker = _qwen3_reranker(renderer)
     assert type(reranker.decoder).__name__ == "Qwen3Model" and fused_decoder(reranker.decoder) is not None
     reranker.train(training)
     for pairs in PAIRS.values():
         batch = _batch(renderer, pairs)
         (fused_scores, fused_grads), (scores, grads) = (
-            _scores_and_gradients(reranker, batch), _scores_and_gradients(reranker.with_options(fused_layers=False), batch))
+            scores_and_gradients(reranker, batch), scores_and_gradients(reranker.with_options(fused_layers=False), batch))
         assert torch.allclose(fused_scores, scores, atol=1e-5)
         for fused_grad, grad in zip(fused_grads, grads, strict=True):
             assert (fused_grad - grad).norm() / grad.norm() < 1e-5
@@ -132,7 +110,7 @@ def test_qwen3_query_and_key_norms(training):
 
 def _scoring_two_queries():
     """An eval-mode reranker, a two-query batch and the same reranker on transformers' forward."""
-    reranker, renderer = _reranker()
+    reranker, renderer = tiny_reranker()
     reranker.eval()
     return reranker, _batch(renderer, PAIRS["two-queries"]), reranker.with_options(fused_layers=False)
 
@@ -142,7 +120,7 @@ def test_kept_weights_follow_a_merge_and_its_undoing():
     with torch.no_grad():
         before = reranker(batch)  # concatenates and keeps the frozen q|k|v and gate|up weights
         with lora_merged(reranker.decoder) as merged:
-            assert merged == 2 * len(ALL)
+            assert merged == 2 * len(ALL_PROJECTIONS)
             inside, expected = reranker(batch), plain(batch)
         after = reranker(batch)
     assert torch.allclose(inside, expected, atol=1e-5) and torch.allclose(inside, before, atol=1e-4)
@@ -158,7 +136,7 @@ def test_kept_weights_follow_peft_merging_for_good_and_unmerging():
     reranker, batch, plain = _scoring_two_queries()
     with torch.no_grad():
         before = reranker(batch)
-        assert merge_lora(reranker.decoder) == 2 * len(ALL)
+        assert merge_lora(reranker.decoder) == 2 * len(ALL_PROJECTIONS)
         merged, expected = reranker(batch), plain(batch)
         for layer in lora_layers(reranker.decoder):
             layer.unmerge()
@@ -169,24 +147,24 @@ def test_kept_weights_follow_peft_merging_for_good_and_unmerging():
 
 def test_training_after_an_inference_mode_evaluation():
     # weights first concatenated under inference_mode are saved for a later backward
-    reranker, renderer = _reranker()
+    reranker, renderer = tiny_reranker()
     batch = _batch(renderer, PAIRS["one-query"])
     with torch.inference_mode():
         reranker.eval()(batch)
     reranker.train()
-    scores, grads = _scores_and_gradients(reranker, batch)
-    expected_scores, expected_grads = _scores_and_gradients(reranker.with_options(fused_layers=False), batch)
+    scores, grads = scores_and_gradients(reranker, batch)
+    expected_scores, expected_grads = scores_and_gradients(reranker.with_options(fused_layers=False), batch)
     assert torch.allclose(scores, expected_scores, atol=1e-5)
     assert all((g - e).norm() / e.norm() < 1e-5 for g, e in zip(grads, expected_grads, strict=True))
 
 
 def test_what_it_does_not_handle_runs_through_transformers():
-    reranker, renderer = _reranker(dropout=0.1)
+    reranker, renderer = tiny_reranker(dropout=0.1)
     reranker.train()
     assert fused_decoder(reranker.decoder) is None, "LoRA dropout: peft draws one mask per projection"
     reranker.eval()
     assert fused_decoder(reranker.decoder) is None  # a LoRA dropout module is kept in eval mode too
-    reranker, _ = _reranker()
+    reranker, _ = tiny_reranker()
     reranker.decoder.gradient_checkpointing = True
     reranker.train()
     assert fused_decoder(reranker.decoder) is None
@@ -198,7 +176,7 @@ def test_what_it_does_not_handle_runs_through_transformers():
 
 
 def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
-    reranker, renderer = _reranker(device="cpu")  # the CPU's choice of attention (other on CUDA)
+    reranker, renderer = tiny_reranker(device="cpu")  # the CPU's choice of attention (other on CUDA)
     calls = []
     import urlkit.model.scoring as scoring
 
@@ -237,7 +215,7 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     assert [how["read_only"] for how in calls] == [True, True, False, True]
     assert [how["banded"] for how in calls] == [True, True, True, False]
     calls.clear()  # bf16 frozen weights: scoring compiles where the CPU can, training never does
-    low, low_renderer = _reranker(dtype=torch.bfloat16, device="cpu")
+    low, low_renderer = tiny_reranker(dtype=torch.bfloat16, device="cpu")
     low_batch = to_device(_batch(low_renderer, PAIRS["one-query"]), torch.device("cpu"))
     monkeypatch.setattr(scoring, "can_compile", lambda device: True)
     with torch.no_grad():
@@ -268,7 +246,7 @@ def test_compiled_layers_score_and_train_as_the_eager_pass(dtype, monkeypatch):
 
     if not can_compile(TEST_DEVICE):
         pytest.skip(f"inductor finds no toolchain for {TEST_DEVICE} here")
-    reranker, renderer = _reranker(dtype=dtype)
+    reranker, renderer = tiny_reranker(dtype=dtype)
     # rows as they come (token_multiple=1): the graphs must serve many token counts
     compiled, eager = (reranker.with_options(compiled_layers=flag, token_multiple=1) for flag in (True, False))
     tolerance = 1e-5 if dtype == torch.float32 else 0.05  # bf16: the relative tolerances of the test above
@@ -281,8 +259,8 @@ def test_compiled_layers_score_and_train_as_the_eager_pass(dtype, monkeypatch):
                 scores, eager_scores = scored(batch), expected(batch)
             assert torch.allclose(scores, eager_scores, atol=tolerance * eager_scores.abs().max().item())
         compiled.train(), eager.train()
-        (scores, grads), (eager_scores, eager_grads) = (_scores_and_gradients(compiled, batch),
-                                                        _scores_and_gradients(eager, batch))
+        (scores, grads), (eager_scores, eager_grads) = (scores_and_gradients(compiled, batch),
+                                                        scores_and_gradients(eager, batch))
         assert torch.allclose(scores, eager_scores, atol=tolerance * eager_scores.abs().max().item())
         for grad, expected_grad in zip(grads, eager_grads, strict=True):
             assert (grad - expected_grad).norm() / expected_grad.norm() < tolerance
@@ -333,7 +311,7 @@ def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multipl
     # blocks and windows are multiples of 8 whatever the pass: tests/model/test_grouped_attention.py)
     monkeypatch.setattr(fused, "grouped_attention", lambda q, k, v, plan, *args: rows.extend(
         (plan.width, plan.keys)) or attention(q, k, v, plan, *args))
-    reranker, renderer = _reranker()
+    reranker, renderer = tiny_reranker()
     padded, unpadded = (reranker.with_options(token_multiple=m, compiled_layers=False, banded_attention=False)
                         for m in (multiple, 1))
     for pairs in PAIRS.values():
@@ -342,10 +320,10 @@ def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multipl
             for training in (True, False):
                 scored, expected = (r.with_options(**sharing).train(training) for r in (padded, unpadded))
                 rows.clear()
-                scores, grads = _scores_and_gradients(scored, batch)
+                scores, grads = scores_and_gradients(scored, batch)
                 assert rows and all(count % multiple == 0 for count in rows), rows
                 rows.clear()
-                expected_scores, expected_grads = _scores_and_gradients(expected, batch)
+                expected_scores, expected_grads = scores_and_gradients(expected, batch)
                 assert any(count % multiple for count in rows), "the test must pad something"
                 assert torch.allclose(scores, expected_scores, atol=1e-5)
                 for grad, expected_grad in zip(grads, expected_grads, strict=True):
@@ -362,7 +340,7 @@ def test_the_last_layer_computes_only_the_states_that_are_scored(monkeypatch):
     monkeypatch.setattr(fused, "_project", lambda x, operands: rows.append(len(x)) or project(x, operands))
     monkeypatch.setattr(fused, "_read_states", lambda hidden, *args: read_rows.append(len(hidden)) or read_states(
         hidden, *args))
-    reranker, renderer = _reranker()
+    reranker, renderer = tiny_reranker()
     read_only, every_state = (reranker.with_options(read_only_last_layer=flag, compiled_layers=False, token_multiple=1)
                               for flag in (True, False))
     for pairs in PAIRS.values():
@@ -371,11 +349,11 @@ def test_the_last_layer_computes_only_the_states_that_are_scored(monkeypatch):
             for training in (True, False):
                 scored, expected = (r.with_options(**sharing).train(training) for r in (read_only, every_state))
                 rows.clear(), read_rows.clear()
-                scores, grads = _scores_and_gradients(scored, batch)
+                scores, grads = scores_and_gradients(scored, batch)
                 assert sum(read_rows) == len(pairs), read_rows  # each prompt's state, once
                 computed = sum(rows)
                 rows.clear(), read_rows.clear()
-                expected_scores, expected_grads = _scores_and_gradients(expected, batch)
+                expected_scores, expected_grads = scores_and_gradients(expected, batch)
                 assert not read_rows
                 # the skipped rows: every unread token's o, gate|up and down products
                 assert computed < sum(rows) - 3 * len(pairs), (computed, sum(rows))

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from helpers.tiny_reranker import scores_and_gradients, tiny_reranker
 
 import urlkit.model.fused_decoder as fused
 import urlkit.model.grouped_attention as grouped
-from urlkit.build import add_lora
 from urlkit.data.format import Document, Query
-from urlkit.data.prompts import PromptRenderer
-from urlkit.model.backbone import load_backbone
 from urlkit.model.grouped_attention import attention_plan, grouped_attention
-from urlkit.model.heads import build_head, resolve_token_ids
-from urlkit.model.scoring import Reranker
 
 HEADS, KV_HEADS, DIM = 6, 2, 16
 PREFIX, PAD = -1, -2
@@ -110,23 +105,11 @@ def test_the_plan_bands_where_it_saves_enough_and_only_causal_masks():
     assert torch.equal(out, expected)
 
 
-def _reranker():
-    backbone = load_backbone({"source": "tiny", "name": "tiny_llama", "seed": 0, "dtype": torch.float32})
-    torch.manual_seed(0)
-    add_lora(backbone.model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0,
-                                               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}))
-    for name, parameter in backbone.model.named_parameters():
-        if "lora_B" in name:
-            parameter.data.normal_(0, 0.05)
-    head = build_head("lm_head", backbone.model, resolve_token_ids(backbone.tokenizer, ["yes", "no"]))
-    return Reranker(backbone, head).to("cpu"), PromptRenderer(backbone.tokenizer, max_length=128)
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("token_multiple", [1, 8])  # the products' rows rounded up: the attention sees the real ones
 def test_a_training_step_through_the_banded_attention_scores_and_trains_as_dense_and_transformers(token_multiple,
                                                                                                    monkeypatch):
-    reranker, renderer = _reranker()
+    reranker, renderer = tiny_reranker(["q_proj", "k_proj", "v_proj", "o_proj"], device="cpu")
     query = Query(id="q", text="which animals sleep through the winter in caves", qrels={"d0": 1})
     documents = [Document(id=f"d{i}", text=" ".join(["bears and bats hibernate", "in caves", "over winter months"][: 1 + i % 3])
                           + f" note {i}") for i in range(17)]  # a 1+16 step: one packed row
@@ -136,18 +119,12 @@ def test_a_training_step_through_the_banded_attention_scores_and_trains_as_dense
     monkeypatch.setattr(fused, "attention_plan", lambda *args, **how: plans.append(plan(*args, **how)) or plans[-1])
     monkeypatch.setattr(grouped, "BANDED_SHARE", 1.0)  # the tiny prompts save little: band whatever is causal
 
-    def scores_and_gradients(scorer):
-        trainable = [p for p in scorer.parameters() if p.requires_grad]
-        scores = scorer(batch)
-        weights = torch.linspace(-1, 1, scores.numel()).view_as(scores)
-        return scores.detach(), torch.autograd.grad((scores * weights).sum(), trainable)
-
     banded = reranker.with_options(share_prefix=True, token_multiple=token_multiple).train()
-    scores, grads = scores_and_gradients(banded)
+    scores, grads = scores_and_gradients(banded, batch)
     assert plans and all(p.banded for p in plans), "the step's attention went through the band"
     plans.clear()
     for other in (banded.with_options(banded_attention=False), banded.with_options(fused_layers=False)):
-        expected_scores, expected_grads = scores_and_gradients(other)
+        expected_scores, expected_grads = scores_and_gradients(other, batch)
         assert not any(p.banded for p in plans)
         assert torch.allclose(scores, expected_scores, atol=1e-5)
         for grad, expected in zip(grads, expected_grads, strict=True):
