@@ -62,16 +62,20 @@ class ModelShape:
         sizes = [n_in * n_out for n_in, n_out in self.projections()]
         return sum(sizes[3:]) / sum(sizes)
 
+    def _through_weights(self, tokens: int, unread: int) -> float:
+        """Tokens through every weight of the model: ``unread`` of them skip the last layer's
+        output half."""
+        return tokens - unread * self.output_half_share() / self.layers
+
     def forward_flops(self, tokens: int, context: int, unread: int = 0) -> float:
         """``tokens`` computed, attending to ``context`` keys in total (sum of c_t); ``unread`` of
         them skip the last layer's output half."""
-        skipped = unread * self.output_half_share() / self.layers
-        return 2.0 * (self.params + self.lora_params) * (tokens - skipped) + 4.0 * self.layers * self.hidden * context
+        through = self._through_weights(tokens, unread)
+        return 2.0 * (self.params + self.lora_params) * through + 4.0 * self.layers * self.hidden * context
 
     def training_flops(self, tokens: int, context: int, unread: int = 0) -> float:
-        skipped = unread * self.output_half_share() / self.layers
-        backward = (2.0 * self.params * (tokens - skipped) + 4.0 * self.lora_params * (tokens - skipped)
-                    + 8.0 * self.layers * self.hidden * context)
+        through = self._through_weights(tokens, unread)
+        backward = 2.0 * self.params * through + 4.0 * self.lora_params * through + 8.0 * self.layers * self.hidden * context
         return self.forward_flops(tokens, context, unread) + backward
 
 

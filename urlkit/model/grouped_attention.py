@@ -74,7 +74,8 @@ def _banded_plan(mask: torch.Tensor, heads: int, kv_heads: int, share: float | N
     allowed = mask[:, 0]  # (rows, width, keys)
     padded = width + -width % BLOCK
     blocks = padded // BLOCK
-    ends = past + (torch.arange(width, device=mask.device) // BLOCK + 1) * BLOCK  # each query's block end
+    ends_of_blocks = past + (torch.arange(blocks, device=mask.device) + 1) * BLOCK  # in key positions
+    ends = ends_of_blocks.repeat_interleave(BLOCK)[:width]  # each query's block end
     # the keys every query at or after them reads (causally): the prefix, rounded up to 8 (its
     # product masks per query, so the keys rounded in are read by whoever reads them)
     later = torch.arange(keys, device=mask.device)[None, :] > past + torch.arange(width, device=mask.device)[:, None]
@@ -97,7 +98,6 @@ def _banded_plan(mask: torch.Tensor, heads: int, kv_heads: int, share: float | N
     on_prefix = F.pad(allowed[:, :, :prefix], (0, 0, 0, padded - width)).view(rows, blocks, BLOCK, prefix)
     # band: block b's window is keys [end_b - window, end_b); keys of the prefix and after the
     # real ones are masked there (the first are read above, the others are zero rows)
-    ends_of_blocks = past + (torch.arange(blocks, device=mask.device) + 1) * BLOCK
     key_index = ends_of_blocks[:, None] - window + torch.arange(window, device=mask.device)[None, :]  # (blocks, window)
     valid = (key_index >= prefix) & (key_index < keys)
     gathered = F.pad(allowed, (0, 0, 0, padded - width)).view(rows, blocks, BLOCK, keys).gather(

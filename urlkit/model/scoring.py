@@ -79,9 +79,8 @@ class ScoringOptions:
                   the default experiment twice each way: its 500 test queries 144-153 s
                   compiled, 144-147 s eager; the first dev evaluation 19-20 s against
                   10-11 s; the run 491-496 s against 471-488 s; session 14), so those stay
-                  eager; the whole layer compiled
-                  made a training step 0.97-0.99x for ~45 s, so training stays eager by
-                  default, as does a GPU until measured there
+                  eager; the whole layer compiled made a training step 0.97-0.99x for ~45 s,
+                  so training stays eager by default, as does a GPU until measured there
     token_multiple
                   the fused pass's layers see a multiple of this many tokens (zero rows
                   appended to the pass, dropped before its attention and at its end; the
@@ -100,11 +99,12 @@ class ScoringOptions:
                   the model's, skipped for every other token; False computes all, then gathers
     banded_attention
                   the explicit attention (above: training on a CPU) of a packed row by prefix
-                  and band where that scores at most 60% of the dense keys
-                  (``urlkit.model.grouped_attention``): every query against the prefix's keys,
-                  each block of 32 against the keys its continuations span; the same numbers
-                  as dense. 1+16 training steps 0.94x (AMD EPYC, float32, session 14); a 1+4
-                  step's row is mostly too short to gain. False: dense always
+                  and band where that scores at most 75% of the dense scores
+                  (``urlkit.model.grouped_attention``): each block of 32 queries against the
+                  prefix's keys and the keys its continuations span; the same numbers as
+                  dense. 1+16 training steps that banded 0.947x, 0.85x in the benchmark run
+                  (AMD EPYC, float32, session 14); a 1+4 step gains nothing measurable.
+                  False: dense always
     """
 
     share_prefix: bool | None = None
