@@ -130,3 +130,37 @@ def test_a_training_step_through_the_banded_attention_scores_and_trains_as_dense
         for grad, expected in zip(grads, expected_grads, strict=True):
             assert expected.abs().max() > 0
             assert (grad - expected).norm() / expected.norm() < 1e-5
+
+
+@pytest.mark.parametrize("banded", [True, False], ids=["banded", "dense"])
+def test_under_bf16_autocast_the_attention_is_float32_as_sdpa_math_computes_it(banded):
+    """The fused pass runs under autocast over bf16 weights; autocast would run the explicit
+    products in bf16 and round the scores before the softmax (~8x SDPA's error)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    mask = LAYOUTS["1+16 one row"]
+    plan = attention_plan(mask, HEADS, KV_HEADS, banded=banded)
+    generator = torch.Generator().manual_seed(0)
+    width = mask.shape[-1]
+    # bf16 activations of the scale a trained model's have (scores of several units)
+    q = (3 * torch.randn(1, HEADS, width, DIM, generator=generator)).bfloat16().requires_grad_()
+    k, v = ((3 * torch.randn(1, KV_HEADS, width, DIM, generator=generator)).bfloat16().requires_grad_() for _ in range(2))
+    weights = torch.randn(1, HEADS, width, DIM, generator=generator)
+
+    def run(attention):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attention()
+        return out, torch.autograd.grad((out.float() * weights).sum(), (q, k, v))
+
+    out, grads = run(lambda: grouped_attention(q, k, v, plan, DIM**-0.5, KV_HEADS))
+    with sdpa_kernel(SDPBackend.MATH):
+        expected, expected_grads = run(lambda: torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=DIM**-0.5, enable_gqa=True))
+    exact = torch.nn.functional.scaled_dot_product_attention(  # float32 throughout, from the same bf16 inputs
+        q.float(), k.float(), v.float(), attn_mask=mask, scale=DIM**-0.5, enable_gqa=True)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    sdpa_error = (expected.float() - exact).abs().max()
+    assert (out.float() - exact).abs().max() <= 1.5 * sdpa_error  # both: the float32 result rounded once
+    assert (out.float() - expected.float()).abs().max() <= 2 * sdpa_error
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert (grad.float() - expected_grad.float()).norm() / expected_grad.float().norm() < 1e-2

@@ -120,9 +120,18 @@ def grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.T
     inputs on a CPU, with 7 kernels instead of its 31 (and 35 backward): each key/value head is
     read by its group of query heads as one (group * width)-row product, not repeated per head.
     (rows, heads, width, dim) queries, (rows, kv_heads, keys, dim) keys and values; ``plan``
-    from :func:`attention_plan`, whose rounded width and keys the products run at (zero rows)."""
-    if plan.banded:
-        return _banded_attention(queries, keys, values, plan, scale, kv_heads)
+    from :func:`attention_plan`, whose rounded width and keys the products run at (zero rows).
+    Float32 under ``torch.autocast`` too (the fused pass over bf16 weights runs under it): autocast
+    would run these products in bf16 and round the scores before the softmax, ~10x the error of
+    SDPA, whose kernel autocast calls as one operator (tests/model/test_grouped_attention.py)."""
+    with torch.autocast(queries.device.type, enabled=False):
+        if plan.banded:
+            return _banded_attention(queries, keys, values, plan, scale, kv_heads)
+        return _dense_attention(queries, keys, values, plan, scale, kv_heads)
+
+
+def _dense_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: AttentionPlan,
+                     scale: float, kv_heads: int) -> torch.Tensor:
     rows, heads, width, dim = queries.shape
     group = heads // kv_heads
     q = _as_float(queries, plan.width).view(rows * kv_heads, group * plan.width, dim)
