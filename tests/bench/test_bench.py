@@ -163,3 +163,33 @@ def test_the_default_experiment_row_reads_the_run_or_its_failure(tmp_path, monke
     assert float(ok.text.split("p = ")[1].split(";")[0]) < 0.001
     assert failed.text.startswith("FAILED (exit 1): RuntimeError: out of memory")
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_bench_step_trains_in_training_mode_and_sets_it_only_when_it_was_left():
+    """Lightning sets training mode once a fit, not every step; the bench's step does the same,
+    but sets it again after another section left the shared modules in eval mode."""
+    from helpers.tiny_reranker import tiny_reranker
+
+    from urlkit.bench.training import Stepper
+    from urlkit.bench.workload import compose_config
+    from urlkit.data.format import Document, Query
+
+    reranker, renderer = tiny_reranker(device="cpu")
+    query = Query(id="q", text="which animals sleep through the winter", qrels={"d0": 1})
+    prompts = renderer.collate([renderer.encode("Find the passage.", query, Document(id=f"d{i}", text=f"bears {i}"))
+                                for i in range(5)])
+    batch = {"prompts": prompts, "mask": torch.ones(1, 5, dtype=torch.bool)}
+    stepper = Stepper(reranker, compose_config("default"))
+    modes, calls = [], []
+    reranker.decoder.embed_tokens.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    train = stepper.reranker.train
+    stepper.reranker.train = lambda mode=True: calls.append(mode) or train(mode)
+    before = [p.detach().clone() for p in stepper.trainable]
+    reranker.eval()  # as an evaluation section leaves them
+    stepper(batch)
+    stepper(batch)
+    assert calls == [True], "set once, not every step"
+    reranker.eval()
+    stepper(batch)
+    assert calls == [True, True] and modes and all(modes), "every step's pass ran in training mode"
+    assert any(not torch.equal(p, q) for p, q in zip(stepper.trainable, before, strict=True)), "the steps trained"

@@ -45,7 +45,11 @@ class Stepper:
         return url_loss(logits.float(), weight=self.options, direction=self.direction, mask=mask)
 
     def __call__(self, batch: dict) -> None:
-        self.reranker.train()
+        reranker = self.reranker
+        if not (reranker.training and reranker.decoder.training and reranker.head.training):
+            # Lightning sets training mode once a fit (and after each validation), not every
+            # step: ~2,500 modules, ~7 ms. Another section may have left them in eval mode
+            reranker.train()
         configured = [m.p for m in self.dropouts]
         if self.lora_dropout is not None:
             for module in self.dropouts:
