@@ -12,11 +12,10 @@ import sys
 import time
 
 import torch
+from _common import training
 
 import urlkit.model.fused_decoder as fused
 from urlkit.bench.training import Stepper
-from urlkit.bench.workload import build, compose_config, load_data
-from urlkit.data.groups import GroupCollator, TrainGroups
 
 
 def seconds(fn) -> float:
@@ -26,13 +25,8 @@ def seconds(fn) -> float:
 
 
 def steps(negatives: int, count: int) -> None:
-    cfg = compose_config("default", f"data.n_negatives={negatives}")
-    data = load_data(cfg)
-    built = build(cfg, torch.device("cpu"))
-    groups = TrainGroups(data.train, data.train_ranking, negatives, hard_fraction=cfg.data.hard_fraction,
-                         hard_depth=cfg.data.hard_depth, seed=0)
-    collate = GroupCollator(built.renderer, data.train, None)
-    picked = torch.randperm(len(groups), generator=torch.Generator().manual_seed(0))[: count + 2].tolist()
+    cfg, _, built, groups, collate = setup = training(negatives)
+    picked = setup.new_groups(count + 2)
     stepper = Stepper(built.reranker, cfg)
     variants = {flag: built.reranker.with_options(banded_attention=flag) for flag in (True, False)}
     times: dict[bool, list[float]] = {True: [], False: []}

@@ -21,6 +21,7 @@ import sys
 import time
 
 import torch
+from _common import training
 
 import urlkit.model.fused_decoder as fused
 import urlkit.model.grouped_attention as grouped
@@ -80,13 +81,8 @@ def errors(negatives: int) -> None:
 
 
 def steps(negatives: int, count: int) -> None:
-    cfg = compose_config("default", f"data.n_negatives={negatives}", "model.dtype=bfloat16")
-    data = load_data(cfg)
-    built = build(cfg, torch.device("cpu"))
-    groups = TrainGroups(data.train, data.train_ranking, negatives, hard_fraction=cfg.data.hard_fraction,
-                         hard_depth=cfg.data.hard_depth, seed=0)
-    collate = GroupCollator(built.renderer, data.train, None)
-    picked = torch.randperm(len(groups), generator=torch.Generator().manual_seed(0))[: count + 2].tolist()
+    cfg, _, built, groups, collate = setup = training(negatives, "model.dtype=bfloat16")
+    picked = setup.new_groups(count + 2)
     stepper = Stepper(built.reranker, cfg)
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     order = list(VARIANTS)
