@@ -73,6 +73,9 @@ LAYOUTS = {
     "continuations before a group": one_row(21, [30, 26, 34, 29], groups=[(12, [27, 31, 25, 22, 30])]),
     "rows over a cache, padded": with_past([row_mask(*packed_row(9, [30, 25, 33, 28, 27, 31])),
                                             row_mask(*packed_row(9, [26, 31, 29, 22], padding=66))], past=30),
+    # each row its own opening (an evaluation pass's folded queries) of another length
+    "rows of their own openings": with_past([row_mask(*packed_row(12, [30, 25, 33, 28, 27, 31, 26])),
+                                             row_mask(*packed_row(41, [26, 31, 29, 22, 30, 28], padding=5))], past=30),
 }
 
 
@@ -94,6 +97,10 @@ def test_banded_attention_computes_the_dense_outputs_and_gradients(mask):
 def test_the_plan_bands_where_it_saves_enough_and_only_causal_masks():
     long_row = LAYOUTS["1+16 one row"]
     assert attention_plan(long_row, HEADS, KV_HEADS).banded  # ~600 keys, ~100 read a query
+    # rows of their own openings: the prefix is the longest row's (30 + 41 keys, rounded up);
+    # the common one (30 + 12) would leave the other row's opening to every block's window
+    own = attention_plan(LAYOUTS["rows of their own openings"], HEADS, KV_HEADS)
+    assert own.banded and own.prefix == 72 and own.window <= 72
     assert not attention_plan(one_row(88, [27, 27]), HEADS, KV_HEADS).banded  # little to save
     causal = torch.ones(200, 200, dtype=torch.bool).tril()[None, None]  # one prompt: every key read
     assert not attention_plan(causal, HEADS, KV_HEADS, banded=True).banded

@@ -10,7 +10,9 @@ once a pass from the mask, is *banded* where that saves enough: each block of ``
 queries reads the prefix's keys and the ``window`` keys that end with the block (the
 continuations its queries are in), gathered into one batched product, softmax and product
 with the values. The numbers are the dense computation's (the masked scores weigh exactly
-zero either way); only the masked work goes.
+zero either way); only the masked work goes. Rows over a shared cache that each open with their
+own tokens (several queries) take the longest row's opening into the prefix, where that reads
+fewer keys a block than the prefix they all share.
 """
 
 from __future__ import annotations
@@ -76,21 +78,19 @@ def _banded_plan(mask: torch.Tensor, heads: int, kv_heads: int, share: float | N
     blocks = padded // BLOCK
     ends_of_blocks = past + (torch.arange(blocks, device=mask.device) + 1) * BLOCK  # in key positions
     ends = ends_of_blocks.repeat_interleave(BLOCK)[:width]  # each query's block end
-    # the keys every query at or after them reads (causally): the prefix, rounded up to 8 (its
-    # product masks per query, so the keys rounded in are read by whoever reads them)
-    later = torch.arange(keys, device=mask.device)[None, :] > past + torch.arange(width, device=mask.device)[:, None]
-    read_by_all = (allowed | later).all(dim=1).all(dim=0)  # (keys,)
-    prefix = int(read_by_all.long().cumprod(0).sum())
-    prefix += -prefix % 8
-    if prefix >= keys:  # every key read by every later query: plain causal, nothing to band
-        return None
-    beyond = allowed[:, :, prefix:]
     if not bool((keys - 1 - allowed.flip(-1).long().argmax(-1) < ends).all()):  # a key after its block
         return None
-    first = beyond.long().argmax(-1) + prefix
-    lookback = torch.where(beyond.any(-1), ends - first, 0)
-    window = max(int(lookback.max()), BLOCK)
-    window += -window % 8
+    # the prefix: the keys every query at or after them reads (causally), in every row or (rows
+    # of their own openings: an evaluation's folded queries) in the longest row's; any prefix
+    # is exact (its product masks per query, so keys of it are read by whoever reads them, the
+    # band covers each block's keys beyond it): the one with fewer keys a block is kept
+    later = torch.arange(keys, device=mask.device)[None, :] > past + torch.arange(width, device=mask.device)[:, None]
+    per_row = (allowed | later).all(dim=1).long().cumprod(-1).sum(-1)  # (rows,)
+    rounded = {int(n) + -int(n) % 8 for n in (per_row.min(), per_row.max())}
+    candidates = [(prefix, _window(allowed, prefix, ends)) for prefix in sorted(rounded) if prefix < keys]
+    if not candidates:  # every key read by every later query: plain causal, nothing to band
+        return None
+    prefix, window = min(candidates, key=sum)
     if share is not None and (prefix + window) > share * keys:
         return None
     # prefix: (rows, blocks, BLOCK, prefix); the padding queries read their own (zero) key below
@@ -108,6 +108,14 @@ def _banded_plan(mask: torch.Tensor, heads: int, kv_heads: int, share: float | N
     bias = _additive(torch.cat([on_prefix, on_band], dim=3))[:, None, :, None].expand(*heads_of, prefix + window)
     return AttentionPlan(padded, keys, bias.reshape(rows * kv_heads * blocks, group * BLOCK, prefix + window),
                          prefix, window, past)
+
+
+def _window(allowed: torch.Tensor, prefix: int, ends: torch.Tensor) -> int:
+    """Keys a block reads beyond ``prefix``, back from its end (at least a block, rounded up to 8)."""
+    beyond = allowed[:, :, prefix:]
+    lookback = torch.where(beyond.any(-1), ends - (beyond.long().argmax(-1) + prefix), 0)
+    window = max(int(lookback.max()), BLOCK)
+    return window + -window % 8
 
 
 def _additive(allowed: torch.Tensor) -> torch.Tensor:
