@@ -98,13 +98,13 @@ class ScoringOptions:
                   none: only its keys and values are read): ~84% of a layer's products, ~2.8% of
                   the model's, skipped for every other token; False computes all, then gathers
     banded_attention
-                  the explicit attention (above: training on a CPU) of a packed row by prefix
-                  and band where that scores at most 75% of the dense scores
-                  (``urlkit.model.grouped_attention``): each block of 32 queries against the
-                  prefix's keys and the keys its continuations span; the same numbers as
-                  dense. 1+16 training steps that banded 0.947x, 0.85x in the benchmark run
-                  (AMD EPYC, float32, session 14); a 1+4 step gains nothing measurable.
-                  False: dense always
+                  the explicit attention (above: training on a CPU) of a packed row in
+                  blocks of 32 queries, each against only the keys its queries read
+                  (the prefix, its query's opening, the continuations it spans; gathered,
+                  ``urlkit.model.grouped_attention``) where that scores at most 75% of the
+                  dense scores; the same numbers as dense. On a float32 AMD EPYC (session 15):
+                  1+16 steps that banded 0.927x, two queries' 1+16 a step 0.812x, 1+4 steps
+                  that banded 0.975x. False: dense always
     """
 
     share_prefix: bool | None = None
