@@ -55,7 +55,8 @@ def attention_plan(mask: torch.Tensor, heads: int, kv_heads: int, multiple: int 
                    banded: bool | None = None) -> AttentionPlan:
     """The plan of the boolean (rows, 1, width, keys) ``mask`` (True = attend; the last ``width``
     keys are the queries' own tokens). ``banded``: None = where it scores at most
-    ``BANDED_SHARE`` of the dense scores, True = wherever the mask allows (causal), False = never.
+    ``BANDED_SHARE`` of the dense scores, True = wherever a block reads fewer keys than the row
+    has, False = never.
     ``multiple``: the dense width and keys rounded up to it."""
     if banded is not False:
         plan = _banded_plan(mask, heads, kv_heads, None if banded else BANDED_SHARE)
