@@ -308,7 +308,7 @@ def test_rows_rounded_up_to_a_token_multiple_change_no_score_or_gradient(multipl
     monkeypatch.setattr(fused, "_project", counted_project)
     monkeypatch.setattr(fused, "_read_states", read_tokens_states)
     # training's explicit attention, dense: its width and keys, both rounded (the banded one's
-    # blocks and windows are multiples of 8 whatever the pass: tests/model/test_grouped_attention.py)
+    # blocks and spans are multiples of 32 and 8 whatever the pass: tests/model/test_grouped_attention.py)
     monkeypatch.setattr(fused, "grouped_attention", lambda q, k, v, plan, *args: rows.extend(
         (plan.width, plan.keys)) or attention(q, k, v, plan, *args))
     reranker, renderer = tiny_reranker()

@@ -105,7 +105,7 @@ def grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.T
     (rows, heads, width, dim) queries, (rows, kv_heads, keys, dim) keys and values; ``plan``
     from :func:`attention_plan`, whose rounded width and keys the products run at (zero rows).
     Float32 under ``torch.autocast`` too (the fused pass over bf16 weights runs under it): autocast
-    would run these products in bf16 and round the scores before the softmax, ~10x the error of
+    would run these products in bf16 and round the scores before the softmax, ~12x the error of
     SDPA, whose kernel autocast calls as one operator (tests/model/test_grouped_attention.py)."""
     with torch.autocast(queries.device.type, enabled=False):
         if plan.banded:
@@ -120,8 +120,7 @@ def _dense_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Te
     q = _as_float(queries, plan.width).view(rows * kv_heads, group * plan.width, dim)
     k = _as_float(keys, plan.keys).view(rows * kv_heads, -1, dim)
     v = _as_float(values, plan.keys).view(rows * kv_heads, -1, dim)
-    weights = torch.baddbmm(plan.bias, q, k.transpose(1, 2), alpha=scale).softmax(dim=-1)
-    return torch.bmm(weights, v).view(rows, heads, plan.width, dim)[:, :, :width].to(queries.dtype)
+    return _softmax_product(plan.bias, q, k, v, scale).view(rows, heads, plan.width, dim)[:, :, :width].to(queries.dtype)
 
 
 def _banded_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: AttentionPlan,
@@ -134,9 +133,14 @@ def _banded_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.T
     # each block's keys and values, (rows * kv_heads * blocks, span, dim): one gather of rows
     k, v = (_as_float(x, x.shape[2]).view(-1, dim).index_select(0, plan.index).view(-1, plan.span, dim)
             for x in (keys, values))
-    weights = torch.baddbmm(plan.bias, q, k.transpose(1, 2), alpha=scale).softmax(dim=-1)
-    out = torch.bmm(weights, v).view(rows, kv_heads, blocks, group, BLOCK, dim).transpose(2, 3)
+    out = _softmax_product(plan.bias, q, k, v, scale).view(rows, kv_heads, blocks, group, BLOCK, dim).transpose(2, 3)
     return out.reshape(rows, heads, plan.width, dim)[:, :, :width].to(queries.dtype)
+
+
+def _softmax_product(bias: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     scale: float) -> torch.Tensor:
+    """``softmax(q k^T scale + bias) v`` over batched (batch, rows, dim) float32 operands."""
+    return torch.bmm(torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale).softmax(dim=-1), v)
 
 
 def _as_float(x: torch.Tensor, length: int) -> torch.Tensor:
