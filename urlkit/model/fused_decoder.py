@@ -139,8 +139,8 @@ def _project(x: torch.Tensor, operands: Operands) -> torch.Tensor:
     weight, down, up = operands
     flat = x.reshape(-1, x.shape[-1])
     out = flat @ weight.t()
-    if down is not None:
-        out = out.addmm(flat @ down.t(), up.t())
+    if down is not None:  # in place: out-of-place, addmm copies the base product into a new tensor first
+        out.addmm_(flat @ down.t(), up.t())
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
