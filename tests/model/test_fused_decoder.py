@@ -72,6 +72,22 @@ def test_bf16_weights_score_and_train_like_transformers_mixed_path(pairs):
         assert (fused_grad - exact).norm() / exact.norm() < 0.05
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16-mixed", "16-mixed"])
+def test_float32_weights_under_an_outer_autocast_train_like_transformers(dtype):
+    # Lightning's bf16-mixed and 16-mixed open the autocast around float32 weights: the fused
+    # pass's products then come out in its dtype, float32 adapters and all
+    reranker, renderer = tiny_reranker()
+    reranker.train()
+    batch = _batch(renderer, PAIRS["one-query"])
+    with torch.autocast(TEST_DEVICE.type, dtype=dtype):
+        (fused_scores, fused_grads), (scores, grads) = (
+            scores_and_gradients(reranker, batch), scores_and_gradients(reranker.with_options(fused_layers=False), batch))
+    assert torch.allclose(fused_scores, scores, atol=0.05 * scores.abs().max().item())
+    for fused_grad, grad in zip(fused_grads, grads, strict=True):
+        assert fused_grad.dtype == torch.float32
+        assert (fused_grad - grad).norm() / grad.norm() < 0.05
+
+
 def _qwen3_reranker(renderer):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 

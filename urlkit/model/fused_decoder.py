@@ -139,8 +139,12 @@ def _project(x: torch.Tensor, operands: Operands) -> torch.Tensor:
     weight, down, up = operands
     flat = x.reshape(-1, x.shape[-1])
     out = flat @ weight.t()
-    if down is not None:  # in place: out-of-place, addmm copies the base product into a new tensor first
-        out.addmm_(flat @ down.t(), up.t())
+    if down is not None:
+        # in place: out of place, addmm first copies the base product into a new tensor. Under an
+        # autocast the pass does not open itself (Lightning's bf16-mixed over float32 weights)
+        # the products come out in the autocast's dtype, which addmm_ (unlike addmm) does not
+        # cast to: the adapter's up-projection follows them
+        out.addmm_(flat @ down.t(), up.t().to(out.dtype))
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
