@@ -78,15 +78,14 @@ def _layer_output_silu_gate(hidden, attended, out, gate_up, down, norm, shape):
     return hidden + fused._project(SiluGate.apply(fused._project(x, gate_up)), down)
 
 
+_PROJECT = fused._project  # the library's, before any variant replaces it
+
+
 def _project_lora_function(x, operands):
     weight, down, up = operands
-    flat = x.reshape(-1, x.shape[-1])
-    if down is not None and torch.is_grad_enabled():
-        out = LoraProjection.apply(flat, weight, down, up)
-    else:
-        out = flat @ weight.t()
-        if down is not None:
-            out.addmm_(flat @ down.t(), up.t())
+    if down is None or not torch.is_grad_enabled():
+        return _PROJECT(x, operands)
+    out = LoraProjection.apply(x.reshape(-1, x.shape[-1]), weight, down, up)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
