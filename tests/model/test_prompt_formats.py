@@ -107,8 +107,32 @@ def test_qwen3_reranker_model_uses_its_format_and_loads_through_the_hub_ladder(t
     assert OmegaConf.select(compose_train(data), "prompt.name") == "urlkit"  # the default experiment
 
 
+def test_urlkit_document_last_shares_everything_but_the_document(smollm2_tokenizer):
+    """The question asked before the document: two candidates of a query differ from the
+    document's first token on, and what follows the document is the turn's end alone (urlkit's
+    default asks after it, 20 more tokens every candidate computes)."""
+    renderers = {name: PromptRenderer.from_format(smollm2_tokenizer, prompt_format(name), max_length=256)
+                 for name in ("urlkit", "urlkit_document_last")}
+    other = Document(id="e", text="Shanghai is a city of China.")
+    text = renderers["urlkit_document_last"].render_text("Find the capital.", QUERY, DOC)
+    question = "Is the document below relevant to the query? Answer yes or no."
+    assert text.endswith(f"Query: {QUERY.text}\n{question}\nDocument: {DOC.text}<|im_end|>\n<|im_start|>assistant\n")
+    # the same system turn, instruction and query as urlkit's; only the question moved (and says "below")
+    default = renderers["urlkit"].render_text("Find the capital.", QUERY, DOC)
+    assert text.replace(f"{question}\n", "") == default.replace("\nIs the document relevant to the query? Answer yes or no.", "")
+    after_document = {}
+    for name, renderer in renderers.items():
+        first, second = (renderer.encode("Find the capital.", QUERY, doc).input_ids for doc in (DOC, other))
+        shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+        document = smollm2_tokenizer(" " + DOC.text, add_special_tokens=False)["input_ids"]
+        assert first[shared:shared + len(document)] == document  # the candidates part at the document
+        after_document[name] = first[shared + len(document):]
+    assert smollm2_tokenizer.decode(after_document["urlkit_document_last"]) == "<|im_end|>\n<|im_start|>assistant\n"
+    assert len(after_document["urlkit"]) - len(after_document["urlkit_document_last"]) >= 10
+
+
 def test_pair_chat_template_writes_the_renderers_prompt(smollm2_tokenizer):
-    for name in ("urlkit", "qwen3_reranker"):
+    for name in ("urlkit", "urlkit_document_last", "qwen3_reranker"):
         renderer = PromptRenderer.from_format(smollm2_tokenizer, prompt_format(name), max_length=256)
         template = renderer.pair_chat_template("Find the capital.")
         pair = [{"role": "query", "content": QUERY.text}, {"role": "document", "content": DOC.text}]

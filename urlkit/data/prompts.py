@@ -12,7 +12,9 @@ that writes the turns (null: the backbone's own). ``prompt=urlkit`` (default):
     <assistant>  |  <- the prompt ends here (add_generation_prompt=True); the reranker
                       reads the "yes"/"no" logits at the next token.
 
-``prompt=qwen3_reranker`` is Qwen3-Reranker's official string, character for character
+``prompt=urlkit_document_last`` asks the same question before the document, so a query's
+candidates share all but their document (faster, a little less accurate: its config says by
+how much). ``prompt=qwen3_reranker`` is Qwen3-Reranker's official string, character for character
 (its own ChatML template, the assistant turn opened with an empty think block), and
 ``prompt=qwen3_vl_reranker`` Qwen3-VL-Reranker's (images right after "<Query>:" and
 "<Document>:"). An empty instruction becomes the format's ``default_instruction``; when that is
