@@ -10,7 +10,10 @@ session 12.
   another (the fused kernel's log-sum-exp, ``_scaled_dot_product_flash_attention_for_cpu``),
   merged by their log-sum-exps; the documents gathered into a padded (documents, length) layout;
 * chunks: the queries in chunks of 96 tokens, each against the keys any of its rows needs
-  (gathered per row).
+  (gathered per row);
+* urlkit's explicit attention (``urlkit.model.grouped_attention``, what training runs on a
+  CPU), float32 products: dense, and banded (each block of 32 queries against the keys one of
+  them reads, gathered; session 15), forced whatever share of the scores it saves.
 
     python docs/bench/probes/packed_attention.py
 """
@@ -22,6 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+from urlkit.model.grouped_attention import attention_plan, grouped_attention
 
 HEADS, KV_HEADS, DIM, SCALE = 9, 3, 64, 0.125
 GROUP = HEADS // KV_HEADS
@@ -136,6 +141,9 @@ def probe(flex, rows: int, width: int, folded: int, cached: int) -> str:
     reference = dense()
     figures = [f"SDPA {milliseconds(dense):.2f} ms ({int(mask.sum()) / mask.numel():.0%} of the scores unmasked)"]
     candidates = {"split": split_attention(q, k, v, segment, cached, folded), "chunks of 96": chunked_attention(q, k, v, mask, 96)}
+    for name, banded in (("urlkit dense float32", False), ("urlkit banded float32", True)):
+        plan = attention_plan(mask, HEADS, KV_HEADS, banded=banded)
+        candidates[name] = lambda plan=plan: grouped_attention(q, k, v, plan, SCALE, KV_HEADS)
     for block in (128, 64, 32):
         block_mask = create_block_mask(lambda b, h, i, j: mask[b, 0, i, j], rows, None, width, keys, device="cpu",
                                        BLOCK_SIZE=block, _compile=False)
