@@ -123,7 +123,7 @@ def test_urlkit_document_last_shares_everything_but_the_document(smollm2_tokeniz
     after_document = {}
     for name, renderer in renderers.items():
         first, second = (renderer.encode("Find the capital.", QUERY, doc).input_ids for doc in (DOC, other))
-        shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+        shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
         document = smollm2_tokenizer(" " + DOC.text, add_special_tokens=False)["input_ids"]
         assert first[shared:shared + len(document)] == document  # the candidates part at the document
         after_document[name] = first[shared + len(document):]
