@@ -93,8 +93,8 @@ def _project_transposed_wide(x, operands):
     weight, down, up = operands
     flat = x.reshape(-1, x.shape[-1])
     out = (weight @ flat.t()).t() if weight.shape[0] >= 2 * weight.shape[1] else flat @ weight.t()
-    if down is not None:
-        out.addmm_(flat @ down.t(), up.t())
+    if down is not None:  # the adapter added as the library adds it (its cast under an outer autocast too)
+        out.addmm_(flat @ down.t(), up.t().to(out.dtype))
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
