@@ -120,11 +120,11 @@ def test_urlkit_document_last_shares_everything_but_the_document(smollm2_tokeniz
     # the same system turn, instruction and query as urlkit's; only the question moved (and says "below")
     default = renderers["urlkit"].render_text("Find the capital.", QUERY, DOC)
     assert text.replace(f"{question}\n", "") == default.replace("\nIs the document relevant to the query? Answer yes or no.", "")
+    document = smollm2_tokenizer(" " + DOC.text, add_special_tokens=False)["input_ids"]
     after_document = {}
     for name, renderer in renderers.items():
         first, second = (renderer.encode("Find the capital.", QUERY, doc).input_ids for doc in (DOC, other))
         shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
-        document = smollm2_tokenizer(" " + DOC.text, add_special_tokens=False)["input_ids"]
         assert first[shared:shared + len(document)] == document  # the candidates part at the document
         after_document[name] = first[shared + len(document):]
     assert smollm2_tokenizer.decode(after_document["urlkit_document_last"]) == "<|im_end|>\n<|im_start|>assistant\n"
