@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.run_helpers import compose_train, write_small_dataset
+from helpers.run_helpers import TOPICS, compose_train, write_small_dataset
 
 import urlkit
 from urlkit.inference import TrainedReranker, main, merge_lora
@@ -47,3 +47,17 @@ def test_cli_prints_a_ranking(trained_run, capsys):
     ranked = main(["--run", str(trained_run), "--query", "cutting wood", "--doc", "A saw cuts wood.", "--doc", "Tea."])
     out = capsys.readouterr().out
     assert len(ranked) == 2 and "A saw cuts wood." in out and out.strip().startswith("1")
+
+
+@pytest.mark.timeout(240)
+def test_tuning_on_dev_scores_the_dev_split_and_says_so(tmp_path, capsys):
+    # data.test_split=dev: the README's way to choose settings without reading the test split
+    data = write_small_dataset(tmp_path / "data")
+    train(compose_train(data, "data.test_split=dev", "train.max_steps=1"), tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "test metrics on small/dev" in out and "small/test" not in out
+    per_query = sorted(p.name for p in (tmp_path / "run" / "per_query").iterdir())
+    assert {"small_dev_bm25.csv", "small_dev_reranker.csv"} <= set(per_query)
+    assert not [name for name in per_query if "_test_" in name]
+    dev_ids = {line.split(",")[0] for line in (tmp_path / "run/per_query/small_dev_reranker.csv").read_text().splitlines()[1:]}
+    assert dev_ids == {f"dev-{name}" for name, _, _ in TOPICS[:4]}

@@ -117,7 +117,12 @@ class FinalEvaluation:
             return metrics
         self.records.write_metrics(metrics)
         per_dataset, _ = results_table(rows)
-        print(f"[urlkit] test metrics (x100, top-{self.evaluator.depth} reranked):\n{per_dataset.to_string()}", flush=True)
+        # the split by name: data.test_split=dev (tuning without reading test) says so here
+        print(
+            f"[urlkit] test metrics on {split.name}/{split.split} (x100, top-{self.evaluator.depth} reranked):\n"
+            f"{per_dataset.to_string()}",
+            flush=True,
+        )
         return metrics
 
 
