@@ -14,6 +14,7 @@ from helpers.analysis_runs import RUNS, STEPS, shared_runs
 
 from urlkit.analysis import AnalysisError, find_run_dirs, load_runs, paper_reference, probe_table
 from urlkit.analysis.paper import PAPER_DIR
+from urlkit.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,20 @@ def test_bad_sources_name_the_file(runs_dir, tmp_path):
     (broken / "history.csv").write_text("loss,w_pos_mean\n0.1,0.2\n")
     with pytest.raises(AnalysisError, match="history.csv: no 'step' column"):
         load_runs(broken)
+
+
+def test_a_run_scored_on_dev_is_read_on_dev_alone(tmp_path):
+    # a committed tuning run (data.test_split=dev) plus a benchmark suite's test file beside
+    # its dev file: the loader reads the split the final evaluation scored, never the test file
+    source = REPO_ROOT / "results" / "tuning" / "lr2e-4_steps300_seed0"
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["test_split"] == "dev"
+    (run_dir / "history.csv").write_text("step,loss\n1,0.5\n")
+    test_file = run_dir / "per_query" / "manpages_test_reranker.csv"
+    test_file.write_text("query_id,ndcg@10\nman-1,1.0\n")
+    dev = pd.read_csv(run_dir / "per_query" / "wordsense_dev_reranker.csv", dtype={"query_id": str})
+    per_query = load_runs(tmp_path).per_query
+    ndcg = per_query[per_query["metric"] == "ndcg@10"]
+    assert sorted(ndcg["query_id"]) == sorted(dev["query_id"]) and len(ndcg) == 402
+    assert ndcg["value"].mean() == pytest.approx(dev["ndcg@10"].mean())

@@ -1,8 +1,9 @@
 """Local run directories as :class:`~urlkit.analysis.runset.Runs` (see urlkit/records.py).
 
 A run directory holds ``config.yaml`` and ``history.csv``; ``run.json``, ``metrics.json``,
-``eval.csv`` and ``per_query/<dataset>_test_reranker.csv`` (the final test evaluation, one
-row per query) are read when present.
+``eval.csv`` and ``per_query/<dataset>_<split>_reranker.csv`` (the final evaluation, one row
+per query; ``<split>`` is the run's ``data.test_split``: ``dev`` when settings were chosen on
+dev, docs/studies.md) are read when present.
 """
 
 from __future__ import annotations
@@ -84,16 +85,19 @@ def read_run_dir(path: Path) -> Runs:
         evals=evals[EVAL_COLUMNS],
         metrics=pd.DataFrame([{"run_id": run_id, **metrics}]),
         source=str(path),
-        per_query=read_per_query(path, run_id),
+        per_query=read_per_query(path, run_id, str((config.get("data") or {}).get("test_split") or "test")),
     )
 
 
-def read_per_query(path: Path, run_id: str) -> pd.DataFrame:
-    """The trained reranker's per-query test metrics of a run directory, long.
+def read_per_query(path: Path, run_id: str, split: str = "test") -> pd.DataFrame:
+    """The trained reranker's per-query metrics of a run directory's final evaluation, long.
 
+    ``split``: the split that evaluation scored (the run's ``data.test_split``). Only its files
+    are read: a run that scored dev to choose settings never mixes in a suite's test files.
     Query ids are prefixed with the dataset name when a run was tested on several datasets.
     """
-    files = sorted((path / "per_query").glob("*_test_reranker.csv"))
+    suffix = f"_{split}_reranker.csv"
+    files = sorted((path / "per_query").glob(f"*{suffix}"))
     parts = []
     for file in files:
         try:
@@ -103,7 +107,7 @@ def read_per_query(path: Path, run_id: str) -> pd.DataFrame:
         if "query_id" not in wide:
             raise AnalysisError(f"{file}: no 'query_id' column (columns: {list(wide.columns)})")
         if len(files) > 1:
-            dataset = file.name[: -len("_test_reranker.csv")]
+            dataset = file.name[: -len(suffix)]
             wide["query_id"] = dataset + "/" + wide["query_id"]
         parts.append(wide.melt(id_vars="query_id", var_name="metric", value_name="value"))
     if not parts:
