@@ -183,3 +183,22 @@ def test_a_run_scored_on_dev_is_read_on_dev_alone(tmp_path):
     ndcg = per_query[per_query["metric"] == "ndcg@10"]
     assert sorted(ndcg["query_id"]) == sorted(dev["query_id"]) and len(ndcg) == 402
     assert ndcg["value"].mean() == pytest.approx(dev["ndcg@10"].mean())
+
+
+@pytest.mark.timeout(120)
+def test_the_tuning_table_is_rebuilt_from_the_committed_runs():
+    import subprocess
+    import sys
+
+    root = REPO_ROOT / "results" / "tuning"
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "tune_defaults_table.py"), str(root)],
+        capture_output=True, text=True, check=True, timeout=100,
+    ).stdout  # fmt: skip
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| lr ")}
+    assert set(rows) == {"lr 2e-4, 300 steps", "lr 4e-4, 300 steps", "lr 4e-4, 200 steps", "lr 2e-4, 450 steps"}
+    seeds = sorted(root.glob("lr2e-4_steps300_seed*"))
+    mean = statistics.mean(
+        100 * pd.read_csv(d / "per_query" / "wordsense_dev_reranker.csv")["ndcg@10"].mean() for d in seeds
+    )
+    assert f"| {mean:.2f} |" in rows["lr 2e-4, 300 steps"] and len(seeds) == 3
