@@ -175,7 +175,6 @@ def test_a_run_scored_on_dev_is_read_on_dev_alone(tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["test_split"] == "dev"
-    (run_dir / "history.csv").write_text("step,loss\n1,0.5\n")
     test_file = run_dir / "per_query" / "manpages_test_reranker.csv"
     test_file.write_text("query_id,ndcg@10\nman-1,1.0\n")
     dev = pd.read_csv(run_dir / "per_query" / "wordsense_dev_reranker.csv", dtype={"query_id": str})

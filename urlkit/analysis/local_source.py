@@ -89,14 +89,15 @@ def read_run_dir(path: Path) -> Runs:
     )
 
 
-def read_per_query(path: Path, run_id: str, split: str = "test") -> pd.DataFrame:
-    """The trained reranker's per-query metrics of a run directory's final evaluation, long.
+def read_per_query(path: Path, run_id: str, split: str = "test", model: str = "reranker") -> pd.DataFrame:
+    """``model``'s per-query metrics of a run directory's final evaluation, long (the trained
+    reranker, or the first stage scored beside it: ``bm25``).
 
     ``split``: the split that evaluation scored (the run's ``data.test_split``). Only its files
     are read: a run that scored dev to choose settings never mixes in a suite's test files.
     Query ids are prefixed with the dataset name when a run was tested on several datasets.
     """
-    suffix = f"_{split}_reranker.csv"
+    suffix = f"_{split}_{model}.csv"
     files = sorted((path / "per_query").glob(f"*{suffix}"))
     parts = []
     for file in files:
