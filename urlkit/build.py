@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from urlkit.config import resolve_path
 from urlkit.data.candidates import Ranking, first_stage
-from urlkit.data.format import DataError, Split
+from urlkit.data.format import DataError, MissingSplitError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups
 from urlkit.data.loaders import load_split
 from urlkit.data.mixture import MixtureStream, Source
@@ -56,9 +56,12 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
         dataset = str(dataset[0])
         print(f"[urlkit] data.dataset lists {len(data_cfg.dataset)} datasets: the {split} split is the first's, "
               f"{dataset} (all of them: benchmark=<suite>)", flush=True)  # fmt: skip
+    pools = data_cfg.get("pool") or {}  # M-BEIR: a pool file per split name
+    pool = pools.get(split)
     loaded = load_split(
         path, split, format=data_cfg.get("format", "auto"), on_error=data_cfg.get("on_error", "raise"),
-        dataset=dataset, instructions=bool(data_cfg.get("instructions", True)),
+        dataset=dataset, pool=resolve_path(pool, f"data.pool.{split}") if pool else None,
+        instructions=bool(data_cfg.get("instructions", True)),
         instruction_seed=int(data_cfg.get("instruction_seed", 0)),
     )  # fmt: skip
     print(f"[urlkit] {loaded.report()}", flush=True)
@@ -149,7 +152,8 @@ def _ranked(split: Split, data_cfg: Any, depth: int, max_queries: int | None) ->
 
 def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -> dict[str, EvalSet]:
     """A training config's evaluation sets by role: ``dev`` (only when ``eval.every_n_steps``;
-    left out, with a message, when the dataset has no readable dev split) and ``test``."""
+    left out, with a message, when the dataset has no dev split; a dev file that is there
+    and cannot be read stops the run) and ``test``."""
     sets = {}
     for role, split_name, limit in (
         ("dev", cfg.data.dev_split, cfg.eval.dev_queries),
@@ -159,7 +163,7 @@ def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -
             continue
         try:
             split = load_data_split(cfg.data, split_name)
-        except DataError as err:
+        except MissingSplitError as err:  # a dev split that is there but broken is an error
             if role == "test":
                 raise
             print(f"[urlkit] no dev evaluation: {err}", flush=True)

@@ -171,6 +171,10 @@ def _check_paths(cfg: DictConfig) -> None:
         raise ConfigError("data.path must be given: data.path=<a dataset folder or M-BEIR file>")
     if _get(cfg, "data.path") is not None:
         resolve_path(_get(cfg, "data.path"), "data.path")
+    pools = _get(cfg, "data.pool")  # M-BEIR: a pool file per split, checked before any work
+    for split, pool in (pools.items() if isinstance(pools, DictConfig) else ()):
+        if pool is not None:
+            resolve_path(pool, f"data.pool.{split}")
     if _get(cfg, "data.retriever") == "trec":
         if not _get(cfg, "data.run_file"):
             raise ConfigError("data.retriever=trec needs data.run_file=<a TREC run file>")

@@ -116,7 +116,7 @@ def test_mbeir_explicit_pool_and_missing_pool(tmp_path):
     query_file = mbeir_root(tmp_path / "mbeir")
     pool = tmp_path / "mbeir" / "cand_pool" / "local" / "mbeir_toy_task7_cand_pool.jsonl"
     moved = pool.rename(tmp_path / "my_pool.jsonl")
-    with pytest.raises(DataError, match="no M-BEIR candidate pool found.*pool="):
+    with pytest.raises(DataError, match="no M-BEIR candidate pool found.*data.pool.test=<file>"):
         load_split(query_file, "test")
     assert len(load_split(query_file, "test", pool=moved).corpus) == 3
 

@@ -8,6 +8,7 @@ import pytest
 from helpers.data_builders import mbeir_root, mbeir_tree, write_instructions, write_jsonl
 
 from urlkit.data import DataError, load_split
+from urlkit.data.format import MissingSplitError
 from urlkit.data.mbeir import TASK_CATEGORIES
 
 
@@ -22,7 +23,9 @@ def test_each_split_comes_from_its_own_folder(tmp_path):
     test = load_split(root, "test", dataset="toy_task7")
     assert _ids(train)[0] == "7:100" and _ids(dev)[0] == "7:200" and _ids(test)[0] == "7:300"
     assert not set(_ids(train)) & set(_ids(test)) and not set(_ids(dev)) & set(_ids(test))
-    assert train.source.endswith("query/train/mbeir_toy_task7_train.jsonl")
+    assert train.source.endswith("query/train/mbeir_toy_train.jsonl")  # per dataset, as M-BEIR ships it
+    assert train.name == "toy_task7" and len(train.queries) == 8  # its task-3 lines left out
+    assert "2 lines of other tasks than task 7 left out" in train.report()
     assert test.name == "toy_task7" and len(test.corpus) == 8  # the task's local pool
     assert test.corpus["7:3"].image.endswith("mbeir_images/toy_images/c3.png")
     assert test.queries[0].negatives == ["7:0"] and test.queries[0].positives == ["7:1"]
@@ -87,10 +90,10 @@ def test_qrels_file_gives_the_judgements(tmp_path):
 def test_a_missing_split_file_is_an_error_naming_the_paths(tmp_path):
     root = mbeir_tree(tmp_path)
     (root / "query" / "val" / "mbeir_toy_task7_val.jsonl").unlink()
-    with pytest.raises(DataError, match="no val split of M-BEIR dataset 'toy_task7'") as err:
+    with pytest.raises(MissingSplitError, match="no val split of M-BEIR dataset 'toy_task7'") as err:
         load_split(root, "dev", dataset="toy_task7")
     assert str(root / "query" / "val" / "mbeir_toy_task7_val.jsonl") in str(err.value)
-    assert str(root / "query" / "union_val" / "mbeir_toy_task7_val.jsonl") in str(err.value)
+    assert err.value.reason == "missing split file"  # what lets a run go on without a dev split
 
 
 def test_missing_pool_instructions_and_dataset_are_errors_naming_them(tmp_path):
@@ -117,8 +120,9 @@ def test_a_query_file_is_read_for_its_own_split_only(tmp_path):
     test_file = root / "query" / "test" / "mbeir_toy_task7_test.jsonl"
     assert _ids(load_split(test_file, "test"))[0] == "7:300"
     assert _ids(load_split(test_file, "train"))[0] == "7:100"  # read from the tree's train folder
-    (root / "query" / "train" / "mbeir_toy_task7_train.jsonl").unlink()
-    with pytest.raises(DataError, match="no train split of M-BEIR dataset"):
+    (root / "query" / "train" / "mbeir_toy_train.jsonl").unlink()
+    with pytest.raises(DataError, match="no train split of M-BEIR dataset.*mbeir_toy_task7_train.jsonl and "
+                       ".*query/train/mbeir_toy_train.jsonl"):  # fmt: skip
         load_split(test_file, "train")
     # a query file outside any M-BEIR tree is read for its own split, never for another
     alone = tmp_path / "alone"
@@ -149,14 +153,73 @@ def test_per_split_pools_and_the_union_files(tmp_path):
     write_jsonl(local / "mbeir_toy_task7_test_cand_pool.jsonl",  # the test split's own pool wins
                 [{**json.loads(line), "txt": "from the test pool"} for line in lines])
     assert load_split(root, "test", dataset="toy_task7").corpus["7:0"].text == "from the test pool"
-    assert load_split(root, "train", dataset="toy_task7").corpus["7:0"].text == ""
-    train = (root / "query" / "train" / "mbeir_toy_task7_train.jsonl").read_text()
+    train = (root / "query" / "train" / "mbeir_toy_train.jsonl").read_text()
     (root / "query" / "union_train").mkdir()
     (root / "query" / "union_train" / "mbeir_union_up_train.jsonl").write_text(train)
-    with pytest.raises(DataError, match="cand_pool/global/mbeir_union_train_cand_pool.jsonl"):
-        load_split(root, "train", dataset="union_up")
-    (root / "cand_pool" / "global").mkdir()
-    (local / "mbeir_toy_task7_cand_pool.jsonl").rename(root / "cand_pool" / "global" / "mbeir_union_train_cand_pool.jsonl")
-    union = load_split(root, "train", dataset="union_up")
-    assert union.name == "union_up" and len(union.queries) == 8 and union.category == "IT2I"
+    union = load_split(root, "train", dataset="union_up", instructions=False)
+    assert union.name == "union_up" and len(union.queries) == 10 and union.category == "IT2I"
     assert union.source.endswith("query/union_train/mbeir_union_up_train.jsonl")
+    assert set(union.corpus) == {f"7:{1000 + i}" for i in range(8)} | {"9:0", "9:1"}  # the whole union pool
+    (root / "query" / "union_val").mkdir()  # M-BEIR's union val file has no "_up"
+    val = (root / "query" / "val" / "mbeir_toy_task7_val.jsonl").read_text()
+    (root / "query" / "union_val" / "mbeir_union_val.jsonl").write_text(val)
+    with pytest.raises(DataError, match="mbeir_union_val_cand_pool.jsonl"):
+        load_split(root, "dev", dataset="union_up")
+    (local / "mbeir_toy_task7_cand_pool.jsonl").rename(root / "cand_pool" / "global" / "mbeir_union_val_cand_pool.jsonl")
+    assert load_split(root, "dev", dataset="union_up").source.endswith("query/union_val/mbeir_union_val.jsonl")
+    with pytest.raises(MissingSplitError, match="no union test queries: UniIR tests each dataset's own test split"):
+        load_split(root, "test", dataset="union_up")
+
+
+def test_training_reads_the_union_training_pool_never_the_local_evaluation_pool(tmp_path):
+    """The local pool holds val and test's candidates: training negatives drawn from it would
+    put test documents into training. Training reads its dataset's part of the union pool."""
+    root = mbeir_tree(tmp_path)
+    train = load_split(root, "train", dataset="toy_task7")
+    test = load_split(root, "test", dataset="toy_task7")
+    assert set(train.corpus) == {f"7:{1000 + i}" for i in range(8)}  # dataset 9's candidates left out
+    assert not set(train.corpus) & set(test.corpus)
+    assert f"candidates from {root / 'cand_pool/global/mbeir_union_train_cand_pool.jsonl'} (dataset ids 7 only)" \
+        in train.report()  # not dataset 9, which only the task-3 lines name
+    global_pool = root / "cand_pool" / "global" / "mbeir_union_train_cand_pool.jsonl"
+    global_pool.unlink()
+    with pytest.raises(DataError, match="no M-BEIR candidate pool found for the train split.*data.pool.train=") as err:
+        load_split(root, "train", dataset="toy_task7")
+    assert str(global_pool) in str(err.value) and "cand_pool/local/mbeir_toy_task7_cand_pool.jsonl" not in str(err.value)
+    own = write_jsonl(tmp_path / "elsewhere" / "train_pool.jsonl", [
+        {"did": f"7:{1000 + i}", "txt": f"caption {i}", "modality": "text"} for i in range(8)])
+    assert load_split(root, "train", dataset="toy_task7", instructions=False, pool=own).corpus["7:1000"].text == "caption 0"
+
+
+def test_other_datasets_ids_outside_the_pool_are_left_out_and_counted(tmp_path):
+    """OVEN's queries list InfoSeek positives that OVEN's local pool does not hold (UniIR
+    evaluates without them); a missing candidate of the query's own dataset stays an error."""
+    root = mbeir_tree(tmp_path)
+    path = root / "query" / "test" / "mbeir_toy_task7_test.jsonl"
+    queries = [json.loads(line) for line in path.read_text().splitlines()]
+    queries[0]["pos_cand_list"].append("6:42")
+    queries[1]["neg_cand_list"].append("6:43")
+    write_jsonl(path, queries)
+    (root / "qrels" / "test" / "mbeir_toy_task7_test_qrels.txt").unlink()
+    split = load_split(root, "test", dataset="toy_task7")
+    assert split.queries[0].qrels == {"7:1": 1} and split.queries[1].negatives == ["7:1"]
+    assert "2 ids of other datasets' candidates not in the pool left out" in split.report()
+    queries[0]["pos_cand_list"].append("7:77")
+    write_jsonl(path, queries)
+    with pytest.raises(DataError, match=r"unknown doc ids \['7:77'\]"):
+        load_split(root, "test", dataset="toy_task7")
+
+
+def test_repeated_training_queries_are_kept_as_upsampled_repeats(tmp_path):
+    """mbeir_union_up_train.jsonl repeats queries (UniIR upsamples with repeats); val/test may not."""
+    root = mbeir_tree(tmp_path)
+    path = root / "query" / "train" / "mbeir_toy_train.jsonl"
+    path.write_text(path.read_text() + path.read_text().splitlines(keepends=True)[0])
+    train = load_split(root, "train", dataset="toy_task7")
+    assert [q.id for q in train.queries].count("7:100") == 2 and len(train.queries) == 9
+    assert "1 repeated training queries kept as repeats" in train.report()
+    test = root / "query" / "test" / "mbeir_toy_task7_test.jsonl"
+    test.write_text(test.read_text() + test.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(DataError, match="duplicate query id '7:300'") as err:
+        load_split(root, "test", dataset="toy_task7")
+    assert err.value.line == 9

@@ -35,7 +35,9 @@ def test_mbeir_tree_trains_and_tests_end_to_end(tmp_path):
     out = _run(root, tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "toy_task7/train [IT2I]: 8 queries" in out.stdout  # category from task_id 7
-    assert "query/train/mbeir_toy_task7_train.jsonl" in out.stdout
+    assert "query/train/mbeir_toy_train.jsonl" in out.stdout  # M-BEIR's training file of the dataset
+    assert "2 lines of other tasks than task 7 left out" in out.stdout
+    assert "cand_pool/global/mbeir_union_train_cand_pool.jsonl" in out.stdout  # never the local test pool
     assert "toy_task7/test [IT2I]: 8 queries" in out.stdout and "query/test/mbeir_toy_task7_test.jsonl" in out.stdout
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
@@ -113,3 +115,27 @@ def test_the_tsv_instruction_flows_into_the_chosen_prompt_format(tmp_path, promp
     default = cfg.prompt.get("default_instruction")
     if default:
         assert default not in text  # the TSV's prompt, not the format's default
+
+
+def test_a_broken_dev_file_stops_the_run_and_a_missing_one_is_left_out(tmp_path):
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    val = root / "query" / "val" / "mbeir_toy_task7_val.jsonl"
+    val.write_text(val.read_text() + "{not json\n")
+    out = _run(root, tmp_path, "eval.every_n_steps=1")
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"error: {val}:9: malformed JSON" in out.stderr  # not "no dev evaluation", then on
+    val.unlink()
+    out = _run(root, tmp_path, "eval.every_n_steps=1")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"no dev evaluation: {val}: no val split of M-BEIR dataset 'toy_task7'" in out.stdout
+
+
+def test_a_pool_per_split_from_the_command_line(tmp_path):
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    out = _run(root, tmp_path, f"data.pool.test={tmp_path / 'nowhere.jsonl'}")
+    assert out.returncode == 2 and f"data.pool.test={tmp_path / 'nowhere.jsonl'}: no such file" in out.stderr
+    pool = root / "cand_pool" / "global" / "mbeir_union_test_cand_pool.jsonl"  # UniIR's global setting
+    pool.write_bytes((root / "cand_pool" / "local" / "mbeir_toy_task7_cand_pool.jsonl").read_bytes())
+    out = _run(root, tmp_path, f"data.pool.test={pool}")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"toy_task7/test [IT2I]: 8 queries, 8 documents; nothing skipped; candidates from {pool} <-" in out.stdout

@@ -126,32 +126,56 @@ def write_instructions(root: Path, rows: dict | None = None, dataset_id: str = "
 
 
 def mbeir_tree(root: Path, *, n_images: int = 8, task_id: int = 7) -> Path:
-    """A small M-BEIR tree as UniIR publishes it, for dataset ``toy_task<task_id>``: an image
-    pool (per task), train/val/test query files with disjoint queries (image + text edit ->
-    image, CIRR-like), qrels for the test split only, the instruction TSV and the images."""
+    """A small M-BEIR tree laid out as UniIR publishes it, for dataset ``toy_task<task_id>``
+    (image + text edit -> image, CIRR-like; the dataset id is the task id):
+
+    - ``query/train/mbeir_toy_train.jsonl``: training queries per *dataset*, as M-BEIR ships
+      them (two lines of another task, 3, are in it too); called again with another task,
+      its lines are appended;
+    - ``cand_pool/global/mbeir_union_train_cand_pool.jsonl``: the training candidates (ids
+      ``<task>:1000+``), with two of another dataset (id 9) that a toy run never reads;
+    - ``query/{val,test}/mbeir_toy_task<k>_<split>.jsonl`` and the task's local pool
+      ``cand_pool/local/mbeir_toy_task<k>_cand_pool.jsonl`` (ids ``<task>:0..``), which only
+      val and test read; qrels for the test split; the instruction TSV; the images;
+    - ``first_stage.trec``: a first stage for every query of every split."""
     name = f"toy_task{task_id}"
     colours = [(255, 0, 0), (0, 0, 255), (0, 160, 0), (250, 200, 0), (120, 0, 160), (0, 0, 0),
                (255, 255, 255), (128, 128, 128)]
-    pool = []
+    images = []
     for i in range(n_images):
         path = root / "mbeir_images" / "toy_images" / f"c{i}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8), colours[i % len(colours)]).save(path)
-        pool.append({"did": f"{task_id}:{i}", "txt": None, "img_path": str(path.relative_to(root)),
-                     "modality": "image"})
-    write_jsonl(root / "cand_pool" / "local" / f"mbeir_{name}_cand_pool.jsonl", pool)
+        images.append(str(path.relative_to(root)))
     words = ["red", "blue", "green", "yellow", "purple", "black", "white", "grey"]
+    offsets = {"train": 1000, "val": 0, "test": 0}  # candidate ids: training's pool, the local pool
+
+    def pool(offset):
+        return [{"did": f"{task_id}:{offset + i}", "txt": None, "img_path": images[i], "modality": "image"}
+                for i in range(n_images)]  # fmt: skip
+
+    write_jsonl(root / "cand_pool" / "local" / f"mbeir_{name}_cand_pool.jsonl", pool(0))
+    train_pool = root / "cand_pool" / "global" / "mbeir_union_train_cand_pool.jsonl"
+    other = [{"did": f"9:{i}", "txt": f"another dataset's caption {i}", "img_path": None, "modality": "text"}
+             for i in range(2)]  # fmt: skip
+    _append_jsonl(train_pool, pool(1000) + ([] if train_pool.exists() else other))
     for split, first in (("train", 100), ("val", 200), ("test", 300)):
-        queries = []
+        offset, queries = offsets[split], []
         for k in range(n_images):
             target = (k + 1) % n_images
             queries.append({
                 "qid": f"{task_id}:{first + k}", "query_txt": f"{split} edit: make it {words[target % 8]}",
-                "query_img_path": f"mbeir_images/toy_images/c{k}.png", "query_modality": "image,text",
-                "pos_cand_list": [f"{task_id}:{target}"], "neg_cand_list": [f"{task_id}:{k}"],
+                "query_img_path": images[k], "query_modality": "image,text",
+                "pos_cand_list": [f"{task_id}:{offset + target}"], "neg_cand_list": [f"{task_id}:{offset + k}"],
                 "task_id": task_id,
             })
-        write_jsonl(root / "query" / split / f"mbeir_{name}_{split}.jsonl", queries)
+        if split == "train":  # M-BEIR's training file holds every task of its dataset
+            queries += [{"qid": f"{task_id}:{190 + k}", "query_txt": "", "query_img_path": images[k],
+                         "query_modality": "image", "pos_cand_list": [f"9:{k}"], "neg_cand_list": [],
+                         "task_id": 3} for k in range(2)]  # fmt: skip
+            _append_jsonl(root / "query" / "train" / "mbeir_toy_train.jsonl", queries)
+        else:
+            write_jsonl(root / "query" / split / f"mbeir_{name}_{split}.jsonl", queries)
     qrels = "".join(f"{task_id}:{300 + k} 0 {task_id}:{(k + 1) % n_images} 1 {task_id}\n"
                     for k in range(n_images))
     (root / "qrels" / "test").mkdir(parents=True, exist_ok=True)
@@ -162,15 +186,21 @@ def mbeir_tree(root: Path, *, n_images: int = 8, task_id: int = 7) -> Path:
     # a first stage for every query of every split (M-BEIR's image pool has no text for BM25),
     # as a multimodal retriever would give it: the positive third, a fixed order otherwise
     lines = []
-    for first in (100, 200, 300):
+    for split, first in (("train", 100), ("val", 200), ("test", 300)):
         for k in range(n_images):
             target = (k + 1) % n_images
             order = [i for i in range(n_images) if i != target]
             order.insert(2, target)
-            lines += [f"{task_id}:{first + k} Q0 {task_id}:{doc} {rank} {n_images - rank} toy"
-                      for rank, doc in enumerate(order, 1)]
+            lines += [f"{task_id}:{first + k} Q0 {task_id}:{offsets[split] + doc} {rank} {n_images - rank} toy"
+                      for rank, doc in enumerate(order, 1)]  # fmt: skip
     (root / "first_stage.trec").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def _append_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as out:
+        out.writelines(json.dumps(record) + "\n" for record in records)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from urlkit.data.format import DataError, Document, Query, Split
+from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
@@ -39,7 +39,7 @@ def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         raise DataError("a BEIR folder needs corpus.jsonl and queries.jsonl", path=folder)
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-        raise DataError(f"no qrels for split {split!r}; available: {available}", path=qrels_path)
+        raise MissingSplitError(f"no qrels for split {split!r}; available: {available}", path=qrels_path)
 
     corpus = _read_corpus(corpus_path, folder, policy)
     texts = _read_queries(queries_path, policy)  # query id -> (text, line number)

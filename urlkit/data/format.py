@@ -40,6 +40,14 @@ class DataError(UrlkitError):
         super().__init__(where + message)
 
 
+class MissingSplitError(DataError):
+    """The split asked for has no file in the dataset (the path looked for is in the message):
+    a run leaves out an optional split (dev) on this error alone, never on a broken file."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None):
+        super().__init__(message, path=path, reason="missing split file")
+
+
 @dataclass(frozen=True)
 class Document:
     """A candidate the reranker scores: text, an image, or both."""
@@ -98,6 +106,8 @@ class Split:
     queries: list[Query]
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> skipped input lines
     source: str = ""  # the path the split was loaded from (for reports; "" if built in memory)
+    # what the loader left out or changed that is not an error, e.g. "12 lines of other tasks"
+    notes: list[str] = field(default_factory=list)
 
     def instruction_for(self, query: Query) -> str:
         """The query's own instruction, falling back to the split's."""
@@ -114,6 +124,8 @@ class Split:
             line += f"; skipped {sum(self.skipped.values())} input lines ({reasons})"
         else:
             line += "; nothing skipped"
+        for note in self.notes:
+            line += f"; {note}"
         return line + (f" <- {self.source}" if self.source else "")
 
 

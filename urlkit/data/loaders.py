@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from urlkit.data.format import DataError, Document, Query, Split, infer_category
+from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split, infer_category
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
@@ -105,7 +105,7 @@ def detect_format(path: Path, split: str) -> str:
             return "jsonl"
         if (path / "qrels").is_dir():
             return "beir"
-        raise DataError(
+        raise MissingSplitError(
             f"no split {split!r} here: expected {split}.jsonl[.gz] (urlkit JSONL) or "
             f"qrels/{split}.tsv (BEIR)",
             path=path,
@@ -129,8 +129,10 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
     info = read_dataset_info(folder)
     corpus_path = find_data_file(folder, "corpus")
     split_path = find_data_file(folder, split)
-    if corpus_path is None or split_path is None:
-        raise DataError(f"expected corpus.jsonl and {split}.jsonl (optionally .gz)", path=folder)
+    if corpus_path is None:
+        raise DataError("expected corpus.jsonl (optionally .gz)", path=folder)
+    if split_path is None:
+        raise MissingSplitError(f"no split {split!r}: expected {split}.jsonl (optionally .gz)", path=folder)
 
     corpus = read_records(corpus_path, policy, lambda fields: check_document(
         Document(

@@ -1,10 +1,14 @@
 """M-BEIR as UniIR publishes it (Wei et al., 2024): a root folder, a dataset name, a split.
 
-    <root>/query/{train,val,test}/mbeir_<dataset>_<split>.jsonl      queries of one split
-    <root>/query/union_{train,val}/mbeir_union_up_<split>.jsonl     the union files
-    <root>/cand_pool/local/mbeir_<dataset>[_<split>]_cand_pool.jsonl the local pool (per
-                                                                    task or per split)
-    <root>/cand_pool/global/mbeir_union_<split>_cand_pool.jsonl     the union's pool
+    <root>/query/train/mbeir_<name>_train.jsonl                     training queries, per
+                                                                    dataset (all its tasks)
+    <root>/query/{val,test}/mbeir_<name>_task<k>_<split>.jsonl      queries of one split
+    <root>/query/union_train/mbeir_union_up_train.jsonl             the union files
+    <root>/query/union_val/mbeir_union_val.jsonl
+    <root>/cand_pool/local/mbeir_<dataset>[_<split>]_cand_pool.jsonl the local pool of val and
+                                                                    test (per task or split)
+    <root>/cand_pool/global/mbeir_union_<split>_cand_pool.jsonl     the union's pools; train's
+                                                                    is every training split's
     <root>/qrels/<split>/mbeir_<dataset>_<split>_qrels.txt          "qid 0 did grade task_id"
     <root>/instructions/query_instructions.tsv                      prompts per task
     <root>/mbeir_images/...                                         image paths are relative
@@ -12,7 +16,20 @@
 
 ``data.path=<root> data.dataset=cirr_task7`` reads ``query/<split>/`` for each split the
 run asks for (urlkit's ``dev`` is M-BEIR's ``val``); a split file that is not there is a
-:class:`DataError` naming every path looked for, never another split's file.
+:class:`MissingSplitError` naming every path looked for, never another split's file. M-BEIR
+ships its training queries per dataset (``mbeir_mscoco_train.jsonl`` holds tasks 0 and 3), so
+the train split of ``<name>_task<k>`` is ``mbeir_<name>_task<k>_train.jsonl`` when there is
+one, else the lines of ``mbeir_<name>_train.jsonl`` whose ``task_id`` is k.
+
+Pools: val and test read the task's local pool, as UniIR evaluates; training never does
+(those are the evaluation candidates: training negatives drawn from them would put the test
+documents into training) but reads the union's training pool,
+``cand_pool/global/mbeir_union_train_cand_pool.jsonl``, keeping the candidates of the datasets
+the query file names (the part of each id before ":"). ``pool=`` (``data.pool.<split>=``) gives
+any split another pool, e.g. the union's test pool for UniIR's global setting. A positive or
+negative of *another* dataset that is not in the pool is left out (OVEN's queries list InfoSeek
+positives its local pool does not hold; UniIR evaluates without them), and counted in the
+split's report; one of the query's own dataset that is missing is an error.
 
 Query lines: ``{"qid": "7:1", "query_txt": ..., "query_img_path": ..., "query_modality":
 "image,text", "pos_cand_list": [...], "neg_cand_list": [...], "task_id": 7}``; pool lines:
@@ -29,6 +46,9 @@ its first positive), as UniIR keys them. Each query's ``instruction`` is one of 
 seed; training draws one of ``instruction_choices`` per (seed, epoch, qid), as UniIR draws one
 per example. A query whose key the file does not list is an error naming the file and the key.
 
+Repeated query ids in a training file are kept as repeats (``mbeir_union_up_train.jsonl`` is
+upsampled with repeats); in val and test they are an error.
+
 A single query *file* given as ``data.path`` is read for the split its name says
 (``mbeir_x_task0_test.jsonl`` is the test split); asked for another split, the file's own
 M-BEIR tree is read for that split, and a file outside a tree is an error (the same queries
@@ -38,12 +58,14 @@ would otherwise serve for training and for testing).
 from __future__ import annotations
 
 import csv
+import json
+import re
 from collections import Counter
 from pathlib import Path
 
-from urlkit.data.format import DataError, Document, Query, Split
+from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split
 from urlkit.data.negatives import query_rng
-from urlkit.data.reading import ErrorPolicy, check_document, check_query, read_records
+from urlkit.data.reading import ErrorPolicy, check_document, check_query, open_text, read_records
 
 # UniIR's task ids (src/data/preprocessing/utils.py) -> the paper's Table 4 categories.
 # Task 5 (image -> image,text) is not used by M-BEIR.
@@ -77,9 +99,9 @@ def load_mbeir_root(
             f"{', '.join(available_datasets(root)) or 'none found under query/'})",
             path=root,
         )
-    query_file = find_query_file(root, dataset, split)
+    query_file, task = find_query_file(root, dataset, split)
     return load_mbeir(
-        query_file, split, policy, pool=pool, image_root=root,
+        query_file, split, policy, pool=pool, image_root=root, task=task, name=dataset,
         instructions=instructions, instruction_seed=instruction_seed,
     )  # fmt: skip
 
@@ -88,27 +110,46 @@ def available_datasets(root: Path) -> list[str]:
     """Dataset names that have a query file under ``root/query/*/`` (for error messages)."""
     names = set()
     for path in (root / "query").glob("*/mbeir_*.jsonl*"):
-        names.add(_dataset_name(path))
+        name = _dataset_name(path)
+        if path.parent.name != "train" or split_task(name)[1] is not None:  # not a per-dataset train file
+            names.add(name)
     return sorted(names)
 
 
-def find_query_file(root: Path, dataset: str, split: str) -> Path:
-    """``query/<split>/mbeir_<dataset>_<split>.jsonl[.gz]`` (or ``query/union_<split>/``)."""
+def find_query_file(root: Path, dataset: str, split: str) -> tuple[Path, int | None]:
+    """The query file of ``dataset``'s ``split`` and the task its lines are filtered to (None:
+    all): ``query/<split>/mbeir_<dataset>_<split>.jsonl[.gz]``; for the train split of
+    ``<name>_task<k>`` also the dataset's ``query/train/mbeir_<name>_train.jsonl``, task k;
+    for ``union*`` datasets ``query/union_<split>/`` (``mbeir_union_val.jsonl`` included)."""
     folder = SPLIT_FOLDERS.get(split)
     if folder is None:
         raise DataError(f"M-BEIR has no split {split!r}: use one of train, val (dev), test", path=root)
-    name = f"mbeir_{dataset}_{folder}.jsonl"
-    tried = [root / "query" / sub / name for sub in (folder, f"union_{folder}")]
-    for path in tried:
+    tried: list[tuple[Path, int | None]] = [(root / "query" / folder / f"mbeir_{dataset}_{folder}.jsonl", None)]
+    name, task = split_task(dataset)
+    if task is not None and folder == "train":
+        tried.append((root / "query" / folder / f"mbeir_{name}_{folder}.jsonl", task))
+    if dataset.startswith("union"):
+        union = root / "query" / f"union_{folder}"
+        tried += [(union / f"mbeir_{dataset}_{folder}.jsonl", None), (union / f"mbeir_union_{folder}.jsonl", None)]
+    for path, task_filter in tried:
         for candidate in (path, path.with_name(path.name + ".gz")):
             if candidate.is_file():
-                return candidate
-    raise DataError(
+                return candidate, task_filter
+    hint = ""
+    if dataset.startswith("union") and folder == "test":
+        hint = ("; M-BEIR has no union test queries: UniIR tests each dataset's own test split "
+                "(data.dataset=<name>_task<k>, or benchmark=<suite> for several)")  # fmt: skip
+    raise MissingSplitError(
         f"no {folder} split of M-BEIR dataset {dataset!r}: looked for "
-        f"{' and '.join(str(p) for p in tried)} (.gz allowed)",
-        path=tried[0],
-        reason="missing split file",
+        f"{' and '.join(str(p) for p, _ in dict.fromkeys(tried))} (.gz allowed){hint}",
+        path=tried[0][0],
     )
+
+
+def split_task(dataset: str) -> tuple[str, int | None]:
+    """``cirr_task7`` -> ``("cirr", 7)``; a name without a task -> ``(name, None)``."""
+    match = re.fullmatch(r"(.+)_task(\d+)", dataset)
+    return (match.group(1), int(match.group(2))) if match else (dataset, None)
 
 
 def load_mbeir(
@@ -118,18 +159,27 @@ def load_mbeir(
     *,
     pool: str | Path | None = None,
     image_root: str | Path | None = None,
+    task: int | None = None,
+    name: str | None = None,
     instructions: bool = True,
     instruction_seed: int = 0,
 ) -> Split:
-    """One M-BEIR query file with its pool, qrels and instructions (see the module docstring)."""
+    """One M-BEIR query file with its pool, qrels and instructions (see the module docstring);
+    ``task``: only the lines of that ``task_id``; ``name``: the split's dataset name (default:
+    from the file name)."""
     query_path = Path(query_path).resolve()
     own_split = file_split(query_path)
     if own_split is None or SPLIT_FOLDERS.get(own_split, own_split) != SPLIT_FOLDERS.get(split, split):
         return _other_split(query_path, own_split, split, policy, pool, instructions, instruction_seed)
+    training = SPLIT_FOLDERS.get(split) == "train"
     root = Path(image_root).resolve() if image_root is not None else find_mbeir_root(query_path)
-    pool_path = Path(pool).resolve() if pool is not None else find_pool(query_path, root)
+    pool_path = Path(pool).resolve() if pool is not None else find_pool(query_path, root, split)
     if not pool_path.is_file():
         raise DataError("M-BEIR candidate pool file not found", path=pool_path)
+    # training on one dataset from the union's pool: only the candidates of the datasets its
+    # queries name (random negatives from its own kind; memory); evaluation reads a pool whole
+    union_pool = pool_path.parent.name == "global"
+    keep = _dataset_ids(query_path, task) if training and union_pool and not _is_union(query_path) else None
     qrels_path = find_qrels(query_path, root)
     judged = read_qrels(qrels_path) if qrels_path else {}
     prompts = read_instructions(root / INSTRUCTIONS_FILE) if instructions else None
@@ -137,26 +187,52 @@ def load_mbeir(
     modalities: dict[str, str] = {}  # did -> the pool's "modality" (the instruction key's third part)
 
     def document(fields):
-        doc = Document(id=fields.id("did"), text=fields.text("txt"), image=fields.image("img_path", root))
+        doc_id = fields.id("did")
+        if keep is not None and doc_id.partition(":")[0] not in keep:
+            return None
+        doc = Document(id=doc_id, text=fields.text("txt"), image=fields.image("img_path", root))
         modalities[doc.id] = fields.text("modality") or _modality_name(doc.text, doc.image)
         return check_document(doc, fields)
 
     tasks: Counter[int] = Counter()
+    left_out: Counter[str] = Counter()
+    order: list[str] = []  # query ids in file order, a training file's repeats included
+    accepted: set[str] = set()
+
+    def foreign(ids, dataset_id):
+        """The ids of another dataset that the pool does not hold (left out, counted)."""
+        dropped = [d for d in ids if d not in corpus and d.partition(":")[0] != dataset_id]
+        left_out["ids of other datasets' candidates not in the pool left out"] += len(dropped)
+        return set(dropped)
 
     def query(fields):
+        line_task = fields.record.get("task_id")
+        if task is not None and line_task != task:
+            left_out[f"lines of other tasks than task {task} left out"] += 1
+            return None
         qid = fields.id("qid")
+        if qid in accepted:
+            if not training:
+                raise fields.error(f"duplicate query id {qid!r}", "duplicate id")
+            order.append(qid)  # an upsampled copy: trained on once more
+            left_out["repeated training queries kept as repeats"] += 1
+            return None
+        dataset_id = qid.partition(":")[0]
         positives = fields.id_list("pos_cand_list", required=True) or []
+        negatives = fields.id_list("neg_cand_list") or []
+        qrels = judged.get(qid) or dict.fromkeys(positives, 1)
+        dropped = foreign([*qrels, *negatives], dataset_id)
         item = Query(
             id=qid,
             text=fields.text("query_txt"),
             image=fields.image("query_img_path", root),
-            qrels=judged.get(qid) or dict.fromkeys(positives, 1),
-            negatives=fields.id_list("neg_cand_list") or [],
+            qrels={d: grade for d, grade in qrels.items() if d not in dropped},
+            negatives=[d for d in negatives if d not in dropped],
         )
         check_query(item, corpus, fields)
         if prompts is not None:
             query_modality = fields.text("query_modality") or _modality_name(item.text, item.image)
-            key = (qid.split(":")[0], query_modality, modalities[item.positives[0]])
+            key = (dataset_id, query_modality, modalities[item.positives[0]])
             choices = prompts.get(key)
             if not choices:
                 raise fields.error(
@@ -165,22 +241,27 @@ def load_mbeir(
                 )  # fmt: skip
             item.instruction = choices[int(query_rng(instruction_seed, 0, qid).integers(len(choices)))]
             item.instruction_choices = tuple(choices)
-        task = fields.record.get("task_id")
-        if isinstance(task, int) and not isinstance(task, bool):
-            tasks[task] += 1
+        if isinstance(line_task, int) and not isinstance(line_task, bool):
+            tasks[line_task] += 1
+        order.append(qid)
+        accepted.add(qid)
         return item
 
     corpus = read_records(pool_path, policy, document, "candidate")
     queries = read_records(query_path, policy, query, "query")
-    task = tasks.most_common(1)[0][0] if tasks else None
+    task = task if task is not None else (tasks.most_common(1)[0][0] if tasks else None)
+    notes = [f"{n} {what}" for what, n in left_out.items() if n]
+    only = f" (dataset ids {', '.join(sorted(keep))} only)" if keep is not None else ""
+    notes.append(f"candidates from {pool_path}{only}")
     return Split(
-        name=_dataset_name(query_path),
+        name=name or _dataset_name(query_path),
         split=split,
         category=TASK_CATEGORIES.get(task, "") if task is not None else "",
         instruction="",
         corpus=corpus,
-        queries=list(queries.values()),
+        queries=[queries[qid] for qid in order],
         source=str(query_path),
+        notes=notes,
     )
 
 
@@ -217,33 +298,39 @@ def find_mbeir_root(query_path: Path) -> Path:
     return query_path.parent
 
 
-def find_pool(query_path: Path, root: Path) -> Path:
-    """The local pool M-BEIR pairs with a query file.
+def find_pool(query_path: Path, root: Path, split: str | None = None) -> Path:
+    """The pool M-BEIR pairs with a query file read for ``split`` (default: its own).
 
-    ``mbeir_mscoco_task0_test.jsonl`` -> ``mbeir_mscoco_task0_test_cand_pool.jsonl`` and
-    ``mbeir_cirr_task7_test.jsonl`` -> ``mbeir_cirr_task7_cand_pool.jsonl`` (M-BEIR names
-    some pools per split, some per task), looked up in ``cand_pool/local/``, ``cand_pool/``
-    and next to the query file; the union files use ``cand_pool/global/mbeir_union_<split>_
-    cand_pool.jsonl``; a plain ``cand_pool.jsonl`` next to the query file also works.
+    Val and test read the local pool: ``mbeir_mscoco_task0_test.jsonl`` ->
+    ``mbeir_mscoco_task0_test_cand_pool.jsonl`` and ``mbeir_cirr_task7_test.jsonl`` ->
+    ``mbeir_cirr_task7_cand_pool.jsonl`` (M-BEIR names some pools per split, some per task),
+    looked up in ``cand_pool/local/``, ``cand_pool/`` and next to the query file; the union files
+    use ``cand_pool/global/mbeir_union_<split>_cand_pool.jsonl``. Training reads a pool named
+    after its own file (``<stem>_cand_pool.jsonl``) or the union's training pool, never a local
+    evaluation pool. A plain ``cand_pool.jsonl`` next to the query file serves every split
+    (a small dataset in M-BEIR's format, one pool by its maker's choice).
     """
     stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+    split = split or file_split(query_path) or ""
+    split = SPLIT_FOLDERS.get(split, split)
     names = [f"{stem}_cand_pool.jsonl"]
     head, _, tail = stem.rpartition("_")
-    if tail in SPLIT_NAMES and head:
+    if tail in SPLIT_NAMES and head and split != "train":
         names.append(f"{head}_cand_pool.jsonl")
     folders = [root / "cand_pool" / "local", root / "cand_pool", query_path.parent]
     tried = [folder / name for name in names for folder in folders]
-    if stem.startswith("mbeir_union") and tail in SPLIT_NAMES:
-        tried.append(root / "cand_pool" / "global" / f"mbeir_union_{tail}_cand_pool.jsonl")
+    if split == "train" or (stem.startswith("mbeir_union") and tail in SPLIT_NAMES):
+        tried.append(root / "cand_pool" / "global" / f"mbeir_union_{split}_cand_pool.jsonl")
     tried.append(query_path.parent / "cand_pool.jsonl")
     for candidate in tried:
         for path in (candidate, candidate.with_name(candidate.name + ".gz")):
             if path.is_file():
                 return path
     raise DataError(
-        "no M-BEIR candidate pool found for this query file; pass pool=... (data.pool=...). "
-        f"Looked for: {', '.join(str(p) for p in tried)}",
+        f"no M-BEIR candidate pool found for the {split} split of this query file; give one with "
+        f"data.pool.{split}=<file>. Looked for: {', '.join(str(p) for p in tried)}",
         path=query_path,
+        reason="missing pool",
     )
 
 
@@ -298,6 +385,30 @@ def read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
             key = (row[3].strip(), row[0].strip(), row[1].strip())
             prompts[key] = [cell.strip() for cell in row[4:] if cell.strip()]
     return prompts
+
+
+def _is_union(query_path: Path) -> bool:
+    return query_path.name.startswith("mbeir_union")
+
+
+def _dataset_ids(query_path: Path, task: int | None) -> set[str]:
+    """The dataset ids (the part before ":") of every query and candidate id the lines of
+    ``task`` (None: all) name; lines that are not JSON objects are left to the real read."""
+    ids: set[str] = set()
+    with open_text(query_path) as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict) or (task is not None and record.get("task_id") != task):
+                continue
+            for key in ("pos_cand_list", "neg_cand_list"):
+                if isinstance(record.get(key), list):
+                    ids.update(str(d).partition(":")[0] for d in record[key])
+            if record.get("qid") is not None:
+                ids.add(str(record["qid"]).partition(":")[0])
+    return ids
 
 
 def _modality_name(text: str, image: str | None) -> str:

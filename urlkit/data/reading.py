@@ -193,13 +193,16 @@ def read_records(
     """``{id: build(fields)}`` over the lines of ``path`` (documents or queries).
 
     A line that ``build`` rejects, or whose id repeats an earlier one, is a ``DataError``
-    handed to ``policy`` (raise, or skip and count); the loaders differ only in ``build``.
+    handed to ``policy`` (raise, or skip and count); the loaders differ only in ``build``,
+    which returns None for a line it leaves out on purpose (counted by the loader).
     """
     items: dict[str, Any] = {}
     for line_no, record in iter_jsonl(path, policy):
         fields = LineFields(record, path, line_no)
         try:
             item = build(fields)
+            if item is None:
+                continue
             if item.id in items:
                 raise fields.error(f"duplicate {kind} id {item.id!r}", "duplicate id")
         except DataError as err:
