@@ -146,7 +146,12 @@ def evaluation_set(data_cfg: Any, split_name: str, depth: int, max_queries: int 
 
 
 def _ranked(split: Split, data_cfg: Any, depth: int, max_queries: int | None) -> EvalSet:
-    ranking = first_stage(split, data_cfg.retriever, k=depth, run_file=data_cfg.run_file)
+    if not data_cfg.get("ignore_identical_ids", False):
+        return EvalSet(split, first_stage(split, data_cfg.retriever, k=depth, run_file=data_cfg.run_file), max_queries)
+    # BEIR's evaluation (ignore_identical_ids): in ArguAna and Quora a query is also a corpus
+    # document under its own id, which the first stage ranks first; it is not a candidate
+    ranking = first_stage(split, data_cfg.retriever, k=depth + 1, run_file=data_cfg.run_file)
+    ranking = {qid: [(d, s) for d, s in ranked if d != qid][:depth] for qid, ranked in ranking.items()}
     return EvalSet(split, ranking, max_queries)
 
 

@@ -184,6 +184,14 @@ def _check_paths(cfg: DictConfig) -> None:
 
 
 def _check_missing(cfg: DictConfig, ignore: Iterable[str] = ()) -> None:
+    # a suite's own keys first: its entries' paths interpolate them (benchmark.root), and
+    # missing_keys raises on an interpolation to a missing value instead of listing it
+    suite = cfg.get("benchmark") if "benchmark" in cfg else None
+    if isinstance(suite, DictConfig):
+        unset = [f"benchmark.{key}" for key in suite if OmegaConf.is_missing(suite, key)]
+        if unset:
+            shown = " ".join(f"{key}=..." for key in unset)
+            raise ConfigError(f"{', '.join(unset)} must be given on the command line ({shown})")
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k.split(".")[0] not in ignore)
     if missing:
         shown = " ".join(f"{key}=..." for key in missing)

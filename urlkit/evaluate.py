@@ -32,7 +32,7 @@ def evaluate(cfg) -> dict[str, float]:
     from urlkit.records import RunDirectory
 
     out = RunDirectory(HydraConfig.get().runtime.output_dir)
-    data_cfg, direction, label, built = cfg.data, cfg.direction.name, cfg.model.name, None
+    data_cfg, direction, label, built, run_cfg = cfg.data, cfg.direction.name, cfg.model.name, None, None
     if cfg.run_dir:
         built, run_cfg = load_trained(cfg.run_dir)
         direction, label = check_direction(run_cfg), Path(cfg.run_dir).name
@@ -53,20 +53,32 @@ def evaluate(cfg) -> dict[str, float]:
 
         results = evaluate_suite(
             cfg.benchmark, data_cfg, built, label, direction, out.path, depth=cfg.depth, batch_size=cfg.batch_size,
-            max_queries=cfg.max_queries, merge_lora=bool(cfg.get("merge_lora", True)), settings={"run_dir": cfg.run_dir},
+            max_queries=cfg.max_queries, merge_lora=bool(cfg.get("merge_lora", True)), split=cfg.split,
+            settings=scoring_settings(cfg, run_cfg if cfg.run_dir else cfg),
         )  # fmt: skip
         metrics = {f"{r.model}/{r.dataset}/{r.metric}": float(r.score) for r in results.itertuples()}
         out.write_metrics(metrics)
         return metrics
 
-    rows, metrics = evaluate_one(data_cfg, cfg.split)
+    split = cfg.split or data_cfg.get("test_split", "test")
+    rows, metrics = evaluate_one(data_cfg, split)
     out.write_metrics(metrics)
     per_dataset, categories = results_table(rows)
-    print(f"\n{rows[0]['dataset']}/{cfg.split}: top-{cfg.depth} of {data_cfg.retriever} reranked (metrics x100)")
+    print(f"\n{rows[0]['dataset']}/{split}: top-{cfg.depth} of {data_cfg.retriever} reranked (metrics x100)")
     print(per_dataset.to_string())
     print(f"\nTable 4 layout ({MAIN_METRIC} x100):\n{categories.to_string()}")
     print(f"\nwritten to {out.path}")
     return metrics
+
+
+def scoring_settings(cfg, model_cfg) -> dict:
+    """What a suite's saved result must have been scored with to be read back: the trained run,
+    and the model, head, prompt and direction that score (the run's own when ``run_dir``)."""
+    from omegaconf import OmegaConf
+
+    groups = {key: model_cfg.get(key) for key in ("model", "head", "prompt", "direction")}
+    return {"run_dir": cfg.run_dir, **{k: OmegaConf.to_container(v, resolve=True) if v is not None else None
+                                       for k, v in groups.items()}}  # fmt: skip
 
 
 def main() -> None:

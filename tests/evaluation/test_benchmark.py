@@ -128,3 +128,47 @@ def test_per_query_files_are_named_by_the_suite_entries(tmp_path):
         score = results.set_index("dataset").loc[name, "score"]
         assert score == pytest.approx(per_query[metric].mean())
     assert (tmp_path / "out" / "benchmark.csv").is_file()
+
+
+def test_split_scores_that_split_of_every_dataset_and_never_test_behind_it(tmp_path):
+    """Choosing settings on dev must not read test: ``split=dev`` reaches every suite entry, and
+    a single dataset's ``data.test_split=dev`` is the split scored."""
+    from helpers.run_helpers import write_small_dataset
+
+    from urlkit.evaluation.benchmark import evaluate_suite
+
+    small = write_small_dataset(tmp_path / "small")
+    suite = OmegaConf.create({"name": "two", "datasets": {
+        "a": {"category": "T2T", "data": {"path": str(small)}},
+        "b": {"category": "T2T", "split": "test", "data": {"path": str(small)}},
+    }})  # fmt: skip
+    assert [e.split for e in suite_entries(suite, _suite().data)] == ["test", "test"]
+    assert [e.split for e in suite_entries(suite, _suite().data, "dev")] == ["dev", "dev"]
+    evaluate_suite(suite, _suite().data, None, "none", "sft", tmp_path / "out", depth=5, batch_size=8,
+                   max_queries=None, split="dev")  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "out" / "per_query").glob("*.csv")) == ["a_dev_bm25.csv", "b_dev_bm25.csv"]
+    out = subprocess.run(
+        [sys.executable, "-m", "urlkit.evaluate", "model=none", f"data.path={small}", "data.test_split=dev",
+         f"hydra.run.dir={tmp_path / 'single'}"], capture_output=True, text=True, timeout=280, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "small/dev: top-25 of bm25" in out.stdout and (tmp_path / "single" / "per_query" / "small_dev_bm25.csv").is_file()
+    assert not (tmp_path / "single" / "per_query" / "small_test_bm25.csv").exists()
+
+
+def test_a_saved_result_of_another_prompt_or_model_is_recomputed(tmp_path):
+    out_dir = tmp_path / "eval"
+    first = _evaluate(out_dir, "max_queries=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    same = _evaluate(out_dir, "max_queries=2")
+    assert "wordsense: read back" in same.stdout and "manpages: read back" in same.stdout
+    other = _evaluate(out_dir, "max_queries=2", "prompt=urlkit_document_last")
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "wordsense: read back" not in other.stdout and "computed with other settings; recomputing" in other.stdout
+
+
+def test_a_suite_without_its_root_is_an_error_naming_the_key(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "urlkit.evaluate", "benchmark=mrb", "model=none", "benchmark.root=/x",
+                          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)  # fmt: skip
+    assert out.returncode == 2 and "error: benchmark.runs must be given on the command line" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -107,15 +107,18 @@ def _read_qrels(
 ) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     """query id -> {doc id: grade}, and query id -> the line of its first judgement.
 
-    Lines are ``query-id corpus-id score`` (BEIR) or ``query-id 0 corpus-id score`` (TREC),
-    tab- or space-separated; a first line whose score is not an integer is the header.
+    Lines are ``query-id corpus-id score`` (BEIR) or ``query-id 0 corpus-id score`` (TREC):
+    split on tabs when the line has one (as BEIR reads them: an id may hold a space), else on
+    whitespace; a first line whose score is not a number is the header; a score must be an
+    integer grade (BEIR's loader refuses "0.5" too).
     """
     qrels: dict[str, dict[str, int]] = {}
     first_line: dict[str, int] = {}
     with open(path, encoding="utf-8") as lines:
         for line_no, line in enumerate(lines, start=1):
-            columns = line.split()
-            if not columns:
+            line = line.rstrip("\r\n").removeprefix("\ufeff")  # a BOM is not part of the first id
+            columns = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
+            if not any(columns):
                 continue
             fields = LineFields({}, path, line_no)
             try:
@@ -126,11 +129,11 @@ def _read_qrels(
                     )
                 query_id, doc_id, score = columns[0], columns[-2], columns[-1]
                 try:
-                    grade = int(float(score))
+                    grade = int(score)
                 except ValueError:
-                    if line_no == 1:
+                    if line_no == 1 and not _is_number(score):
                         continue  # the header: query-id corpus-id score
-                    raise fields.error(f"score {score!r} is not a number",
+                    raise fields.error(f"score {score!r} is not an integer grade",
                                        "malformed qrels line") from None
                 if query_id not in texts:
                     raise fields.error(f"unknown query id {query_id!r} (not in queries.jsonl)",
@@ -147,3 +150,11 @@ def _read_qrels(
             qrels.setdefault(query_id, {})[doc_id] = grade
             first_line.setdefault(query_id, line_no)
     return qrels, first_line
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

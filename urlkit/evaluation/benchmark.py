@@ -49,8 +49,9 @@ class SuiteEntry:
     data: DictConfig
 
 
-def suite_entries(benchmark: DictConfig, base_data: DictConfig | None) -> list[SuiteEntry]:
-    """The datasets of a suite, each with its merged data config (see the module docstring)."""
+def suite_entries(benchmark: DictConfig, base_data: DictConfig | None, split: str | None = None) -> list[SuiteEntry]:
+    """The datasets of a suite, each with its merged data config (see the module docstring);
+    ``split``: every dataset's split (default: the entry's own, else its data's test split)."""
     suite = benchmark.get("name", "benchmark")
     datasets = benchmark.get("datasets")
     if not isinstance(datasets, DictConfig) or not datasets:
@@ -70,8 +71,8 @@ def suite_entries(benchmark: DictConfig, base_data: DictConfig | None) -> list[S
         data = OmegaConf.merge(OmegaConf.create(base), shared, own, {"name": str(name)})
         if data.get("path") in (None, "???"):
             raise ConfigError(f"{where}.data.path must be given (the dataset's folder or file)")
-        split = entry.get("split") or data.get("test_split", "test")
-        entries.append(SuiteEntry(str(name), str(entry.category), str(metric), str(split), data))
+        own_split = split or entry.get("split") or data.get("test_split", "test")
+        entries.append(SuiteEntry(str(name), str(entry.category), str(metric), str(own_split), data))
     return entries
 
 
@@ -111,6 +112,7 @@ def run_suite(
 def evaluate_suite(
     benchmark: DictConfig, base_data: DictConfig | None, built, label: str, direction: str, out_dir: Path, *,
     depth: int, batch_size: int, max_queries: int | None, merge_lora: bool = True, settings: dict | None = None,
+    split: str | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Every dataset of the suite with one model (``built``; None: the first stage alone), the
     per-query files under ``<out_dir>/per_query/`` named by the suite's dataset names (unique
@@ -128,7 +130,7 @@ def evaluate_suite(
         return rows
 
     key = {"model": label, "depth": depth, "max_queries": max_queries, **(settings or {})}
-    results = run_suite(suite_entries(benchmark, base_data), evaluate_one, Path(out_dir), key)
+    results = run_suite(suite_entries(benchmark, base_data, split), evaluate_one, Path(out_dir), key)
     write_suite(out_dir, benchmark.get("name", "benchmark"), results)
     return results
 

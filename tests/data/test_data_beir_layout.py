@@ -1,0 +1,65 @@
+"""BEIR as BEIR reads it: tab-separated qrels, integer grades, and its evaluation's
+``ignore_identical_ids`` (ArguAna and Quora hold each query as a corpus document of its own id)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from urlkit.build import evaluation_set
+from urlkit.data import DataError, load_split
+from urlkit.data.format import MissingSplitError
+
+
+def _beir(root, qrels, corpus=None, queries=None):
+    root.mkdir(parents=True, exist_ok=True)
+    corpus = corpus or [{"_id": i, "title": "", "text": f"document about {w}"}
+                        for i, w in (("d 1", "cats"), ("1", "dogs"), ("2", "birds"))]  # fmt: skip
+    queries = queries or [{"_id": "q 1", "text": "cats"}, {"_id": "q2", "text": "dogs"}]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text(qrels, encoding="utf-8")
+    return root
+
+
+def test_qrels_are_split_on_tabs_so_an_id_may_hold_a_space(tmp_path):
+    root = _beir(tmp_path, "\ufeffquery-id\tcorpus-id\tscore\nq 1\td 1\t2\nq2\t1\t1\n")
+    split = load_split(root, "test", format="beir")
+    assert {q.id: q.qrels for q in split.queries} == {"q 1": {"d 1": 2}, "q2": {"1": 1}}
+
+
+@pytest.mark.parametrize("score", ["0.5", "1.9"])
+def test_a_grade_that_is_not_an_integer_is_an_error(tmp_path, score):
+    root = _beir(tmp_path, f"query-id\tcorpus-id\tscore\nq 1\td 1\t1\nq2\t1\t{score}\n")
+    with pytest.raises(DataError, match=f"score '{score}' is not an integer grade") as err:
+        load_split(root, "test", format="beir")
+    assert err.value.line == 3
+
+
+def test_a_missing_split_is_its_own_error(tmp_path):
+    root = _beir(tmp_path, "q2\t1\t1\n")
+    with pytest.raises(MissingSplitError, match="no qrels for split 'dev'"):
+        load_split(root, "dev", format="beir")
+    (tmp_path / "jsonl").mkdir()
+    (tmp_path / "jsonl" / "corpus.jsonl").write_text('{"id": "1", "text": "a"}\n')
+    (tmp_path / "jsonl" / "test.jsonl").write_text('{"id": "q", "text": "a", "positives": ["1"]}\n')
+    with pytest.raises(MissingSplitError, match="no split 'dev'"):
+        load_split(tmp_path / "jsonl", "dev", format="jsonl")
+
+
+def test_identical_ids_are_not_candidates_when_asked(tmp_path):
+    """The query's own document (same id, same text) is what BM25 ranks first."""
+    corpus = [{"_id": f"{i}", "text": t} for i, t in enumerate(
+        ["tabs are better than spaces", "spaces are better than tabs", "tabs or spaces, a matter of taste",
+         "the weather is nice today"])]  # fmt: skip
+    queries = [{"_id": "0", "text": "tabs are better than spaces"}]
+    root = _beir(tmp_path, "0\t1\t1\n", corpus=corpus, queries=queries)
+    data = OmegaConf.create({"path": str(root), "format": "beir", "retriever": "bm25", "run_file": None,
+                             "ignore_identical_ids": False})  # fmt: skip
+    assert evaluation_set(data, "test", 3, None).ranking["0"][0][0] == "0"  # itself, first
+    data.ignore_identical_ids = True
+    ranked = [doc for doc, _ in evaluation_set(data, "test", 3, None).ranking["0"]]
+    assert "0" not in ranked and len(ranked) == 3 and ranked[0] == "1"
