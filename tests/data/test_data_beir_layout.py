@@ -63,3 +63,15 @@ def test_identical_ids_are_not_candidates_when_asked(tmp_path):
     data.ignore_identical_ids = True
     ranked = [doc for doc, _ in evaluation_set(data, "test", 3, None).ranking["0"]]
     assert "0" not in ranked and len(ranked) == 3 and ranked[0] == "1"
+
+
+def test_an_empty_document_is_kept_and_evaluated_around(tmp_path):
+    """FiQA's corpus has documents with neither title nor text; BEIR keeps them."""
+    corpus = [{"_id": "1", "title": "", "text": "cats purr"}, {"_id": "2", "title": "", "text": ""},
+              {"_id": "3", "title": "dogs", "text": "dogs bark"}]  # fmt: skip
+    root = _beir(tmp_path, "q 1\t1\t1\nq2\t3\t1\n", corpus=corpus)
+    split = load_split(root, "test", format="beir")
+    assert "2" in split.corpus and "1 empty documents kept, as BEIR keeps them" in split.report()
+    data = OmegaConf.create({"path": str(root), "format": "beir", "retriever": "bm25", "run_file": None})
+    ranking = evaluation_set(data, "test", 3, None).ranking
+    assert ranking["q 1"][0][0] == "1" and ranking["q2"][0][0] == "3"

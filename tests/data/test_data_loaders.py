@@ -86,7 +86,7 @@ def test_beir_missing_split_names_the_available_ones(tmp_path):
         ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td99\t1\n", 3, "unknown doc id 'd99'"),
         ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t0\n", 3, "'q2' has no positive"),
         ("query-id\tcorpus-id\tscore\nq1\td1\nq2\td2\t1\n", 2, "got 2 columns"),
-        ("query-id\tcorpus-id\tscore\nq1\td1\tyes\n", 2, "'yes' is not a number"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\tyes\n", 2, "'yes' is not an integer grade"),
     ],
 )
 def test_beir_bad_qrels_lines_name_file_and_line(tmp_path, qrels, line, reason):

@@ -21,7 +21,6 @@ from urlkit.data.format import DataError, Document, MissingSplitError, Query, Sp
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
-    check_document,
     check_query,
     find_data_file,
     iter_jsonl,
@@ -61,6 +60,7 @@ def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         except DataError as err:
             policy.handle(err)
 
+    empty = sum(1 for doc in corpus.values() if not (doc.text.strip() or doc.title.strip() or doc.image))
     return Split(
         name=info["name"],
         split=split,
@@ -69,18 +69,18 @@ def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         corpus=corpus,
         queries=queries,
         source=str(folder),
+        notes=[f"{empty} empty documents kept, as BEIR keeps them"] if empty else [],
     )
 
 
 def _read_corpus(path: Path, folder: Path, policy: ErrorPolicy) -> dict[str, Document]:
-    return read_records(path, policy, lambda fields: check_document(
-        Document(
-            id=fields.id("_id"),
-            text=fields.text("text"),
-            title=fields.text("title"),
-            image=fields.image("image", folder),
-        ),
-        fields,
+    # An empty document (no title, text or image) is kept, as BEIR keeps it: FiQA's corpus has
+    # some, and dropping them would change which documents a first-stage run file may name.
+    return read_records(path, policy, lambda fields: Document(
+        id=fields.id("_id"),
+        text=fields.text("text"),
+        title=fields.text("title"),
+        image=fields.image("image", folder),
     ), "document")  # fmt: skip
 
 
