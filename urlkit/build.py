@@ -177,6 +177,22 @@ def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -
     return sets
 
 
+def shared_queries(train: list[Split], evaluated: dict[str, EvalSet]) -> list[str]:
+    """One line per evaluation split whose queries also train (the same query id, or the same
+    text with the same positives): a split that is not held out, e.g. one file named twice, or
+    a dev split set to the test split. Empty when every split is held out."""
+    seen_ids = {q.id for split in train for q in split.queries}
+    seen = {(q.text, q.image, tuple(sorted(q.positives))) for split in train for q in split.queries}
+    lines = []
+    for role, evalset in evaluated.items():
+        queries = evalset.split.queries
+        shared = sum(q.id in seen_ids or (q.text, q.image, tuple(sorted(q.positives))) in seen for q in queries)
+        if shared:
+            lines.append(f"{shared} of the {len(queries)} {role} queries of {evalset.split.name}/{evalset.split.split} "
+                         "are also training queries (same id, or same text and positives): not held out")  # fmt: skip
+    return lines
+
+
 def build_evaluator(cfg: DictConfig, built: Built) -> Evaluator:
     """The dev/test evaluator of a training run: its reranker on :func:`evaluation_sets`."""
     return Evaluator(

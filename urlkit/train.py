@@ -75,6 +75,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         build_evaluator,
         build_reranker,
         check_direction,
+        shared_queries,
         trainer_arguments,
         training_workload,
         weight_options,
@@ -99,6 +100,8 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     if run is not None:
         run.update_info(instruction=train_split.instruction)  # urlkit.rerank's default instruction
     evaluator = build_evaluator(cfg, built)
+    for line in shared_queries([source.groups.split for source in workload.sources], evaluator.sets):
+        say(f"[urlkit] warning: {line}", flush=True)  # said, never silent; the run goes on
 
     # model: reranker + URL loss; the module restores its counters and RNG from a checkpoint
     module = RerankerModule(

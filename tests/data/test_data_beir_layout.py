@@ -75,3 +75,21 @@ def test_an_empty_document_is_kept_and_evaluated_around(tmp_path):
     data = OmegaConf.create({"path": str(root), "format": "beir", "retriever": "bm25", "run_file": None})
     ranking = evaluation_set(data, "test", 3, None).ranking
     assert ranking["q 1"][0][0] == "1" and ranking["q2"][0][0] == "3"
+
+
+def test_evaluation_queries_that_also_train_are_said(tmp_path):
+    """A split that is not held out (one file named twice, dev set to test, a BEIR train split
+    holding the test queries) trains on; the run says so instead of staying silent."""
+    from helpers.run_helpers import write_small_dataset
+
+    from urlkit.build import shared_queries
+    from urlkit.evaluation.rerank import EvalSet
+
+    small = write_small_dataset(tmp_path / "small")  # its dev and test reuse training topics
+    train, test = load_split(small, "train"), load_split(small, "test")
+    (line,) = shared_queries([train], {"test": EvalSet(test, {}, None)})
+    assert line.startswith("6 of the 6 test queries of small/test are also training queries")
+    held_out = load_split("data/wordsense", "test")
+    assert shared_queries([load_split("data/wordsense", "train")], {"test": EvalSet(held_out, {}, None)}) == []
+    same = load_split("data/wordsense", "dev")
+    assert shared_queries([same], {"dev": EvalSet(same, {}, None)})[0].startswith("402 of the 402 dev queries")
