@@ -223,3 +223,12 @@ def test_repeated_training_queries_are_kept_as_upsampled_repeats(tmp_path):
     with pytest.raises(DataError, match="duplicate query id '7:300'") as err:
         load_split(root, "test", dataset="toy_task7")
     assert err.value.line == 9
+
+
+def test_an_instruction_header_that_names_its_columns_is_read_by_name(tmp_path):
+    root = mbeir_tree(tmp_path)
+    tsv = root / "instructions" / "query_instructions.tsv"
+    tsv.write_text("dataset_id\tprompt_1\tquery_modality\tnotes\tcand_modality\tprompt_2\n"
+                   "7\tRetrieve the edited image.\timage,text\tinternal: checked\timage\t\n", encoding="utf-8")
+    split = load_split(root, "test", dataset="toy_task7")
+    assert {split.instruction_for(q) for q in split.queries} == {"Retrieve the edited image."}  # not the note
