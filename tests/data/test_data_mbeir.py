@@ -171,9 +171,10 @@ def test_per_split_pools_and_the_union_files(tmp_path):
         load_split(root, "test", dataset="union_up")
 
 
-def test_training_reads_the_union_training_pool_never_the_local_evaluation_pool(tmp_path):
+def test_training_reads_the_union_training_pool_not_the_local_evaluation_pool(tmp_path):
     """The local pool holds val and test's candidates: training negatives drawn from it would
-    put test documents into training. Training reads its dataset's part of the union pool."""
+    put test documents into training. Training reads its dataset's part of the union pool, and
+    only a tree without one falls to the local pool, with a warning in the split's report."""
     root = mbeir_tree(tmp_path)
     train = load_split(root, "train", dataset="toy_task7")
     test = load_split(root, "test", dataset="toy_task7")
@@ -181,14 +182,24 @@ def test_training_reads_the_union_training_pool_never_the_local_evaluation_pool(
     assert not set(train.corpus) & set(test.corpus)
     assert f"candidates from {root / 'cand_pool/global/mbeir_union_train_cand_pool.jsonl'} (dataset ids 7 only)" \
         in train.report()  # not dataset 9, which only the task-3 lines name
-    global_pool = root / "cand_pool" / "global" / "mbeir_union_train_cand_pool.jsonl"
-    global_pool.unlink()
-    with pytest.raises(DataError, match="no M-BEIR candidate pool found for the train split.*data.pool.train=") as err:
-        load_split(root, "train", dataset="toy_task7")
-    assert str(global_pool) in str(err.value) and "cand_pool/local/mbeir_toy_task7_cand_pool.jsonl" not in str(err.value)
+    assert "warning" not in train.report()
     own = write_jsonl(tmp_path / "elsewhere" / "train_pool.jsonl", [
         {"did": f"7:{1000 + i}", "txt": f"caption {i}", "modality": "text"} for i in range(8)])
     assert load_split(root, "train", dataset="toy_task7", instructions=False, pool=own).corpus["7:1000"].text == "caption 0"
+    global_pool = root / "cand_pool" / "global" / "mbeir_union_train_cand_pool.jsonl"
+    global_pool.unlink()  # a tree without the union's training pool: the task's, said loudly
+    path = root / "query" / "train" / "mbeir_toy_train.jsonl"
+    local_ids = [{**q, **{key: [d.replace(":100", ":") for d in q[key]] for key in ("pos_cand_list", "neg_cand_list")}}
+                 for q in map(json.loads, path.read_text().splitlines())]  # 7:1003 -> 7:3, the local pool's
+    write_jsonl(path, local_ids)
+    local = load_split(root, "train", dataset="toy_task7")
+    assert set(local.corpus) == set(test.corpus)
+    assert "warning: val and test read this pool too, so random training negatives can be their candidates" \
+        in local.report()
+    (root / "cand_pool" / "local" / "mbeir_toy_task7_cand_pool.jsonl").unlink()
+    with pytest.raises(DataError, match="no M-BEIR candidate pool found for the train split.*data.pool.train=") as err:
+        load_split(root, "train", dataset="toy_task7")
+    assert str(global_pool) in str(err.value)
 
 
 def test_other_datasets_ids_outside_the_pool_are_left_out_and_counted(tmp_path):

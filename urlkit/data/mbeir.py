@@ -21,11 +21,12 @@ ships its training queries per dataset (``mbeir_mscoco_train.jsonl`` holds tasks
 the train split of ``<name>_task<k>`` is ``mbeir_<name>_task<k>_train.jsonl`` when there is
 one, else the lines of ``mbeir_<name>_train.jsonl`` whose ``task_id`` is k.
 
-Pools: val and test read the task's local pool, as UniIR evaluates; training never does
-(those are the evaluation candidates: training negatives drawn from them would put the test
-documents into training) but reads the union's training pool,
-``cand_pool/global/mbeir_union_train_cand_pool.jsonl``, keeping the candidates of the datasets
-the query file names (the part of each id before ":"). ``pool=`` (``data.pool.<split>=``) gives
+Pools: val and test read the task's local pool, as UniIR evaluates; training reads the
+union's training pool, ``cand_pool/global/mbeir_union_train_cand_pool.jsonl``, as UniIR trains,
+keeping the candidates of the datasets the query file names (the part of each id before ":").
+Only a tree without it (nor a pool named after the training file) trains on the task's local
+pool, and says so in the split's report: those are the evaluation candidates, so random
+training negatives can be test documents. ``pool=`` (``data.pool.<split>=``) gives
 any split another pool, e.g. the union's test pool for UniIR's global setting. A positive or
 negative of *another* dataset that is not in the pool is left out (OVEN's queries list InfoSeek
 positives its local pool does not hold; UniIR evaluates without them), and counted in the
@@ -173,7 +174,7 @@ def load_mbeir(
         return _other_split(query_path, own_split, split, policy, pool, instructions, instruction_seed)
     training = SPLIT_FOLDERS.get(split) == "train"
     root = Path(image_root).resolve() if image_root is not None else find_mbeir_root(query_path)
-    pool_path = Path(pool).resolve() if pool is not None else find_pool(query_path, root, split)
+    pool_path = Path(pool).resolve() if pool is not None else find_pool(query_path, root, split, name)
     if not pool_path.is_file():
         raise DataError("M-BEIR candidate pool file not found", path=pool_path)
     # training on one dataset from the union's pool: only the candidates of the datasets its
@@ -253,6 +254,10 @@ def load_mbeir(
     notes = [f"{n} {what}" for what, n in left_out.items() if n]
     only = f" (dataset ids {', '.join(sorted(keep))} only)" if keep is not None else ""
     notes.append(f"candidates from {pool_path}{only}")
+    stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+    if training and pool is None and not union_pool and not pool_path.name.startswith(f"{stem}_"):
+        notes.append("warning: val and test read this pool too, so random training negatives can be their "
+                     "candidates; data.pool.train=<cand_pool/global/mbeir_union_train_cand_pool.jsonl> trains without")
     return Split(
         name=name or _dataset_name(query_path),
         split=split,
@@ -298,7 +303,7 @@ def find_mbeir_root(query_path: Path) -> Path:
     return query_path.parent
 
 
-def find_pool(query_path: Path, root: Path, split: str | None = None) -> Path:
+def find_pool(query_path: Path, root: Path, split: str | None = None, dataset: str | None = None) -> Path:
     """The pool M-BEIR pairs with a query file read for ``split`` (default: its own).
 
     Val and test read the local pool: ``mbeir_mscoco_task0_test.jsonl`` ->
@@ -307,20 +312,22 @@ def find_pool(query_path: Path, root: Path, split: str | None = None) -> Path:
     looked up in ``cand_pool/local/``, ``cand_pool/`` and next to the query file; the union files
     use ``cand_pool/global/mbeir_union_<split>_cand_pool.jsonl``. Training reads a pool named
     after its own file (``<stem>_cand_pool.jsonl``) or the union's training pool, never a local
-    evaluation pool. A plain ``cand_pool.jsonl`` next to the query file serves every split
-    (a small dataset in M-BEIR's format, one pool by its maker's choice).
+    evaluation pool when one of those is there (a tree without them trains on the task's pool,
+    and the split's report warns). A plain ``cand_pool.jsonl`` next to the query file serves
+    every split (a small dataset in M-BEIR's format, one pool by its maker's choice).
     """
     stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
     split = split or file_split(query_path) or ""
     split = SPLIT_FOLDERS.get(split, split)
-    names = [f"{stem}_cand_pool.jsonl"]
-    head, _, tail = stem.rpartition("_")
-    if tail in SPLIT_NAMES and head and split != "train":
-        names.append(f"{head}_cand_pool.jsonl")
     folders = [root / "cand_pool" / "local", root / "cand_pool", query_path.parent]
-    tried = [folder / name for name in names for folder in folders]
+    head, _, tail = stem.rpartition("_")
+    tried = [folder / f"{stem}_cand_pool.jsonl" for folder in folders]
     if split == "train" or (stem.startswith("mbeir_union") and tail in SPLIT_NAMES):
         tried.append(root / "cand_pool" / "global" / f"mbeir_union_{split}_cand_pool.jsonl")
+    # the task's pool (val and test's; training's last resort), named after the file or, for a
+    # training file of several tasks, after the dataset asked for
+    heads = dict.fromkeys([head] * bool(tail in SPLIT_NAMES and head) + [f"mbeir_{dataset}"] * bool(dataset))
+    tried += [folder / f"{name}_cand_pool.jsonl" for name in heads for folder in folders]
     tried.append(query_path.parent / "cand_pool.jsonl")
     for candidate in tried:
         for path in (candidate, candidate.with_name(candidate.name + ".gz")):
