@@ -69,18 +69,40 @@ def score_folder(folder: str | Path, pairs: list[tuple[str, str]], instruction: 
     via_st = cross.predict(pairs, batch_size=batch_size, show_progress_bar=False, **prompt).tolist()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    system = [{"role": "system", "content": instruction}] if instruction is not None else []
-    texts = [tokenizer.apply_chat_template(system + [{"role": "query", "content": q}, {"role": "document", "content": d}],
-                                           tokenize=False) for q, d in pairs]
+    before = info["prompt"]["template"].split("{document}")[0]
+    lead = before[len(before.rstrip(" ")):]
+    ids = [pair_ids(tokenizer, q, d, instruction, info["max_length"], lead) for q, d in pairs]
     via_transformers: list[float] = []
     yes, no = info["yes"]["id"], (info["no"] or {}).get("id")
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], padding=True, add_special_tokens=False, return_tensors="pt")
+    for start in range(0, len(ids), batch_size):
+        batch = tokenizer.pad({"input_ids": ids[start:start + batch_size]}, return_tensors="pt")
         with torch.inference_mode():
             logits = model(**batch).logits[:, -1].float()
         scores = logits[:, yes] - logits[:, no] if no is not None else logits[:, yes]
         via_transformers.extend(scores.tolist())
     return {"sentence_transformers": via_st, "transformers": via_transformers}
+
+
+def pair_ids(tokenizer: Any, query: str, document: str, instruction: str | None, max_length: int,
+             lead: str = "") -> list[int]:
+    """The exported folder's prompt ids for a pair, cut as urlkit cuts them (the model card's
+    recipe): the chat template is rendered with a marker for the document and split there;
+    prefix, document and suffix are tokenised apart and only the document is cut, to
+    ``max_length`` minus the prefix and suffix, so the last token stays the answer position
+    (``truncation=True`` on the whole string would cut the suffix). ``lead``: the template's
+    spaces before the document, tokenised with it as urlkit does."""
+    system = [{"role": "system", "content": instruction}] if instruction is not None else []
+    text = tokenizer.apply_chat_template(system + [{"role": "query", "content": query},
+                                                   {"role": "document", "content": _MARK}], tokenize=False)
+    prefix, suffix = text.split(_MARK)
+    prefix, suffix = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in (prefix.removesuffix(lead), suffix))
+    budget = max_length - len(prefix) - len(suffix)
+    if budget <= 0:
+        raise ValueError(f"query {query[:40]!r}: the prompt leaves no room for the document under max_length={max_length}")
+    return prefix + tokenizer(lead + document, add_special_tokens=False)["input_ids"][:budget] + suffix
+
+
+_MARK = "\u27e6document\u27e7"  # stands for the document while the chat template is rendered
 
 
 def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:

@@ -25,6 +25,9 @@ PAIRS = [(query, passage) for _, query, passage in TOPICS] + [
     (TOPICS[i][1], TOPICS[(i + 5) % len(TOPICS)][2]) for i in range(8)
 ]
 
+# A document about ten times the tiny model's max_length (128 tokens): urlkit cuts it to fit.
+LONG = " ".join(f"word{i} alpha beta gamma" for i in range(200))
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -64,6 +67,20 @@ def test_exported_prompt_is_urlkits_token_for_token(exported):
         q = _as_query(query)
         d = _as_document(passage, 0)
         assert ids == renderer.encode(instruction, q, d).input_ids
+
+
+def test_long_documents_are_cut_as_urlkit_cuts_them(exported):
+    """Only the document is cut, so the answer position stays the last token both ways
+    (a prompt cut from the right would lose it and score another position)."""
+    run, folder = exported
+    pairs = [(PAIRS[0][0], LONG), (PAIRS[1][0], PAIRS[1][1] + " " + LONG), (PAIRS[2][0], "Rain " * 120)]
+    renderer = TrainedReranker.from_run(run).built.renderer
+    assert all(renderer.encode("", _as_query(q), _as_document(d, 0)).truncated for q, d in pairs)
+    ours = torch.tensor([urlkit.rerank(q, [d], run=run)[0] for q, d in pairs])
+    for name, scores in score_folder(folder, pairs, batch_size=2).items():
+        largest = (torch.tensor(scores) - ours).abs().max().item()
+        print(f"max |urlkit - {name}| on long documents: {largest:.2e}")
+        assert largest < 1e-4, name
 
 
 def test_another_instruction_reaches_both_sides(exported):

@@ -164,6 +164,9 @@ def export_info(spec: ExportSpec) -> dict[str, Any]:
     }
 
 
+_CARD_PAIRS = [("where do cats sleep", "Cats sleep in warm places."), ("where do cats sleep", "A saw cuts wood.")]
+
+
 def model_card(spec: ExportSpec) -> str:
     """The README.md of the folder: how to load it, what the score is, where it came from."""
     yes, no = spec.token_ids[0], (spec.token_ids[1] if spec.direction == "sft" else None)
@@ -173,6 +176,9 @@ def model_card(spec: ExportSpec) -> str:
     rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in sorted(metrics.items())
                      if isinstance(value, (int, float)))
     instruction = spec.instruction or spec.prompt.get("default_instruction") or ""
+    before = spec.prompt.get("template", "").split("{document}")[0]
+    lead = before[len(before.rstrip(" ")):]
+    pairs = _CARD_PAIRS
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: text-ranking
@@ -194,34 +200,50 @@ same number `urlkit.rerank` gives (higher = more relevant; a sigmoid makes it a 
 from sentence_transformers import CrossEncoder
 
 model = CrossEncoder("<this folder>")
-scores = model.predict([("where do cats sleep", "Cats sleep in warm places.")])
+scores = model.predict({pairs!r})
 # another instruction than the trained one: model.predict(pairs, prompt="Find the passage.")
 ```
 
 With plain transformers (the tokenizer's chat template writes the prompt for the roles
-`query` and `document`; a `system` message replaces the instruction):
+`query` and `document`; a `system` message replaces the instruction). Like urlkit, it cuts only
+the document to fit {spec.max_length} tokens, so the instruction, the query and the answer position
+(the last token) survive; `truncation=True` on the whole prompt would cut its end instead:
 
 ```python
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("<this folder>")   # left padding
-model = AutoModelForCausalLM.from_pretrained("<this folder>")
-texts = [tokenizer.apply_chat_template([{{"role": "query", "content": q}}, {{"role": "document", "content": d}}],
-                                       tokenize=False) for q, d in pairs]
-batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+model = AutoModelForCausalLM.from_pretrained("<this folder>").eval()
+yes, no = {yes}, {no}
+max_length, lead = {spec.max_length}, {lead!r}  # lead: the template's spaces before the document, tokenised with it
+mark = "\u27e6document\u27e7"  # stands for the document while the chat template is rendered
+
+
+def prompt_ids(query, document, instruction=None):
+    system = [{{"role": "system", "content": instruction}}] if instruction is not None else []
+    text = tokenizer.apply_chat_template(system + [{{"role": "query", "content": query}},
+                                                   {{"role": "document", "content": mark}}], tokenize=False)
+    prefix, suffix = text.split(mark)
+    prefix, suffix = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in (prefix.removesuffix(lead), suffix))
+    document = tokenizer(lead + document, add_special_tokens=False)["input_ids"]
+    return prefix + document[:max_length - len(prefix) - len(suffix)] + suffix
+
+
+pairs = {pairs!r}
+batch = tokenizer.pad({{"input_ids": [prompt_ids(q, d) for q, d in pairs]}}, return_tensors="pt")
 with torch.inference_mode():
     logits = model(**batch).logits
-yes, no = {yes}, {no}
 scores = {score}
 ```
 
 ## Prompt
 
 Format `{spec.prompt.get("name")}`, instruction: {instruction!r} (`urlkit_reranker.json`
-records the format, the instruction and the tokens). Up to {spec.max_length} prompt tokens: urlkit
-cuts only the document to fit; CrossEncoder truncates the rendered prompt at `max_length` and
-keeps the template's closing tokens, so scores agree for prompts within the limit.
+records the format, the instruction and the tokens). Up to {spec.max_length} prompt tokens: urlkit cuts
+only the document to fit; so does the transformers code above, and CrossEncoder truncates the
+rendered prompt at `max_length` and writes the template's closing tokens back over its end, which
+keeps the same tokens (its scores match urlkit's on documents longer than the limit too).
 
 ## Training
 
