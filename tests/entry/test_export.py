@@ -7,7 +7,12 @@ a tiny run whose LoRA adapters training moved away from zero.
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -81,6 +86,38 @@ def test_long_documents_are_cut_as_urlkit_cuts_them(exported):
         largest = (torch.tensor(scores) - ours).abs().max().item()
         print(f"max |urlkit - {name}| on long documents: {largest:.2e}")
         assert largest < 1e-4, name
+
+
+def card_blocks(folder):
+    return re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+
+
+def test_every_card_code_block_runs_as_written_and_scores_what_urlkit_scores(exported, tmp_path):
+    """Each python block of the written card, run alone in a fresh interpreter (as a reader
+    pastes it), prints urlkit's scores of its pairs."""
+    run, folder = exported
+    blocks = card_blocks(folder)
+    assert len(blocks) == 2
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed = torch.tensor(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+        pairs = ast.literal_eval(re.search(r"^pairs = (.*)$", block, re.M).group(1))
+        ours = torch.tensor([urlkit.rerank(q, [d], run=run)[0] for q, d in pairs])
+        assert len(pairs) == 2 and (printed - ours).abs().max().item() < 1e-4, block
+
+
+def test_the_cards_transformers_recipe_cuts_long_documents_as_urlkit(exported):
+    run, folder = exported
+    namespace: dict = {}
+    exec(card_blocks(folder)[1], namespace)  # defines prompt_ids (and scores the card's pairs)
+    renderer = TrainedReranker.from_run(run).built.renderer
+    instruction = json.loads((folder / "urlkit_reranker.json").read_text())["instruction"]
+    for query, document in [(PAIRS[0][0], LONG), PAIRS[1], (PAIRS[2][0], "  leading spaces")]:
+        ids = renderer.encode(instruction, _as_query(query), _as_document(document, 0)).input_ids
+        assert namespace["prompt_ids"](query, document) == ids
 
 
 def test_another_instruction_reaches_both_sides(exported):

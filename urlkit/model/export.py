@@ -144,7 +144,7 @@ def write_folder(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, 
     transformer.tokenizer.init_kwargs["padding_side"] = "left"
     cross_encoder.save(str(out))
     (out / EXPORT_INFO).write_text(json.dumps(export_info(spec), indent=2) + "\n")
-    (out / "README.md").write_text(model_card(spec))
+    (out / "README.md").write_text(model_card(spec, out.resolve()))
     return out
 
 
@@ -167,8 +167,9 @@ def export_info(spec: ExportSpec) -> dict[str, Any]:
 _CARD_PAIRS = [("where do cats sleep", "Cats sleep in warm places."), ("where do cats sleep", "A saw cuts wood.")]
 
 
-def model_card(spec: ExportSpec) -> str:
-    """The README.md of the folder: how to load it, what the score is, where it came from."""
+def model_card(spec: ExportSpec, folder: str | Path = "<this folder>") -> str:
+    """The README.md of the folder: how to load it, what the score is, where it came from. Its
+    code blocks run as written (``folder``: where they load the model from; tested)."""
     yes, no = spec.token_ids[0], (spec.token_ids[1] if spec.direction == "sft" else None)
     score = "logits[:, -1, yes] - logits[:, -1, no]" if no is not None else "logits[:, -1, yes]"
     run = spec.run
@@ -199,9 +200,10 @@ same number `urlkit.rerank` gives (higher = more relevant; a sigmoid makes it a 
 ```python
 from sentence_transformers import CrossEncoder
 
-model = CrossEncoder("<this folder>")
-scores = model.predict({pairs!r})
-# another instruction than the trained one: model.predict(pairs, prompt="Find the passage.")
+model = CrossEncoder({str(folder)!r})  # this folder (or its hub id once uploaded)
+pairs = {pairs!r}
+scores = model.predict(pairs)  # another instruction than the trained one: prompt="Find the passage."
+print(scores.tolist())
 ```
 
 With plain transformers (the tokenizer's chat template writes the prompt for the roles
@@ -213,8 +215,9 @@ the document to fit {spec.max_length} tokens, so the instruction, the query and 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("<this folder>")   # left padding
-model = AutoModelForCausalLM.from_pretrained("<this folder>").eval()
+folder = {str(folder)!r}  # this folder (or its hub id once uploaded)
+tokenizer = AutoTokenizer.from_pretrained(folder)  # left padding
+model = AutoModelForCausalLM.from_pretrained(folder).eval()
 yes, no = {yes}, {no}
 max_length, lead = {spec.max_length}, {lead!r}  # lead: the template's spaces before the document, tokenised with it
 mark = "\u27e6document\u27e7"  # stands for the document while the chat template is rendered
@@ -235,6 +238,7 @@ batch = tokenizer.pad({{"input_ids": [prompt_ids(q, d) for q, d in pairs]}}, ret
 with torch.inference_mode():
     logits = model(**batch).logits
 scores = {score}
+print(scores.tolist())
 ```
 
 ## Prompt
