@@ -24,18 +24,30 @@ import torch
 from urlkit.errors import reported_errors
 
 
-def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = None) -> Path:
-    """Export the run at ``run_dir`` to ``out`` (see the module docstring); returns ``out``."""
+def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = None,
+               allow_unfinished: bool = False) -> Path:
+    """Export the run at ``run_dir`` to ``out`` (see the module docstring); returns ``out``.
+    A run whose run.json does not say ``finished`` is refused unless ``allow_unfinished``
+    (then the card says at which step it stopped)."""
     from omegaconf import OmegaConf
 
     from urlkit.build import load_trained
     from urlkit.data.prompts import PromptFormat
-    from urlkit.model.export import ExportSpec, write_folder
-    from urlkit.records import RunDirectory
+    from urlkit.model.export import ExportError, ExportSpec, write_folder
+    from urlkit.train import checkpoint_step
 
     run_dir = Path(run_dir)
+    info_file = run_dir / "run.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    status = info.get("status")
+    if (run_dir / "config.yaml").exists() and status != "finished" and not allow_unfinished:
+        # checked before loading: an interrupted run's last checkpoint is not the trained model
+        raise ExportError(f"{info_file}: status {status!r}, not 'finished' (its last checkpoint is "
+                          "where it stopped); resume it to the end, or pass --allow-unfinished to "
+                          "export that checkpoint (the card then says at which step it stopped)")
     built, cfg = load_trained(run_dir)
-    info = RunDirectory(run_dir).read_info()
+    # the steps the exported weights trained, not train.max_steps (an interrupted run stops short)
+    steps = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     prompt = PromptFormat.from_config(cfg.get("prompt")).as_dict()
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
@@ -50,7 +62,8 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         base_model=str(cfg.model.get("name")),
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
              "data": f"{cfg.data.get('name')} ({cfg.data.get('path')})",
-             "steps": int(OmegaConf.select(cfg, "train.max_steps", default=0) or 0),
+             "steps": steps, "max_steps": int(OmegaConf.select(cfg, "train.max_steps", default=0) or 0),
+             "status": status,
              "metrics": _flat_numbers(metrics)},
     )
     return write_folder(built.reranker, built.renderer, built.backbone, spec, out)
@@ -158,12 +171,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--run", required=True, help="a training run directory (outputs/runs/...)")
     parser.add_argument("--out", required=True, help="a new (or empty) folder to write")
     parser.add_argument("--instruction", default=None, help="the default instruction (default: the run's)")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="export a run whose run.json status is not finished (its last checkpoint)")
     parser.add_argument("--check", type=int, default=20, help="dev pairs to score both ways after writing (0: none)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest allowed score difference for a float32 export (bfloat16: reported only)")
     args = parser.parse_args(argv)
     with reported_errors():  # bad input: "error: <message>", exit status 2
-        out = export_run(args.run, args.out, args.instruction)
+        out = export_run(args.run, args.out, args.instruction, args.allow_unfinished)
         print(f"[urlkit] exported {args.run} -> {out}", flush=True)
         if args.check > 0 and args.instruction is None:
             result = parity(args.run, out, args.check)

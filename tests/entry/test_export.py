@@ -11,6 +11,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -152,6 +153,41 @@ def test_export_refuses_a_used_folder_and_a_missing_run(exported, tmp_path, caps
         main(["--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert missing.value.code == 2 and "nowhere" in err and "config.yaml" in err
+
+
+def copied_run(run, tmp_path, status, max_steps=3000):
+    """A copy of ``run`` whose run.json says ``status`` and whose config asks for ``max_steps``
+    (the checkpoint stays at step 4, as a run stopped short of its max_steps leaves it)."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    info = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**info, "status": status}))
+    config = (copy / "config.yaml").read_text()
+    assert "max_steps: 4\n" in config
+    (copy / "config.yaml").write_text(config.replace("max_steps: 4\n", f"max_steps: {max_steps}\n"))
+    return copy
+
+
+def test_the_steps_recorded_are_the_checkpoints_not_max_steps(exported, tmp_path):
+    run = copied_run(exported[0], tmp_path, "finished")
+    main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    info = json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())
+    assert info["run"]["steps"] == 4 and info["run"]["max_steps"] == 3000
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "| steps | 4 |" in card and "3000" not in card and "Unfinished" not in card
+
+
+def test_an_unfinished_run_is_refused_unless_allowed(exported, tmp_path, capsys):
+    run = copied_run(exported[0], tmp_path, "interrupted")
+    with pytest.raises(SystemExit) as refused:
+        main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and str(run / "run.json") in err and "'interrupted'" in err
+    assert "--allow-unfinished" in err and not (tmp_path / "folder").exists()
+    main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0", "--allow-unfinished"])
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "interrupted at step 4 of 3000" in card
+    assert json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())["run"]["status"] == "interrupted"
 
 
 @pytest.mark.parametrize("override, reason", [("direction=rand", "random projection"),

@@ -180,6 +180,10 @@ def model_card(spec: ExportSpec, folder: str | Path = "<this folder>") -> str:
     before = spec.prompt.get("template", "").split("{document}")[0]
     lead = before[len(before.rstrip(" ")):]
     pairs = _CARD_PAIRS
+    steps = run.get("steps", "?")
+    stopped = run.get("status", "finished") != "finished"
+    if stopped:  # an unfinished run exported on purpose (--allow-unfinished)
+        steps = f"interrupted at step {steps} of {run.get('max_steps', '?')} (run.json status {run.get('status')!r})"
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: text-ranking
@@ -194,7 +198,7 @@ weight `{run.get("weight", "?")}`, direction `{spec.direction}`) from `{spec.bas
 stored in {spec.dtype}. Score of a (query, document) pair: the log-odds `{score}` at the
 prompt's last token ({spec.tokens[0]!r} = id {yes}{f", {spec.tokens[1]!r} = id {no}" if no is not None else ""}), the
 same number `urlkit.rerank` gives (higher = more relevant; a sigmoid makes it a probability).
-
+{chr(10) + "**Unfinished training run**: " + steps + "." + chr(10) if stopped else ""}
 ## Use
 
 ```python
@@ -254,7 +258,7 @@ keeps the same tokens (its scores match urlkit's on documents longer than the li
 | | |
 | --- | --- |
 | data | {run.get("data", "?")} |
-| steps | {run.get("steps", "?")} |
+| steps | {steps} |
 | source run | `{run.get("path", "?")}` |
 
 {"| metric | value |" + chr(10) + "| --- | --- |" + chr(10) + rows if rows else ""}
