@@ -59,9 +59,12 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         instruction=info.get("instruction", "") if instruction is None else instruction,
         max_length=int(cfg.model.get("max_length", 512)),
         dtype=str(built.backbone.model.dtype).removeprefix("torch."),  # as loaded (model.dtype=auto resolved)
-        base_model=str(cfg.model.get("name")),
+        # a hub id only where the weights came from the hub (model.source=hub: model.name is its
+        # id); urlkit's own configs (tiny, the embedded GGUF smollm2_135m) name no hub model
+        base_model=str(cfg.model.name) if cfg.model.get("source") == "hub" else None,
+        model_config=str(cfg.model.get("name")),
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
-             "data": f"{cfg.data.get('name')} ({cfg.data.get('path')})",
+             "data": data_label(cfg.data),
              "steps": steps, "max_steps": int(OmegaConf.select(cfg, "train.max_steps", default=0) or 0),
              "status": status,
              "metrics": _flat_numbers(metrics)},
@@ -154,6 +157,27 @@ def parity(run_dir: str | Path, folder: str | Path, n: int = 20) -> dict[str, An
     return {"pairs": len(pairs), "urlkit": ours, **theirs,
             **{f"max_diff_{name}": max(abs(a - b) for a, b in zip(ours, scores, strict=True))
                for name, scores in theirs.items()}}
+
+
+def data_label(data: Any) -> str:
+    """What the run trained on, named by the data: each source's ``dataset.json`` name with its
+    path, or the path alone where no dataset.json names it (``data.name`` is the config
+    group's, which a run that overrode only ``data.path`` still carries)."""
+    from urlkit.build import mixture_configs
+
+    sources = mixture_configs(data)
+    labels = []
+    for _, weight, source in sources:
+        path = Path(str(source.get("path")))
+        try:
+            name = json.loads((path / "dataset.json").read_text()).get("name")
+        except (OSError, ValueError, AttributeError):  # no folder, no dataset.json, not an object
+            name = None
+        label = f"{name} ({path})" if name else str(path)
+        if isinstance(source.get("dataset"), str):  # M-BEIR: one query file, the dataset picked
+            label += f" dataset {source.get('dataset')}"
+        labels.append(label + (f" weight {weight:g}" if len(sources) > 1 else ""))
+    return "; ".join(labels)
 
 
 def _flat_numbers(metrics: dict, prefix: str = "") -> dict[str, float]:

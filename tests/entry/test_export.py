@@ -21,9 +21,9 @@ from helpers.run_helpers import TOPICS, compose_train, write_small_dataset
 
 import urlkit
 from urlkit.build import build_reranker
-from urlkit.export import main, score_folder
+from urlkit.export import data_label, main, score_folder
 from urlkit.inference import TrainedReranker, _as_document, _as_query
-from urlkit.model.export import ExportError, check_exportable
+from urlkit.model.export import ExportError, ExportSpec, check_exportable, model_card
 from urlkit.train import train
 
 # 20 pairs: every query with its own passage, then 8 queries with another topic's passage.
@@ -188,6 +188,32 @@ def test_an_unfinished_run_is_refused_unless_allowed(exported, tmp_path, capsys)
     card = (tmp_path / "folder" / "README.md").read_text()
     assert "interrupted at step 4 of 3000" in card
     assert json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())["run"]["status"] == "interrupted"
+
+
+def test_card_names_the_data_and_no_base_model_that_is_not_on_the_hub(exported):
+    """The run overrode only data.path (its data config is still named wordsense) and trained
+    urlkit's tiny model, which no hub id names."""
+    run, folder = exported
+    assert "name: wordsense" in (run / "config.yaml").read_text()
+    info = json.loads((folder / "urlkit_reranker.json").read_text())
+    data = run.parent / "data"
+    assert info["run"]["data"] == f"small ({data})"  # its dataset.json's name
+    assert info["base_model"] is None and info["model_config"] == "tiny"
+    card = (folder / "README.md").read_text()
+    header = card.split("---")[1]
+    assert "base_model" not in header and "wordsense" not in card and f"| data | small ({data}) |" in card
+    assert "urlkit's model config `tiny` (not a hub model)" in card
+
+
+def test_a_hub_model_is_the_cards_base_model_and_unnamed_data_is_its_path(tmp_path):
+    spec = ExportSpec(direction="sft", token_ids=[1, 2], tokens=["yes", "no"], prompt={"name": "urlkit"},
+                      instruction="", max_length=64, dtype="float32", base_model="Qwen/Qwen3-0.6B",
+                      model_config="Qwen/Qwen3-0.6B")
+    assert "\nbase_model: Qwen/Qwen3-0.6B\n---" in model_card(spec).split("\n#")[0]
+    from omegaconf import OmegaConf
+
+    (tmp_path / "bare").mkdir()
+    assert data_label(OmegaConf.create({"name": "wordsense", "path": str(tmp_path / "bare")})) == str(tmp_path / "bare")
 
 
 @pytest.mark.parametrize("override, reason", [("direction=rand", "random projection"),

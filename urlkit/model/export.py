@@ -55,8 +55,9 @@ class ExportSpec:
     instruction: str
     max_length: int
     dtype: str
-    base_model: str
+    base_model: str | None  # the hub id the weights came from (None: not a hub model)
     run: dict[str, Any] = field(default_factory=dict)  # source run: weight, data, steps, metrics
+    model_config: str = ""  # urlkit's model config (model.name)
 
 
 def check_exportable(reranker: Any, backbone: Any, direction: str, token_ids: Sequence[int]) -> None:
@@ -160,6 +161,7 @@ def export_info(spec: ExportSpec) -> dict[str, Any]:
         "max_length": spec.max_length,
         "dtype": spec.dtype,
         "base_model": spec.base_model,
+        "model_config": spec.model_config,
         "run": spec.run,
     }
 
@@ -180,6 +182,7 @@ def model_card(spec: ExportSpec, folder: str | Path = "<this folder>") -> str:
     before = spec.prompt.get("template", "").split("{document}")[0]
     lead = before[len(before.rstrip(" ")):]
     pairs = _CARD_PAIRS
+    base = f"`{spec.base_model}`" if spec.base_model else f"urlkit's model config `{spec.model_config}` (not a hub model)"
     steps = run.get("steps", "?")
     stopped = run.get("status", "finished") != "finished"
     if stopped:  # an unfinished run exported on purpose (--allow-unfinished)
@@ -188,13 +191,12 @@ def model_card(spec: ExportSpec, folder: str | Path = "<this folder>") -> str:
 library_name: sentence-transformers
 pipeline_tag: text-ranking
 tags: [cross-encoder, reranker, urlkit]
-base_model: {spec.base_model}
----
+{f"base_model: {spec.base_model}" + chr(10) if spec.base_model else ""}---
 
 # {run.get("name", "urlkit reranker")}
 
 A point-wise yes/no reranker trained with urlkit (the Unified Reranking Loss, Dai et al. 2025:
-weight `{run.get("weight", "?")}`, direction `{spec.direction}`) from `{spec.base_model}`, LoRA merged,
+weight `{run.get("weight", "?")}`, direction `{spec.direction}`) from {base}, LoRA merged,
 stored in {spec.dtype}. Score of a (query, document) pair: the log-odds `{score}` at the
 prompt's last token ({spec.tokens[0]!r} = id {yes}{f", {spec.tokens[1]!r} = id {no}" if no is not None else ""}), the
 same number `urlkit.rerank` gives (higher = more relevant; a sigmoid makes it a probability).
