@@ -216,6 +216,15 @@ def test_a_hub_model_is_the_cards_base_model_and_unnamed_data_is_its_path(tmp_pa
     assert data_label(OmegaConf.create({"name": "wordsense", "path": str(tmp_path / "bare")})) == str(tmp_path / "bare")
 
 
+def test_a_bfloat16_card_says_its_scores_are_on_the_bfloat16_grid_and_how_to_avoid_it():
+    spec = ExportSpec(direction="sft", token_ids=[1, 2], tokens=["yes", "no"], prompt={"name": "urlkit"},
+                      instruction="", max_length=64, dtype="bfloat16", base_model=None, model_config="tiny")
+    card = " ".join(model_card(spec).split())
+    assert "computes its LM head and logits in bfloat16" in card and "bfloat16's grid" in card
+    assert 'model_kwargs={"dtype": torch.float32}' in card and "from_pretrained(folder, dtype=torch.float32)" in card
+    assert "grid" not in model_card(ExportSpec(**{**spec.__dict__, "dtype": "float32"}))
+
+
 @pytest.mark.parametrize("override, reason", [("direction=rand", "random projection"),
                                               ("head.trainable=true", "head.trainable"),
                                               ("model=tiny_vl", "vision-language")])

@@ -19,9 +19,11 @@ rows), an expanded token set (``head.num_tokens > 2``: its relevance is a log-su
 tokens), a trainable LM-head copy (``head.trainable``) and vision-language backbones.
 
 Merging: every LoRA adapter is folded into its base weight in float32 and the result is cast
-back to the backbone's stored dtype (float32 for the embedded SmolLM2: exact to float rounding;
-bfloat16 hub models round the merged weights to bfloat16, so their scores drift by that
-rounding). sentence-transformers is needed to write the CrossEncoder modules (the ``export``,
+back to the backbone's stored dtype (float32 for the embedded SmolLM2: exact to float rounding).
+A bfloat16 folder differs from urlkit by more than the merged weights' rounding: loaded as
+stored, it computes the LM head and its logits in bfloat16, so its scores fall on bfloat16's grid
+(urlkit reads the yes/no rows in float32); loading it in float32 takes them off the grid (the
+card says so and how). sentence-transformers is needed to write the CrossEncoder modules (the ``export``,
 ``bench`` and ``dev`` extras install it).
 """
 
@@ -182,6 +184,14 @@ def model_card(spec: ExportSpec, folder: str | Path = "<this folder>") -> str:
     before = spec.prompt.get("template", "").split("{document}")[0]
     lead = before[len(before.rstrip(" ")):]
     pairs = _CARD_PAIRS
+    bf16 = "" if spec.dtype not in ("bfloat16", "bf16") else """
+Stored in bfloat16: loaded as stored, the model computes its LM head and logits in bfloat16, so
+the scores fall on bfloat16's grid (each logit rounded to 8 significant bits; on urlkit's tiny bf16
+test run up to 5.9e-3 from urlkit, whose scores read the yes/no rows in float32). For scores closer
+to urlkit's, load it in float32: `CrossEncoder(folder, model_kwargs={"dtype": torch.float32})` or
+`AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)` (1.0e-3 from urlkit on that run;
+the rest is urlkit's decoder running in bfloat16).
+"""
     base = f"`{spec.base_model}`" if spec.base_model else f"urlkit's model config `{spec.model_config}` (not a hub model)"
     steps = run.get("steps", "?")
     stopped = run.get("status", "finished") != "finished"
@@ -200,7 +210,7 @@ weight `{run.get("weight", "?")}`, direction `{spec.direction}`) from {base}, Lo
 stored in {spec.dtype}. Score of a (query, document) pair: the log-odds `{score}` at the
 prompt's last token ({spec.tokens[0]!r} = id {yes}{f", {spec.tokens[1]!r} = id {no}" if no is not None else ""}), the
 same number `urlkit.rerank` gives (higher = more relevant; a sigmoid makes it a probability).
-{chr(10) + "**Unfinished training run**: " + steps + "." + chr(10) if stopped else ""}
+{bf16}{chr(10) + "**Unfinished training run**: " + steps + "." + chr(10) if stopped else ""}
 ## Use
 
 ```python
