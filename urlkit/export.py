@@ -45,7 +45,8 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         raise ExportError(f"{info_file}: status {status!r}, not 'finished' (its last checkpoint is "
                           "where it stopped); resume it to the end, or pass --allow-unfinished to "
                           "export that checkpoint (the card then says at which step it stopped)")
-    built, cfg = load_trained(run_dir)
+    dtype, dtype_from = export_dtype(run_dir, info)
+    built, cfg = load_trained(run_dir, dtype=dtype)
     # the steps the exported weights trained, not train.max_steps (an interrupted run stops short)
     steps = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     prompt = PromptFormat.from_config(cfg.get("prompt")).as_dict()
@@ -58,7 +59,7 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         prompt=prompt,
         instruction=info.get("instruction", "") if instruction is None else instruction,
         max_length=int(cfg.model.get("max_length", 512)),
-        dtype=str(built.backbone.model.dtype).removeprefix("torch."),  # as loaded (model.dtype=auto resolved)
+        dtype=str(built.backbone.model.dtype).removeprefix("torch."),  # as loaded: export_dtype's
         # a hub id only where the weights came from the hub (model.source=hub: model.name is its
         # id); urlkit's own configs (tiny, the embedded GGUF smollm2_135m) name no hub model
         base_model=str(cfg.model.name) if cfg.model.get("source") == "hub" else None,
@@ -66,10 +67,33 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
              "data": data_label(cfg.data),
              "steps": steps, "max_steps": int(OmegaConf.select(cfg, "train.max_steps", default=0) or 0),
-             "status": status,
+             "status": status, "dtype_from": dtype_from,
              "metrics": _flat_numbers(metrics)},
     )
     return write_folder(built.reranker, built.renderer, built.backbone, spec, out)
+
+
+def export_dtype(run_dir: Path, info: dict) -> tuple[str | None, str]:
+    """(the dtype to load the run's backbone in, None: its config's; where that comes from).
+
+    ``model.dtype=auto`` resolves by the machine (bf16 matrix units or not), so the training
+    machine's choice, recorded in run.json as ``model_dtype``, is the one to export: an
+    exporting machine may choose otherwise. A run from before urlkit recorded it falls back to
+    this machine's choice, and says so."""
+    from omegaconf import OmegaConf
+
+    from urlkit.hardware import auto_weight_dtype
+
+    config = run_dir / "config.yaml"
+    configured = str(OmegaConf.select(OmegaConf.load(config), "model.dtype", default="auto")) if config.exists() else "auto"
+    if configured != "auto":
+        return None, f"model.dtype={configured}"
+    if info.get("model_dtype"):
+        return str(info["model_dtype"]), "run.json model_dtype (what model.dtype=auto chose in training)"
+    here = str(auto_weight_dtype()).removeprefix("torch.")
+    print(f"[urlkit] {run_dir / 'run.json'} records no model_dtype (a run from before urlkit recorded "
+          f"it): exporting in {here}, what model.dtype=auto chooses on this machine", flush=True)
+    return here, "this machine's model.dtype=auto (run.json records no model_dtype)"
 
 
 def score_folder(folder: str | Path, pairs: list[tuple[str, str]], instruction: str | None = None,
@@ -147,12 +171,16 @@ def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
 
 
 def parity(run_dir: str | Path, folder: str | Path, n: int = 20) -> dict[str, Any]:
-    """Scores of ``n`` dev pairs by ``urlkit.rerank(run=run_dir)`` and by the exported folder,
-    and the largest absolute differences."""
-    from urlkit.inference import rerank
+    """Scores of ``n`` dev pairs by the run's reranker (as ``urlkit.rerank(run=run_dir)``, the
+    backbone in the folder's dtype) and by the exported folder, and the largest differences."""
+    from urlkit.inference import TrainedReranker
 
     pairs = check_pairs(run_dir, n)
-    ours = [rerank(q, [d], run=run_dir)[0] for q, d in pairs]
+    # urlkit's scores with the backbone in the folder's dtype (model.dtype=auto would take this
+    # machine's, which need not be the one the run trained and exported in)
+    dtype = json.loads((Path(folder) / "urlkit_reranker.json").read_text())["dtype"]
+    reranker = TrainedReranker.from_run(run_dir, dtype=dtype)
+    ours = [reranker.score(q, [d])[0] for q, d in pairs]
     theirs = score_folder(folder, pairs)
     return {"pairs": len(pairs), "urlkit": ours, **theirs,
             **{f"max_diff_{name}": max(abs(a - b) for a, b in zip(ours, scores, strict=True))

@@ -155,16 +155,18 @@ def test_export_refuses_a_used_folder_and_a_missing_run(exported, tmp_path, caps
     assert missing.value.code == 2 and "nowhere" in err and "config.yaml" in err
 
 
-def copied_run(run, tmp_path, status, max_steps=3000):
-    """A copy of ``run`` whose run.json says ``status`` and whose config asks for ``max_steps``
-    (the checkpoint stays at step 4, as a run stopped short of its max_steps leaves it)."""
+def copied_run(run, tmp_path, status, max_steps=3000, config_edit=("", ""), **info_edits):
+    """A copy of ``run`` whose run.json says ``status`` (and ``info_edits``; None: removed) and whose
+    config asks for ``max_steps`` (the checkpoint stays at step 4, as a run stopped short of its
+    max_steps leaves it) with ``config_edit`` (old, new) replaced once."""
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    info = json.loads((copy / "run.json").read_text())
-    (copy / "run.json").write_text(json.dumps({**info, "status": status}))
+    info = {**json.loads((copy / "run.json").read_text()), "status": status, **info_edits}
+    (copy / "run.json").write_text(json.dumps({k: v for k, v in info.items() if v is not None}))
     config = (copy / "config.yaml").read_text()
-    assert "max_steps: 4\n" in config
-    (copy / "config.yaml").write_text(config.replace("max_steps: 4\n", f"max_steps: {max_steps}\n"))
+    assert "max_steps: 4\n" in config and config.count(config_edit[0]) >= 1
+    config = config.replace("max_steps: 4\n", f"max_steps: {max_steps}\n").replace(*config_edit, 1)
+    (copy / "config.yaml").write_text(config)
     return copy
 
 
@@ -223,6 +225,34 @@ def test_a_bfloat16_card_says_its_scores_are_on_the_bfloat16_grid_and_how_to_avo
     assert "computes its LM head and logits in bfloat16" in card and "bfloat16's grid" in card
     assert 'model_kwargs={"dtype": torch.float32}' in card and "from_pretrained(folder, dtype=torch.float32)" in card
     assert "grid" not in model_card(ExportSpec(**{**spec.__dict__, "dtype": "float32"}))
+
+
+def test_training_records_the_dtype_model_dtype_resolved_to(exported):
+    assert json.loads((exported[0] / "run.json").read_text())["model_dtype"] == "float32"  # tiny's
+
+
+@pytest.mark.parametrize("bf16_units", [True, False])
+def test_auto_dtype_exports_what_training_chose_not_what_this_machine_would(exported, tmp_path, monkeypatch,
+                                                                             capsys, bf16_units):
+    """model.dtype=auto: the dtype run.json records from training, whatever this machine has
+    (patched both ways); a run that records none falls back to this machine's choice and says so."""
+    import urlkit.hardware
+
+    for units in ("cpu_has_bf16_units", "cuda_has_bf16_units"):
+        monkeypatch.setattr(urlkit.hardware, units, lambda *args: bf16_units)
+    here, other = ("bfloat16", "float32") if bf16_units else ("float32", "bfloat16")
+    auto = ("  dtype: float32\n", "  dtype: auto\n")
+    run = copied_run(exported[0], tmp_path / "recorded", "finished", config_edit=auto, model_dtype=other)
+    main(["--run", str(run), "--out", str(tmp_path / "a"), "--check", "0"])
+    info = json.loads((tmp_path / "a" / "urlkit_reranker.json").read_text())
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert info["dtype"] == other == config.get("dtype", config.get("torch_dtype"))
+    assert info["run"]["dtype_from"].startswith("run.json")
+    old = copied_run(exported[0], tmp_path / "old", "finished", config_edit=auto, model_dtype=None)
+    capsys.readouterr()
+    main(["--run", str(old), "--out", str(tmp_path / "b"), "--check", "0"])
+    assert json.loads((tmp_path / "b" / "urlkit_reranker.json").read_text())["dtype"] == here
+    assert f"records no model_dtype (a run from before urlkit recorded it): exporting in {here}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("override, reason", [("direction=rand", "random projection"),
