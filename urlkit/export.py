@@ -170,17 +170,20 @@ def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def parity(run_dir: str | Path, folder: str | Path, n: int = 20) -> dict[str, Any]:
+def parity(run_dir: str | Path, folder: str | Path, n: int = 20, instruction: str | None = None) -> dict[str, Any]:
     """Scores of ``n`` dev pairs by the run's reranker (as ``urlkit.rerank(run=run_dir)``, the
-    backbone in the folder's dtype) and by the exported folder, and the largest differences."""
+    backbone in the folder's dtype) and by the exported folder, and the largest differences.
+    ``instruction``: the one the folder was written with (its default), given to urlkit."""
     from urlkit.inference import TrainedReranker
 
     pairs = check_pairs(run_dir, n)
+    if not pairs:
+        return {"pairs": 0, "urlkit": []}
     # urlkit's scores with the backbone in the folder's dtype (model.dtype=auto would take this
     # machine's, which need not be the one the run trained and exported in)
     dtype = json.loads((Path(folder) / "urlkit_reranker.json").read_text())["dtype"]
     reranker = TrainedReranker.from_run(run_dir, dtype=dtype)
-    ours = [reranker.score(q, [d])[0] for q, d in pairs]
+    ours = [reranker.score(q, [d], instruction=instruction)[0] for q, d in pairs]
     theirs = score_folder(folder, pairs)
     return {"pairs": len(pairs), "urlkit": ours, **theirs,
             **{f"max_diff_{name}": max(abs(a - b) for a, b in zip(ours, scores, strict=True))
@@ -232,17 +235,26 @@ def main(argv: list[str] | None = None) -> Path:
     with reported_errors():  # bad input: "error: <message>", exit status 2
         out = export_run(args.run, args.out, args.instruction, args.allow_unfinished)
         print(f"[urlkit] exported {args.run} -> {out}", flush=True)
-        if args.check > 0 and args.instruction is None:
-            result = parity(args.run, out, args.check)
-            print(f"[urlkit] parity on {result['pairs']} dev pairs: max |urlkit - CrossEncoder| = "
-                  f"{result['max_diff_sentence_transformers']:.2e}, max |urlkit - transformers| = "
-                  f"{result['max_diff_transformers']:.2e}", flush=True)
-            info = json.loads((out / "urlkit_reranker.json").read_text())
-            worst = max(result["max_diff_sentence_transformers"], result["max_diff_transformers"])
-            if info["dtype"] in ("float32", "fp32") and worst > args.tolerance:
-                print(f"error: the exported folder's scores differ from urlkit's by {worst:.2e} "
-                      f"> --tolerance {args.tolerance:g}", file=sys.stderr)
-                raise SystemExit(1)
+        if args.check <= 0:
+            print("[urlkit] parity check skipped (--check 0)", flush=True)
+            return out
+        # with --instruction the folder's default instruction is that one, and urlkit scores with it
+        result = parity(args.run, out, args.check, args.instruction)
+        asked = f" ({args.check} asked: the dev split has no more text pairs)" if result["pairs"] < args.check else ""
+        with_instruction = "" if args.instruction is None else f" with --instruction {args.instruction!r}"
+        if not result["pairs"]:
+            print(f"[urlkit] parity check skipped: no text (query, document) pairs in the run's dev split{asked}",
+                  flush=True)
+            return out
+        print(f"[urlkit] parity on {result['pairs']} dev pairs{asked}{with_instruction}: max |urlkit - "
+              f"CrossEncoder| = {result['max_diff_sentence_transformers']:.2e}, max |urlkit - transformers| = "
+              f"{result['max_diff_transformers']:.2e}", flush=True)
+        info = json.loads((out / "urlkit_reranker.json").read_text())
+        worst = max(result["max_diff_sentence_transformers"], result["max_diff_transformers"])
+        if info["dtype"] in ("float32", "fp32") and worst > args.tolerance:
+            print(f"error: the exported folder's scores differ from urlkit's by {worst:.2e} "
+                  f"> --tolerance {args.tolerance:g}", file=sys.stderr)
+            raise SystemExit(1)
     return out
 
 

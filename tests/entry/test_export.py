@@ -131,6 +131,21 @@ def test_another_instruction_reaches_both_sides(exported):
         assert (torch.tensor(scores) - ours).abs().max().item() < 1e-4, name
 
 
+def test_the_check_says_how_many_pairs_it_scored_and_checks_another_instruction(exported, tmp_path, capsys):
+    """The tiny dev split has 8 text pairs: asking 20 checks those 8 and says so; --instruction
+    (the folder's default instruction) is checked too, with urlkit given the same instruction."""
+    run, _ = exported
+    capsys.readouterr()
+    main(["--run", str(run), "--out", str(tmp_path / "folder"), "--instruction", "Rank by topic."])
+    out = capsys.readouterr().out
+    assert "parity on 8 dev pairs (20 asked: the dev split has no more text pairs) with --instruction " \
+           "'Rank by topic.': max |urlkit - CrossEncoder| = " in out
+    largest = float(out.split("max |urlkit - transformers| = ")[1].split()[0])
+    assert largest < 1e-4
+    main(["--run", str(run), "--out", str(tmp_path / "unchecked"), "--check", "0"])
+    assert "parity check skipped (--check 0)" in capsys.readouterr().out
+
+
 def test_folder_records_tokens_format_and_card(exported):
     _, folder = exported
     info = json.loads((folder / "urlkit_reranker.json").read_text())
