@@ -245,7 +245,7 @@ def prompt_ids(query, document, instruction=None):
                                                    {{"role": "document", "content": mark}}], tokenize=False)
     prefix, suffix = text.split(mark)
     prefix, suffix = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in (prefix.removesuffix(lead), suffix))
-    document = tokenizer(lead + document, add_special_tokens=False)["input_ids"]
+    document = tokenizer(lead + document, add_special_tokens=False)["input_ids"]  # may warn: cut next
     return prefix + document[:max_length - len(prefix) - len(suffix)] + suffix
 
 
