@@ -356,13 +356,17 @@ def token_sample_instances(split: Split, n: int, seed: int = 0) -> list[tuple[An
     return instances
 
 
-def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[Built, DictConfig]:
-    """The reranker of a finished (or killed) training run: its config + its last checkpoint."""
+def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None,
+                 dtype: str | None = None) -> tuple[Built, DictConfig]:
+    """The reranker of a finished (or killed) training run: its config + its last checkpoint
+    (``dtype``: the backbone's, over the config's ``model.dtype``)."""
     run_dir = Path(run_dir)
     config_file = run_dir / "config.yaml"
     if not config_file.exists():
         raise FileNotFoundError(f"{run_dir} is not a urlkit run directory (no config.yaml)")
     cfg = OmegaConf.load(config_file)
+    if dtype is not None:
+        cfg.model.dtype = dtype
     sample = None
     if int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens):
         first = mixture_configs(cfg.data)[0][2]  # the run's (first) training source ranked the tokens

@@ -24,18 +24,31 @@ import torch
 from urlkit.errors import reported_errors
 
 
-def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = None) -> Path:
-    """Export the run at ``run_dir`` to ``out`` (see the module docstring); returns ``out``."""
+def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = None,
+               allow_unfinished: bool = False) -> Path:
+    """Export the run at ``run_dir`` to ``out`` (see the module docstring); returns ``out``.
+    A run whose run.json does not say ``finished`` is refused unless ``allow_unfinished``
+    (then the card says at which step it stopped)."""
     from omegaconf import OmegaConf
 
     from urlkit.build import load_trained
     from urlkit.data.prompts import PromptFormat
-    from urlkit.model.export import ExportSpec, write_folder
-    from urlkit.records import RunDirectory
+    from urlkit.model.export import ExportError, ExportSpec, write_folder
+    from urlkit.train import checkpoint_step
 
     run_dir = Path(run_dir)
-    built, cfg = load_trained(run_dir)
-    info = RunDirectory(run_dir).read_info()
+    info_file = run_dir / "run.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    status = info.get("status")
+    if (run_dir / "config.yaml").exists() and status != "finished" and not allow_unfinished:
+        # checked before loading: an interrupted run's last checkpoint is not the trained model
+        raise ExportError(f"{info_file}: status {status!r}, not 'finished' (its last checkpoint is "
+                          "where it stopped); resume it to the end, or pass --allow-unfinished to "
+                          "export that checkpoint (the card then says at which step it stopped)")
+    dtype, dtype_from = export_dtype(run_dir, info)
+    built, cfg = load_trained(run_dir, dtype=dtype)
+    # the steps the exported weights trained, not train.max_steps (an interrupted run stops short)
+    steps = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     prompt = PromptFormat.from_config(cfg.get("prompt")).as_dict()
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
@@ -46,14 +59,41 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         prompt=prompt,
         instruction=info.get("instruction", "") if instruction is None else instruction,
         max_length=int(cfg.model.get("max_length", 512)),
-        dtype=str(built.backbone.model.dtype).removeprefix("torch."),  # as loaded (model.dtype=auto resolved)
-        base_model=str(cfg.model.get("name")),
+        dtype=str(built.backbone.model.dtype).removeprefix("torch."),  # as loaded: export_dtype's
+        # a hub id only where the weights came from the hub (model.source=hub: model.name is its
+        # id); urlkit's own configs (tiny, the embedded GGUF smollm2_135m) name no hub model
+        base_model=str(cfg.model.name) if cfg.model.get("source") == "hub" else None,
+        model_config=str(cfg.model.get("name")),
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
-             "data": f"{cfg.data.get('name')} ({cfg.data.get('path')})",
-             "steps": int(OmegaConf.select(cfg, "train.max_steps", default=0) or 0),
+             "data": data_label(cfg.data),
+             "steps": steps, "max_steps": int(OmegaConf.select(cfg, "train.max_steps", default=0) or 0),
+             "status": status, "dtype_from": dtype_from,
              "metrics": _flat_numbers(metrics)},
     )
     return write_folder(built.reranker, built.renderer, built.backbone, spec, out)
+
+
+def export_dtype(run_dir: Path, info: dict) -> tuple[str | None, str]:
+    """(the dtype to load the run's backbone in, None: its config's; where that comes from).
+
+    ``model.dtype=auto`` resolves by the machine (bf16 matrix units or not), so the training
+    machine's choice, recorded in run.json as ``model_dtype``, is the one to export: an
+    exporting machine may choose otherwise. A run from before urlkit recorded it falls back to
+    this machine's choice, and says so."""
+    from omegaconf import OmegaConf
+
+    from urlkit.hardware import auto_weight_dtype
+
+    config = run_dir / "config.yaml"
+    configured = str(OmegaConf.select(OmegaConf.load(config), "model.dtype", default="auto")) if config.exists() else "auto"
+    if configured != "auto":
+        return None, f"model.dtype={configured}"
+    if info.get("model_dtype"):
+        return str(info["model_dtype"]), "run.json model_dtype (what model.dtype=auto chose in training)"
+    here = str(auto_weight_dtype()).removeprefix("torch.")
+    print(f"[urlkit] {run_dir / 'run.json'} records no model_dtype (a run from before urlkit recorded "
+          f"it): exporting in {here}, what model.dtype=auto chooses on this machine", flush=True)
+    return here, "this machine's model.dtype=auto (run.json records no model_dtype)"
 
 
 def score_folder(folder: str | Path, pairs: list[tuple[str, str]], instruction: str | None = None,
@@ -69,18 +109,40 @@ def score_folder(folder: str | Path, pairs: list[tuple[str, str]], instruction: 
     via_st = cross.predict(pairs, batch_size=batch_size, show_progress_bar=False, **prompt).tolist()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    system = [{"role": "system", "content": instruction}] if instruction is not None else []
-    texts = [tokenizer.apply_chat_template(system + [{"role": "query", "content": q}, {"role": "document", "content": d}],
-                                           tokenize=False) for q, d in pairs]
+    before = info["prompt"]["template"].split("{document}")[0]
+    lead = before[len(before.rstrip(" ")):]
+    ids = [pair_ids(tokenizer, q, d, instruction, info["max_length"], lead) for q, d in pairs]
     via_transformers: list[float] = []
     yes, no = info["yes"]["id"], (info["no"] or {}).get("id")
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], padding=True, add_special_tokens=False, return_tensors="pt")
+    for start in range(0, len(ids), batch_size):
+        batch = tokenizer.pad({"input_ids": ids[start:start + batch_size]}, return_tensors="pt")
         with torch.inference_mode():
             logits = model(**batch).logits[:, -1].float()
         scores = logits[:, yes] - logits[:, no] if no is not None else logits[:, yes]
         via_transformers.extend(scores.tolist())
     return {"sentence_transformers": via_st, "transformers": via_transformers}
+
+
+def pair_ids(tokenizer: Any, query: str, document: str, instruction: str | None, max_length: int,
+             lead: str = "") -> list[int]:
+    """The exported folder's prompt ids for a pair, cut as urlkit cuts them (the model card's
+    recipe): the chat template is rendered with a marker for the document and split there;
+    prefix, document and suffix are tokenised apart and only the document is cut, to
+    ``max_length`` minus the prefix and suffix, so the last token stays the answer position
+    (``truncation=True`` on the whole string would cut the suffix). ``lead``: the template's
+    spaces before the document, tokenised with it as urlkit does."""
+    system = [{"role": "system", "content": instruction}] if instruction is not None else []
+    text = tokenizer.apply_chat_template(system + [{"role": "query", "content": query},
+                                                   {"role": "document", "content": _MARK}], tokenize=False)
+    prefix, suffix = text.split(_MARK)
+    prefix, suffix = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in (prefix.removesuffix(lead), suffix))
+    budget = max_length - len(prefix) - len(suffix)
+    if budget <= 0:
+        raise ValueError(f"query {query[:40]!r}: the prompt leaves no room for the document under max_length={max_length}")
+    return prefix + tokenizer(lead + document, add_special_tokens=False)["input_ids"][:budget] + suffix
+
+
+_MARK = "\u27e6document\u27e7"  # stands for the document while the chat template is rendered
 
 
 def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
@@ -108,17 +170,45 @@ def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def parity(run_dir: str | Path, folder: str | Path, n: int = 20) -> dict[str, Any]:
-    """Scores of ``n`` dev pairs by ``urlkit.rerank(run=run_dir)`` and by the exported folder,
-    and the largest absolute differences."""
-    from urlkit.inference import rerank
+def parity(run_dir: str | Path, folder: str | Path, n: int = 20, instruction: str | None = None) -> dict[str, Any]:
+    """Scores of ``n`` dev pairs by the run's reranker (as ``urlkit.rerank(run=run_dir)``, the
+    backbone in the folder's dtype) and by the exported folder, and the largest differences.
+    ``instruction``: the one the folder was written with (its default), given to urlkit."""
+    from urlkit.inference import TrainedReranker
 
     pairs = check_pairs(run_dir, n)
-    ours = [rerank(q, [d], run=run_dir)[0] for q, d in pairs]
+    if not pairs:
+        return {"pairs": 0, "urlkit": []}
+    # urlkit's scores with the backbone in the folder's dtype (model.dtype=auto would take this
+    # machine's, which need not be the one the run trained and exported in)
+    dtype = json.loads((Path(folder) / "urlkit_reranker.json").read_text())["dtype"]
+    reranker = TrainedReranker.from_run(run_dir, dtype=dtype)
+    ours = [reranker.score(q, [d], instruction=instruction)[0] for q, d in pairs]
     theirs = score_folder(folder, pairs)
     return {"pairs": len(pairs), "urlkit": ours, **theirs,
             **{f"max_diff_{name}": max(abs(a - b) for a, b in zip(ours, scores, strict=True))
                for name, scores in theirs.items()}}
+
+
+def data_label(data: Any) -> str:
+    """What the run trained on, named by the data: each source's ``dataset.json`` name with its
+    path, or the path alone where no dataset.json names it (``data.name`` is the config
+    group's, which a run that overrode only ``data.path`` still carries)."""
+    from urlkit.build import mixture_configs
+
+    sources = mixture_configs(data)
+    labels = []
+    for _, weight, source in sources:
+        path = Path(str(source.get("path")))
+        try:
+            name = json.loads((path / "dataset.json").read_text()).get("name")
+        except (OSError, ValueError, AttributeError):  # no folder, no dataset.json, not an object
+            name = None
+        label = f"{name} ({path})" if name else str(path)
+        if isinstance(source.get("dataset"), str):  # M-BEIR: one query file, the dataset picked
+            label += f" dataset {source.get('dataset')}"
+        labels.append(label + (f" weight {weight:g}" if len(sources) > 1 else ""))
+    return "; ".join(labels)
 
 
 def _flat_numbers(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -136,24 +226,35 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--run", required=True, help="a training run directory (outputs/runs/...)")
     parser.add_argument("--out", required=True, help="a new (or empty) folder to write")
     parser.add_argument("--instruction", default=None, help="the default instruction (default: the run's)")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="export a run whose run.json status is not finished (its last checkpoint)")
     parser.add_argument("--check", type=int, default=20, help="dev pairs to score both ways after writing (0: none)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest allowed score difference for a float32 export (bfloat16: reported only)")
     args = parser.parse_args(argv)
     with reported_errors():  # bad input: "error: <message>", exit status 2
-        out = export_run(args.run, args.out, args.instruction)
+        out = export_run(args.run, args.out, args.instruction, args.allow_unfinished)
         print(f"[urlkit] exported {args.run} -> {out}", flush=True)
-        if args.check > 0 and args.instruction is None:
-            result = parity(args.run, out, args.check)
-            print(f"[urlkit] parity on {result['pairs']} dev pairs: max |urlkit - CrossEncoder| = "
-                  f"{result['max_diff_sentence_transformers']:.2e}, max |urlkit - transformers| = "
-                  f"{result['max_diff_transformers']:.2e}", flush=True)
-            info = json.loads((out / "urlkit_reranker.json").read_text())
-            worst = max(result["max_diff_sentence_transformers"], result["max_diff_transformers"])
-            if info["dtype"] in ("float32", "fp32") and worst > args.tolerance:
-                print(f"error: the exported folder's scores differ from urlkit's by {worst:.2e} "
-                      f"> --tolerance {args.tolerance:g}", file=sys.stderr)
-                raise SystemExit(1)
+        if args.check <= 0:
+            print("[urlkit] parity check skipped (--check 0)", flush=True)
+            return out
+        # with --instruction the folder's default instruction is that one, and urlkit scores with it
+        result = parity(args.run, out, args.check, args.instruction)
+        asked = f" ({args.check} asked: the dev split has no more text pairs)" if result["pairs"] < args.check else ""
+        with_instruction = "" if args.instruction is None else f" with --instruction {args.instruction!r}"
+        if not result["pairs"]:
+            print(f"[urlkit] parity check skipped: no text (query, document) pairs in the run's dev split{asked}",
+                  flush=True)
+            return out
+        print(f"[urlkit] parity on {result['pairs']} dev pairs{asked}{with_instruction}: max |urlkit - "
+              f"CrossEncoder| = {result['max_diff_sentence_transformers']:.2e}, max |urlkit - transformers| = "
+              f"{result['max_diff_transformers']:.2e}", flush=True)
+        info = json.loads((out / "urlkit_reranker.json").read_text())
+        worst = max(result["max_diff_sentence_transformers"], result["max_diff_transformers"])
+        if info["dtype"] in ("float32", "fp32") and worst > args.tolerance:
+            print(f"error: the exported folder's scores differ from urlkit's by {worst:.2e} "
+                  f"> --tolerance {args.tolerance:g}", file=sys.stderr)
+            raise SystemExit(1)
     return out
 
 

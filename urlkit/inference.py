@@ -40,8 +40,8 @@ class TrainedReranker:
         self.built, self.direction, self.instruction = built, direction, instruction
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, merge: bool = False) -> TrainedReranker:
-        built, cfg = load_trained(run_dir)
+    def from_run(cls, run_dir: str | Path, merge: bool = False, dtype: str | None = None) -> TrainedReranker:
+        built, cfg = load_trained(run_dir, dtype=dtype)
         if merge:
             merge_lora(built.reranker)
         # the instruction the run trained with (recorded in run.json), as the default

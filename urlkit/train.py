@@ -98,7 +98,10 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         built.renderer.validate(source.groups.split)  # an over-long query fails now, not mid-epoch
         say(f"[urlkit] {source.groups.report()}", flush=True)
     if run is not None:
-        run.update_info(instruction=train_split.instruction)  # urlkit.rerank's default instruction
+        # urlkit.rerank's default instruction, and the dtype model.dtype resolved to (auto: this
+        # machine's choice), which python -m urlkit.export writes the model in
+        run.update_info(instruction=train_split.instruction,
+                        model_dtype=str(built.backbone.model.dtype).removeprefix("torch."))
     evaluator = build_evaluator(cfg, built)
     for line in shared_queries([source.groups.split for source in workload.sources], evaluator.sets):
         say(f"[urlkit] warning: {line}", flush=True)  # said, never silent; the run goes on

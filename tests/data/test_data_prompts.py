@@ -74,6 +74,29 @@ def test_empty_instruction_drops_its_line_and_custom_templates_work(tokenizer):
         PromptRenderer(tokenizer, template="{query} {document} {title}")
 
 
+def test_an_empty_instruction_never_drops_the_query_with_its_line(tokenizer):
+    """Qwen3-VL-Reranker's template holds instruction and query on one line: without any
+    instruction (default included) dropping that line would drop the query, so it is an error."""
+    from urlkit.errors import ConfigError
+
+    template = "<Instruct>: {instruction}<Query>:{query}\n<Document>:{document}"
+    renderer = PromptRenderer(tokenizer, template=template)
+    with pytest.raises(ConfigError, match="prompt.template.*<Instruct>: \\{instruction\\}<Query>:\\{query\\}.*default_instruction"):
+        renderer.encode("", QUERY, SHORT)
+    assert f"<Instruct>: {INSTRUCTION}<Query>:{QUERY.text}\n" in renderer.render_text(INSTRUCTION, QUERY, SHORT)
+    defaulted = PromptRenderer(tokenizer, template=template, default_instruction="Find it.")
+    assert f"<Instruct>: Find it.<Query>:{QUERY.text}\n" in defaulted.render_text("", QUERY, SHORT)
+    # exported: the pair template writes the prompt with an instruction, and fails without one
+    tokenizer.chat_template, own = renderer.pair_chat_template(INSTRUCTION), tokenizer.chat_template
+    try:
+        pair = [{"role": "query", "content": QUERY.text}, {"role": "document", "content": "d"}]
+        assert f"<Query>:{QUERY.text}" in tokenizer.apply_chat_template(pair, tokenize=False)
+        with pytest.raises(Exception, match="default_instruction"):
+            tokenizer.apply_chat_template([{"role": "system", "content": ""}, *pair], tokenize=False)
+    finally:
+        tokenizer.chat_template = own
+
+
 def test_a_query_too_long_for_max_length_is_a_data_error_naming_it(tokenizer):
     long_query = Query(id="q-long", text="why " * 200, qrels={"d1": 1})
     renderer = PromptRenderer(tokenizer, max_length=128)

@@ -7,7 +7,13 @@ a tiny run whose LoRA adapters training moved away from zero.
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,15 +21,18 @@ from helpers.run_helpers import TOPICS, compose_train, write_small_dataset
 
 import urlkit
 from urlkit.build import build_reranker
-from urlkit.export import main, score_folder
+from urlkit.export import data_label, main, score_folder
 from urlkit.inference import TrainedReranker, _as_document, _as_query
-from urlkit.model.export import ExportError, check_exportable
+from urlkit.model.export import ExportError, ExportSpec, check_exportable, model_card
 from urlkit.train import train
 
 # 20 pairs: every query with its own passage, then 8 queries with another topic's passage.
 PAIRS = [(query, passage) for _, query, passage in TOPICS] + [
     (TOPICS[i][1], TOPICS[(i + 5) % len(TOPICS)][2]) for i in range(8)
 ]
+
+# A document about ten times the tiny model's max_length (128 tokens): urlkit cuts it to fit.
+LONG = " ".join(f"word{i} alpha beta gamma" for i in range(200))
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +75,52 @@ def test_exported_prompt_is_urlkits_token_for_token(exported):
         assert ids == renderer.encode(instruction, q, d).input_ids
 
 
+def test_long_documents_are_cut_as_urlkit_cuts_them(exported):
+    """Only the document is cut, so the answer position stays the last token both ways
+    (a prompt cut from the right would lose it and score another position)."""
+    run, folder = exported
+    pairs = [(PAIRS[0][0], LONG), (PAIRS[1][0], PAIRS[1][1] + " " + LONG), (PAIRS[2][0], "Rain " * 120)]
+    renderer = TrainedReranker.from_run(run).built.renderer
+    assert all(renderer.encode("", _as_query(q), _as_document(d, 0)).truncated for q, d in pairs)
+    ours = torch.tensor([urlkit.rerank(q, [d], run=run)[0] for q, d in pairs])
+    for name, scores in score_folder(folder, pairs, batch_size=2).items():
+        largest = (torch.tensor(scores) - ours).abs().max().item()
+        print(f"max |urlkit - {name}| on long documents: {largest:.2e}")
+        assert largest < 1e-4, name
+
+
+def card_blocks(folder):
+    return re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+
+
+def test_every_card_code_block_runs_as_written_and_scores_what_urlkit_scores(exported, tmp_path):
+    """Each python block of the written card, run alone in a fresh interpreter (as a reader
+    pastes it), prints urlkit's scores of its pairs."""
+    run, folder = exported
+    blocks = card_blocks(folder)
+    assert len(blocks) == 2
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed = torch.tensor(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+        pairs = ast.literal_eval(re.search(r"^pairs = (.*)$", block, re.M).group(1))
+        ours = torch.tensor([urlkit.rerank(q, [d], run=run)[0] for q, d in pairs])
+        assert len(pairs) == 2 and (printed - ours).abs().max().item() < 1e-4, block
+
+
+def test_the_cards_transformers_recipe_cuts_long_documents_as_urlkit(exported):
+    run, folder = exported
+    namespace: dict = {}
+    exec(card_blocks(folder)[1], namespace)  # defines prompt_ids (and scores the card's pairs)
+    renderer = TrainedReranker.from_run(run).built.renderer
+    instruction = json.loads((folder / "urlkit_reranker.json").read_text())["instruction"]
+    for query, document in [(PAIRS[0][0], LONG), PAIRS[1], (PAIRS[2][0], "  leading spaces")]:
+        ids = renderer.encode(instruction, _as_query(query), _as_document(document, 0)).input_ids
+        assert namespace["prompt_ids"](query, document) == ids
+
+
 def test_another_instruction_reaches_both_sides(exported):
     run, folder = exported
     pairs = PAIRS[:4]
@@ -74,6 +129,21 @@ def test_another_instruction_reaches_both_sides(exported):
     assert (ours - default).abs().max() > 1e-6  # the instruction changes the prompt
     for name, scores in score_folder(folder, pairs, instruction="Rank by topic.").items():
         assert (torch.tensor(scores) - ours).abs().max().item() < 1e-4, name
+
+
+def test_the_check_says_how_many_pairs_it_scored_and_checks_another_instruction(exported, tmp_path, capsys):
+    """The tiny dev split has 8 text pairs: asking 20 checks those 8 and says so; --instruction
+    (the folder's default instruction) is checked too, with urlkit given the same instruction."""
+    run, _ = exported
+    capsys.readouterr()
+    main(["--run", str(run), "--out", str(tmp_path / "folder"), "--instruction", "Rank by topic."])
+    out = capsys.readouterr().out
+    assert "parity on 8 dev pairs (20 asked: the dev split has no more text pairs) with --instruction " \
+           "'Rank by topic.': max |urlkit - CrossEncoder| = " in out
+    largest = float(out.split("max |urlkit - transformers| = ")[1].split()[0])
+    assert largest < 1e-4
+    main(["--run", str(run), "--out", str(tmp_path / "unchecked"), "--check", "0"])
+    assert "parity check skipped (--check 0)" in capsys.readouterr().out
 
 
 def test_folder_records_tokens_format_and_card(exported):
@@ -98,6 +168,106 @@ def test_export_refuses_a_used_folder_and_a_missing_run(exported, tmp_path, caps
         main(["--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert missing.value.code == 2 and "nowhere" in err and "config.yaml" in err
+
+
+def copied_run(run, tmp_path, status, max_steps=3000, config_edit=("", ""), **info_edits):
+    """A copy of ``run`` whose run.json says ``status`` (and ``info_edits``; None: removed) and whose
+    config asks for ``max_steps`` (the checkpoint stays at step 4, as a run stopped short of its
+    max_steps leaves it) with ``config_edit`` (old, new) replaced once."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    info = {**json.loads((copy / "run.json").read_text()), "status": status, **info_edits}
+    (copy / "run.json").write_text(json.dumps({k: v for k, v in info.items() if v is not None}))
+    config = (copy / "config.yaml").read_text()
+    assert "max_steps: 4\n" in config and config.count(config_edit[0]) >= 1
+    config = config.replace("max_steps: 4\n", f"max_steps: {max_steps}\n").replace(*config_edit, 1)
+    (copy / "config.yaml").write_text(config)
+    return copy
+
+
+def test_the_steps_recorded_are_the_checkpoints_not_max_steps(exported, tmp_path):
+    run = copied_run(exported[0], tmp_path, "finished")
+    main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    info = json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())
+    assert info["run"]["steps"] == 4 and info["run"]["max_steps"] == 3000
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "| steps | 4 |" in card and "3000" not in card and "Unfinished" not in card
+
+
+def test_an_unfinished_run_is_refused_unless_allowed(exported, tmp_path, capsys):
+    run = copied_run(exported[0], tmp_path, "interrupted")
+    with pytest.raises(SystemExit) as refused:
+        main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and str(run / "run.json") in err and "'interrupted'" in err
+    assert "--allow-unfinished" in err and not (tmp_path / "folder").exists()
+    main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0", "--allow-unfinished"])
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "interrupted at step 4 of 3000" in card
+    assert json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())["run"]["status"] == "interrupted"
+
+
+def test_card_names_the_data_and_no_base_model_that_is_not_on_the_hub(exported):
+    """The run overrode only data.path (its data config is still named wordsense) and trained
+    urlkit's tiny model, which no hub id names."""
+    run, folder = exported
+    assert "name: wordsense" in (run / "config.yaml").read_text()
+    info = json.loads((folder / "urlkit_reranker.json").read_text())
+    data = run.parent / "data"
+    assert info["run"]["data"] == f"small ({data})"  # its dataset.json's name
+    assert info["base_model"] is None and info["model_config"] == "tiny"
+    card = (folder / "README.md").read_text()
+    header = card.split("---")[1]
+    assert "base_model" not in header and "wordsense" not in card and f"| data | small ({data}) |" in card
+    assert "urlkit's model config `tiny` (not a hub model)" in card
+
+
+def test_a_hub_model_is_the_cards_base_model_and_unnamed_data_is_its_path(tmp_path):
+    spec = ExportSpec(direction="sft", token_ids=[1, 2], tokens=["yes", "no"], prompt={"name": "urlkit"},
+                      instruction="", max_length=64, dtype="float32", base_model="Qwen/Qwen3-0.6B",
+                      model_config="Qwen/Qwen3-0.6B")
+    assert "\nbase_model: Qwen/Qwen3-0.6B\n---" in model_card(spec).split("\n#")[0]
+    from omegaconf import OmegaConf
+
+    (tmp_path / "bare").mkdir()
+    assert data_label(OmegaConf.create({"name": "wordsense", "path": str(tmp_path / "bare")})) == str(tmp_path / "bare")
+
+
+def test_a_bfloat16_card_says_its_scores_are_on_the_bfloat16_grid_and_how_to_avoid_it():
+    spec = ExportSpec(direction="sft", token_ids=[1, 2], tokens=["yes", "no"], prompt={"name": "urlkit"},
+                      instruction="", max_length=64, dtype="bfloat16", base_model=None, model_config="tiny")
+    card = " ".join(model_card(spec).split())
+    assert "computes its LM head and logits in bfloat16" in card and "bfloat16's grid" in card
+    assert 'model_kwargs={"dtype": torch.float32}' in card and "from_pretrained(folder, dtype=torch.float32)" in card
+    assert "grid" not in model_card(ExportSpec(**{**spec.__dict__, "dtype": "float32"}))
+
+
+def test_training_records_the_dtype_model_dtype_resolved_to(exported):
+    assert json.loads((exported[0] / "run.json").read_text())["model_dtype"] == "float32"  # tiny's
+
+
+@pytest.mark.parametrize("bf16_units", [True, False])
+def test_auto_dtype_exports_what_training_chose_not_what_this_machine_would(exported, tmp_path, monkeypatch,
+                                                                             capsys, bf16_units):
+    """model.dtype=auto: the dtype run.json records from training, whatever this machine has
+    (patched both ways); a run that records none falls back to this machine's choice and says so."""
+    import urlkit.hardware
+
+    for units in ("cpu_has_bf16_units", "cuda_has_bf16_units"):
+        monkeypatch.setattr(urlkit.hardware, units, lambda *args: bf16_units)
+    here, other = ("bfloat16", "float32") if bf16_units else ("float32", "bfloat16")
+    auto = ("  dtype: float32\n", "  dtype: auto\n")
+    run = copied_run(exported[0], tmp_path / "recorded", "finished", config_edit=auto, model_dtype=other)
+    main(["--run", str(run), "--out", str(tmp_path / "a"), "--check", "0"])
+    info = json.loads((tmp_path / "a" / "urlkit_reranker.json").read_text())
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert info["dtype"] == other == config.get("dtype", config.get("torch_dtype"))
+    assert info["run"]["dtype_from"].startswith("run.json")
+    old = copied_run(exported[0], tmp_path / "old", "finished", config_edit=auto, model_dtype=None)
+    capsys.readouterr()
+    main(["--run", str(old), "--out", str(tmp_path / "b"), "--check", "0"])
+    assert json.loads((tmp_path / "b" / "urlkit_reranker.json").read_text())["dtype"] == here
+    assert f"records no model_dtype (a run from before urlkit recorded it): exporting in {here}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("override, reason", [("direction=rand", "random projection"),

@@ -18,7 +18,8 @@ how much). ``prompt=qwen3_reranker`` is Qwen3-Reranker's official string, charac
 (its own ChatML template, the assistant turn opened with an empty think block), and
 ``prompt=qwen3_vl_reranker`` Qwen3-VL-Reranker's (images right after "<Query>:" and
 "<Document>:"). An empty instruction becomes the format's ``default_instruction``; when that is
-empty too, the template line holding ``{instruction}`` is dropped.
+empty too, the template line holding ``{instruction}`` is dropped (a ConfigError where that line
+also holds the query or the document, which would go with it).
 
 Truncation shortens the DOCUMENT ONLY. The template is rendered once per query with a
 sentinel in place of the document and split there into a prefix (system turn, instruction,
@@ -128,6 +129,11 @@ class PromptRenderer:
         self.max_length = max_length
         self.system_prompt = system_prompt
         self.template = template
+        # An empty instruction drops the lines holding {instruction}; a line that also holds the
+        # query or the document cannot be dropped (Qwen3-VL's "<Instruct>: {instruction}<Query>:
+        # {query}" is one line), so such a template needs an instruction (_chat_text says so).
+        dropped = [line for line in template.split("\n") if "{instruction}" in line]
+        self._instruction_line_holds = next((line for line in dropped if "{query}" in line or "{document}" in line), None)
         self._template_without_instruction = "\n".join(
             line for line in template.split("\n") if "{instruction}" not in line
         )
@@ -267,6 +273,12 @@ class PromptRenderer:
 
     def _chat_text(self, instruction: str, query: Query, query_text: str | None = None) -> str:
         instruction = instruction or self.default_instruction
+        if not instruction and self._instruction_line_holds is not None:
+            raise ConfigError(
+                f"prompt.template: the line {self._instruction_line_holds!r} holds {{instruction}} "
+                "and the query or document, so an empty instruction cannot drop it (the query or "
+                "document would go with it); set prompt.default_instruction, give the data an "
+                "instruction, or put {instruction} on a line of its own")
         template = self.template if instruction else self._template_without_instruction
         text = query.text if query_text is None else query_text
         query_field = text if query.image is None else _QUERY_IMAGE + text
@@ -306,7 +318,10 @@ class PromptRenderer:
                              "renderer has an image processor (vision-language backbone)")
         query = Query(id="query", qrels={})
         given = self._pieces(self._chat_text(_INSTRUCTION, query, _QUERY_TEXT))
-        empty = self._pieces(self._chat_text("", query, _QUERY_TEXT))
+        try:
+            empty = self._pieces(self._chat_text("", query, _QUERY_TEXT))
+        except ConfigError as err:  # no prompt without an instruction: an empty system message fails as here
+            empty = "{{ raise_exception(" + _jinja_string(str(err)) + ") }}"
         own = self.tokenizer.chat_template if isinstance(self.tokenizer.chat_template, str) else ""
         return (
             "{%- macro urlkit_text(content) -%}{%- if content is string -%}{{ content }}{%- else -%}"

@@ -19,9 +19,11 @@ rows), an expanded token set (``head.num_tokens > 2``: its relevance is a log-su
 tokens), a trainable LM-head copy (``head.trainable``) and vision-language backbones.
 
 Merging: every LoRA adapter is folded into its base weight in float32 and the result is cast
-back to the backbone's stored dtype (float32 for the embedded SmolLM2: exact to float rounding;
-bfloat16 hub models round the merged weights to bfloat16, so their scores drift by that
-rounding). sentence-transformers is needed to write the CrossEncoder modules (the ``export``,
+back to the backbone's stored dtype (float32 for the embedded SmolLM2: exact to float rounding).
+A bfloat16 folder differs from urlkit by more than the merged weights' rounding: loaded as
+stored, it computes the LM head and its logits in bfloat16, so its scores fall on bfloat16's grid
+(urlkit reads the yes/no rows in float32); loading it in float32 takes them off the grid (the
+card says so and how). sentence-transformers is needed to write the CrossEncoder modules (the ``export``,
 ``bench`` and ``dev`` extras install it).
 """
 
@@ -55,8 +57,9 @@ class ExportSpec:
     instruction: str
     max_length: int
     dtype: str
-    base_model: str
+    base_model: str | None  # the hub id the weights came from (None: not a hub model)
     run: dict[str, Any] = field(default_factory=dict)  # source run: weight, data, steps, metrics
+    model_config: str = ""  # urlkit's model config (model.name)
 
 
 def check_exportable(reranker: Any, backbone: Any, direction: str, token_ids: Sequence[int]) -> None:
@@ -144,7 +147,7 @@ def write_folder(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, 
     transformer.tokenizer.init_kwargs["padding_side"] = "left"
     cross_encoder.save(str(out))
     (out / EXPORT_INFO).write_text(json.dumps(export_info(spec), indent=2) + "\n")
-    (out / "README.md").write_text(model_card(spec))
+    (out / "README.md").write_text(model_card(spec, out.resolve()))
     return out
 
 
@@ -160,12 +163,17 @@ def export_info(spec: ExportSpec) -> dict[str, Any]:
         "max_length": spec.max_length,
         "dtype": spec.dtype,
         "base_model": spec.base_model,
+        "model_config": spec.model_config,
         "run": spec.run,
     }
 
 
-def model_card(spec: ExportSpec) -> str:
-    """The README.md of the folder: how to load it, what the score is, where it came from."""
+_CARD_PAIRS = [("where do cats sleep", "Cats sleep in warm places."), ("where do cats sleep", "A saw cuts wood.")]
+
+
+def model_card(spec: ExportSpec, folder: str | Path = "<this folder>") -> str:
+    """The README.md of the folder: how to load it, what the score is, where it came from. Its
+    code blocks run as written (``folder``: where they load the model from; tested)."""
     yes, no = spec.token_ids[0], (spec.token_ids[1] if spec.direction == "sft" else None)
     score = "logits[:, -1, yes] - logits[:, -1, no]" if no is not None else "logits[:, -1, yes]"
     run = spec.run
@@ -173,62 +181,96 @@ def model_card(spec: ExportSpec) -> str:
     rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in sorted(metrics.items())
                      if isinstance(value, (int, float)))
     instruction = spec.instruction or spec.prompt.get("default_instruction") or ""
+    before = spec.prompt.get("template", "").split("{document}")[0]
+    lead = before[len(before.rstrip(" ")):]
+    pairs = _CARD_PAIRS
+    bf16 = "" if spec.dtype not in ("bfloat16", "bf16") else """
+Stored in bfloat16: loaded as stored, the model computes its LM head and logits in bfloat16, so
+the scores fall on bfloat16's grid (each logit rounded to 8 significant bits; on urlkit's tiny bf16
+test run up to 5.9e-3 from urlkit, whose scores read the yes/no rows in float32). For scores closer
+to urlkit's, load it in float32: `CrossEncoder(folder, model_kwargs={"dtype": torch.float32})` or
+`AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)` (1.0e-3 from urlkit on that run;
+the rest is urlkit's decoder running in bfloat16).
+"""
+    base = f"`{spec.base_model}`" if spec.base_model else f"urlkit's model config `{spec.model_config}` (not a hub model)"
+    steps = run.get("steps", "?")
+    stopped = run.get("status", "finished") != "finished"
+    if stopped:  # an unfinished run exported on purpose (--allow-unfinished)
+        steps = f"interrupted at step {steps} of {run.get('max_steps', '?')} (run.json status {run.get('status')!r})"
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: text-ranking
 tags: [cross-encoder, reranker, urlkit]
-base_model: {spec.base_model}
----
+{f"base_model: {spec.base_model}" + chr(10) if spec.base_model else ""}---
 
 # {run.get("name", "urlkit reranker")}
 
 A point-wise yes/no reranker trained with urlkit (the Unified Reranking Loss, Dai et al. 2025:
-weight `{run.get("weight", "?")}`, direction `{spec.direction}`) from `{spec.base_model}`, LoRA merged,
+weight `{run.get("weight", "?")}`, direction `{spec.direction}`) from {base}, LoRA merged,
 stored in {spec.dtype}. Score of a (query, document) pair: the log-odds `{score}` at the
 prompt's last token ({spec.tokens[0]!r} = id {yes}{f", {spec.tokens[1]!r} = id {no}" if no is not None else ""}), the
 same number `urlkit.rerank` gives (higher = more relevant; a sigmoid makes it a probability).
-
+{bf16}{chr(10) + "**Unfinished training run**: " + steps + "." + chr(10) if stopped else ""}
 ## Use
 
 ```python
 from sentence_transformers import CrossEncoder
 
-model = CrossEncoder("<this folder>")
-scores = model.predict([("where do cats sleep", "Cats sleep in warm places.")])
-# another instruction than the trained one: model.predict(pairs, prompt="Find the passage.")
+model = CrossEncoder({str(folder)!r})  # this folder (or its hub id once uploaded)
+pairs = {pairs!r}
+scores = model.predict(pairs)  # another instruction than the trained one: prompt="Find the passage."
+print(scores.tolist())
 ```
 
 With plain transformers (the tokenizer's chat template writes the prompt for the roles
-`query` and `document`; a `system` message replaces the instruction):
+`query` and `document`; a `system` message replaces the instruction). Like urlkit, it cuts only
+the document to fit {spec.max_length} tokens, so the instruction, the query and the answer position
+(the last token) survive; `truncation=True` on the whole prompt would cut its end instead:
 
 ```python
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("<this folder>")   # left padding
-model = AutoModelForCausalLM.from_pretrained("<this folder>")
-texts = [tokenizer.apply_chat_template([{{"role": "query", "content": q}}, {{"role": "document", "content": d}}],
-                                       tokenize=False) for q, d in pairs]
-batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+folder = {str(folder)!r}  # this folder (or its hub id once uploaded)
+tokenizer = AutoTokenizer.from_pretrained(folder)  # left padding
+model = AutoModelForCausalLM.from_pretrained(folder).eval()
+yes, no = {yes}, {no}
+max_length, lead = {spec.max_length}, {lead!r}  # lead: the template's spaces before the document, tokenised with it
+mark = "\u27e6document\u27e7"  # stands for the document while the chat template is rendered
+
+
+def prompt_ids(query, document, instruction=None):
+    system = [{{"role": "system", "content": instruction}}] if instruction is not None else []
+    text = tokenizer.apply_chat_template(system + [{{"role": "query", "content": query}},
+                                                   {{"role": "document", "content": mark}}], tokenize=False)
+    prefix, suffix = text.split(mark)
+    prefix, suffix = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in (prefix.removesuffix(lead), suffix))
+    document = tokenizer(lead + document, add_special_tokens=False)["input_ids"]  # may warn: cut next
+    return prefix + document[:max_length - len(prefix) - len(suffix)] + suffix
+
+
+pairs = {pairs!r}
+batch = tokenizer.pad({{"input_ids": [prompt_ids(q, d) for q, d in pairs]}}, return_tensors="pt")
 with torch.inference_mode():
     logits = model(**batch).logits
-yes, no = {yes}, {no}
 scores = {score}
+print(scores.tolist())
 ```
 
 ## Prompt
 
 Format `{spec.prompt.get("name")}`, instruction: {instruction!r} (`urlkit_reranker.json`
-records the format, the instruction and the tokens). Up to {spec.max_length} prompt tokens: urlkit
-cuts only the document to fit; CrossEncoder truncates the rendered prompt at `max_length` and
-keeps the template's closing tokens, so scores agree for prompts within the limit.
+records the format, the instruction and the tokens). Up to {spec.max_length} prompt tokens: urlkit cuts
+only the document to fit; so does the transformers code above, and CrossEncoder truncates the
+rendered prompt at `max_length` and writes the template's closing tokens back over its end, which
+keeps the same tokens (its scores match urlkit's on documents longer than the limit too).
 
 ## Training
 
 | | |
 | --- | --- |
 | data | {run.get("data", "?")} |
-| steps | {run.get("steps", "?")} |
+| steps | {steps} |
 | source run | `{run.get("path", "?")}` |
 
 {"| metric | value |" + chr(10) + "| --- | --- |" + chr(10) + rows if rows else ""}
