@@ -101,6 +101,8 @@ def training_workload(cfg: DictConfig, split: Split | None = None) -> TrainingWo
     for name, weight, data in configs:
         own = split if split is not None and len(configs) == 1 else load_data_split(data, data.train_split)
         ranking = first_stage(own, data.retriever, k=data.hard_depth, run_file=data.run_file)
+        if data.get("ignore_identical_ids", False):  # the query's own document is no negative either
+            ranking = {qid: [(d, s) for d, s in ranked if d != qid] for qid, ranked in ranking.items()}
         groups = TrainGroups(
             own, ranking, cfg.data.n_negatives,
             hard_fraction=data.hard_fraction, hard_depth=data.hard_depth, seed=cfg.seed,

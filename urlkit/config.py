@@ -115,7 +115,8 @@ INTEGERS = {
     "train.accumulate": 1,
     "train.warmup_steps": 0,
     "train.max_consecutive_skips": 1,
-    "data.n_negatives": 0,
+    "data.n_negatives": 1,
+    "data.mixture_block": 1,
     "data.hard_depth": 1,
     "eval.every_n_steps": 0,
     "eval.depth": 1,
@@ -145,6 +146,7 @@ def check_train_config(cfg: DictConfig) -> None:
     _check_missing(cfg)
     _check_values(cfg)
     _check_paths(cfg)
+    _check_mixture(cfg)
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:
@@ -208,26 +210,64 @@ def _check_values(cfg: DictConfig) -> None:
                 f"loss={loss} trains with weight={weight} direction={direction}, not weight={pair[0]} "
                 f"direction={pair[1]}: use +objective={loss}"
             )
+    _check_ranges(cfg)
+
+
+def _check_ranges(cfg: DictConfig, only: str = "", name: Any = str) -> None:
+    """Each known key of ``cfg`` (those starting with ``only``) within its choices or range;
+    ``name(key)`` is how the error names it (a mixture source's keys are its own)."""
     for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
+        value = _get(cfg, key) if key.startswith(only) else None
         if value is not None and value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+            raise ConfigError(f"{name(key)}={value!r} is not one of {', '.join(allowed)}")
     for key, lowest in {**INTEGERS, **NULLABLE_INTEGERS}.items():
-        value = _get(cfg, key, default=...)
+        value = _get(cfg, key, default=...) if key.startswith(only) else ...
         if value is ... or (value is None and key in NULLABLE_INTEGERS):
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             null = " or null" if key in NULLABLE_INTEGERS else ""
-            raise ConfigError(f"{key}={value!r} must be an integer >= {lowest}{null}")
+            raise ConfigError(f"{name(key)}={value!r} must be an integer >= {lowest}{null}")
     for key, (low, high, open_low) in {**NUMBERS, **NULLABLE_NUMBERS}.items():
-        value = _get(cfg, key, default=...)
+        value = _get(cfg, key, default=...) if key.startswith(only) else ...
         if value is ... or (value is None and key in NULLABLE_NUMBERS):
             continue
         number = _as_number(value)
         if number is None or not (low < number if open_low else low <= number) or number > high:
             low_text = f"> {low:g}" if open_low else f">= {low:g}"
             bound = low_text if math.isinf(high) else f"{low_text} and <= {high:g}"
-            raise ConfigError(f"{key}={value!r} must be a number {bound}")
+            raise ConfigError(f"{name(key)}={value!r} must be a number {bound}")
+
+
+def _check_mixture(cfg: DictConfig) -> None:
+    """Each ``data.mixture`` source before anything loads: only ``weight`` and the data keys
+    (a misspelt key would silently keep its default), each value in range, its files there,
+    every error naming ``data.mixture.<source>.<key>``."""
+    mixture = _get(cfg, "data.mixture")
+    if mixture is None:
+        return
+    if not isinstance(mixture, DictConfig):
+        raise ConfigError(f"data.mixture must map source names to {{weight: w, <data keys>}}, got {mixture!r}")
+    base = {k: v for k, v in cfg.data.items() if k != "mixture"}
+    for source, entry in mixture.items():
+        prefix = f"data.mixture.{source}"
+        if not isinstance(entry, DictConfig):
+            raise ConfigError(f"{prefix} must map data keys to values, e.g. {{weight: 1, path: ...}}, got {entry!r}")
+        unknown = sorted(str(k) for k in entry if k != "weight" and k not in base)
+        if unknown:
+            raise ConfigError(f"{prefix}: no data key {', '.join(unknown)} (a source takes weight and the keys of "
+                              f"data: {', '.join(sorted(map(str, base)))})")  # fmt: skip
+        weight = _as_number(entry.get("weight", 1.0))
+        if weight is None or weight <= 0:
+            raise ConfigError(f"{prefix}.weight={entry.get('weight')!r} must be a number > 0")
+        merged = OmegaConf.merge(OmegaConf.create(base), {k: v for k, v in entry.items() if k != "weight"})
+        view = OmegaConf.create({"data": merged})
+        _check_ranges(view, only="data.", name=lambda key, prefix=prefix: prefix + key.removeprefix("data"))
+        if merged.get("path") is not None:
+            resolve_path(merged.path, f"{prefix}.path")
+        if merged.get("retriever") == "trec" and not merged.get("run_file"):
+            raise ConfigError(f"{prefix}.retriever=trec needs {prefix}.run_file=<a TREC run file>")
+        if merged.get("run_file") and merged.get("retriever") == "trec" and not Path(merged.run_file).is_file():
+            raise FileNotFoundError(f"{prefix}.run_file={merged.run_file}: no such file")
 
 
 def _as_number(value: Any) -> float | None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from urlkit.config import check_train_config, register_resolvers
-from urlkit.errors import reported_errors
+from urlkit.errors import ConfigError, reported_errors
 from urlkit.paths import REPO_ROOT
 from urlkit.train import train
 
@@ -36,10 +36,29 @@ def run_directory(cfg: DictConfig) -> Path:
     return Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
 
 
-def resume_config(run_dir: Path) -> DictConfig:
+def resume_config(run_dir: Path, given: DictConfig | None = None, overrides: list[str] = ()) -> DictConfig:
     """The config a resumed run continues with: the one it started with (same data, model,
-    loss and steps), plus ``resume=<run_dir>``."""
+    loss and steps), plus ``resume=<run_dir>``. An override on the command line (``given``:
+    the config it composed) that would change it is an error naming it: a resumed run cannot
+    become another run (a new setting, more steps included, is a new run); one that repeats
+    the saved value (a requeued job's command line) is fine."""
     saved = OmegaConf.load(Path(run_dir) / "config.yaml")
+    changed = []
+    last = {override.split("=", 1)[0].lstrip("+~"): override for override in overrides}  # as Hydra applies them
+    for key, override in last.items():
+        if key in ("resume", "hydra") or key.startswith("hydra.") or given is None:
+            continue
+        try:
+            asked, kept = OmegaConf.select(given, key, default=None), OmegaConf.select(saved, key, default=None)
+            plain = [OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v
+                     for v in (asked, kept)]  # fmt: skip
+        except Exception:  # noqa: BLE001 - a value that cannot even be resolved is not the saved one
+            plain = [override, None]
+        if plain[0] != plain[1]:
+            changed.append(f"{override} (the run has {key}={plain[1]!r})" if not isinstance(plain[1], dict) else override)
+    if changed:
+        raise ConfigError(f"resume={run_dir} continues the run with the config it started with; these overrides "
+                          f"would change it: {'; '.join(changed)}. Resume without them, or start a new run")
     saved.resume = str(run_dir)
     return saved
 
@@ -49,7 +68,7 @@ def main(cfg: DictConfig) -> float | None:
     with reported_errors():  # bad input: "error: <message>", exit status 2
         run_dir = run_directory(cfg)
         if cfg.get("resume"):
-            cfg = resume_config(run_dir)
+            cfg = resume_config(run_dir, cfg, list(hydra.core.hydra_config.HydraConfig.get().overrides.task))
         check_train_config(cfg)
         print(f"[urlkit] run directory: {run_dir}", flush=True)
         metrics = train(cfg, run_dir)

@@ -44,7 +44,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         )
     start_step = restart_point(run) if cfg.get("resume") else 0
     run.write_config(OmegaConf.to_container(cfg, resolve=True))
-    info = run.update_info(status="running", wandb_id=run.read_info().get("wandb_id") or new_run_id())
+    # a resumed run starts clean: the error of the attempt it continues is not this one's
+    info = run.update_info(status="running", error=None, wandb_id=run.read_info().get("wandb_id") or new_run_id())
     try:
         return _fit_and_evaluate(cfg, run.path, run, info["wandb_id"], start_step)
     except BaseException as err:

@@ -93,3 +93,18 @@ def test_evaluation_queries_that_also_train_are_said(tmp_path):
     assert shared_queries([load_split("data/wordsense", "train")], {"test": EvalSet(held_out, {}, None)}) == []
     same = load_split("data/wordsense", "dev")
     assert shared_queries([same], {"dev": EvalSet(same, {}, None)})[0].startswith("402 of the 402 dev queries")
+
+
+def test_identical_ids_are_not_training_negatives_either(tmp_path):
+    from helpers.run_helpers import compose_train
+
+    from urlkit.build import training_workload
+
+    corpus = [{"_id": f"{i}", "text": t} for i, t in enumerate(
+        ["tabs are better than spaces", "spaces are better than tabs", "tabs or spaces", "nice weather"])]
+    root = _beir(tmp_path, "0\t1\t1\n", corpus=corpus, queries=[{"_id": "0", "text": "tabs are better than spaces"}])
+    (root / "qrels" / "train.tsv").write_text("0\t1\t1\n")
+    for ignore in (False, True):
+        cfg = compose_train(root, "data=beir", f"data.path={root}", f"data.ignore_identical_ids={ignore}")
+        ranked = [doc for doc, _ in training_workload(cfg).ranking["0"]]  # where hard negatives come from
+        assert (ranked[0] == "0") is not ignore and ("0" in ranked) is not ignore

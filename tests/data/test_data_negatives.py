@@ -43,7 +43,8 @@ def test_query_rng_does_not_depend_on_pythons_hash_seed():
 
 
 @pytest.mark.parametrize(("n", "hard_fraction", "n_hard"), [(8, 0.5, 4), (8, 0.25, 2), (5, 0.5, 3),
-                                                           (4, 1.0, 4), (4, 0.0, 0)])
+                                                           (4, 1.0, 4), (4, 0.0, 0),
+                                                           (25, 0.58, 15)])  # 25 x 0.58 + 1/2 is 15 (floats: 14.999...)
 def test_hard_random_ratio_is_honoured(n, hard_fraction, n_hard):
     random_in_hard_pool = 0
     for i in range(100):

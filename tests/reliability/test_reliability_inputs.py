@@ -75,13 +75,21 @@ def test_unknown_config_group_option(tmp_path):
         ("train.lr=fast", "train.lr='fast' must be a number > 0"),
         ("logger=wandb logger.mode=onlin", "logger.mode='onlin' is not one of auto, online, offline, disabled"),
         ("data.retriever=trec", "data.retriever=trec needs data.run_file=<a TREC run file>"),
+        ("data.n_negatives=0", "data.n_negatives=0 must be an integer >= 1"),
+        ("data.mixture={a:{weight:1},b:{hard_fraction:1.5}}", "data.mixture.b.hard_fraction=1.5 must be a number >= 0 and <= 1"),
+        ("data.mixture={a:{weight:1},b:{weigth:3}}", "data.mixture.b: no data key weigth (a source takes weight and"),
+        ("data.mixture={a:{weight:1},b:{path:/nowhere}}", "data.mixture.b.path=/nowhere: no such file or directory"),
+        ("data.mixture={a:{weight:1},b:{random_from:corpse}}", "data.mixture.b.random_from='corpse' is not one of pool"),
+        ("data.mixture={a:{weight:0}}", "data.mixture.a.weight=0 must be a number > 0"),
     ],
-    ids=["unknown-choice", "negative-steps", "out-of-range", "not-a-number", "logger-mode", "trec-without-run-file"],
+    ids=["unknown-choice", "negative-steps", "out-of-range", "not-a-number", "logger-mode", "trec-without-run-file",
+         "no-negatives", "mixture-range", "mixture-typo", "mixture-path", "mixture-choice", "mixture-weight"],
 )
 def test_a_config_value_urlkit_cannot_use(tmp_path, override, expected):
     overrides = override.split()
     groups = {o.split("=")[0] for o in overrides}
-    out = cli(*[o for o in TINY if o.split("=")[0] not in groups], *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    data = [f"data.path={REPO_ROOT / 'data' / 'wordsense'}"]  # a mixture's sources read data.path's keys
+    out = cli(*[o for o in TINY if o.split("=")[0] not in groups], *data, *overrides, f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_clear_error(out.returncode, out.stderr, expected)
     assert not (tmp_path / "run" / "config.yaml").exists()  # failed before any work
 

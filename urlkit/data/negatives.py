@@ -69,7 +69,8 @@ def sample_negatives(
     pool = query.candidates if random_from == "pool" else None
     random_pool = pool if pool is not None else corpus_ids
 
-    n_hard = min(int(np.floor(n * hard_fraction + 0.5)), len(hard_pool))
+    # rounded first: 25 x 0.58 is 14.499999999999998 in floating point, and floor(N h + 1/2) is 15
+    n_hard = min(int(np.floor(round(n * hard_fraction, 9) + 0.5)), len(hard_pool))
     hard = [hard_pool[i] for i in rng.permutation(len(hard_pool))[:n_hard]]
     taken = positives | set(hard)
     random = _draw_distinct(random_pool, n - n_hard, taken, rng)

@@ -1,0 +1,37 @@
+"""``resume=<run dir>`` continues a run with the config it started with: an override that would
+change it is an error naming it (it used to be dropped without a word), one that repeats the
+saved value (a requeued job's command line) is fine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from helpers.run_helpers import write_small_dataset
+
+from urlkit.paths import REPO_ROOT
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "urlkit.run", *args], capture_output=True, text=True,
+                          timeout=280, cwd=REPO_ROOT)  # fmt: skip
+
+
+def test_resume_refuses_overrides_that_would_change_the_run_and_accepts_repeats(tmp_path):
+    data = write_small_dataset(tmp_path / "small")
+    run = tmp_path / "run"
+    command = ["model=tiny", f"data.path={data}", "logger=none", "train.max_steps=2", "train.warmup_steps=1",
+               "eval.every_n_steps=0", "data.n_negatives=3", "+trainer.enable_progress_bar=false"]  # fmt: skip
+    first = _run(*command, f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    info = json.loads((run / "run.json").read_text())
+    info.update(status="interrupted", error="SIGTERMException")  # as a pre-empted attempt leaves it
+    (run / "run.json").write_text(json.dumps(info))
+    changed = _run(*command, f"resume={run}", "train.max_steps=30", "seed=7")
+    assert changed.returncode == 2
+    assert "train.max_steps=30 (the run has train.max_steps=2); seed=7 (the run has seed=0)" in changed.stderr
+    again = _run(*command, f"resume={run}")  # the same command line, requeued
+    assert again.returncode == 0, again.stderr[-2000:]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info.get("error") is None  # not the earlier attempt's
