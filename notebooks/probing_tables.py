@@ -96,7 +96,7 @@ if fig is not None:
 # %% [markdown]
 # ## Verdicts on the tables selected above (urlkit.analysis.findings)
 #
-# Effect, 95% interval (paired hierarchical bootstrap over test queries and seeds), the
+# Effect, 95% interval (paired t interval over seeds and test queries), the
 # smallest effect these runs could detect, the paper's effect, and the verdict.
 
 # %%

@@ -110,7 +110,7 @@ if fig is not None:
 # %% [markdown]
 # ## Verdicts on the runs selected above (urlkit.analysis.findings)
 #
-# Effect, 95% interval (paired hierarchical bootstrap over queries or steps, and seeds), the
+# Effect, 95% interval (paired t interval over seeds, and queries for test metrics), the
 # smallest effect these runs could detect, and the verdict: holds / fails / inconclusive /
 # not run.
 

@@ -1,5 +1,5 @@
 """The table of ``scripts/tune_defaults.sh``: each setting's dev NDCG@10 against BM25 and
-against the default (lr 2e-4, 300 steps), with urlkit's paired hierarchical bootstrap
+against the default (lr 2e-4, 300 steps), with urlkit's paired interval over seeds and queries (urlkit.analysis.stats)
 (queries resampled with one draw for every arm, seeds within arms; urlkit/analysis/stats.py).
 Settings, seeds and the scored split come from each run's config.yaml.
 

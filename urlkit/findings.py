@@ -6,7 +6,7 @@
 One line per claim: verdict (holds / fails / inconclusive / not run), effect, 95% interval,
 the smallest effect these runs could detect, the paper's effect, and how many queries and
 seeds it rests on. The library is urlkit/analysis/findings.py (the claims, the rules) and
-urlkit/analysis/stats.py (the paired hierarchical bootstrap); this file is only the CLI.
+urlkit/analysis/stats.py (the paired intervals over seeds and queries); this file is only the CLI.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"error: {err}\n")
     print(
         f"{len(runs)} runs from {args.source}; {args.metric} x100 per query, "
-        "95% paired hierarchical bootstrap over queries and seeds"
+        "95% paired t intervals over seeds and queries (steps: seeds)"
     )
     for verdict in check_findings(runs, args.metric, only=args.only, margin=args.margin):
         print(f"- {verdict}")

@@ -112,6 +112,10 @@ def test_laptop_plan_is_three_seeds_from_its_profile_and_overrides_widen_it(tmp_
     assert {p.cfg.seed for p in widened} == {0, 1}
     runs, minutes = estimate(planned)
     assert runs == 18 and minutes > 0
+    # a key the user sweeps names the folders too (it used to put two runs in each folder)
+    swept = plan(["table1"], "laptop", ["train.lr=1e-4,2e-4"], tmp_path, "none")
+    assert len(swept) == 36 and len({p.run_dir for p in swept}) == 36
+    assert {p.run_dir.name.split(",")[-1] for p in swept} == {"train.lr=0.0001", "train.lr=0.0002"}
 
 
 def test_plan_only_prints_runs_and_minutes_per_study(capsys):

@@ -7,13 +7,14 @@ whose sign is the claim (``effect > 0`` is what the paper says). On the runs at 
 - the effect: the contrast of the arms' means over seeds and test queries, in points (per-query
   metric x 100; final metric x 100 when a source keeps no per-query file), or in the logged
   unit for a per-step column (Figure 3's weights: mean over steps and seeds);
-- its 95% interval and the smallest effect the runs could detect (80% power), from the paired
-  hierarchical bootstrap of :mod:`urlkit.analysis.stats` (queries or steps, and seeds);
+- its 95% interval and the smallest effect the runs could detect (80% power), a paired t
+  interval over seeds and test queries (steps: seeds alone) of :mod:`urlkit.analysis.stats`;
 - a verdict. Directional claims: ``holds`` (interval above 0), ``fails`` (below 0),
   ``inconclusive`` (it spans 0). Equivalence claims ("indistinguishable", "changes little",
   "unaffected", margin ``+-margin`` points, default 0.5): ``holds`` when the interval lies
   inside the margin, ``fails`` when it lies wholly outside, else ``inconclusive``.
-  ``not run`` names the grid points (arms) with no run.
+  ``not run`` names the grid points (arms) with no run. One seed in an arm gives no verdict
+  (``inconclusive``): a claim about a training method needs its training noise.
 
 No correction for the number of claims is made: with ~25 claims at 95%, about one interval in
 twenty misses by chance; read a lone surprising verdict with that in mind. Claims are those
@@ -200,8 +201,7 @@ def _has_per_query(arm: Runs, metric: str) -> bool:
     return len(arm) > 0 and set(arm.ids) <= set(rows["run_id"])
 
 
-def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: float = DEFAULT_MARGIN,
-          n_resamples: int = 2000) -> Verdict:  # fmt: skip
+def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: float = DEFAULT_MARGIN) -> Verdict:
     """The verdict of one finding on ``runs`` (already narrowed to any selection)."""
     selected = _complete(runs.select(experiment_name=list(finding.experiments)), finding, metric)
     arms = {label: selected.select(where) for label, where in finding.arms.items()}
@@ -220,7 +220,8 @@ def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: fl
         what = finding.column or metric
         return verdict(NOT_RUN, f"no {what} in the runs of {', '.join(empty)} (unfinished?)")
     try:
-        estimate = contrast(values, finding.weights, n_resamples=n_resamples)
+        # a curve's steps are not a sample: its uncertainty is the seeds' (urlkit.analysis.stats)
+        estimate = contrast(values, finding.weights, resample_units=finding.column is None)
     except ContrastError as err:
         return verdict(NOT_RUN, str(err))
     status = _status(estimate, finding.kind, margin)
@@ -228,7 +229,9 @@ def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: fl
 
 
 def _status(estimate: Estimate, kind: str, margin: float) -> str:
-    if not estimate.has_interval:
+    # one seed in an arm: the training noise is unknown, and a claim about a training method
+    # cannot rest on one run of it (the interval then covers the test queries' noise only)
+    if not estimate.has_interval or not estimate.seeds_resampled:
         return INCONCLUSIVE
     low, high = estimate.low, estimate.high
     if kind == EQUIVALENT:
@@ -259,7 +262,7 @@ def _describe(finding: Finding, e: Estimate, per_query: bool, margin: float) -> 
         parts.append(f"paper {finding.paper:+.2f}")
     parts.append(f"{units} x {seeds_text}{' paired' if e.seeds_paired and max(seeds) > 1 else ''}")
     if not e.seeds_resampled:
-        parts.append("1 seed in an arm: seed noise not in the interval")
+        parts.append("1 seed in an arm: seed noise not in the interval, so no verdict")
     return "; ".join(parts)
 
 
@@ -272,12 +275,11 @@ def check_findings(
     metric: str = DEFAULT_METRIC,
     only: Sequence[str] | None = None,
     margin: float = DEFAULT_MARGIN,
-    n_resamples: int = 2000,
 ) -> list[Verdict]:
     """A verdict per finding; ``only`` keeps findings named so or starting with a name and a
     space (``["Figure 3"]`` keeps "Figure 3 (W+)" and "Figure 3 (W-)")."""
     chosen = [f for f in FINDINGS if not only or any(f.name == n or f.name.startswith(n + " ") for n in only)]
-    return [check(f, runs, metric, margin, n_resamples) for f in chosen]
+    return [check(f, runs, metric, margin) for f in chosen]
 
 
 def verdict_table(verdicts: Sequence[Verdict]) -> pd.DataFrame:

@@ -86,9 +86,15 @@ def plan(
                 composed = compose([f"experiment={experiment}", f"+profile={profile}"])
                 params = {str(k): str(v) for k, v in composed.hydra.sweeper.params.items()}
                 swept = {key.lstrip("+~") for key in params}
-                for point in expand(
-                    {"experiment": experiment, **params}, [f"+profile={profile}", *overrides]
-                ):
+                points = list(expand({"experiment": experiment, **params}, [f"+profile={profile}", *overrides]))
+                # a key the user swept too (train.lr=1e-4,2e-4) names the folders as the grid's do
+                values: dict[str, set[str]] = {}
+                for point in points:
+                    for override in point:
+                        key, _, value = override.partition("=")
+                        values.setdefault(key.lstrip("+~"), set()).add(value)
+                swept |= {key for key, seen_values in values.items() if len(seen_values) > 1}
+                for point in points:
                     run_dir = root / experiment / point_label(point, only=swept)
                     cfg = compose([*point, *fixed])
                     with open_dict(cfg):
@@ -96,6 +102,11 @@ def plan(
                     planned.append(
                         Planned(experiment, [*point, *fixed], run_dir, cfg, _state(run_dir, cfg))
                     )
+    folders: dict[Path, Planned] = {}
+    for p in planned:  # two runs in one folder: the second would be refused, the sweep short
+        if p.run_dir in folders:
+            raise StudyError(f"two runs of the plan share {p.run_dir}: {folders[p.run_dir].point} and {p.point}")
+        folders[p.run_dir] = p
     return planned
 
 
