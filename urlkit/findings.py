@@ -24,6 +24,7 @@ from urlkit.analysis.findings import (
     GREATER,
     HOLDS,
     INCONCLUSIVE,
+    MIXED,
     NOT_RUN,
     Finding,
     Verdict,
@@ -32,7 +33,7 @@ from urlkit.analysis.findings import (
 
 __all__ = [
     "DEFAULT_MARGIN", "DEFAULT_METRIC", "EQUIVALENT", "FAILS", "FINDINGS", "GREATER", "HOLDS",
-    "INCONCLUSIVE", "NOT_RUN", "Finding", "Verdict", "check_findings", "main",
+    "INCONCLUSIVE", "MIXED", "NOT_RUN", "Finding", "Verdict", "check_findings", "main",
 ]  # fmt: skip
 
 

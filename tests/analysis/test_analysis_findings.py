@@ -144,3 +144,40 @@ def test_findings_of_unrun_experiments_say_not_run(runs_dir):
                  "Figure 2 (SFT)", "Figure 5 (SFT 16 vs 1)"):  # fmt: skip
         assert verdicts[name].status == NOT_RUN, str(verdicts[name])
     assert verdicts["Figure 3 (W+)"].status != NOT_RUN  # table1's URL(sft,sft), URL(cl,cl)
+
+
+def test_runs_of_different_setups_are_not_compared(tmp_path):
+    """A dev-scored run, or a laptop run beside paper runs, among the arms: no verdict, named."""
+    import shutil
+
+    from urlkit.findings import MIXED
+
+    finding = BY_NAME["Table 1 (diagonal)"]
+    root = write_arms(tmp_path / "runs", _arms(finding), _planted(finding, 12.0), seeds=5, queries=80)
+    assert check(finding, load_runs(root)).status == HOLDS
+    config = next(root.rglob("config.yaml"))
+    cfg = yaml.safe_load(config.read_text())
+    cfg.setdefault("data", {})["test_split"] = "dev"
+    config.write_text(yaml.safe_dump(cfg))
+    verdict = check(finding, load_runs(root))
+    assert verdict.status == MIXED
+    assert "the runs differ in data.test_split ((not recorded): 9 runs, dev: 1 runs)" in verdict.detail
+    shutil.rmtree(config.parent)  # the odd run out gone: compared again
+    assert check(finding, load_runs(root)).status == HOLDS
+
+
+def test_tables_count_seeds_of_finished_runs_as_the_findings_do(tmp_path):
+    import json
+    import shutil
+
+    from urlkit.analysis.tables import seed_summary
+
+    finding = BY_NAME["Table 1 (diagonal)"]
+    root = write_arms(tmp_path / "runs", _arms(finding), {}, seeds=3)
+    run = next(root.rglob("config.yaml")).parent
+    shutil.copytree(run, run.with_name(run.name + "_again"))  # the same seed run twice
+    info = json.loads((run.with_name(run.name + "_again") / "run.json").read_text())
+    info["run_id"] += "x"
+    (run.with_name(run.name + "_again") / "run.json").write_text(json.dumps(info))
+    table = seed_summary(load_runs(root), ["weight.name", "direction.name"])
+    assert set(table["n"]) == {3}  # not 4 where a seed ran twice

@@ -44,6 +44,8 @@ def weight_curves(
     if "weight.name" not in runs.config:
         return pd.DataFrame()
     trained = runs.config[runs.config["weight.name"].isin(families)]
+    if "direction.name" in trained:  # a family's own objective: URL(sft,cl) is neither SFT nor CL
+        trained = trained[trained["direction.name"].isna() | (trained["direction.name"] == trained["weight.name"])]
     parts = []
     for side, suffix in (("positives", "pos"), ("negatives", "neg")):
         for family in families:

@@ -33,6 +33,10 @@ from urlkit.analysis.runset import Runs
 from urlkit.analysis.stats import ContrastError, Estimate, contrast
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = "holds", "fails", "inconclusive", "not run"
+MIXED = "mixed setups"  # the runs differ in what is not the claim's contrast: no comparison
+# what every run a finding compares must share, unless the finding's arms vary it
+SETUP_KEYS = ("data.name", "data.path", "data.test_split", "model.name", "train.max_steps", "train.lr",
+              "eval.test_queries", "eval.depth")  # fmt: skip
 GREATER, EQUIVALENT = "greater", "equivalent"
 DEFAULT_METRIC = "test/ndcg@10"
 # points of the test metric: the paper's directional effects run from 0.21 (Table 1, sft vs cl
@@ -213,6 +217,14 @@ def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: fl
     if missing:
         where = " or ".join(finding.experiments)
         return verdict(NOT_RUN, f"no run of {'; '.join(missing)} in experiment {where}")
+    varied = {key for where in finding.arms.values() for key in where}
+    used = pd.concat([arm.config for arm in arms.values()])
+    for key in SETUP_KEYS:  # e.g. laptop and paper runs in one folder, or a dev-scored run
+        values = used[key].astype(object).where(used[key].notna(), "(not recorded)").astype(str) if key in used else None
+        if values is not None and key not in varied and values.nunique() > 1:
+            counts = values.value_counts().to_dict()
+            return verdict(MIXED, f"the runs differ in {key} ({', '.join(f'{v}: {n} runs' for v, n in counts.items())}); "
+                                  "select one setup, e.g. load_runs(...).select(...)")  # fmt: skip
     per_query = finding.column is None and all(_has_per_query(a, metric) for a in arms.values())
     values = {label: arm_values(arm, finding.column, metric, per_query) for label, arm in arms.items()}
     empty = [label for label, v in values.items() if v.empty]

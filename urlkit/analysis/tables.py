@@ -33,7 +33,11 @@ PAPER_METRIC = "test/ndcg@10"
 def seed_summary(
     runs: Runs, by: Sequence[str], metric: str = DEFAULT_METRIC, scale: float = 100.0
 ) -> pd.DataFrame:
-    """``by`` columns, then n, mean, std of ``metric`` x ``scale`` over the runs of each group."""
+    """``by`` columns, then n, mean, std of ``metric`` x ``scale`` over the seeds of each group.
+
+    As the findings count them: finished runs only (a run still training has no final metric
+    yet, one interrupted a partial one), and one value per seed (a seed run twice is averaged,
+    not counted twice)."""
     by = list(by)
     table = runs.final(metric)
     missing = [c for c in by if c not in table]
@@ -41,6 +45,11 @@ def seed_summary(
         known = ", ".join(c for c in table.columns if "." in c or c in ("objective", "seed"))
         raise KeyError(f"no run column {missing}; config columns include: {known}")
     table = _normalise_keys(table, by)
+    if "status" in table:
+        table = table[table["status"].isin(["finished", "unknown"])]
+    if "seed" in table and "seed" not in by:
+        seed = table["seed"].where(table["seed"].notna(), table["run_id"])
+        table = table.assign(seed=seed).groupby([*by, "seed"], dropna=False, sort=False)[metric].mean().reset_index()
     grouped = table.groupby(by, dropna=False, sort=False)[metric]
     stats = grouped.agg(n="count", mean="mean", std="std").reset_index()
     stats[["mean", "std"]] *= scale
