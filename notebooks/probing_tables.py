@@ -50,7 +50,7 @@ from IPython.display import Markdown, display
 
 from urlkit.analysis import PAPER_TABLES, probe_table, write_table
 from urlkit.analysis.figures import probing_deltas, save_figure
-from urlkit.analysis.findings import check_findings, verdict_table
+from urlkit.analysis.findings import TABLE_EXPERIMENTS, check_findings, verdict_table
 from urlkit.analysis.notebook import attempt, interact, interactive_figures, load_or_explain
 from urlkit.analysis.tables import PAPER_METRIC, format_table
 
@@ -72,7 +72,9 @@ if metric != PAPER_METRIC:
 # %%
 results = {}
 for name in tables:
-    table = attempt(probe_table, runs.select(experiment_name=name), metric=metric, paper=name)
+    # Table 1's diagonal runs are figure3_weights' (the same probing setting), as for the findings
+    experiments = list(TABLE_EXPERIMENTS.get(name, (name,)))
+    table = attempt(probe_table, runs.select(experiment_name=experiments), metric=metric, paper=name)
     if table is None:
         continue
     results[name] = table

@@ -213,3 +213,13 @@ def test_figure3_curves_are_each_familys_own_objective_not_the_mixed_pairs():
     committed = pd.read_csv(REPO_ROOT / "figures" / "tables" / "figure3_weights_summary.csv")
     merged = summary.merge(committed, on=["side", "weight", "computed_in"], suffixes=("", "_committed"))
     assert len(merged) == 8 and (merged["all steps"] - merged["all steps_committed"]).abs().max() < 1e-3
+
+
+def test_table1_reads_its_diagonal_from_figure3_weights_as_the_findings_do():
+    from urlkit.analysis.findings import TABLE_EXPERIMENTS
+
+    runs = load_runs(REPO_ROOT / "results" / "embedded")
+    name = "table1_weight_direction"
+    table = probe_table(runs.select(experiment_name=list(TABLE_EXPERIMENTS[name])), paper=name)
+    assert list(table["n"]) == [3, 3, 3, 3]  # the diagonal too (it was n=0 from table1's runs alone)
+    assert table.loc[0, "mean"] == pytest.approx(62.53, abs=0.01)  # figures/tables/table1_embedded.md

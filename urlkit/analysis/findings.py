@@ -79,6 +79,8 @@ def _wd(weight: str, direction: str) -> dict:
 
 # Table 1's diagonal (URL(sft,sft), URL(cl,cl)) is figure3_weights' grid in the same probing setting
 T1 = ("table1_weight_direction", "figure3_weights")
+# the experiments whose runs make a paper table (the notebooks' tables read the same as the findings)
+TABLE_EXPERIMENTS = {"table1_weight_direction": T1}
 T2, T3 = ("table2_weight_properties",), ("table3_random_direction",)
 WEIGHT_RUNS = ("figure3_weights", "figure2_native", "table1_weight_direction")
 TABLE1_ARMS = {"sft,sft": _wd("sft", "sft"), "sft,cl": _wd("sft", "cl"),
