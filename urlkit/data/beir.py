@@ -24,6 +24,7 @@ from urlkit.data.reading import (
     check_query,
     find_data_file,
     iter_jsonl,
+    parses_as,
     read_dataset_info,
     read_records,
 )
@@ -131,7 +132,7 @@ def _read_qrels(
                 try:
                     grade = int(score)
                 except ValueError:
-                    if line_no == 1 and not _is_number(score):
+                    if line_no == 1 and not parses_as(float, score):
                         continue  # the header: query-id corpus-id score
                     raise fields.error(f"score {score!r} is not an integer grade",
                                        "malformed qrels line") from None
@@ -151,10 +152,3 @@ def _read_qrels(
             first_line.setdefault(query_id, line_no)
     return qrels, first_line
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

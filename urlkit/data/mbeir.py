@@ -54,6 +54,10 @@ A single query *file* given as ``data.path`` is read for the split its name says
 (``mbeir_x_task0_test.jsonl`` is the test split); asked for another split, the file's own
 M-BEIR tree is read for that split, and a file outside a tree is an error (the same queries
 would otherwise serve for training and for testing).
+
+One file over 400 lines because it is one contract with UniIR's tree: its layout, the rules
+that pair a split with its pool, qrels and instructions, and their readers; a quarter of it is
+this description.
 """
 
 from __future__ import annotations
@@ -66,7 +70,14 @@ from pathlib import Path
 
 from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split
 from urlkit.data.negatives import query_rng
-from urlkit.data.reading import ErrorPolicy, check_document, check_query, open_text, read_records
+from urlkit.data.reading import (
+    ErrorPolicy,
+    check_document,
+    check_query,
+    open_text,
+    parses_as,
+    read_records,
+)
 
 # UniIR's task ids (src/data/preprocessing/utils.py) -> the paper's Table 4 categories.
 # Task 5 (image -> image,text) is not used by M-BEIR.
@@ -358,7 +369,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) not in (4, 5) or not _is_int(parts[3]):
+            if len(parts) not in (4, 5) or not parses_as(int, parts[3]):
                 raise DataError(
                     f"expected 'qid 0 did grade [task_id]', got {line.strip()!r}",
                     path=path, line=number, reason="malformed qrels line",
@@ -432,13 +443,6 @@ def _modality_name(text: str, image: str | None) -> str:
     """M-BEIR's modality words for a line that does not state its own."""
     return ",".join(name for name, present in (("image", image), ("text", text.strip())) if present)
 
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _dataset_name(query_path: Path) -> str:

@@ -181,6 +181,15 @@ def check_query(query: Query, corpus: dict[str, Document], fields: LineFields) -
     return query
 
 
+def parses_as(convert: Callable[[str], Any], text: str) -> bool:
+    """Whether ``convert(text)`` (``int``, ``float``) reads it: a header cell or a value?"""
+    try:
+        convert(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _where(err: json.JSONDecodeError) -> str:
     """``"Unterminated string starting at column 69"``: the message with its column."""
     message = err.msg if err.msg.endswith(" at") else f"{err.msg} at"
