@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from urlkit.config import resolve_path
-from urlkit.data.candidates import Ranking, first_stage
+from urlkit.data.candidates import Ranking, first_stage, without_identical_ids
 from urlkit.data.format import DataError, MissingSplitError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups
 from urlkit.data.loaders import load_split
@@ -102,7 +102,7 @@ def training_workload(cfg: DictConfig, split: Split | None = None) -> TrainingWo
         own = split if split is not None and len(configs) == 1 else load_data_split(data, data.train_split)
         ranking = first_stage(own, data.retriever, k=data.hard_depth, run_file=data.run_file)
         if data.get("ignore_identical_ids", False):  # the query's own document is no negative either
-            ranking = {qid: [(d, s) for d, s in ranked if d != qid] for qid, ranked in ranking.items()}
+            ranking = without_identical_ids(ranking)
         groups = TrainGroups(
             own, ranking, cfg.data.n_negatives,
             hard_fraction=data.hard_fraction, hard_depth=data.hard_depth, seed=cfg.seed,
@@ -153,7 +153,7 @@ def _ranked(split: Split, data_cfg: Any, depth: int, max_queries: int | None) ->
     # BEIR's evaluation (ignore_identical_ids): in ArguAna and Quora a query is also a corpus
     # document under its own id, which the first stage ranks first; it is not a candidate
     ranking = first_stage(split, data_cfg.retriever, k=depth + 1, run_file=data_cfg.run_file)
-    ranking = {qid: [(d, s) for d, s in ranked if d != qid][:depth] for qid, ranked in ranking.items()}
+    ranking = without_identical_ids(ranking, depth)
     return EvalSet(split, ranking, max_queries)
 
 
@@ -183,12 +183,15 @@ def shared_queries(train: list[Split], evaluated: dict[str, EvalSet]) -> list[st
     """One line per evaluation split whose queries also train (the same query id, or the same
     text with the same positives): a split that is not held out, e.g. one file named twice, or
     a dev split set to the test split. Empty when every split is held out."""
+    def content(q):
+        return q.text, q.image, tuple(sorted(q.positives))
+
     seen_ids = {q.id for split in train for q in split.queries}
-    seen = {(q.text, q.image, tuple(sorted(q.positives))) for split in train for q in split.queries}
+    seen = {content(q) for split in train for q in split.queries}
     lines = []
     for role, evalset in evaluated.items():
         queries = evalset.split.queries
-        shared = sum(q.id in seen_ids or (q.text, q.image, tuple(sorted(q.positives))) in seen for q in queries)
+        shared = sum(q.id in seen_ids or content(q) in seen for q in queries)
         if shared:
             lines.append(f"{shared} of the {len(queries)} {role} queries of {evalset.split.name}/{evalset.split.split} "
                          "are also training queries (same id, or same text and positives): not held out")  # fmt: skip

@@ -171,18 +171,24 @@ def resolve_path(path: str | Path, key: str = "data.path") -> Path:
 def _check_paths(cfg: DictConfig) -> None:
     if "data" in cfg and _get(cfg, "data.path") is None:
         raise ConfigError("data.path must be given: data.path=<a dataset folder or M-BEIR file>")
-    if _get(cfg, "data.path") is not None:
-        resolve_path(_get(cfg, "data.path"), "data.path")
-    pools = _get(cfg, "data.pool")  # M-BEIR: a pool file per split, checked before any work
+    if "data" in cfg:
+        _check_data_files(cfg.data, "data")
+
+
+def _check_data_files(data: DictConfig, prefix: str) -> None:
+    """The files one data config names exist (``prefix``: how errors name its keys, ``data`` or
+    a mixture's ``data.mixture.<source>``)."""
+    if data.get("path") is not None:
+        resolve_path(data.path, f"{prefix}.path")
+    pools = data.get("pool")  # M-BEIR: a pool file per split, checked before any work
     for split, pool in (pools.items() if isinstance(pools, DictConfig) else ()):
         if pool is not None:
-            resolve_path(pool, f"data.pool.{split}")
-    if _get(cfg, "data.retriever") == "trec":
-        if not _get(cfg, "data.run_file"):
-            raise ConfigError("data.retriever=trec needs data.run_file=<a TREC run file>")
-        run_file = _get(cfg, "data.run_file")
-        if not Path(run_file).is_file():  # read as given (urlkit.data.candidates.read_trec_run)
-            raise FileNotFoundError(f"data.run_file={run_file}: no such file")
+            resolve_path(pool, f"{prefix}.pool.{split}")
+    if data.get("retriever") == "trec":
+        if not data.get("run_file"):
+            raise ConfigError(f"{prefix}.retriever=trec needs {prefix}.run_file=<a TREC run file>")
+        if not Path(data.run_file).is_file():  # read as given (urlkit.data.candidates.read_trec_run)
+            raise FileNotFoundError(f"{prefix}.run_file={data.run_file}: no such file")
 
 
 def _check_missing(cfg: DictConfig, ignore: Iterable[str] = ()) -> None:
@@ -262,12 +268,7 @@ def _check_mixture(cfg: DictConfig) -> None:
         merged = OmegaConf.merge(OmegaConf.create(base), {k: v for k, v in entry.items() if k != "weight"})
         view = OmegaConf.create({"data": merged})
         _check_ranges(view, only="data.", name=lambda key, prefix=prefix: prefix + key.removeprefix("data"))
-        if merged.get("path") is not None:
-            resolve_path(merged.path, f"{prefix}.path")
-        if merged.get("retriever") == "trec" and not merged.get("run_file"):
-            raise ConfigError(f"{prefix}.retriever=trec needs {prefix}.run_file=<a TREC run file>")
-        if merged.get("run_file") and merged.get("retriever") == "trec" and not Path(merged.run_file).is_file():
-            raise FileNotFoundError(f"{prefix}.run_file={merged.run_file}: no such file")
+        _check_data_files(merged, prefix)
 
 
 def _as_number(value: Any) -> float | None:

@@ -103,14 +103,15 @@ def score_folder(folder: str | Path, pairs: list[tuple[str, str]], instruction: 
     from sentence_transformers import CrossEncoder
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from urlkit.data.prompts import document_lead
+
     info = json.loads((Path(folder) / "urlkit_reranker.json").read_text())
     prompt = {"prompt": instruction} if instruction is not None else {}
     cross = CrossEncoder(str(folder), device="cpu")
     via_st = cross.predict(pairs, batch_size=batch_size, show_progress_bar=False, **prompt).tolist()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    before = info["prompt"]["template"].split("{document}")[0]
-    lead = before[len(before.rstrip(" ")):]
+    lead = document_lead(info["prompt"]["template"])
     ids = [pair_ids(tokenizer, q, d, instruction, info["max_length"], lead) for q, d in pairs]
     via_transformers: list[float] = []
     yes, no = info["yes"]["id"], (info["no"] or {}).get("id")
@@ -195,15 +196,14 @@ def data_label(data: Any) -> str:
     path, or the path alone where no dataset.json names it (``data.name`` is the config
     group's, which a run that overrode only ``data.path`` still carries)."""
     from urlkit.build import mixture_configs
+    from urlkit.data.reading import read_dataset_info
 
     sources = mixture_configs(data)
     labels = []
     for _, weight, source in sources:
         path = Path(str(source.get("path")))
-        try:
-            name = json.loads((path / "dataset.json").read_text()).get("name")
-        except (OSError, ValueError, AttributeError):  # no folder, no dataset.json, not an object
-            name = None
+        # the data's own reader (it validated this file when the run trained); not its default name
+        name = read_dataset_info(path).get("name") if (path / "dataset.json").is_file() else None
         label = f"{name} ({path})" if name else str(path)
         if isinstance(source.get("dataset"), str):  # M-BEIR: one query file, the dataset picked
             label += f" dataset {source.get('dataset')}"

@@ -44,9 +44,10 @@ def resume_config(run_dir: Path, given: DictConfig | None = None, overrides: lis
     the saved value (a requeued job's command line) is fine."""
     saved = OmegaConf.load(Path(run_dir) / "config.yaml")
     changed = []
-    last = {override.split("=", 1)[0].lstrip("+~"): override for override in overrides}  # as Hydra applies them
+    # the last override of a key is the one Hydra applied
+    last = {override.split("=", 1)[0].lstrip("+~"): override for override in overrides} if given is not None else {}
     for key, override in last.items():
-        if key in ("resume", "hydra") or key.startswith("hydra.") or given is None:
+        if key in ("resume", "hydra") or key.startswith("hydra."):
             continue
         try:
             asked, kept = OmegaConf.select(given, key, default=None), OmegaConf.select(saved, key, default=None)

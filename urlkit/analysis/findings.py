@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from urlkit.analysis.runset import Runs
+from urlkit.analysis.runset import COMPLETE_STATUSES, Runs, seed_labels
 from urlkit.analysis.stats import ContrastError, Estimate, contrast
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = "holds", "fails", "inconclusive", "not run"
@@ -165,15 +165,9 @@ FINDINGS = [
 ]  # fmt: skip
 
 
-def _seeds(config: pd.DataFrame) -> pd.Series:
-    if "seed" in config:
-        return config["seed"].where(config["seed"].notna(), config["run_id"])
-    return config["run_id"]
-
-
 def arm_values(arm: Runs, column: str | None, metric: str, per_query: bool) -> pd.DataFrame:
     """(seed, unit, value) of one arm: per-query or final metric x 100, or a history column."""
-    seed_of = dict(zip(arm.config["run_id"], _seeds(arm.config), strict=True))
+    seed_of = dict(zip(arm.config["run_id"], seed_labels(arm.config), strict=True))
     if column is not None:
         rows = arm.history[arm.history["metric"] == column]
         frame = pd.DataFrame({"run_id": rows["run_id"], "unit": rows["step"], "value": rows["value"]})
@@ -194,7 +188,7 @@ def _complete(runs: Runs, finding: Finding, metric: str) -> Runs:
     """The runs a finding may use: finished ones (a run still training has a partial history
     and no test metrics; counting it would shorten every curve and unpair the queries)."""
     if "status" in runs.config:
-        runs = runs.subset(runs.config.loc[runs.config["status"].isin(["finished", "unknown"]), "run_id"])
+        runs = runs.subset(runs.config.loc[runs.config["status"].isin(COMPLETE_STATUSES), "run_id"])
     if finding.column is None:
         final = runs.final(metric)
         runs = runs.subset(final.loc[final[metric].notna(), "run_id"])
@@ -221,9 +215,9 @@ def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: fl
         return verdict(NOT_RUN, f"no run of {'; '.join(missing)} in experiment {where}")
     varied = {key for where in finding.arms.values() for key in where}
     used = pd.concat([arm.config for arm in arms.values()])
-    for key in SETUP_KEYS:  # e.g. laptop and paper runs in one folder, or a dev-scored run
-        values = used[key].astype(object).where(used[key].notna(), "(not recorded)").astype(str) if key in used else None
-        if values is not None and key not in varied and values.nunique() > 1:
+    for key in (k for k in SETUP_KEYS if k in used and k not in varied):  # e.g. laptop and paper runs, a dev-scored run
+        values = used[key].astype(object).where(used[key].notna(), "(not recorded)").astype(str)
+        if values.nunique() > 1:
             counts = values.value_counts().to_dict()
             return verdict(MIXED, f"the runs differ in {key} ({', '.join(f'{v}: {n} runs' for v, n in counts.items())}); "
                                   "select one setup, e.g. load_runs(...).select(...)")  # fmt: skip

@@ -24,6 +24,15 @@ HISTORY_COLUMNS = ["run_id", "step", "metric", "value"]
 PER_QUERY_COLUMNS = ["run_id", "query_id", "metric", "value"]
 EVAL_COLUMNS = ["run_id", "step", "split", "dataset", "metric", "value"]
 EVAL_KEYS = ("step", "split", "dataset")
+# a run's status when its final numbers are there to compare ("unknown": no run.json says)
+COMPLETE_STATUSES = ("finished", "unknown")
+
+
+def seed_labels(config: pd.DataFrame) -> pd.Series:
+    """Each run's seed, its run id where none is recorded (a run of its own)."""
+    if "seed" in config:
+        return config["seed"].where(config["seed"].notna(), config["run_id"])
+    return config["run_id"]
 
 
 class AnalysisError(ValueError):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -156,8 +155,7 @@ def contrast(
         if seed_parts and min(df for _, df in seed_parts) < 2:
             dof = 1.0
         tail = (1 - level) / 2
-        t = float(student_t.ppf(1 - tail, dof)) if np.isfinite(dof) else NormalDist().inv_cdf(1 - tail)
-        t_power = float(student_t.ppf(power, dof)) if np.isfinite(dof) else NormalDist().inv_cdf(power)
+        t, t_power = (float(student_t.ppf(q, dof)) for q in (1 - tail, power))  # dof inf: the normal's
         low, high = effect - t * se, effect + t * se
         detectable = (t + t_power) * se
     return Estimate(

@@ -22,6 +22,7 @@ import pandas as pd
 
 from urlkit.analysis.paper import PAPER_TABLES, paper_reference
 from urlkit.analysis.runs import Runs
+from urlkit.analysis.runset import COMPLETE_STATUSES, seed_labels
 
 DEFAULT_METRIC = "test/ndcg@10"
 # the paper reports MRB averages; urlkit sets them beside NDCG@10, its closest single metric.
@@ -46,10 +47,10 @@ def seed_summary(
         raise KeyError(f"no run column {missing}; config columns include: {known}")
     table = _normalise_keys(table, by)
     if "status" in table:
-        table = table[table["status"].isin(["finished", "unknown"])]
-    if "seed" in table and "seed" not in by:
-        seed = table["seed"].where(table["seed"].notna(), table["run_id"])
-        table = table.assign(seed=seed).groupby([*by, "seed"], dropna=False, sort=False)[metric].mean().reset_index()
+        table = table[table["status"].isin(COMPLETE_STATUSES)]
+    if "seed" not in by:
+        table = table.assign(seed=seed_labels(table))
+        table = table.groupby([*by, "seed"], dropna=False, sort=False)[metric].mean().reset_index()
     grouped = table.groupby(by, dropna=False, sort=False)[metric]
     stats = grouped.agg(n="count", mean="mean", std="std").reset_index()
     stats[["mean", "std"]] *= scale

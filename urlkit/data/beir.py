@@ -61,7 +61,7 @@ def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         except DataError as err:
             policy.handle(err)
 
-    empty = sum(1 for doc in corpus.values() if not (doc.text.strip() or doc.title.strip() or doc.image))
+    empty = sum(doc.empty for doc in corpus.values())
     return Split(
         name=info["name"],
         split=split,

@@ -33,6 +33,12 @@ from urlkit.data.format import DataError, Split
 
 Ranking = dict[str, list[tuple[str, float]]]
 
+
+def without_identical_ids(ranking: Ranking, k: int | None = None) -> Ranking:
+    """``ranking`` without a query's own id among its documents (BEIR's ``ignore_identical_ids``:
+    ArguAna and Quora hold each query as a corpus document of that id), cut to ``k``."""
+    return {qid: [(d, s) for d, s in ranked if d != qid][:k] for qid, ranked in ranking.items()}
+
 BM25_SETTINGS = {"method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en", "stemmer": None}
 TREC_HINT = "give the first stage as a TREC run file instead (data.retriever=trec data.run_file=...)"
 

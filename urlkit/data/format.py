@@ -62,6 +62,11 @@ class Document:
         """"T", "I" or "IT" (the letters of Table 4's task categories)."""
         return _modality(bool(self.title or self.text), self.image is not None)
 
+    @property
+    def empty(self) -> bool:
+        """No text, title or image: nothing to score."""
+        return not (self.text.strip() or self.title.strip() or self.image)
+
 
 @dataclass(kw_only=True)
 class Query:

@@ -63,7 +63,6 @@ this description.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -74,7 +73,7 @@ from urlkit.data.reading import (
     ErrorPolicy,
     check_document,
     check_query,
-    open_text,
+    iter_jsonl,
     parses_as,
     read_records,
 )
@@ -265,7 +264,7 @@ def load_mbeir(
     notes = [f"{n} {what}" for what, n in left_out.items() if n]
     only = f" (dataset ids {', '.join(sorted(keep))} only)" if keep is not None else ""
     notes.append(f"candidates from {pool_path}{only}")
-    stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+    stem = _stem(query_path)
     if training and pool is None and not union_pool and not pool_path.name.startswith(f"{stem}_"):
         notes.append("warning: val and test read this pool too, so random training negatives can be their "
                      "candidates; data.pool.train=<cand_pool/global/mbeir_union_train_cand_pool.jsonl> trains without")
@@ -300,7 +299,7 @@ def _other_split(query_path, own_split, split, policy, pool, instructions, instr
 
 def file_split(query_path: Path) -> str | None:
     """The split a query file holds, from its name (``mbeir_x_task0_test.jsonl`` -> test)."""
-    stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+    stem = _stem(query_path)
     tail = stem.rpartition("_")[2]
     return tail if tail in SPLIT_NAMES else None
 
@@ -327,13 +326,13 @@ def find_pool(query_path: Path, root: Path, split: str | None = None, dataset: s
     and the split's report warns). A plain ``cand_pool.jsonl`` next to the query file serves
     every split (a small dataset in M-BEIR's format, one pool by its maker's choice).
     """
-    stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+    stem = _stem(query_path)
     split = split or file_split(query_path) or ""
     split = SPLIT_FOLDERS.get(split, split)
     folders = [root / "cand_pool" / "local", root / "cand_pool", query_path.parent]
     head, _, tail = stem.rpartition("_")
     tried = [folder / f"{stem}_cand_pool.jsonl" for folder in folders]
-    if split == "train" or (stem.startswith("mbeir_union") and tail in SPLIT_NAMES):
+    if split == "train" or (_is_union(query_path) and tail in SPLIT_NAMES):
         tried.append(root / "cand_pool" / "global" / f"mbeir_union_{split}_cand_pool.jsonl")
     # the task's pool (val and test's; training's last resort), named after the file or, for a
     # training file of several tasks, after the dataset asked for
@@ -354,7 +353,7 @@ def find_pool(query_path: Path, root: Path, split: str | None = None, dataset: s
 
 def find_qrels(query_path: Path, root: Path) -> Path | None:
     """``qrels/<split>/<query file stem>_qrels.txt`` when M-BEIR ships one (else None)."""
-    stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+    stem = _stem(query_path)
     split = file_split(query_path)
     folder = query_path.parent.name if split is None else split
     path = root / "qrels" / folder / f"{stem}_qrels.txt"
@@ -415,6 +414,11 @@ def read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
     return prompts
 
 
+def _stem(query_path: Path) -> str:
+    """``mbeir_cirr_task7_test.jsonl[.gz]`` -> ``mbeir_cirr_task7_test``."""
+    return query_path.name.removesuffix(".gz").removesuffix(".jsonl")
+
+
 def _is_union(query_path: Path) -> bool:
     return query_path.name.startswith("mbeir_union")
 
@@ -423,19 +427,14 @@ def _dataset_ids(query_path: Path, task: int | None) -> set[str]:
     """The dataset ids (the part before ":") of every query and candidate id the lines of
     ``task`` (None: all) name; lines that are not JSON objects are left to the real read."""
     ids: set[str] = set()
-    with open_text(query_path) as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(record, dict) or (task is not None and record.get("task_id") != task):
-                continue
-            for key in ("pos_cand_list", "neg_cand_list"):
-                if isinstance(record.get(key), list):
-                    ids.update(str(d).partition(":")[0] for d in record[key])
-            if record.get("qid") is not None:
-                ids.add(str(record["qid"]).partition(":")[0])
+    for _, record in iter_jsonl(query_path, ErrorPolicy("skip")):  # the bad lines: the real read's
+        if task is not None and record.get("task_id") != task:
+            continue
+        for key in ("pos_cand_list", "neg_cand_list"):
+            if isinstance(record.get(key), list):
+                ids.update(str(d).partition(":")[0] for d in record[key])
+        if record.get("qid") is not None:
+            ids.add(str(record["qid"]).partition(":")[0])
     return ids
 
 
@@ -447,6 +446,6 @@ def _modality_name(text: str, image: str | None) -> str:
 
 def _dataset_name(query_path: Path) -> str:
     """``mbeir_cirr_task7_test.jsonl`` -> ``cirr_task7``."""
-    stem = query_path.name.removesuffix(".gz").removesuffix(".jsonl").removeprefix("mbeir_")
+    stem = _stem(query_path).removeprefix("mbeir_")
     head, _, tail = stem.rpartition("_")
     return head if tail in SPLIT_NAMES and head else stem

@@ -89,6 +89,14 @@ class Encoded:
     truncated: bool = False  # True when the document was cut to fit max_length
 
 
+def document_lead(template: str) -> str:
+    """The spaces right before ``{document}``: tokenised with the document (" word" is one BPE
+    token, " " + "word" two), as they would be in one untruncated string, wherever a prompt is
+    cut at the document (the renderer, the exported folder's recipe)."""
+    before = template.split("{document}")[0]
+    return before[len(before.rstrip(" ")):]
+
+
 class PromptRenderer:
     """Render (instruction, query, document) into token ids and collate left-padded batches.
 
@@ -137,10 +145,7 @@ class PromptRenderer:
         self._template_without_instruction = "\n".join(
             line for line in template.split("\n") if "{instruction}" not in line
         )
-        # Spaces right before {document} are tokenised with the document (" word" is one
-        # BPE token, " " + "word" two), as they would be in one untruncated string.
-        before = template.split("{document}")[0]
-        self._document_lead = before[len(before.rstrip(" ")):]
+        self._document_lead = document_lead(template)
         self._prefixes: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
         # Keyed by the whole (frozen) Document: two datasets may reuse an id for different
         # documents (emoji_t2i's picture "1f600" is emoji_i2t's name "1f600").

@@ -152,7 +152,7 @@ class LineFields:
 
 
 def check_document(doc: Document, fields: LineFields) -> Document:
-    if not (doc.text.strip() or doc.title.strip() or doc.image):
+    if doc.empty:
         raise fields.error(f"document {doc.id!r} is empty (no text, title or image)",
                            "empty document")
     return doc

@@ -181,8 +181,9 @@ def model_card(spec: ExportSpec, folder: str | Path = "<this folder>") -> str:
     rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in sorted(metrics.items())
                      if isinstance(value, (int, float)))
     instruction = spec.instruction or spec.prompt.get("default_instruction") or ""
-    before = spec.prompt.get("template", "").split("{document}")[0]
-    lead = before[len(before.rstrip(" ")):]
+    from urlkit.data.prompts import document_lead
+
+    lead = document_lead(spec.prompt.get("template", ""))
     pairs = _CARD_PAIRS
     bf16 = "" if spec.dtype not in ("bfloat16", "bf16") else """
 Stored in bfloat16: loaded as stored, the model computes its LM head and logits in bfloat16, so
