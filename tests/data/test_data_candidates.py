@@ -16,7 +16,9 @@ from urlkit.data import (
     bm25_candidates,
     first_stage,
     load_split,
+    query_rng,
     read_trec_run,
+    sample_negatives,
     write_trec_run,
 )
 
@@ -31,21 +33,42 @@ def split(tmp_path):
     return load_split(jsonl_dataset(tmp_path / "data", train=train), "train")
 
 
-def test_bm25_ranks_matching_documents_first_and_ties_in_corpus_order(split, tmp_path):
+def test_bm25_retrieves_only_matching_documents_without_a_pool(split, tmp_path):
     ranking = bm25_candidates(split, k=3, cache_dir=tmp_path / "cache")
     assert ranking["q1"][0][0] == "d2"  # "dog" and "park"
     assert ranking["q1"][1][0] == "d6"  # "dog" only
-    assert [d for d, _ in ranking["q2"]] == ["d8", "d1", "d2"]  # then zero scores, corpus order
-    assert ranking["q2"][0][1] > 0 and ranking["q2"][1][1] == ranking["q2"][2][1] == 0.0
+    # as Lucene: no zero-score documents (they would be the corpus's first, d1 and d2, for
+    # every low-overlap query, and so its "hard" negatives)
+    assert [d for d, _ in ranking["q2"]] == ["d8"]
+    assert all(score > 0 for q in ("q1", "q2") for _, score in ranking[q])
     scores = [s for _, s in ranking["q1"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_bm25_ties_keep_the_corpus_order(tmp_path):
+    corpus = [{"id": f"d{i}", "text": "same words here"} for i in (3, 1, 2)]
+    corpus.append({"id": "d9", "text": "nothing shared"})
+    train = [{"id": "q", "text": "same words", "positives": ["d1"]}]
+    split = load_split(jsonl_dataset(tmp_path / "data", corpus=corpus, train=train), "train")
+    assert [d for d, _ in bm25_candidates(split, k=10, cache=False)["q"]] == ["d3", "d1", "d2"]
+
+
+def test_a_query_sharing_no_term_with_the_corpus_has_no_candidates_and_no_hard_negatives(
+        split, tmp_path):
+    split.queries.append(Query(id="q4", text="zebra", qrels={"d1": 1}))
+    ranking = bm25_candidates(split, k=5, cache=False)
+    assert ranking["q4"] == []
+    negatives = sample_negatives(split.queries[-1], ranking["q4"], list(split.corpus), n=4,
+                                 hard_fraction=1.0, rng=query_rng(0, 0, "q4"))
+    assert len(negatives) == 4 and "d1" not in negatives  # random ones top up
 
 
 def test_bm25_ranks_within_the_query_pool(split, tmp_path):
     ranking = bm25_candidates(split, k=10, cache_dir=tmp_path / "cache")
     assert [d for d, _ in ranking["q3"]] == ["d3", "d4", "d7", "d2"]  # scored, then pool order
     assert ranking["q3"][0][1] > 0 and all(s == 0.0 for _, s in ranking["q3"][1:])
-    assert len(ranking["q1"]) == 8  # k larger than the corpus: every document
+    # a pool is the task: all of it is ranked, its zero-score members too
+    assert len(ranking["q3"]) == 4
 
 
 def test_bm25_cache_hit_skips_the_retriever_and_content_change_misses(split, tmp_path,

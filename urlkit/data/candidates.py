@@ -6,8 +6,13 @@ A *ranking* maps query id -> ``[(doc id, score), ...]``, best first. Two retriev
   bm25s's default regex ``\\b\\w\\w+\\b``, lower-cased, with its English stopword list and
   *no stemmer* (no extra dependency; stemming changes little for reranking candidates).
   A query with its own ``candidates`` pool is ranked within that pool (IDF still comes
-  from the whole corpus); documents with equal scores (e.g. all the zero-score ones) keep
-  the pool's order, or the corpus order without a pool, so rankings are deterministic.
+  from the whole corpus) and keeps every pool member, the zero-score ones last in the
+  pool's order: the pool *is* the task (all senses of a word). Without a pool only the
+  documents sharing a term with the query are candidates, as Lucene (and so Pyserini and
+  BEIR's BM25) returns them: a zero-score document is not retrieved, it is the corpus's
+  first in file order, and as a "hard" negative the same few documents would be drawn for
+  every low-overlap query. Equal scores keep the pool's or the corpus's order, so rankings
+  are deterministic.
 * ``pool``: each query's own ``candidates`` list, in its stored order (image tasks with
   natural pools).
 * ``trec``: a 6-column TREC run file ``qid Q0 docid rank score tag`` from any retriever
@@ -39,7 +44,9 @@ def without_identical_ids(ranking: Ranking, k: int | None = None) -> Ranking:
     ArguAna and Quora hold each query as a corpus document of that id), cut to ``k``."""
     return {qid: [(d, s) for d, s in ranked if d != qid][:k] for qid, ranked in ranking.items()}
 
-BM25_SETTINGS = {"method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en", "stemmer": None}
+# "unmatched": what becomes of documents sharing no term with the query (part of the cache key)
+BM25_SETTINGS = {"method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en", "stemmer": None,
+                 "unmatched": "kept in a pool, else not retrieved"}
 TREC_HINT = "give the first stage as a TREC run file instead (data.retriever=trec data.run_file=...)"
 
 
@@ -192,6 +199,7 @@ def _bm25_rank(split: Split, k: int) -> Ranking:
             order = pool[_top_k(scores[pool], k)]
         else:
             order = _top_k(scores, k)
+            order = order[scores[order] > 0]
         ranking[query.id] = [(doc_ids[i], float(scores[i])) for i in order]
     return ranking
 
