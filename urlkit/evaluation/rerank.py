@@ -77,11 +77,31 @@ def rerank_split(
     scores = torch.empty(len(pairs))
     if batch_scores:
         scores[order] = torch.cat(batch_scores)
+    _rank_nonfinite_last(scores, [q.id for _, q, _ in pairs], f"{split.name}/{split.split}")
 
     run: dict[str, dict[str, float]] = {q.id: {} for q in queries}
     for (_, q, doc_id), score in zip(pairs, scores.tolist(), strict=True):
         run[q.id][doc_id] = score
     return run
+
+
+def _rank_nonfinite_last(scores: torch.Tensor, query_ids: list[str], label: str) -> None:
+    """NaN and +-inf scores, in place, below every finite score of their query, and said.
+
+    A NaN sorts anywhere (a NaN-scored positive came out first), so metrics over it are
+    silently wrong. Not an error: the evaluation of one broken document should not end a
+    benchmark, and an error on one rank's share would leave the others waiting to gather.
+    """
+    bad = ~torch.isfinite(scores)
+    if not bad.any():
+        return
+    finite = scores[~bad]
+    scores[bad] = (finite.min().item() if len(finite) else 0.0) - 1.0  # ties keep the first stage's order
+    hit = sorted({query_ids[i] for i in bad.nonzero().flatten().tolist()})
+    print(f"[urlkit] warning: {label}: {int(bad.sum())} of {len(scores)} reranker scores were not "
+          f"finite (NaN or inf), in {len(hit)} queries (e.g. {', '.join(hit[:5])}); they are ranked "
+          "last, below every finite score" + ("; EVERY score was: the metrics are the first stage's "
+          "order, not the reranker's" if bad.all() else ""), file=sys.stderr, flush=True)  # fmt: skip
 
 
 @torch.inference_mode()
