@@ -16,7 +16,7 @@
 # URL writes the gradient of both native objectives as a detached per-document weight times
 # a direction. For a query with positive $d^+$ and negatives $d^-_i$:
 #
-# - SFT weight: $W^+ = 1 - p_{yes}(d^+)$, $W^-_i = p_{yes}(d^-_i)$
+# - SFT weight: $W^+ = 1 - p_{yes}(d^+)$, $W^-_i = 1 - p_{no}(d^-_i)$ ($= p_{yes}(d^-_i)$ for the two tokens yes, no)
 # - CL weight: $c = \mathrm{softmax}$ over the $1+N$ yes-logits, $W^+ = 1 - c_0$, $W^-_i = c_i$
 #
 # Every training step logs the mean weights that trained (`w_pos_mean`, `w_neg_mean`) and,

@@ -77,6 +77,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         build_reranker,
         check_direction,
         shared_queries,
+        temperature_note,
         trainer_arguments,
         training_workload,
         weight_options,
@@ -103,6 +104,8 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         # machine's choice), which python -m urlkit.export writes the model in
         run.update_info(instruction=train_split.instruction,
                         model_dtype=str(built.backbone.model.dtype).removeprefix("torch."))
+    if note := temperature_note(cfg):
+        say(f"[urlkit] note: {note}", flush=True)
     evaluator = build_evaluator(cfg, built)
     for line in shared_queries([source.groups.split for source in workload.sources], evaluator.sets):
         say(f"[urlkit] warning: {line}", flush=True)  # said, never silent; the run goes on

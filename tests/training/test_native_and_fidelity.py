@@ -19,12 +19,12 @@ import pytest
 import torch
 from helpers.run_helpers import compose_train, write_small_dataset
 
-from urlkit.build import check_direction, token_sample_instances
+from urlkit.build import check_direction, temperature_note, token_sample_instances
 from urlkit.config import check_train_config
 from urlkit.data import Query, query_rng, sample_negatives
 from urlkit.data.loaders import load_split
 from urlkit.errors import ConfigError
-from urlkit.loss import WeightOptions, relevance, url_loss
+from urlkit.loss import WeightOptions, infonce_loss, relevance, url_loss
 from urlkit.paths import REPO_ROOT
 from urlkit.training.telemetry import underflow_counts
 
@@ -69,6 +69,21 @@ def test_native_loss_needs_its_own_weight_and_direction(tmp_path):
         check_train_config(compose_train(data, "loss=native_sft", "weight=cl"))
     with pytest.raises(ConfigError, match="loss='hinge' is not one of"):
         check_train_config(compose_train(data, "loss=hinge"))
+
+
+def test_a_cl_temperature_other_than_one_is_said_with_its_factor_to_infonce(tmp_path):
+    """URL keeps W_cl a probability: at T, URL(cl, cl)'s gradient is T times InfoNCE's, which
+    a Figure 2 comparison at T != 1 would otherwise read as a difference of the objectives."""
+    data = write_small_dataset(tmp_path / "data")
+    assert temperature_note(compose_train(data, "weight=cl")) is None
+    assert temperature_note(compose_train(data, "weight=sft", "weight.temperature=0.05")) is None
+    note = temperature_note(compose_train(data, "+objective=native_infonce", "weight.temperature=0.05"))
+    assert note.startswith("weight.temperature=0.05: URL(cl, cl)'s gradient is 0.05 times native InfoNCE's")
+    logits = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
+    url, _ = url_loss(logits, weight="cl", direction="cl", temperature=0.05)
+    (url_grad,) = torch.autograd.grad(url, logits)
+    (native_grad,) = torch.autograd.grad(infonce_loss(logits, temperature=0.05), logits)
+    assert torch.allclose(url_grad, 0.05 * native_grad, atol=1e-12)  # the factor the note names
 
 
 def test_random_direction_form_follows_the_weight_and_its_seed_the_run(tmp_path):
