@@ -204,12 +204,13 @@ def test_the_tuning_table_is_rebuilt_from_the_committed_runs():
 
 
 def test_figure3_curves_are_each_familys_own_objective_not_the_mixed_pairs():
-    """URL(sft,cl) trains with the sft weight but is not SFT: the committed runs (3 URL + 3
-    native per family, 6 mixed pairs) give 6 runs per curve, as figures/tables/ says."""
+    """URL(sft,cl) trains with the sft weight but is not SFT, and a native loss is Figure 2's
+    (the same gradient: its curve is URL's again): the committed runs (3 URL + 3 native per
+    family, 6 mixed pairs) give each curve its 3 URL runs, as figures/tables/ says."""
     from urlkit.analysis.figures import weight_summary
 
     summary = weight_summary(load_runs(REPO_ROOT / "results" / "embedded"))
-    assert set(summary["runs"]) == {6}
+    assert set(summary["runs"]) == {3}
     committed = pd.read_csv(REPO_ROOT / "figures" / "tables" / "figure3_weights_summary.csv")
     merged = summary.merge(committed, on=["side", "weight", "computed_in"], suffixes=("", "_committed"))
     assert len(merged) == 8 and (merged["all steps"] - merged["all steps_committed"]).abs().max() < 1e-3

@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from urlkit.analysis.runs import Runs
+from urlkit.analysis.runset import describe_differences, setup_differences
 
 FAMILY_LABEL = {"sft": "$W_{sft}$", "cl": "$W_{cl}$", "base": "$W_{base}$"}
 OBJECTIVE_LABEL = {"sft": "SFT", "cl": "CL"}
@@ -43,9 +44,8 @@ def weight_curves(
     """
     if "weight.name" not in runs.config:
         return pd.DataFrame()
-    trained = runs.config[runs.config["weight.name"].isin(families)]
-    if "direction.name" in trained:  # a family's own objective: URL(sft,cl) is neither SFT nor CL
-        trained = trained[trained["direction.name"].isna() | (trained["direction.name"] == trained["weight.name"])]
+    runs = objective_runs(runs, families)
+    trained = runs.config
     parts = []
     for side, suffix in (("positives", "pos"), ("negatives", "neg")):
         for family in families:
@@ -70,10 +70,30 @@ def weight_curves(
     return curves.merge(columns.rename(columns={"weight.name": "trained_with"}), on="run_id")
 
 
+def objective_runs(runs: Runs, families: Sequence[str] = ("sft", "cl")) -> Runs:
+    """The finished runs of Figure 3's findings: URL with a family's own (weight, direction)
+    pair (URL(sft,cl) is neither SFT nor CL; a native loss is Figure 2's), of one setup
+    (runs that differ in more, e.g. the negatives per query, are an error naming the key)."""
+    runs = runs.complete()
+    config = runs.config
+    keep = config["weight.name"].isin(families) if "weight.name" in config else config["run_id"].isna()
+    if "direction.name" in config:
+        keep &= config["direction.name"].isna() | (config["direction.name"] == config["weight.name"])
+    if "loss" in config:
+        keep &= config["loss"].isna() | (config["loss"] == "url")
+    runs = runs.subset(config.loc[keep, "run_id"])
+    differences = setup_differences(runs.config, ["objective"])
+    if differences:
+        raise ValueError(f"{describe_differences(differences)}: not one setup; select one, "
+                         "e.g. runs.select(experiment_name=[...]) or runs.select({...})")
+    return runs
+
+
 def weight_summary(
     runs: Runs, families: Sequence[str] = ("sft", "cl"), counterfactual: bool = True
 ) -> pd.DataFrame:
-    """Mean weights over all steps and over the last quarter of training, per curve of Figure 3."""
+    """Mean weights over all steps and over the last quarter of training, per curve of Figure 3:
+    each run's mean over its steps, then the mean over runs (every run counts once)."""
     curves = weight_curves(runs, families, counterfactual)
     if curves.empty:
         return pd.DataFrame(
@@ -81,10 +101,14 @@ def weight_summary(
         )
     keys = ["side", "weight", "computed_in"]
     late = curves["step"] > 0.75 * curves.groupby("run_id")["step"].transform("max")
+
+    def over_runs(rows: pd.DataFrame) -> pd.Series:
+        return rows.groupby([*keys, "run_id"])["value"].mean().groupby(keys).mean()
+
     return pd.concat(
         [
-            curves.groupby(keys)["value"].mean().rename("all steps"),
-            curves[late].groupby(keys)["value"].mean().rename("last quarter"),
+            over_runs(curves).rename("all steps"),
+            over_runs(curves[late]).rename("last quarter"),
             curves.groupby(keys)["run_id"].nunique().rename("runs"),
         ],
         axis=1,
@@ -136,6 +160,10 @@ def native_losses(runs: Runs, smoothing: int = 10) -> plt.Figure:
     over seeds). With one seed's data order the curves of a pair should lie on each other."""
     if "objective" not in runs.config or not len(runs):
         raise ValueError("no run selected (or none with weight.name and direction.name)")
+    runs = runs.complete()
+    differences = setup_differences(runs.config, ["objective"])
+    if differences:
+        raise ValueError(f"{describe_differences(differences)}: not one setup; select one")
     panels = (
         (("sft", "native_sft"), "loss_sft_native", "native SFT loss"),
         (("cl", "native_infonce"), "loss_infonce_native", "native InfoNCE loss"),
@@ -176,7 +204,7 @@ def step_curves(
     """
     from scipy import stats
 
-    steps = runs.steps(column)
+    steps = runs.steps(column)  # unfinished runs too: the explorer follows a run as it trains
     if steps.empty:
         known = sorted(runs.history["metric"].unique()) if len(runs.history) else []
         raise ValueError(

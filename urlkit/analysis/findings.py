@@ -29,14 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from urlkit.analysis.runset import COMPLETE_STATUSES, Runs, seed_labels
+from urlkit.analysis.runset import Runs, describe_differences, seed_labels, setup_differences
 from urlkit.analysis.stats import ContrastError, Estimate, contrast
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = "holds", "fails", "inconclusive", "not run"
-MIXED = "mixed setups"  # the runs differ in what is not the claim's contrast: no comparison
-# what every run a finding compares must share, unless the finding's arms vary it
-SETUP_KEYS = ("data.name", "data.path", "data.test_split", "model.name", "train.max_steps", "train.lr",
-              "eval.test_queries", "eval.depth")  # fmt: skip
+# the runs differ in what is not the claim's contrast (runset.setup_differences): no comparison
+MIXED = "mixed setups"
 GREATER, EQUIVALENT = "greater", "equivalent"
 DEFAULT_METRIC = "test/ndcg@10"
 # points of the test metric: the paper's directional effects run from 0.21 (Table 1, sft vs cl
@@ -74,7 +72,8 @@ class Verdict:
 
 
 def _wd(weight: str, direction: str) -> dict:
-    return {"weight.name": weight, "direction.name": direction}
+    # URL's runs: a native loss with the same pair (Figure 2's) is the same gradient run twice
+    return {"weight.name": weight, "direction.name": direction, "loss": "url"}
 
 
 # Table 1's diagonal (URL(sft,sft), URL(cl,cl)) is figure3_weights' grid in the same probing setting
@@ -185,10 +184,8 @@ def arm_values(arm: Runs, column: str | None, metric: str, per_query: bool) -> p
 
 
 def _complete(runs: Runs, finding: Finding, metric: str) -> Runs:
-    """The runs a finding may use: finished ones (a run still training has a partial history
-    and no test metrics; counting it would shorten every curve and unpair the queries)."""
-    if "status" in runs.config:
-        runs = runs.subset(runs.config.loc[runs.config["status"].isin(COMPLETE_STATUSES), "run_id"])
+    """The runs a finding may use: finished ones with what it reads."""
+    runs = runs.complete()
     if finding.column is None:
         final = runs.final(metric)
         runs = runs.subset(final.loc[final[metric].notna(), "run_id"])
@@ -214,13 +211,11 @@ def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: fl
         where = " or ".join(finding.experiments)
         return verdict(NOT_RUN, f"no run of {'; '.join(missing)} in experiment {where}")
     varied = {key for where in finding.arms.values() for key in where}
-    used = pd.concat([arm.config for arm in arms.values()])
-    for key in (k for k in SETUP_KEYS if k in used and k not in varied):  # e.g. laptop and paper runs, a dev-scored run
-        values = used[key].astype(object).where(used[key].notna(), "(not recorded)").astype(str)
-        if values.nunique() > 1:
-            counts = values.value_counts().to_dict()
-            return verdict(MIXED, f"the runs differ in {key} ({', '.join(f'{v}: {n} runs' for v, n in counts.items())}); "
-                                  "select one setup, e.g. load_runs(...).select(...)")  # fmt: skip
+    # e.g. laptop and paper runs, a dev-scored run, another number of negatives in one arm
+    differences = setup_differences(pd.concat([arm.config for arm in arms.values()]), varied)
+    if differences:
+        return verdict(MIXED, f"{describe_differences(differences)}; select one setup, "
+                              "e.g. load_runs(...).select(...)")  # fmt: skip
     per_query = finding.column is None and all(_has_per_query(a, metric) for a in arms.values())
     values = {label: arm_values(arm, finding.column, metric, per_query) for label, arm in arms.items()}
     empty = [label for label, v in values.items() if v.empty]

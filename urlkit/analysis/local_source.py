@@ -79,6 +79,8 @@ def read_run_dir(path: Path) -> Runs:
         "steps": int(history["step"].max()) if len(history) else 0,
         **flatten(config),
     }
+    if info.get("model_dtype"):  # what model.dtype=auto chose on the machine that trained
+        row["model_dtype"] = str(info["model_dtype"])
     return Runs(
         config=pd.DataFrame([row]),
         history=long_history[HISTORY_COLUMNS],

@@ -2,7 +2,8 @@
 
 ``load_runs(source)`` returns :class:`Runs`, five pandas tables keyed by ``run_id``:
 
-    config    one row per run: run_id, name, path, status, steps, experiment_name, objective,
+    config    one row per run: run_id, name, path, status, steps, model_dtype (run.json: the
+              dtype model.dtype=auto chose, local runs), experiment_name, objective,
               loss, and the resolved config flattened to dotted columns (weight.name,
               direction.name, weight.tau, weight.dtype, head.trainable, head.num_tokens,
               data.n_negatives, seed, ...)

@@ -28,6 +28,69 @@ EVAL_KEYS = ("step", "split", "dataset")
 COMPLETE_STATUSES = ("finished", "unknown")
 
 
+# columns that say how a run was launched, logged or recorded, not what it computed: runs that
+# differ only in these are one setup (a key ending in "." covers its group)
+BOOKKEEPING = (
+    "run_id", "name", "path", "status", "steps", "seed", "experiment_name", "objective", "run_name",
+    "output_root", "resume", "logger.", "log.", "checkpoint.", "profile.", "hydra.",
+    "trainer.enable_progress_bar", "trainer.devices", "trainer.num_nodes", "trainer.accelerator",
+    "trainer.strategy", "eval.every_n_steps", "eval.dev_queries", "eval.batch_size", "eval.merge_lora",
+    # the same gradient, computed another way (tests/training: equal to float tolerance)
+    "train.chunk_size", "train.gradient_checkpointing", "train.nonfinite", "train.max_consecutive_skips",
+)  # fmt: skip
+# compared even where a run does not record them: a run without one is another setup. Other
+# keys are compared among the runs that record them (a key newer than a run is not a difference)
+CORE_SETUP = ("data.name", "data.path", "data.test_split", "model.name", "train.max_steps", "train.lr",
+              "eval.test_queries", "eval.depth")  # fmt: skip
+# a key an analysis varies frees the keys that follow from it (objective: weight, direction, loss)
+IMPLIED = {"objective": ("weight", "direction", "loss"), "head.num_tokens": ("head.tokens",)}
+NOT_RECORDED = "(not recorded)"
+
+
+def setup_differences(config: pd.DataFrame, varied: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+    """The config keys in which ``config``'s runs differ, beyond what ``varied`` explains and
+    bookkeeping: key -> {value: number of runs}. Empty: one setup, its runs comparable.
+
+    A varied ``<group>.name`` (a config group's choice, ``weight.name``) frees the whole group
+    (``weight.temperature`` comes with the cl weight), ``objective`` frees weight, direction and
+    loss; every other key a comparison does not vary must be equal in all its runs: the
+    number of negatives, the weight's temperature, LoRA's rank, the head's tokens, ...
+    """
+    freed: list[str] = []
+    for key in varied:
+        freed.append(key)
+        if key.endswith(".name"):
+            freed.append(key.rsplit(".", 1)[0])
+        freed.extend(IMPLIED.get(key, ()))
+    freed_prefixes = tuple(f"{k}." for k in freed)
+
+    def compared(key: str) -> bool:
+        if key in freed or key.startswith(freed_prefixes):
+            return False
+        return not any(key == b or (b.endswith(".") and key.startswith(b)) for b in BOOKKEEPING)
+
+    if "model_dtype" in config and config["model_dtype"].notna().all():
+        freed.append("model.dtype")  # "auto" was bfloat16 on one machine, float32 on another: the
+        # dtype a run trained in (run.json) is compared instead; without it, the setting is
+    differences: dict[str, dict[str, int]] = {}
+    for key in filter(compared, config.columns):
+        column = config[key].astype(object)
+        if key not in CORE_SETUP:
+            column = column[column.notna()]
+        values = column.where(column.notna(), NOT_RECORDED).map(str)
+        if values.nunique() > 1:
+            differences[key] = values.value_counts().to_dict()
+    return differences
+
+
+def describe_differences(differences: Mapping[str, Mapping[str, int]], limit: int = 3) -> str:
+    """``the runs differ in data.n_negatives (4: 3 runs, 16: 1 runs); also in ...``."""
+    parts = [f"{key} ({', '.join(f'{v}: {n} runs' for v, n in counts.items())})"
+             for key, counts in list(differences.items())[:limit]]  # fmt: skip
+    more = len(differences) - limit
+    return "the runs differ in " + "; ".join(parts) + (f"; and {more} more keys" if more > 0 else "")
+
+
 def seed_labels(config: pd.DataFrame) -> pd.Series:
     """Each run's seed, its run id where none is recorded (a run of its own)."""
     if "seed" in config:
@@ -85,6 +148,13 @@ class Runs:
             source=self.source,
             per_query=self.per_query[self.per_query["run_id"].isin(ids)].reset_index(drop=True),
         )
+
+    def complete(self) -> Runs:
+        """The finished runs (a run still training, killed or failed has a partial history and
+        no final metrics: counting it would shorten every curve and unpair the queries)."""
+        if "status" not in self.config:
+            return self
+        return self.subset(self.config.loc[self.config["status"].isin(COMPLETE_STATUSES), "run_id"])
 
     def final(self, metrics: str | Sequence[str] = "test/ndcg@10") -> pd.DataFrame:
         """The config table with final metric columns joined (NaN for runs without them)."""

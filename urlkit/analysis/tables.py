@@ -22,7 +22,12 @@ import pandas as pd
 
 from urlkit.analysis.paper import PAPER_TABLES, paper_reference
 from urlkit.analysis.runs import Runs
-from urlkit.analysis.runset import COMPLETE_STATUSES, seed_labels
+from urlkit.analysis.runset import (
+    AnalysisError,
+    describe_differences,
+    seed_labels,
+    setup_differences,
+)
 
 DEFAULT_METRIC = "test/ndcg@10"
 # the paper reports MRB averages; urlkit sets them beside NDCG@10, its closest single metric.
@@ -37,17 +42,22 @@ def seed_summary(
     """``by`` columns, then n, mean, std of ``metric`` x ``scale`` over the seeds of each group.
 
     As the findings count them: finished runs only (a run still training has no final metric
-    yet, one interrupted a partial one), and one value per seed (a seed run twice is averaged,
-    not counted twice)."""
+    yet, one interrupted a partial one), one value per seed (a seed run twice is averaged,
+    not counted twice), and runs of one setup: runs that differ in more than ``by`` (steps,
+    negatives, data, ...) are an error naming the key, as they are "mixed setups" to the
+    findings, instead of one row averaging both."""
     by = list(by)
+    runs = runs.complete()
     table = runs.final(metric)
     missing = [c for c in by if c not in table]
     if missing:
         known = ", ".join(c for c in table.columns if "." in c or c in ("objective", "seed"))
         raise KeyError(f"no run column {missing}; config columns include: {known}")
+    differences = setup_differences(runs.config, by)
+    if differences:
+        raise AnalysisError(f"{describe_differences(differences)}: not one setup, so no table by "
+                            f"{', '.join(by)}; select one, e.g. runs.select({{...}})")
     table = _normalise_keys(table, by)
-    if "status" in table:
-        table = table[table["status"].isin(COMPLETE_STATUSES)]
     if "seed" not in by:
         table = table.assign(seed=seed_labels(table))
         table = table.groupby([*by, "seed"], dropna=False, sort=False)[metric].mean().reset_index()

@@ -34,7 +34,14 @@ from pathlib import Path
 
 from urlkit.grids import GridError
 from urlkit.study.launch import run_all
-from urlkit.study.plan import STUDIES, StudyError, estimate, plan, profile_names
+from urlkit.study.plan import (
+    SELECTS_EXPERIMENTS,
+    STUDIES,
+    StudyError,
+    estimate,
+    plan,
+    profile_names,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,10 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from urlkit.notebooks import NotebookError, execute_notebook
 
         for notebook in dict.fromkeys(STUDIES[n].notebook for n in names):
+            # the figures read the studies' own runs, as the findings do (not every run of the
+            # profile's folder: `study all` puts Table 5's float16 runs there too)
+            experiments = [e for n in names if STUDIES[n].notebook == notebook for e in STUDIES[n].experiments]
+            parameters = {"experiments": list(dict.fromkeys(experiments))} if notebook in SELECTS_EXPERIMENTS else None
             try:
                 executed = execute_notebook(
-                    notebook, root, figures, executed=root / "notebooks" / f"{notebook}.ipynb"
-                )
+                    notebook, root, figures, parameters=parameters,
+                    executed=root / "notebooks" / f"{notebook}.ipynb",
+                )  # fmt: skip
                 print(
                     f"[study] notebook {notebook}: figures in {figures.resolve()} ({executed})",
                     flush=True,

@@ -48,6 +48,10 @@ STUDIES = {
 }  # fmt: skip
 
 
+# notebooks with an `experiments` parameter (None: every run of the folder): a study passes its own
+SELECTS_EXPERIMENTS = {"weight_evolution"}
+
+
 def profile_names() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
