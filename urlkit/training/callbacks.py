@@ -51,13 +51,20 @@ class PeriodicEvaluation(L.Callback):
 
     def __init__(self, evaluator: Evaluator, run: RunDirectory | None, every_n_steps: int):
         self.evaluator, self.run, self.every = evaluator, run, every_n_steps
-        self._last = -1
+        self._seen = 0  # the optimizer step after the previous micro-batch
+
+    def on_train_start(self, trainer, pl_module):
+        # the step fit starts at: 0, or a resumed run's checkpoint step, whose dev row (if
+        # any) the attempt that saved it wrote already (its evaluation runs before the save)
+        self._seen = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if not self.every or "dev" not in self.evaluator.sets or step % self.every or step == self._last:
+        # every micro-batch ends here; only the one that completed an optimizer step evaluates
+        # (not the first micro-batches of train.accumulate, nor a step train.nonfinite=skip skipped)
+        step, advanced = trainer.global_step, trainer.global_step != self._seen
+        self._seen = step
+        if not advanced or not self.every or "dev" not in self.evaluator.sets or step % self.every:
             return
-        self._last = step
         means = self.evaluator.means("dev", rerank_shared(self.evaluator, "dev"))
         split = self.evaluator.sets["dev"].split
         if self.run is None:
