@@ -64,9 +64,31 @@ def resume_config(run_dir: Path, given: DictConfig | None = None, overrides: lis
     return saved
 
 
+def check_sweep_of_one_process(cfg: DictConfig) -> None:
+    """Refuse ``-m`` (Hydra's multirun) for a job of several processes. Hydra runs a sweep's
+    jobs one after another in this process, but Lightning starts the other ranks with this
+    process's command line, ``-m`` included: each rank would be a sweep of its own, with its
+    own run directories, and the ranks would pair different collectives (a crash, then a hang)."""
+    from hydra.types import RunMode
+
+    if hydra.core.hydra_config.HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    from urlkit.build import trainer_arguments
+    from urlkit.training.distributed import launch_layout
+
+    _, world = launch_layout(trainer_arguments(cfg.trainer))
+    if world > 1:
+        raise ConfigError(
+            f"-m (a Hydra multirun) cannot run a job of {world} processes: Lightning would start every other rank "
+            "as a sweep of its own. Sweep with one job per sweep point instead, each without -m: a shell loop "
+            "(for seed in 0 1 2; do python -m urlkit.run seed=$seed ...; done) or a SLURM job array"
+        )
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     with reported_errors():  # bad input: "error: <message>", exit status 2
+        check_sweep_of_one_process(cfg)
         run_dir = run_directory(cfg)
         if cfg.get("resume"):
             cfg = resume_config(run_dir, cfg, list(hydra.core.hydra_config.HydraConfig.get().overrides.task))

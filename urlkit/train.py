@@ -158,10 +158,12 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     )
     ckpt_path = str(_last_checkpoint(run_dir)) if start_step else None
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
-    if trainer.global_step != checkpoint_step(_last_checkpoint(run_dir)):
-        # max_steps is not a multiple of checkpoint.every_n_steps: keep the final weights
-        # (what urlkit.evaluate and urlkit.rerank load, and where a resume restarts);
-        # every rank calls it (Lightning writes on rank 0 and waits for all)
+    # max_steps is not a multiple of checkpoint.every_n_steps: keep the final weights (what
+    # urlkit.evaluate and urlkit.rerank load, and where a resume restarts). Every rank calls
+    # save_checkpoint (Lightning writes on rank 0 and gathers from all), so rank 0 decides,
+    # from the file it wrote, for all: ranks that disagreed would pair different collectives
+    unsaved = trainer.global_step != checkpoint_step(_last_checkpoint(run_dir)) if run is not None else None
+    if trainer.strategy.broadcast(unsaved, src=0):
         trainer.save_checkpoint(Path(run_dir) / "checkpoints" / "last.ckpt")
 
     metrics = FinalEvaluation(evaluator, run)(trainer.global_step)
