@@ -80,6 +80,24 @@ def launcher_job_id() -> str | None:
     return None
 
 
+def launch_id() -> str | None:
+    """An id every process of one launch computes alike, and a relaunch does not: rank 0's
+    ``URLKIT_LAUNCH`` (the ranks Lightning's launcher starts inherit its environment), else
+    the SLURM job step or torchrun rendezvous with its restart count (a requeued job keeps its
+    job id, not its restart count), else the rendezvous address of nodes started by hand.
+    Rank 0 records it in run.json, so a rank other than 0 can tell the run its own rank 0 has
+    just started from one an earlier launch left in the folder (None: no launcher's id)."""
+    if os.environ.get("URLKIT_LAUNCH"):
+        return os.environ["URLKIT_LAUNCH"]
+    job = launcher_job_id()
+    if job:
+        restarts = os.environ.get("SLURM_RESTART_COUNT" if job.startswith("slurm-") else "TORCHELASTIC_RESTART_COUNT")
+        return f"{job}.restart-{restarts or 0}"
+    if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        return f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    return None
+
+
 def register_resolvers() -> None:
     """Register the resolvers conf/ uses (idempotent)."""
     # ${urlkit_run_id:} -> a short unique id, so run directories of parallel sweep agents
