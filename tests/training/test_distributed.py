@@ -206,7 +206,7 @@ def test_the_ddp_command_keeps_one_record_of_the_run_written_by_rank_0(plain):
     assert {p.name for p in ddp.iterdir()} == expected
     assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["last.ckpt"]
     assert (
-        len((ddp / "lightning" / "metrics.csv").read_text().splitlines()) > 1
+        len((ddp / "lightning" / "attempt-1" / "metrics.csv").read_text().splitlines()) > 1
     )  # the csv logger, once
     assert [line.split(",")[0] for line in (ddp / "eval.csv").read_text().splitlines()[1:]] == [
         str(STEPS)

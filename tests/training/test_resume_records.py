@@ -8,6 +8,7 @@ tests read what the two attempts left together.
 
 from __future__ import annotations
 
+import csv
 import signal
 
 import pytest
@@ -43,3 +44,16 @@ def test_dev_evaluations_run_once_per_evaluated_optimizer_step_also_across_a_res
     # not at "step 0" after the first micro-batch, nor again at the step the resume starts from
     dev = [int(row["step"]) for row in evaluations(resumed) if row["split"] == "dev"]
     assert dev == [2, 4]
+
+
+def test_every_attempt_keeps_its_own_csv_logger_file(resumed):
+    # Lightning's CSVLogger deletes a metrics.csv it finds in its folder: one folder per attempt,
+    # each written as it goes (the killed attempt's rows are on disk)
+    attempts = sorted(p.name for p in (resumed / "lightning").iterdir())
+    assert attempts == ["attempt-1", "attempt-2"]
+    steps = []
+    for attempt in attempts:
+        rows = list(csv.DictReader((resumed / "lightning" / attempt / "metrics.csv").open()))
+        steps.append(sorted({int(row["step"]) for row in rows if row.get("train/loss")}))
+    assert steps == [[1, 2, 3], [3, 4]], rows[0].keys()
+
