@@ -54,6 +54,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run.write_config(OmegaConf.to_container(cfg, resolve=True))
     inherited = os.environ.get("URLKIT_LAUNCH")
     os.environ["URLKIT_LAUNCH"] = launch  # the ranks Lightning's launcher starts inherit it
+    restore_sigterm = _sigterm_interrupts()
     try:
         return _fit_and_evaluate(cfg, run.path, run, info["wandb_id"], start_step)
     except BaseException as err:
@@ -66,7 +67,31 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             raise SystemExit(EXIT_INTERRUPTED) from err
         raise
     finally:
+        restore_sigterm()
         _restore_variable("URLKIT_LAUNCH", inherited)
+
+
+def _sigterm_interrupts():
+    """Make SIGTERM end the run as ``interrupted`` (exit status 143) also outside
+    ``trainer.fit``: loading data, building the model, the final evaluation. Lightning handles
+    SIGTERM only inside fit; elsewhere the default action killed the process and run.json
+    stayed ``running``. Returns the function that puts the previous handler back."""
+    import signal
+    import threading
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        return lambda: None
+
+    def interrupt(signum, frame):
+        # inside fit Lightning's handler calls this one after its own (it chains the handler it
+        # found) and stops the loop itself once the step is done: leave it to Lightning there
+        if signal.getsignal(signal.SIGTERM) is interrupt:
+            raise SIGTERMException()  # Lightning's, so both ways read the same in run.json
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _check_no_earlier_run(run_dir: Path, rank: int) -> None:

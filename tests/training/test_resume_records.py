@@ -9,11 +9,14 @@ tests read what the two attempts left together.
 from __future__ import annotations
 
 import csv
+import json
 import signal
 
 import pytest
 from helpers.reliability_helpers import Launcher, evaluations, train_args
 from helpers.run_helpers import write_small_dataset
+
+from urlkit.errors import EXIT_INTERRUPTED
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,3 +60,11 @@ def test_every_attempt_keeps_its_own_csv_logger_file(resumed):
         steps.append(sorted({int(row["step"]) for row in rows if row.get("train/loss")}))
     assert steps == [[1, 2, 3], [3, 4]], rows[0].keys()
 
+
+def test_a_sigterm_during_the_final_evaluation_ends_the_run_as_interrupted(data, tmp_path):
+    # outside Lightning's fit, where Lightning's own SIGTERM handler is not installed
+    run_dir = tmp_path / "run"
+    result = Launcher.shared().run(train_args(data, run_dir, "train.max_steps=2"), die="final-eval:term")
+    assert result.returncode == EXIT_INTERRUPTED, result.output[-3000:]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted" and "SIGTERM" in info["error"]
