@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from urlkit.config import check_train_config, register_resolvers
+from urlkit.config import check_resume_target, check_train_config, register_resolvers
 from urlkit.errors import ConfigError, reported_errors
 from urlkit.paths import REPO_ROOT
 from urlkit.train import train
@@ -29,10 +29,8 @@ CONFIG_DIR = str(REPO_ROOT / "conf")
 def run_directory(cfg: DictConfig) -> Path:
     """The Hydra output directory, or the directory of the run being resumed."""
     if cfg.get("resume"):
-        path = Path(cfg.resume)
-        if not (path / "config.yaml").exists():
-            raise FileNotFoundError(f"resume={cfg.resume}: not a urlkit run directory (no config.yaml)")
-        return path
+        check_resume_target(cfg.resume)  # done already where hydra.run.dir resolves to it
+        return Path(cfg.resume)
     return Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
 
 
