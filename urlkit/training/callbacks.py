@@ -6,10 +6,11 @@ assembles), which calls the reranker that trains, so what is measured is exactly
 trained; results go to the run directory (eval.csv, metrics.json, per_query/) and to the
 Lightning loggers.
 
-Under DDP every rank reranks every ``world_size``-th query (:func:`rerank_shared`; queries
-are sorted by prompt length first, so the shares cost about the same), the rankings are
-gathered on every rank, and rank 0 alone writes them: the metrics of one process, in about
-1/R of the time. The ranks other than 0 get ``run=None`` and write nothing.
+Under DDP every rank reranks every ``world_size``-th query in split order
+(:func:`rerank_shared`: rank r takes queries r, r+R, r+2R, ...; they are not sorted by
+length, so the shares cost about the same only on average), the rankings are gathered on
+every rank, and rank 0 alone writes them: the metrics of one process, in about 1/R of the
+time. The ranks other than 0 get ``run=None`` and write nothing.
 """
 
 from __future__ import annotations
