@@ -15,7 +15,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from urlkit.config import check_resume_target, check_train_config, register_resolvers
+from urlkit.config import (
+    check_resume_target,
+    check_train_config,
+    launched_as_other_rank,
+    register_resolvers,
+)
 from urlkit.errors import ConfigError, reported_errors
 from urlkit.paths import REPO_ROOT
 from urlkit.train import train
@@ -91,9 +96,11 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.get("resume"):
             cfg = resume_config(run_dir, cfg, list(hydra.core.hydra_config.HydraConfig.get().overrides.task))
         check_train_config(cfg)
-        print(f"[urlkit] run directory: {run_dir}", flush=True)
+        # rank 0 speaks for the run: another rank's final metrics lack the benchmark's, say
+        say = (lambda *args, **kwargs: None) if launched_as_other_rank() else print
+        say(f"[urlkit] run directory: {run_dir}", flush=True)
         metrics = train(cfg, run_dir)
-        print(f"[urlkit] final metrics: {metrics}", flush=True)
+        say(f"[urlkit] final metrics: {metrics}", flush=True)
         return metrics.get("test/ndcg@10")
 
 
