@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.errors import ConfigError
+from urlkit.errors import ConfigError, reported_errors
 from urlkit.paths import REPO_ROOT
 from urlkit.records import new_run_id
 
@@ -41,11 +41,33 @@ def run_dir(output_root: str, run_name: str, resume: str | None = None) -> str:
     it instead (``<output_root>/runs/<job>_<run name>``), the same on every rank (urlkit's
     run directory is rank 0's; the other ranks write nothing in it)."""
     if resume:
+        # here, when Hydra resolves its run directory: once that returns, Hydra writes its
+        # .hydra/ copy of the config and run.log into the folder (a mistyped path included)
+        with reported_errors():
+            check_resume_target(resume)
         return str(resume)
     job = launcher_job_id()
     if job:
         return f"{output_root}/runs/{job}_{run_name}"
     return f"{output_root}/runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}_{run_name}_{new_run_id()}"
+
+
+def check_resume_target(path: str | Path) -> None:
+    """``resume=<path>`` names a training run: its config.yaml (with the ``train`` and
+    ``trainer`` keys only a training run's has) and run.json. An evaluation's output folder
+    also has a config.yaml, and would fail later with a library traceback."""
+    folder = Path(path)
+    if not (folder / "config.yaml").is_file():
+        raise FileNotFoundError(f"resume={path}: not a urlkit run directory (no config.yaml)")
+    try:
+        saved = OmegaConf.load(folder / "config.yaml")
+    except Exception as err:  # noqa: BLE001 - any unreadable config is the same answer
+        raise ConfigError(f"resume={path}: not a urlkit run directory (config.yaml unreadable: {err})") from err
+    missing = [key for key in ("train", "trainer") if not isinstance(saved, DictConfig) or key not in saved]
+    if missing or not (folder / "run.json").is_file():
+        what = f"its config.yaml has no {' or '.join(missing)}" if missing else "no run.json"
+        raise ConfigError(f"resume={path}: not a urlkit training run directory ({what}; an evaluation's output "
+                          "folder cannot be resumed)")  # fmt: skip
 
 
 def launched_as_other_rank() -> bool:
@@ -77,6 +99,24 @@ def launcher_job_id() -> str | None:
         return f"torchrun-{run_id}"
     if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
         return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
+    return None
+
+
+def launch_id() -> str | None:
+    """An id every process of one launch computes alike, and a relaunch does not: rank 0's
+    ``URLKIT_LAUNCH`` (the ranks Lightning's launcher starts inherit its environment), else
+    the SLURM job step or torchrun rendezvous with its restart count (a requeued job keeps its
+    job id, not its restart count), else the rendezvous address of nodes started by hand.
+    Rank 0 records it in run.json, so a rank other than 0 can tell the run its own rank 0 has
+    just started from one an earlier launch left in the folder (None: no launcher's id)."""
+    if os.environ.get("URLKIT_LAUNCH"):
+        return os.environ["URLKIT_LAUNCH"]
+    job = launcher_job_id()
+    if job:
+        restarts = os.environ.get("SLURM_RESTART_COUNT" if job.startswith("slurm-") else "TORCHELASTIC_RESTART_COUNT")
+        return f"{job}.restart-{restarts or 0}"
+    if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        return f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     return None
 
 

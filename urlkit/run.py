@@ -15,7 +15,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from urlkit.config import check_train_config, register_resolvers
+from urlkit.config import (
+    check_resume_target,
+    check_train_config,
+    launched_as_other_rank,
+    register_resolvers,
+)
 from urlkit.errors import ConfigError, reported_errors
 from urlkit.paths import REPO_ROOT
 from urlkit.train import train
@@ -29,10 +34,8 @@ CONFIG_DIR = str(REPO_ROOT / "conf")
 def run_directory(cfg: DictConfig) -> Path:
     """The Hydra output directory, or the directory of the run being resumed."""
     if cfg.get("resume"):
-        path = Path(cfg.resume)
-        if not (path / "config.yaml").exists():
-            raise FileNotFoundError(f"resume={cfg.resume}: not a urlkit run directory (no config.yaml)")
-        return path
+        check_resume_target(cfg.resume)  # done already where hydra.run.dir resolves to it
+        return Path(cfg.resume)
     return Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
 
 
@@ -64,16 +67,40 @@ def resume_config(run_dir: Path, given: DictConfig | None = None, overrides: lis
     return saved
 
 
+def check_sweep_of_one_process(cfg: DictConfig) -> None:
+    """Refuse ``-m`` (Hydra's multirun) for a job of several processes. Hydra runs a sweep's
+    jobs one after another in this process, but Lightning starts the other ranks with this
+    process's command line, ``-m`` included: each rank would be a sweep of its own, with its
+    own run directories, and the ranks would pair different collectives (a crash, then a hang)."""
+    from hydra.types import RunMode
+
+    if hydra.core.hydra_config.HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    from urlkit.build import trainer_arguments
+    from urlkit.training.distributed import launch_layout
+
+    _, world = launch_layout(trainer_arguments(cfg.trainer))
+    if world > 1:
+        raise ConfigError(
+            f"-m (a Hydra multirun) cannot run a job of {world} processes: Lightning would start every other rank "
+            "as a sweep of its own. Sweep with one job per sweep point instead, each without -m: a shell loop "
+            "(for seed in 0 1 2; do python -m urlkit.run seed=$seed ...; done) or a SLURM job array"
+        )
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     with reported_errors():  # bad input: "error: <message>", exit status 2
+        check_sweep_of_one_process(cfg)
         run_dir = run_directory(cfg)
         if cfg.get("resume"):
             cfg = resume_config(run_dir, cfg, list(hydra.core.hydra_config.HydraConfig.get().overrides.task))
         check_train_config(cfg)
-        print(f"[urlkit] run directory: {run_dir}", flush=True)
+        # rank 0 speaks for the run: another rank's final metrics lack the benchmark's, say
+        say = (lambda *args, **kwargs: None) if launched_as_other_rank() else print
+        say(f"[urlkit] run directory: {run_dir}", flush=True)
         metrics = train(cfg, run_dir)
-        print(f"[urlkit] final metrics: {metrics}", flush=True)
+        say(f"[urlkit] final metrics: {metrics}", flush=True)
         return metrics.get("test/ndcg@10")
 
 

@@ -11,6 +11,7 @@ from scratch in the same directory when it died before the first one).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,27 +26,35 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     ``interrupted`` (Ctrl-C; SIGTERM, which also exits with status 143); a run killed
     outright stays ``running`` with the pid of its process.
 
-    Under DDP every process runs this function; only global rank 0 (as Lightning will number
-    the processes, see ``urlkit.training.distributed.launch_rank``) checks, writes and
+    Under DDP every process runs this function. Every rank first checks that the folder
+    holds no earlier run, so that all refuse together; then only global rank 0 (as Lightning
+    will number the processes, see ``urlkit.training.distributed.launch_rank``) writes and
     reports the run directory, the other ranks read its checkpoint and nothing else.
     """
     from urlkit.build import trainer_arguments
+    from urlkit.config import launch_id
     from urlkit.records import RunDirectory, new_run_id
     from urlkit.training.distributed import launch_rank
 
-    if launch_rank(trainer_arguments(cfg.trainer)) != 0:
+    rank = launch_rank(trainer_arguments(cfg.trainer))
+    if not cfg.get("resume"):
+        # every rank, before any collective: a rank that went on alone would wait for ever
+        # (30 min, torch's timeout) in the process group for a rank 0 that has refused
+        _check_no_earlier_run(Path(run_dir), rank)
+    if rank != 0:
         start_step = (checkpoint_step(_last_checkpoint(run_dir)) or 0) if cfg.get("resume") else 0
         return _fit_and_evaluate(cfg, Path(run_dir), None, "", start_step)
     run = RunDirectory(run_dir)
-    if not cfg.get("resume") and (run.path / "config.yaml").exists():
-        raise ConfigError(
-            f"{run.path} already holds a urlkit run: continue it with resume={run.path}, "
-            "or leave hydra.run.dir unset to get a new directory"
-        )
     start_step = restart_point(run) if cfg.get("resume") else 0
+    launch = launch_id() or new_run_id()
+    # a resumed run starts clean: the error of the attempt it continues is not this one's;
+    # run.json names this launch before config.yaml marks the folder as a run
+    info = run.update_info(status="running", error=None, launch=launch,
+                           wandb_id=run.read_info().get("wandb_id") or new_run_id())  # fmt: skip
     run.write_config(OmegaConf.to_container(cfg, resolve=True))
-    # a resumed run starts clean: the error of the attempt it continues is not this one's
-    info = run.update_info(status="running", error=None, wandb_id=run.read_info().get("wandb_id") or new_run_id())
+    inherited = os.environ.get("URLKIT_LAUNCH")
+    os.environ["URLKIT_LAUNCH"] = launch  # the ranks Lightning's launcher starts inherit it
+    restore_sigterm = _sigterm_interrupts()
     try:
         return _fit_and_evaluate(cfg, run.path, run, info["wandb_id"], start_step)
     except BaseException as err:
@@ -57,6 +66,68 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             # would exit 0 and tell a sweep agent the run succeeded
             raise SystemExit(EXIT_INTERRUPTED) from err
         raise
+    finally:
+        restore_sigterm()
+        _restore_variable("URLKIT_LAUNCH", inherited)
+
+
+def _sigterm_interrupts():
+    """Make SIGTERM end the run as ``interrupted`` (exit status 143) also outside
+    ``trainer.fit``: loading data, building the model, the final evaluation. Lightning handles
+    SIGTERM only inside fit; elsewhere the default action killed the process and run.json
+    stayed ``running``. Returns the function that puts the previous handler back."""
+    import signal
+    import threading
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        return lambda: None
+
+    def interrupt(signum, frame):
+        # inside fit Lightning's handler calls this one after its own (it chains the handler it
+        # found) and stops the loop itself once the step is done: leave it to Lightning there
+        if signal.getsignal(signal.SIGTERM) is interrupt:
+            raise SIGTERMException()  # Lightning's, so both ways read the same in run.json
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _check_no_earlier_run(run_dir: Path, rank: int) -> None:
+    """Refuse a folder that holds a run of an earlier launch (read-only, so every rank can run
+    it before any collective). Rank 0 refuses any run there; a rank other than 0 accepts the
+    one its own rank 0 has just started (run.json: this launch's id, status running)."""
+    import json
+
+    from urlkit.config import launch_id, launcher_job_id
+
+    if not (run_dir / "config.yaml").exists():
+        return
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    mine = launch_id()
+    if rank != 0 and mine is not None and info.get("launch") == mine and info.get("status") == "running":
+        return
+    job = launcher_job_id()
+    if job and run_dir.name.startswith(f"{job}_"):
+        # the launcher's job id named the folder: a requeued SLURM job (same job id) or a
+        # restarted torchrun rendezvous lands here without the user having named anything
+        raise ConfigError(
+            f"{run_dir} already holds a urlkit run, in the folder the job id {job} names (a requeued or "
+            f"restarted job keeps its id): continue it by starting the job with resume={run_dir}, "
+            "or start a new run with hydra.run.dir=<a new directory>"
+        )
+    raise ConfigError(
+        f"{run_dir} already holds a urlkit run: continue it with resume={run_dir}, "
+        "or leave hydra.run.dir unset to get a new directory"
+    )
+
+
+def _restore_variable(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _last_checkpoint(run_dir: Path) -> Path | None:
@@ -161,10 +232,12 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     )
     ckpt_path = str(_last_checkpoint(run_dir)) if start_step else None
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
-    if trainer.global_step != checkpoint_step(_last_checkpoint(run_dir)):
-        # max_steps is not a multiple of checkpoint.every_n_steps: keep the final weights
-        # (what urlkit.evaluate and urlkit.rerank load, and where a resume restarts);
-        # every rank calls it (Lightning writes on rank 0 and waits for all)
+    # max_steps is not a multiple of checkpoint.every_n_steps: keep the final weights (what
+    # urlkit.evaluate and urlkit.rerank load, and where a resume restarts). Every rank calls
+    # save_checkpoint (Lightning writes on rank 0 and gathers from all), so rank 0 decides,
+    # from the file it wrote, for all: ranks that disagreed would pair different collectives
+    unsaved = trainer.global_step != checkpoint_step(_last_checkpoint(run_dir)) if run is not None else None
+    if trainer.strategy.broadcast(unsaved, src=0):
         trainer.save_checkpoint(Path(run_dir) / "checkpoints" / "last.ckpt")
 
     metrics = FinalEvaluation(evaluator, run)(trainer.global_step)

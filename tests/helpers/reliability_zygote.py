@@ -17,6 +17,7 @@ process itself at the point ``die`` names (``none``: no hook):
     term:K       SIGTERM instead of SIGKILL after step K (a scheduler's pre-emption notice)
     save:K       in the middle of writing the checkpoint of step K (half the bytes are on disk)
     final-eval   during the final test evaluation, after the reranker's results were written
+    final-eval:term  SIGTERM instead of SIGKILL at that point (outside Lightning's fit)
 
 SIGKILL cannot be caught: nothing of urlkit runs after it, as when a scheduler pre-empts the
 job or the machine runs out of memory. Killing at a chosen point instead of after a timer
@@ -138,7 +139,7 @@ def _die_while_saving(step: int) -> None:
     torch.save = half_written_then_killed  # what urlkit.training.checkpointing.atomic_torch_save calls
 
 
-def _die_in_final_evaluation() -> None:
+def _die_in_final_evaluation(sig: int = signal.SIGKILL) -> None:
     import urlkit.training.callbacks
 
     save_evaluation = urlkit.training.callbacks.save_evaluation
@@ -147,7 +148,7 @@ def _die_in_final_evaluation() -> None:
     def second_call_killed(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:  # the reranker's per-query files and eval.csv row are written
-            _die()
+            _die(sig)
         return save_evaluation(*args, **kwargs)
 
     urlkit.training.callbacks.save_evaluation = second_call_killed
@@ -160,7 +161,7 @@ def install(point: str) -> None:
         "step": lambda: _die_after_step(int(step), float(delay.rstrip("s") or 0)),
         "term": lambda: _die_after_step(int(step), sig=signal.SIGTERM),
         "save": lambda: _die_while_saving(int(step)),
-        "final-eval": _die_in_final_evaluation,
+        "final-eval": lambda: _die_in_final_evaluation(signal.SIGTERM if value == "term" else signal.SIGKILL),
         "none": lambda: None,
     }
     hooks[kind]()

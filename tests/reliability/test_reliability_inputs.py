@@ -114,6 +114,19 @@ def test_a_run_file_that_does_not_exist(tmp_path, dataset):
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
     out = cli(f"resume={tmp_path / 'nowhere'}")
     assert_one_clear_error(out.returncode, out.stderr, "not a urlkit run directory (no config.yaml)")
+    assert not (tmp_path / "nowhere").exists()  # refused before Hydra made it its run directory
+
+
+def test_resume_of_an_evaluation_folder_is_refused_before_hydra_writes_into_it(tmp_path):
+    evaluation = tmp_path / "evaluation"  # what python -m urlkit.evaluate leaves: a config.yaml, no run
+    (evaluation / ".hydra").mkdir(parents=True)
+    (evaluation / "config.yaml").write_text("run_dir: runs/x\ndepth: 100\n")
+    (evaluation / ".hydra" / "config.yaml").write_text("depth: 100\n")
+    (evaluation / "metrics.json").write_text("{}")
+    before = {p: p.read_bytes() for p in evaluation.rglob("*") if p.is_file()}
+    out = cli(f"resume={evaluation}")
+    assert_one_clear_error(out.returncode, out.stderr, f"resume={evaluation}: not a urlkit training run directory")
+    assert {p: p.read_bytes() for p in evaluation.rglob("*") if p.is_file()} == before  # no run.log, .hydra kept
 
 
 def test_a_new_run_in_the_directory_of_another_run(tmp_path, dataset):

@@ -200,13 +200,14 @@ def test_the_ddp_command_keeps_one_record_of_the_run_written_by_rank_0(plain):
     assert info["status"] == "finished" and info["steps"] == STEPS
     assert "already holds a urlkit run" not in log
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log  # the second rank was Lightning's, and ran
+    assert log.count("[urlkit] run directory:") == log.count("[urlkit] final metrics:") == 1  # rank 0's
     # one record: the rank-0 files, nothing of rank 1 (no Hydra log, no .hydra copy, no checkpoint)
     expected = {".hydra", "checkpoints", "config.yaml", "eval.csv", "history.csv", "lightning", "metrics.json",
                 "per_query", "run.json", "run.log"}  # fmt: skip
     assert {p.name for p in ddp.iterdir()} == expected
     assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["last.ckpt"]
     assert (
-        len((ddp / "lightning" / "metrics.csv").read_text().splitlines()) > 1
+        len((ddp / "lightning" / "attempt-1" / "metrics.csv").read_text().splitlines()) > 1
     )  # the csv logger, once
     assert [line.split(",")[0] for line in (ddp / "eval.csv").read_text().splitlines()[1:]] == [
         str(STEPS)

@@ -6,10 +6,11 @@ assembles), which calls the reranker that trains, so what is measured is exactly
 trained; results go to the run directory (eval.csv, metrics.json, per_query/) and to the
 Lightning loggers.
 
-Under DDP every rank reranks every ``world_size``-th query (:func:`rerank_shared`; queries
-are sorted by prompt length first, so the shares cost about the same), the rankings are
-gathered on every rank, and rank 0 alone writes them: the metrics of one process, in about
-1/R of the time. The ranks other than 0 get ``run=None`` and write nothing.
+Under DDP every rank reranks every ``world_size``-th query in split order
+(:func:`rerank_shared`: rank r takes queries r, r+R, r+2R, ...; they are not sorted by
+length, so the shares cost about the same only on average), the rankings are gathered on
+every rank, and rank 0 alone writes them: the metrics of one process, in about 1/R of the
+time. The ranks other than 0 get ``run=None`` and write nothing.
 """
 
 from __future__ import annotations
@@ -51,13 +52,20 @@ class PeriodicEvaluation(L.Callback):
 
     def __init__(self, evaluator: Evaluator, run: RunDirectory | None, every_n_steps: int):
         self.evaluator, self.run, self.every = evaluator, run, every_n_steps
-        self._last = -1
+        self._seen = 0  # the optimizer step after the previous micro-batch
+
+    def on_train_start(self, trainer, pl_module):
+        # the step fit starts at: 0, or a resumed run's checkpoint step, whose dev row (if
+        # any) the attempt that saved it wrote already (its evaluation runs before the save)
+        self._seen = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if not self.every or "dev" not in self.evaluator.sets or step % self.every or step == self._last:
+        # every micro-batch ends here; only the one that completed an optimizer step evaluates
+        # (not the first micro-batches of train.accumulate, nor a step train.nonfinite=skip skipped)
+        step, advanced = trainer.global_step, trainer.global_step != self._seen
+        self._seen = step
+        if not advanced or not self.every or "dev" not in self.evaluator.sets or step % self.every:
             return
-        self._last = step
         means = self.evaluator.means("dev", rerank_shared(self.evaluator, "dev"))
         split = self.evaluator.sets["dev"].split
         if self.run is None:

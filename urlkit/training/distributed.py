@@ -4,8 +4,9 @@ Processes are started by Lightning (its own launcher for ``trainer.devices``/``n
 or ``torchrun``, or SLURM, which its cluster environments detect); urlkit never launches
 any. What urlkit adds on top of Lightning's DDP:
 
-* :func:`launch_rank`: the global rank Lightning will give this process, known before the
-  run directory is touched, so that only rank 0 writes the run's records;
+* :func:`launch_rank` / :func:`launch_layout`: the global rank (and world size) Lightning will
+  give this process, known before the run directory is touched, so that only rank 0 writes
+  the run's records (and a Hydra multirun of several processes is refused first);
 * :func:`reduce_`, :func:`gather`, :func:`agree`: thin wrappers of ``torch.distributed`` that
   are the identity in a single process (no process group), used by the step telemetry, the
   non-finite guard, the checkpoints' RNG states and the sharded evaluation;
@@ -24,7 +25,12 @@ import torch
 
 
 def launch_rank(trainer_arguments: dict) -> int:
-    """The global rank Lightning gives this process under these Trainer arguments.
+    """The global rank Lightning gives this process under these Trainer arguments."""
+    return launch_layout(trainer_arguments)[0]
+
+
+def launch_layout(trainer_arguments: dict) -> tuple[int, int]:
+    """``(global rank, world size)`` of this process under these Trainer arguments.
 
     Lightning's accelerator connector reads its cluster environment (its own launcher's
     ``LOCAL_RANK``/``NODE_RANK``, torchrun's ``RANK``, SLURM's ``SLURM_PROCID``...) when a
@@ -46,7 +52,7 @@ def launch_rank(trainer_arguments: dict) -> int:
         probe = L.Trainer(**{**trainer_arguments, **quiet_arguments})
     finally:
         quiet.setLevel(level)
-    return int(probe.global_rank)
+    return int(probe.global_rank), int(probe.world_size)
 
 
 def initialized() -> bool:

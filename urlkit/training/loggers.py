@@ -47,7 +47,8 @@ def make_loggers(cfg: DictConfig, run: RunDirectory, wandb_id: str) -> list:
     if name == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
-        return [CSVLogger(save_dir=str(run.path), name="lightning", version="")]
+        # written every step (Lightning's default, 100, keeps a killed attempt's rows in memory)
+        return [CSVLogger(save_dir=str(run.path), name="lightning", version=csv_attempt(run), flush_logs_every_n_steps=1)]
     from lightning.pytorch.loggers import WandbLogger
 
     mode = wandb_mode(cfg.logger.mode)
@@ -71,6 +72,15 @@ def make_loggers(cfg: DictConfig, run: RunDirectory, wandb_id: str) -> list:
             **wandb_settings(float(cfg.logger.get("flush_interval_s", WANDB_FLUSH_INTERVAL_S))),
         )
     ]
+
+
+def csv_attempt(run: RunDirectory) -> str:
+    """The CSV logger's folder for this attempt of the run: ``lightning/attempt-<n>``, a new
+    one each time the run is resumed. Lightning's CSVLogger deletes the metrics.csv it finds
+    in its folder, which would lose every earlier attempt's rows (history.csv, urlkit's own
+    record, is cut back to the checkpoint and kept)."""
+    earlier = list((run.path / "lightning").glob("attempt-*"))
+    return f"attempt-{len(earlier) + 1}"
 
 
 def flat_config(config: dict, prefix: str = "") -> dict:
