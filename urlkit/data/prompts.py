@@ -52,8 +52,8 @@ document), ``image_grid_thw`` (n_images, 3) and ``mm_token_type_ids`` (1 at imag
 which Qwen2.5-VL needs to give image tokens their 3-D rotary positions). Without a
 processor, a query or document with an image raises a clear error.
 
-Kept in one file (about 420 lines; the formats are in ``prompt_formats``): the renderer, its
-export form (``pair_chat_template``) and its image inputs share one
+Kept in one file (about 420 lines; the formats are in ``prompt_formats``, the pixels in
+``images``): the renderer, its export form (``pair_chat_template``) and its image tokens share one
 tokenisation contract (the prompt ends where the score is read; truncation cuts only the
 document), which reads and is checked best in one place.
 """
@@ -64,12 +64,12 @@ import dataclasses
 import string
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from urlkit.data.format import DataError, Document, Query, Split
+from urlkit.data.images import ImageInputs, read_image  # noqa: F401 (read_image re-exported)
 from urlkit.data.prompt_formats import DEFAULT_SYSTEM_PROMPT, DEFAULT_TEMPLATE, PromptFormat  # noqa: F401 (re-exported)
 from urlkit.errors import ConfigError
 
@@ -131,7 +131,7 @@ class PromptRenderer:
             )
         self.tokenizer = tokenizer
         self.processor = processor
-        self._images = None if processor is None else _ImageInputs(processor, image_cache_size)
+        self._images = None if processor is None else ImageInputs(processor, image_cache_size)
         self._image_marker = None if processor is None else self._image_item_text()
         self._query_first = template.index("{query}") < template.index("{document}")
         self.max_length = max_length
@@ -413,62 +413,6 @@ def _jinja_string(text: str, expression: bool = True) -> str:
 def document_text(doc: Document) -> str:
     """Title, then text, on separate lines (the title survives truncation)."""
     return "\n".join(part for part in (doc.title, doc.text) if part)
-
-
-class _ImageInputs:
-    """Image path -> (pixel_values, image_grid_thw) through the processor's image processor.
-
-    Token counts are kept for every image seen (one int each); pixel values only for the
-    ``cache_size`` most recent images (a 1280-token image is 24 MB of float32 patches).
-    """
-
-    def __init__(self, processor: Any, cache_size: int):
-        for attribute in ("image_processor", "image_token", "apply_chat_template"):
-            if not hasattr(processor, attribute):
-                raise ConfigError(f"the processor {type(processor).__name__} has no {attribute!r}: "
-                                 "pass a vision-language processor (e.g. Qwen2.5-VL's)")
-        self.image_processor = processor.image_processor
-        self.token = processor.image_token
-        self.token_id = processor.tokenizer.convert_tokens_to_ids(self.token)
-        self.merge = getattr(self.image_processor, "merge_size", 1) or 1
-        self._counts: dict[str, int] = {}
-        self._pixels: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._cache_size = cache_size
-
-    def n_tokens(self, path: str) -> int:
-        if path not in self._counts:
-            self.pixels(path)
-        return self._counts[path]
-
-    def pixels(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
-        cached = self._pixels.get(path)
-        if cached is not None:
-            self._pixels.move_to_end(path)
-            return cached
-        image = read_image(path)
-        try:
-            inputs = self.image_processor(images=[image], return_tensors="pt")
-        except ValueError as err:  # e.g. an aspect ratio the processor cannot resize
-            raise DataError(f"the image processor rejects this image ({image.size[0]} x "
-                            f"{image.size[1]} pixels): {err}", path=path,
-                            reason="unreadable image") from err
-        entry = (inputs["pixel_values"], inputs["image_grid_thw"])
-        self._counts[path] = int(entry[1].prod()) // self.merge**2
-        self._pixels[path] = entry
-        if len(self._pixels) > self._cache_size:
-            self._pixels.popitem(last=False)
-        return entry
-
-
-def read_image(path: str | Path):
-    """The image at ``path`` as RGB; a :class:`DataError` naming the file if it cannot be read."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read the image: {err}", path=path, reason="unreadable image") from err
 
 
 _document_text = document_text  # the name other modules imported first
