@@ -60,11 +60,37 @@ class ImageInputs:
 
 
 def read_image(path: str | Path):
-    """The image at ``path`` as RGB; a :class:`DataError` naming the file if it cannot be read."""
+    """The image at ``path`` as 8-bit RGB, as the backbone's own pipeline shows it: transparency
+    composited onto white (transformers' ``convert_to_rgb``; a bare ``convert("RGB")`` shows a
+    transparent background as the black under it) and 16-/32-bit pixels scaled down to 8 bits
+    (``convert`` clips them: a 16-bit gradient came out 98% white). A :class:`DataError`
+    naming the file if it cannot be read."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            image = _eight_bit(image)
+            if "A" in image.getbands() or image.info.get("transparency") is not None:
+                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read the image: {err}", path=path, reason="unreadable image") from err
+
+
+# Single-channel modes deeper than 8 bits, with the value that means white: 16-bit PNGs open as
+# "I;16" (older Pillows: "I"); float TIFFs ("F") hold 0..1. A picture whose values exceed that
+# (a 32-bit TIFF using its whole range) is scaled by its own maximum instead of clipped.
+_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def _eight_bit(image):
+    """``image`` itself, or its deep single-channel pixels scaled onto 0..255 (mode "L")."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode not in _FULL_SCALE:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    full = max(_FULL_SCALE[image.mode], float(values.max(initial=0)))
+    return Image.fromarray(np.round(np.clip(values, 0, full) * (255 / full)).astype(np.uint8))
