@@ -156,13 +156,8 @@ class PromptRenderer:
 
     def encode(self, instruction: str, query: Query, doc: Document) -> Encoded:
         """Token ids of the full prompt, the document's text cut to fit ``max_length``."""
-        for owner, image in ((f"query {query.id!r}", query.image), (f"document {doc.id!r}", doc.image)):
-            if image is not None and self.processor is None:
-                raise DataError(
-                    f"image on a text-only backbone: {owner} has an image ({image}); this "
-                    "renderer writes text prompts only (images need a vision-language backbone "
-                    "and the processor's prompt path)"
-                )
+        self._check_backbone_reads(f"query {query.id!r}", query.image)
+        self._check_backbone_reads(f"document {doc.id!r}", doc.image)
         prefix, suffix = self._prefix_suffix(instruction, query)
         image_ids, document = self._document_ids(doc)
         budget = self.max_length - len(prefix) - len(suffix) - len(image_ids)
@@ -233,7 +228,18 @@ class PromptRenderer:
             return []
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
+    def _check_backbone_reads(self, owner: str, image: str | None) -> None:
+        """A DataError for an image on a text-only backbone (``validate`` renders queries before
+        any ``encode``: an image query there read the missing processor's image token)."""
+        if image is not None and self.processor is None:
+            raise DataError(
+                f"image on a text-only backbone: {owner} has an image ({image}); this "
+                "renderer writes text prompts only (images need a vision-language backbone "
+                "and the processor's prompt path)"
+            )
+
     def _prefix_suffix(self, instruction: str, query: Query) -> tuple[list[int], list[int]]:
+        self._check_backbone_reads(f"query {query.id!r}", query.image)
         key = (instruction, query.id, query.text, query.image)
         if key not in self._prefixes:
             prefix, suffix = self._chat_text(instruction, query).split(_SENTINEL)
