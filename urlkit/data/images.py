@@ -4,6 +4,7 @@ token count through the backbone's image processor (the renderer places the toke
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ class ImageInputs:
     """Image path -> (pixel_values, image_grid_thw) through the processor's image processor.
 
     Token counts are kept for every image seen (one int each); pixel values only for the
-    ``cache_size`` most recent images (a 1280-token image is 24 MB of float32 patches).
+    ``cache_size`` most recent images (a 1280-token image is 24 MB of float32 patches). Both
+    are kept with the file's :func:`image_version` and read again when it changed (a service
+    writing each upload to one temporary path scored the first picture every time).
     """
 
     def __init__(self, processor: Any, cache_size: int):
@@ -30,20 +33,23 @@ class ImageInputs:
         self.token = processor.image_token
         self.token_id = processor.tokenizer.convert_tokens_to_ids(self.token)
         self.merge = getattr(self.image_processor, "merge_size", 1) or 1
-        self._counts: dict[str, int] = {}
-        self._pixels: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._counts: dict[str, tuple[Version, int]] = {}
+        self._pixels: OrderedDict[str, tuple[Version, tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self._cache_size = cache_size
 
     def n_tokens(self, path: str) -> int:
-        if path not in self._counts:
+        version, count = self._counts.get(path, (None, 0))
+        if version is None or version != image_version(path):
             self.pixels(path)
-        return self._counts[path]
+            version, count = self._counts[path]
+        return count
 
     def pixels(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        version = image_version(path)
         cached = self._pixels.get(path)
-        if cached is not None:
+        if cached is not None and cached[0] == version:
             self._pixels.move_to_end(path)
-            return cached
+            return cached[1]
         image = read_image(path)
         try:
             inputs = self.image_processor(images=[image], return_tensors="pt")
@@ -52,11 +58,30 @@ class ImageInputs:
                             f"{image.size[1]} pixels): {err}", path=path,
                             reason="unreadable image") from err
         entry = (inputs["pixel_values"], inputs["image_grid_thw"])
-        self._counts[path] = int(entry[1].prod()) // self.merge**2
-        self._pixels[path] = entry
+        self._counts[path] = (version, int(entry[1].prod()) // self.merge**2)
+        self._pixels[path] = (version, entry)
+        self._pixels.move_to_end(path)
         if len(self._pixels) > self._cache_size:
             self._pixels.popitem(last=False)
         return entry
+
+
+Version = tuple[int, int, int]
+
+
+def image_version(path: str | None) -> Version | None:
+    """(modification time in ns, size, inode) of the file at ``path``: what a cache of anything
+    read from it is kept with, so a file rewritten in place (a new size or a later time) or
+    replaced by a rename (a new inode) is read again. One ``stat``, about a microsecond: cheap
+    next to the tokeniser for every document. Not seen: a rewrite to the same size within one
+    tick of the file system's clock (a few ms on ext4). None for no image."""
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError as err:
+        raise DataError(f"cannot read the image: {err.strerror}", path=path, reason="unreadable image") from err
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def read_image(path: str | Path):

@@ -34,7 +34,8 @@ and suffix leave no room for a single document token raises a :class:`DataError`
 :meth:`PromptRenderer.validate` checks a whole split up front so this fails before training.
 
 Tokenised prefixes are cached per (instruction, query) and documents per document (its id
-and contents), so the tokeniser runs once per text across epochs.
+and contents), so the tokeniser runs once per text across epochs; an image is tokenised again
+when its file changed (``images.image_version``).
 
 Images (vision-language backbones: pass the backbone's ``processor``). A query or document
 image is placed at the start of its field, in the template's order (instruction, query,
@@ -52,7 +53,7 @@ document), ``image_grid_thw`` (n_images, 3) and ``mm_token_type_ids`` (1 at imag
 which Qwen2.5-VL needs to give image tokens their 3-D rotary positions). Without a
 processor, a query or document with an image raises a clear error.
 
-Kept in one file (about 420 lines; the formats are in ``prompt_formats``, the pixels in
+Kept in one file (about 430 lines; the formats are in ``prompt_formats``, the pixels in
 ``images``): the renderer, its export form (``pair_chat_template``) and its image tokens share one
 tokenisation contract (the prompt ends where the score is read; truncation cuts only the
 document), which reads and is checked best in one place.
@@ -69,7 +70,7 @@ from typing import Any
 import torch
 
 from urlkit.data.format import DataError, Document, Query, Split
-from urlkit.data.images import ImageInputs, read_image  # noqa: F401 (read_image re-exported)
+from urlkit.data.images import ImageInputs, Version, image_version, read_image  # noqa: F401 (read_image re-exported)
 from urlkit.data.prompt_formats import DEFAULT_SYSTEM_PROMPT, DEFAULT_TEMPLATE, PromptFormat  # noqa: F401 (re-exported)
 from urlkit.errors import ConfigError
 
@@ -146,10 +147,11 @@ class PromptRenderer:
             line for line in template.split("\n") if "{instruction}" not in line
         )
         self._document_lead = document_lead(template)
-        self._prefixes: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
+        # Both caches keep the image_version of the picture they tokenised (its token count).
+        self._prefixes: dict[tuple[str, str, str, str | None], tuple[Version | None, tuple[list[int], list[int]]]] = {}
         # Keyed by the whole (frozen) Document: two datasets may reuse an id for different
         # documents (emoji_t2i's picture "1f600" is emoji_i2t's name "1f600").
-        self._documents: OrderedDict[Document, tuple[list[int], list[int]]] = OrderedDict()
+        self._documents: OrderedDict[Document, tuple[Version | None, tuple[list[int], list[int]]]] = OrderedDict()
         self._document_cache_size = document_cache_size
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad) if pad is not None else 0
@@ -241,7 +243,8 @@ class PromptRenderer:
     def _prefix_suffix(self, instruction: str, query: Query) -> tuple[list[int], list[int]]:
         self._check_backbone_reads(f"query {query.id!r}", query.image)
         key = (instruction, query.id, query.text, query.image)
-        if key not in self._prefixes:
+        version = image_version(query.image)  # a picture rewritten at its path is tokenised again
+        if key not in self._prefixes or self._prefixes[key][0] != version:
             prefix, suffix = self._chat_text(instruction, query).split(_SENTINEL)
             prefix = prefix.removesuffix(self._document_lead)
             if query.image is not None:
@@ -254,12 +257,14 @@ class PromptRenderer:
                     f"{fixed} tokens, leaving no room for the document under max_length="
                     f"{self.max_length}; raise max_length or shorten the query/instruction"
                 )
-            self._prefixes[key] = ids
-        return self._prefixes[key]
+            self._prefixes[key] = (version, ids)
+        return self._prefixes[key][1]
 
     def _document_ids(self, doc: Document) -> tuple[list[int], list[int]]:
         """(image ids, never cut; text ids, cut to the budget) of a document."""
-        ids = self._documents.get(doc)
+        version = image_version(doc.image) if self._image_marker is not None else None
+        cached = self._documents.get(doc)
+        ids = cached[1] if cached is not None and cached[0] == version else None
         if ids is None:
             # Text kept up to max_length tokens: no budget is ever larger.
             if doc.image is None or self._image_marker is None:
@@ -268,7 +273,8 @@ class PromptRenderer:
                 image = self._image_marker.replace(self._images.token, self._image_tokens(doc.image))
                 ids = (self._tokenize(self._document_lead + image),
                        self._tokenize(document_text(doc))[: self.max_length])
-            self._documents[doc] = ids
+            self._documents[doc] = (version, ids)
+            self._documents.move_to_end(doc)
             if len(self._documents) > self._document_cache_size:
                 self._documents.popitem(last=False)
         else:
