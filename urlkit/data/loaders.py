@@ -22,7 +22,7 @@ from urlkit.data.reading import (
     check_document,
     check_query,
     find_data_file,
-    open_text,
+    iter_lines,
     read_dataset_info,
     read_records,
 )
@@ -110,8 +110,7 @@ def detect_format(path: Path, split: str) -> str:
             f"qrels/{split}.tsv (BEIR)",
             path=path,
         )
-    with open_text(path) as lines:
-        first = next((line for line in lines if line.strip()), "")
+    first = next((line for _, line in iter_lines(path, ErrorPolicy("raise")) if line.strip()), "")
     try:
         record = json.loads(first)
     except json.JSONDecodeError:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from urlkit.data.format import DataError, Document, Query
 
@@ -43,33 +44,54 @@ def find_data_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def open_text(path: Path) -> IO[str]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def iter_lines(path: Path, policy: ErrorPolicy) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, text)`` for every line of a UTF-8 file, plain or gzip.
+
+    Lines are read as bytes and decoded one by one, so a byte that is not UTF-8 is a
+    DataError naming its line for ``policy`` ("malformed text": skip counts it) rather than a
+    UnicodeDecodeError from the middle of the file. A gzip stream cut short (an interrupted
+    copy) or a plain file named .gz stops the read with a DataError naming the file and the
+    last whole line read: what follows it cannot be read at all.
+    """
+    line_no = 0
+    try:
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as lines:
+            for line_no, raw in enumerate(lines, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    policy.handle(DataError(
+                        f"malformed text: byte {raw[err.start]:#04x} at byte {err.start + 1} of the "
+                        "line is not UTF-8 (save the file as UTF-8)",
+                        path=path, line=line_no, reason="malformed text"))  # fmt: skip
+                    continue
+                yield line_no, text
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        read = f"line {line_no} is the last line read whole" if line_no else "not one line could be read"
+        raise DataError(f"damaged gzip stream, {read} ({err}): the file is cut short or not gzip; "
+                        "copy or compress it again", path=path, reason="damaged gzip") from err
 
 
 def iter_jsonl(path: Path, policy: ErrorPolicy) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, object)`` for every non-blank line; bad JSON goes to ``policy``."""
-    with open_text(path) as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                policy.handle(
-                    DataError(f"malformed JSON ({_where(err)})", path=path, line=line_no,
-                              reason="malformed JSON")
-                )
-                continue
-            if not isinstance(record, dict):
-                policy.handle(
-                    DataError(f"expected a JSON object, got {type(record).__name__}",
-                              path=path, line=line_no, reason="malformed JSON")
-                )
-                continue
-            yield line_no, record
+    for line_no, line in iter_lines(path, policy):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            policy.handle(
+                DataError(f"malformed JSON ({_where(err)})", path=path, line=line_no,
+                          reason="malformed JSON")
+            )
+            continue
+        if not isinstance(record, dict):
+            policy.handle(
+                DataError(f"expected a JSON object, got {type(record).__name__}",
+                          path=path, line=line_no, reason="malformed JSON")
+            )
+            continue
+        yield line_no, record
 
 
 def read_dataset_info(folder: Path) -> dict[str, str]:
