@@ -19,6 +19,7 @@ from urlkit.data.format import DataError, Document, MissingSplitError, Query, Sp
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
+    SkippedDocuments,
     check_document,
     check_query,
     find_data_file,
@@ -133,6 +134,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
     if split_path is None:
         raise MissingSplitError(f"no split {split!r}: expected {split}.jsonl (optionally .gz)", path=folder)
 
+    skipped = SkippedDocuments()
     corpus = read_records(corpus_path, policy, lambda fields: check_document(
         Document(
             id=fields.id("id"),
@@ -141,7 +143,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
             title=fields.text("title"),
         ),
         fields,
-    ), "document")  # fmt: skip
+    ), "document", skipped)  # fmt: skip
     queries = read_records(split_path, policy, lambda fields: check_query(
         Query(
             id=fields.id("id"),
@@ -154,6 +156,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         ),
         corpus,
         fields,
+        skipped,
     ), "query")  # fmt: skip
 
     return Split(
@@ -164,6 +167,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         corpus=corpus,
         queries=list(queries.values()),
         source=str(folder),
+        notes=skipped.notes(),
     )
 
 
