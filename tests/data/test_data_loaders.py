@@ -191,7 +191,7 @@ def test_skip_mode_drops_and_counts_every_bad_line_by_reason(tmp_path):
     ]
     train = train_records() + [
         {"id": "q4", "text": "t", "positives": []},       # no positive
-        {"id": "q5", "text": "t", "positives": ["d10"]},  # its document was skipped
+        {"id": "q5", "text": "t", "positives": ["d10"]},  # its positive's document was skipped
         {"id": "q6", "positives": ["d1"], "text": 3},     # wrong type
         {"text": "t", "positives": ["d1"]},               # missing id
     ]
@@ -199,7 +199,7 @@ def test_skip_mode_drops_and_counts_every_bad_line_by_reason(tmp_path):
                        on_error="skip")
     assert [q.id for q in split.queries] == ["q1", "q2", "q3"] and len(split.corpus) == 8
     assert split.skipped == {"malformed JSON": 1, "missing image": 1, "empty document": 1,
-                             "no positive": 1, "unknown doc id": 1, "invalid field": 1,
+                             "no positive": 1, "positive's document skipped": 1, "invalid field": 1,
                              "missing field": 1}
     report = split.report()
     assert "skipped 7 input lines" in report and "1 missing image" in report

@@ -137,6 +137,10 @@ def test_images_are_refused_by_a_text_only_renderer(tokenizer, tmp_path):
         renderer.encode("", QUERY, Document(id="d3", image=str(tmp_path / "x.png")))
     with pytest.raises(DataError, match="image on a text-only backbone: query 'q2'"):
         renderer.encode("", Query(id="q2", image="/x.png", qrels={"d1": 1}), SHORT)
+    image_query = Split(name="s", split="test", category="I2T", instruction="", corpus={"d1": SHORT},
+                        queries=[Query(id="q3", image="/x.png", qrels={"d1": 1})])
+    with pytest.raises(DataError, match="image on a text-only backbone: query 'q3'"):
+        renderer.validate(image_query)  # up front, before any encode
 
 
 def test_collate_left_pads_so_the_last_position_is_every_prompts_last_token(tokenizer):

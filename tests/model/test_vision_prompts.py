@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+from PIL import Image
 
 from urlkit.data import DataError, Document, PromptRenderer, Query, load_split
 from urlkit.model.backbone import load_backbone
@@ -152,3 +155,30 @@ def test_an_image_on_a_text_only_backbone_is_the_prompt_error(tiny, t2i):
     query = t2i.queries[0]
     with pytest.raises(DataError, match="image on a text-only backbone: document"):
         text_only.encode(INSTRUCTION, query, t2i.corpus[query.positives[0]])
+
+
+def test_a_picture_rewritten_at_its_path_is_read_again(tiny, tmp_path):
+    # A service writing each upload to one path: the caches kept by path scored the first
+    # picture again. The query's picture changes (same size on screen); the document's grows
+    # from 4 to 16 image tokens, so its cached prompt must be rebuilt too.
+    upload, doc_picture = tmp_path / "upload.png", tmp_path / "doc.png"
+    query = Query(id="q", image=str(upload), qrels={})
+    docs = [Document(id="name", text="grinning face"), Document(id="pic", image=str(doc_picture))]
+    reranker = _reranker(tiny)
+    renderer = PromptRenderer(tiny.tokenizer, max_length=96, processor=tiny.processor)
+
+    def scores(with_renderer):
+        with torch.no_grad():
+            return reranker(with_renderer.collate([with_renderer.encode(INSTRUCTION, query, d) for d in docs]))
+
+    shutil.copy(EMOJI / "images" / "1f600.png", upload)
+    shutil.copy(EMOJI / "images" / "2764-fe0f.png", doc_picture)
+    first = scores(renderer)
+    shutil.copy(EMOJI / "images" / "1f44d.png", upload)
+    with Image.open(EMOJI / "images" / "1f004.png") as small:
+        small.resize((112, 112)).save(doc_picture)
+    second = scores(renderer)
+    fresh = PromptRenderer(tiny.tokenizer, max_length=96, processor=tiny.processor)
+    torch.testing.assert_close(second, scores(fresh), atol=0, rtol=0)
+    assert not torch.allclose(second[0], first[0])  # the query's new picture, against the same name
+    assert renderer.encode(INSTRUCTION, query, docs[1]).input_ids.count(IMAGE_PAD) == 4 + 16

@@ -163,6 +163,16 @@ def test_a_dataset_too_small_for_the_negatives(tmp_path, capsys, monkeypatch):
     assert_one_clear_error(status, err, "too small for 3 negatives", "query 'q1' has no document that is not a positive")
 
 
+def test_image_queries_on_a_text_only_backbone(tmp_path, capsys, monkeypatch):
+    # validate() renders the queries first: this was an AttributeError traceback (exit 1)
+    from urlkit.run import main
+
+    argv = ["model=tiny", "logger=none", "train.max_steps=2", "eval.every_n_steps=0", "data=emoji_i2t",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    status, err = in_process(main, argv, capsys, monkeypatch)
+    assert_one_clear_error(status, err, "image on a text-only backbone: query")
+
+
 def test_a_token_label_that_is_not_one_token(tmp_path, dataset, capsys, monkeypatch):
     from urlkit.run import main
 

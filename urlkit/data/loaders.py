@@ -19,10 +19,11 @@ from urlkit.data.format import DataError, Document, MissingSplitError, Query, Sp
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
+    SkippedDocuments,
     check_document,
     check_query,
     find_data_file,
-    open_text,
+    iter_lines,
     read_dataset_info,
     read_records,
 )
@@ -110,8 +111,7 @@ def detect_format(path: Path, split: str) -> str:
             f"qrels/{split}.tsv (BEIR)",
             path=path,
         )
-    with open_text(path) as lines:
-        first = next((line for line in lines if line.strip()), "")
+    first = next((line for _, line in iter_lines(path, ErrorPolicy("raise")) if line.strip()), "")
     try:
         record = json.loads(first)
     except json.JSONDecodeError:
@@ -134,6 +134,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
     if split_path is None:
         raise MissingSplitError(f"no split {split!r}: expected {split}.jsonl (optionally .gz)", path=folder)
 
+    skipped = SkippedDocuments()
     corpus = read_records(corpus_path, policy, lambda fields: check_document(
         Document(
             id=fields.id("id"),
@@ -142,7 +143,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
             title=fields.text("title"),
         ),
         fields,
-    ), "document")  # fmt: skip
+    ), "document", skipped)  # fmt: skip
     queries = read_records(split_path, policy, lambda fields: check_query(
         Query(
             id=fields.id("id"),
@@ -155,6 +156,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         ),
         corpus,
         fields,
+        skipped,
     ), "query")  # fmt: skip
 
     return Split(
@@ -165,6 +167,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         corpus=corpus,
         queries=list(queries.values()),
         source=str(folder),
+        notes=skipped.notes(),
     )
 
 

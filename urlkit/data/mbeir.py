@@ -71,6 +71,7 @@ from urlkit.data.format import DataError, Document, MissingSplitError, Query, Sp
 from urlkit.data.negatives import query_rng
 from urlkit.data.reading import (
     ErrorPolicy,
+    SkippedDocuments,
     check_document,
     check_query,
     iter_jsonl,
@@ -240,7 +241,7 @@ def load_mbeir(
             qrels={d: grade for d, grade in qrels.items() if d not in dropped},
             negatives=[d for d in negatives if d not in dropped],
         )
-        check_query(item, corpus, fields)
+        check_query(item, corpus, fields, skipped)
         if prompts is not None:
             query_modality = fields.text("query_modality") or _modality_name(item.text, item.image)
             key = (dataset_id, query_modality, modalities[item.positives[0]])
@@ -258,10 +259,11 @@ def load_mbeir(
         accepted.add(qid)
         return item
 
-    corpus = read_records(pool_path, policy, document, "candidate")
+    skipped = SkippedDocuments()
+    corpus = read_records(pool_path, policy, document, "candidate", skipped, id_key="did")
     queries = read_records(query_path, policy, query, "query")
     task = task if task is not None else (tasks.most_common(1)[0][0] if tasks else None)
-    notes = [f"{n} {what}" for what, n in left_out.items() if n]
+    notes = [f"{n} {what}" for what, n in left_out.items() if n] + skipped.notes()
     only = f" (dataset ids {', '.join(sorted(keep))} only)" if keep is not None else ""
     notes.append(f"candidates from {pool_path}{only}")
     stem = _stem(query_path)

@@ -34,7 +34,8 @@ and suffix leave no room for a single document token raises a :class:`DataError`
 :meth:`PromptRenderer.validate` checks a whole split up front so this fails before training.
 
 Tokenised prefixes are cached per (instruction, query) and documents per document (its id
-and contents), so the tokeniser runs once per text across epochs.
+and contents), so the tokeniser runs once per text across epochs; an image is tokenised again
+when its file changed (``images.image_version``).
 
 Images (vision-language backbones: pass the backbone's ``processor``). A query or document
 image is placed at the start of its field, in the template's order (instruction, query,
@@ -52,8 +53,8 @@ document), ``image_grid_thw`` (n_images, 3) and ``mm_token_type_ids`` (1 at imag
 which Qwen2.5-VL needs to give image tokens their 3-D rotary positions). Without a
 processor, a query or document with an image raises a clear error.
 
-Kept in one file (about 420 lines; the formats are in ``prompt_formats``): the renderer, its
-export form (``pair_chat_template``) and its image inputs share one
+Kept in one file (about 430 lines; the formats are in ``prompt_formats``, the pixels in
+``images``): the renderer, its export form (``pair_chat_template``) and its image tokens share one
 tokenisation contract (the prompt ends where the score is read; truncation cuts only the
 document), which reads and is checked best in one place.
 """
@@ -64,12 +65,12 @@ import dataclasses
 import string
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from urlkit.data.format import DataError, Document, Query, Split
+from urlkit.data.images import ImageInputs, Version, image_version, read_image  # noqa: F401 (read_image re-exported)
 from urlkit.data.prompt_formats import DEFAULT_SYSTEM_PROMPT, DEFAULT_TEMPLATE, PromptFormat  # noqa: F401 (re-exported)
 from urlkit.errors import ConfigError
 
@@ -131,7 +132,7 @@ class PromptRenderer:
             )
         self.tokenizer = tokenizer
         self.processor = processor
-        self._images = None if processor is None else _ImageInputs(processor, image_cache_size)
+        self._images = None if processor is None else ImageInputs(processor, image_cache_size)
         self._image_marker = None if processor is None else self._image_item_text()
         self._query_first = template.index("{query}") < template.index("{document}")
         self.max_length = max_length
@@ -146,23 +147,19 @@ class PromptRenderer:
             line for line in template.split("\n") if "{instruction}" not in line
         )
         self._document_lead = document_lead(template)
-        self._prefixes: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
+        # Both caches keep the image_version of the picture they tokenised (its token count).
+        self._prefixes: dict[tuple[str, str, str, str | None], tuple[Version | None, tuple[list[int], list[int]]]] = {}
         # Keyed by the whole (frozen) Document: two datasets may reuse an id for different
         # documents (emoji_t2i's picture "1f600" is emoji_i2t's name "1f600").
-        self._documents: OrderedDict[Document, tuple[list[int], list[int]]] = OrderedDict()
+        self._documents: OrderedDict[Document, tuple[Version | None, tuple[list[int], list[int]]]] = OrderedDict()
         self._document_cache_size = document_cache_size
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad) if pad is not None else 0
 
     def encode(self, instruction: str, query: Query, doc: Document) -> Encoded:
         """Token ids of the full prompt, the document's text cut to fit ``max_length``."""
-        for owner, image in ((f"query {query.id!r}", query.image), (f"document {doc.id!r}", doc.image)):
-            if image is not None and self.processor is None:
-                raise DataError(
-                    f"image on a text-only backbone: {owner} has an image ({image}); this "
-                    "renderer writes text prompts only (images need a vision-language backbone "
-                    "and the processor's prompt path)"
-                )
+        self._check_backbone_reads(f"query {query.id!r}", query.image)
+        self._check_backbone_reads(f"document {doc.id!r}", doc.image)
         prefix, suffix = self._prefix_suffix(instruction, query)
         image_ids, document = self._document_ids(doc)
         budget = self.max_length - len(prefix) - len(suffix) - len(image_ids)
@@ -233,9 +230,21 @@ class PromptRenderer:
             return []
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
+    def _check_backbone_reads(self, owner: str, image: str | None) -> None:
+        """A DataError for an image on a text-only backbone (``validate`` renders queries before
+        any ``encode``: an image query there read the missing processor's image token)."""
+        if image is not None and self.processor is None:
+            raise DataError(
+                f"image on a text-only backbone: {owner} has an image ({image}); this "
+                "renderer writes text prompts only (images need a vision-language backbone "
+                "and the processor's prompt path)"
+            )
+
     def _prefix_suffix(self, instruction: str, query: Query) -> tuple[list[int], list[int]]:
+        self._check_backbone_reads(f"query {query.id!r}", query.image)
         key = (instruction, query.id, query.text, query.image)
-        if key not in self._prefixes:
+        version = image_version(query.image)  # a picture rewritten at its path is tokenised again
+        if key not in self._prefixes or self._prefixes[key][0] != version:
             prefix, suffix = self._chat_text(instruction, query).split(_SENTINEL)
             prefix = prefix.removesuffix(self._document_lead)
             if query.image is not None:
@@ -248,12 +257,14 @@ class PromptRenderer:
                     f"{fixed} tokens, leaving no room for the document under max_length="
                     f"{self.max_length}; raise max_length or shorten the query/instruction"
                 )
-            self._prefixes[key] = ids
-        return self._prefixes[key]
+            self._prefixes[key] = (version, ids)
+        return self._prefixes[key][1]
 
     def _document_ids(self, doc: Document) -> tuple[list[int], list[int]]:
         """(image ids, never cut; text ids, cut to the budget) of a document."""
-        ids = self._documents.get(doc)
+        version = image_version(doc.image) if self._image_marker is not None else None
+        cached = self._documents.get(doc)
+        ids = cached[1] if cached is not None and cached[0] == version else None
         if ids is None:
             # Text kept up to max_length tokens: no budget is ever larger.
             if doc.image is None or self._image_marker is None:
@@ -262,7 +273,8 @@ class PromptRenderer:
                 image = self._image_marker.replace(self._images.token, self._image_tokens(doc.image))
                 ids = (self._tokenize(self._document_lead + image),
                        self._tokenize(document_text(doc))[: self.max_length])
-            self._documents[doc] = ids
+            self._documents[doc] = (version, ids)
+            self._documents.move_to_end(doc)
             if len(self._documents) > self._document_cache_size:
                 self._documents.popitem(last=False)
         else:
@@ -413,62 +425,6 @@ def _jinja_string(text: str, expression: bool = True) -> str:
 def document_text(doc: Document) -> str:
     """Title, then text, on separate lines (the title survives truncation)."""
     return "\n".join(part for part in (doc.title, doc.text) if part)
-
-
-class _ImageInputs:
-    """Image path -> (pixel_values, image_grid_thw) through the processor's image processor.
-
-    Token counts are kept for every image seen (one int each); pixel values only for the
-    ``cache_size`` most recent images (a 1280-token image is 24 MB of float32 patches).
-    """
-
-    def __init__(self, processor: Any, cache_size: int):
-        for attribute in ("image_processor", "image_token", "apply_chat_template"):
-            if not hasattr(processor, attribute):
-                raise ConfigError(f"the processor {type(processor).__name__} has no {attribute!r}: "
-                                 "pass a vision-language processor (e.g. Qwen2.5-VL's)")
-        self.image_processor = processor.image_processor
-        self.token = processor.image_token
-        self.token_id = processor.tokenizer.convert_tokens_to_ids(self.token)
-        self.merge = getattr(self.image_processor, "merge_size", 1) or 1
-        self._counts: dict[str, int] = {}
-        self._pixels: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._cache_size = cache_size
-
-    def n_tokens(self, path: str) -> int:
-        if path not in self._counts:
-            self.pixels(path)
-        return self._counts[path]
-
-    def pixels(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
-        cached = self._pixels.get(path)
-        if cached is not None:
-            self._pixels.move_to_end(path)
-            return cached
-        image = read_image(path)
-        try:
-            inputs = self.image_processor(images=[image], return_tensors="pt")
-        except ValueError as err:  # e.g. an aspect ratio the processor cannot resize
-            raise DataError(f"the image processor rejects this image ({image.size[0]} x "
-                            f"{image.size[1]} pixels): {err}", path=path,
-                            reason="unreadable image") from err
-        entry = (inputs["pixel_values"], inputs["image_grid_thw"])
-        self._counts[path] = int(entry[1].prod()) // self.merge**2
-        self._pixels[path] = entry
-        if len(self._pixels) > self._cache_size:
-            self._pixels.popitem(last=False)
-        return entry
-
-
-def read_image(path: str | Path):
-    """The image at ``path`` as RGB; a :class:`DataError` naming the file if it cannot be read."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read the image: {err}", path=path, reason="unreadable image") from err
 
 
 _document_text = document_text  # the name other modules imported first

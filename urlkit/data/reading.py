@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from urlkit.data.format import DataError, Document, Query
 
@@ -43,33 +44,54 @@ def find_data_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def open_text(path: Path) -> IO[str]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def iter_lines(path: Path, policy: ErrorPolicy) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, text)`` for every line of a UTF-8 file, plain or gzip.
+
+    Lines are read as bytes and decoded one by one, so a byte that is not UTF-8 is a
+    DataError naming its line for ``policy`` ("malformed text": skip counts it) rather than a
+    UnicodeDecodeError from the middle of the file. A gzip stream cut short (an interrupted
+    copy) or a plain file named .gz stops the read with a DataError naming the file and the
+    last whole line read: what follows it cannot be read at all.
+    """
+    line_no = 0
+    try:
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as lines:
+            for line_no, raw in enumerate(lines, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    policy.handle(DataError(
+                        f"malformed text: byte {raw[err.start]:#04x} at byte {err.start + 1} of the "
+                        "line is not UTF-8 (save the file as UTF-8)",
+                        path=path, line=line_no, reason="malformed text"))  # fmt: skip
+                    continue
+                yield line_no, text
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        read = f"line {line_no} is the last line read whole" if line_no else "not one line could be read"
+        raise DataError(f"damaged gzip stream, {read} ({err}): the file is cut short or not gzip; "
+                        "copy or compress it again", path=path, reason="damaged gzip") from err
 
 
 def iter_jsonl(path: Path, policy: ErrorPolicy) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, object)`` for every non-blank line; bad JSON goes to ``policy``."""
-    with open_text(path) as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                policy.handle(
-                    DataError(f"malformed JSON ({_where(err)})", path=path, line=line_no,
-                              reason="malformed JSON")
-                )
-                continue
-            if not isinstance(record, dict):
-                policy.handle(
-                    DataError(f"expected a JSON object, got {type(record).__name__}",
-                              path=path, line=line_no, reason="malformed JSON")
-                )
-                continue
-            yield line_no, record
+    for line_no, line in iter_lines(path, policy):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            policy.handle(
+                DataError(f"malformed JSON ({_where(err)})", path=path, line=line_no,
+                          reason="malformed JSON")
+            )
+            continue
+        if not isinstance(record, dict):
+            policy.handle(
+                DataError(f"expected a JSON object, got {type(record).__name__}",
+                          path=path, line=line_no, reason="malformed JSON")
+            )
+            continue
+        yield line_no, record
 
 
 def read_dataset_info(folder: Path) -> dict[str, str]:
@@ -158,10 +180,60 @@ def check_document(doc: Document, fields: LineFields) -> Document:
     return doc
 
 
-def check_query(query: Query, corpus: dict[str, Document], fields: LineFields) -> Query:
-    """Every referenced doc id exists; at least one positive; positives inside the pool."""
+class SkippedDocuments:
+    """The ids of corpus lines ``on_error="skip"`` dropped (a missing picture, an empty text),
+    and what the queries lost with them. A query that merely lists such a document among its
+    candidates or negatives keeps its other documents (one missing emoji picture dropped 14 of
+    emoji_t2i's training queries as "unknown doc id"); one that loses every positive is
+    skipped as "positive's document skipped"."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.removed = 0  # doc ids taken out of queries' candidates, negatives and judgements
+        self.queries = 0  # queries that lost one and were kept
+
+    def remember(self, record: dict[str, Any], id_key: str) -> None:
+        value = record.get(id_key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            self.ids.add(str(value))
+
+    def prune(self, query: Query, fields: LineFields) -> None:
+        """Take the skipped documents out of ``query`` (in place); a DataError if that leaves it
+        no positive."""
+        referenced = {*query.qrels, *query.negatives, *(query.candidates or [])}
+        if not self.ids or self.ids.isdisjoint(referenced):
+            return
+        lost = [doc_id for doc_id in query.positives if doc_id in self.ids]
+        if lost and len(lost) == len(query.positives):
+            raise fields.error(f"query {query.id!r}: the documents of all its positives {lost[:5]} "
+                               "were skipped", "positive's document skipped")
+        removed = len([d for d in query.qrels if d in self.ids]) + len([d for d in query.negatives if d in self.ids])
+        query.qrels = {d: grade for d, grade in query.qrels.items() if d not in self.ids}
+        query.negatives = [d for d in query.negatives if d not in self.ids]
+        if query.candidates is not None:
+            removed += len([d for d in query.candidates if d in self.ids])
+            query.candidates = [d for d in query.candidates if d not in self.ids]
+        self.removed += removed
+        self.queries += 1
+
+    def notes(self) -> list[str]:
+        """For ``Split.notes``: what the kept queries lost."""
+        if not self.removed:
+            return []
+        references = "1 reference" if self.removed == 1 else f"{self.removed} references"
+        queries = "1 query" if self.queries == 1 else f"{self.queries} queries"
+        return [f"{references} to skipped documents taken out of the candidates, negatives and "
+                f"judgements of {queries}"]
+
+
+def check_query(query: Query, corpus: dict[str, Document], fields: LineFields,
+                skipped: SkippedDocuments | None = None) -> Query:
+    """Every referenced doc id exists (once ``skipped`` documents are taken out); at least one
+    positive; positives inside the pool."""
     if not (query.text.strip() or query.image):
         raise fields.error(f"query {query.id!r} is empty (no text and no image)", "empty query")
+    if skipped is not None:
+        skipped.prune(query, fields)
     referenced = [*query.qrels, *query.negatives, *(query.candidates or [])]
     unknown = [doc_id for doc_id in dict.fromkeys(referenced) if doc_id not in corpus]
     if unknown:
@@ -197,13 +269,15 @@ def _where(err: json.JSONDecodeError) -> str:
 
 
 def read_records(
-    path: Path, policy: ErrorPolicy, build: Callable[[LineFields], Any], kind: str
+    path: Path, policy: ErrorPolicy, build: Callable[[LineFields], Any], kind: str,
+    skipped: SkippedDocuments | None = None, id_key: str = "id",
 ) -> dict[str, Any]:
     """``{id: build(fields)}`` over the lines of ``path`` (documents or queries).
 
     A line that ``build`` rejects, or whose id repeats an earlier one, is a ``DataError``
     handed to ``policy`` (raise, or skip and count); the loaders differ only in ``build``,
-    which returns None for a line it leaves out on purpose (counted by the loader).
+    which returns None for a line it leaves out on purpose (counted by the loader). The ids
+    (``record[id_key]``) of skipped lines that no kept line has go to ``skipped``.
     """
     items: dict[str, Any] = {}
     for line_no, record in iter_jsonl(path, policy):
@@ -216,6 +290,10 @@ def read_records(
                 raise fields.error(f"duplicate {kind} id {item.id!r}", "duplicate id")
         except DataError as err:
             policy.handle(err)
+            if skipped is not None:
+                skipped.remember(record, id_key)
             continue
         items[item.id] = item
+    if skipped is not None:
+        skipped.ids -= items.keys()
     return items

@@ -1,0 +1,60 @@
+"""Pictures as the model sees them: ``read_image``'s modes, pictures built in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from transformers.image_transforms import convert_to_rgb
+
+from urlkit.data.images import read_image
+
+
+def _red_disc(mode: str) -> Image.Image:
+    """A red (or grey) disc on a fully transparent background whose hidden colour is black."""
+    image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((8, 8, 24, 24), fill=(255, 0, 0, 255))
+    return image if mode == "RGBA" else image.convert(mode)
+
+
+def _palette_with_transparency() -> Image.Image:
+    image = Image.new("P", (32, 32), 0)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    ImageDraw.Draw(image).ellipse((8, 8, 24, 24), fill=1)
+    image.info["transparency"] = 0
+    return image
+
+
+@pytest.mark.parametrize("build", [lambda: _red_disc("RGBA"), lambda: _red_disc("LA"),
+                                   _palette_with_transparency], ids=["RGBA", "LA", "P+transparency"])
+def test_transparency_is_composited_onto_white_as_transformers_does(tmp_path, build):
+    path = tmp_path / "disc.png"
+    build().save(path)
+    ours = np.array(read_image(path))
+    assert ours[0, 0].tolist() == [255, 255, 255]  # convert("RGB") gave the black under it
+    with Image.open(path) as opened:
+        np.testing.assert_array_equal(ours, convert_to_rgb(opened, return_numpy=True))
+
+
+def test_a_16_bit_picture_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    gradient = np.tile(np.linspace(0, 65535, 64), (8, 1)).astype(np.uint16)
+    path = tmp_path / "gray16.png"
+    Image.fromarray(gradient).save(path)
+    with Image.open(path) as opened:
+        assert opened.mode == "I;16"
+    rgb = np.array(read_image(path))
+    expected = np.round(gradient / 257).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[..., 0], expected)  # clipped: 98% white, 2 values
+    assert rgb[..., 0].tolist() == rgb[..., 2].tolist() and len(np.unique(rgb)) == 64
+
+
+@pytest.mark.parametrize(("values", "white"), [
+    (np.linspace(0, 1, 16, dtype=np.float32), 1.0),  # a float picture holds 0..1
+    (np.linspace(0, 65535, 16).astype(np.int32), 65535),  # "I": a 16-bit PNG in older Pillows
+    (np.linspace(0, 2**20, 16).astype(np.int32), 2**20),  # over 16 bits: its own maximum is white
+])
+def test_deep_single_channel_modes_are_scaled_by_their_full_scale(tmp_path, values, white):
+    path = tmp_path / "deep.tiff"
+    Image.fromarray(np.tile(values, (4, 1))).save(path)
+    grey = np.array(read_image(path))[0, :, 0]
+    np.testing.assert_array_equal(grey, np.round(values.astype(np.float64) * 255 / white).astype(np.uint8))

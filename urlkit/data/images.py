@@ -1,0 +1,121 @@
+"""Pictures for vision-language backbones: reading an image file, and its pixel values and
+token count through the backbone's image processor (the renderer places the tokens; see
+``urlkit.data.prompts``)."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from urlkit.data.format import DataError
+from urlkit.errors import ConfigError
+
+
+class ImageInputs:
+    """Image path -> (pixel_values, image_grid_thw) through the processor's image processor.
+
+    Token counts are kept for every image seen (one int each); pixel values only for the
+    ``cache_size`` most recent images (a 1280-token image is 24 MB of float32 patches). Both
+    are kept with the file's :func:`image_version` and read again when it changed (a service
+    writing each upload to one temporary path scored the first picture every time).
+    """
+
+    def __init__(self, processor: Any, cache_size: int):
+        for attribute in ("image_processor", "image_token", "apply_chat_template"):
+            if not hasattr(processor, attribute):
+                raise ConfigError(f"the processor {type(processor).__name__} has no {attribute!r}: "
+                                 "pass a vision-language processor (e.g. Qwen2.5-VL's)")
+        self.image_processor = processor.image_processor
+        self.token = processor.image_token
+        self.token_id = processor.tokenizer.convert_tokens_to_ids(self.token)
+        self.merge = getattr(self.image_processor, "merge_size", 1) or 1
+        self._counts: dict[str, tuple[Version, int]] = {}
+        self._pixels: OrderedDict[str, tuple[Version, tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def n_tokens(self, path: str) -> int:
+        version, count = self._counts.get(path, (None, 0))
+        if version is None or version != image_version(path):
+            self.pixels(path)
+            version, count = self._counts[path]
+        return count
+
+    def pixels(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        version = image_version(path)
+        cached = self._pixels.get(path)
+        if cached is not None and cached[0] == version:
+            self._pixels.move_to_end(path)
+            return cached[1]
+        image = read_image(path)
+        try:
+            inputs = self.image_processor(images=[image], return_tensors="pt")
+        except ValueError as err:  # e.g. an aspect ratio the processor cannot resize
+            raise DataError(f"the image processor rejects this image ({image.size[0]} x "
+                            f"{image.size[1]} pixels): {err}", path=path,
+                            reason="unreadable image") from err
+        entry = (inputs["pixel_values"], inputs["image_grid_thw"])
+        self._counts[path] = (version, int(entry[1].prod()) // self.merge**2)
+        self._pixels[path] = (version, entry)
+        self._pixels.move_to_end(path)
+        if len(self._pixels) > self._cache_size:
+            self._pixels.popitem(last=False)
+        return entry
+
+
+Version = tuple[int, int, int]
+
+
+def image_version(path: str | None) -> Version | None:
+    """(modification time in ns, size, inode) of the file at ``path``: what a cache of anything
+    read from it is kept with, so a file rewritten in place (a new size or a later time) or
+    replaced by a rename (a new inode) is read again. One ``stat``, about a microsecond: cheap
+    next to the tokeniser for every document. Not seen: a rewrite to the same size within one
+    tick of the file system's clock (a few ms on ext4). None for no image."""
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError as err:
+        raise DataError(f"cannot read the image: {err.strerror}", path=path, reason="unreadable image") from err
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def read_image(path: str | Path):
+    """The image at ``path`` as 8-bit RGB, as the backbone's own pipeline shows it: transparency
+    composited onto white (transformers' ``convert_to_rgb``; a bare ``convert("RGB")`` shows a
+    transparent background as the black under it) and 16-/32-bit pixels scaled down to 8 bits
+    (``convert`` clips them: a 16-bit gradient came out 98% white). A :class:`DataError`
+    naming the file if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = _eight_bit(image)
+            if "A" in image.getbands() or image.info.get("transparency") is not None:
+                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read the image: {err}", path=path, reason="unreadable image") from err
+
+
+# Single-channel modes deeper than 8 bits, with the value that means white: 16-bit PNGs open as
+# "I;16" (older Pillows: "I"); float TIFFs ("F") hold 0..1. A picture whose values exceed that
+# (a 32-bit TIFF using its whole range) is scaled by its own maximum instead of clipped.
+_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def _eight_bit(image):
+    """``image`` itself, or its deep single-channel pixels scaled onto 0..255 (mode "L")."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode not in _FULL_SCALE:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    full = max(_FULL_SCALE[image.mode], float(values.max(initial=0)))
+    return Image.fromarray(np.round(np.clip(values, 0, full) * (255 / full)).astype(np.uint8))
