@@ -215,18 +215,6 @@ def weight_options(cfg: DictConfig) -> WeightOptions:
         raise ConfigError(f"weight={OmegaConf.to_container(cfg.weight, resolve=True)}: {err}") from err
 
 
-def temperature_note(cfg: DictConfig) -> str | None:
-    """What a cl weight's temperature T != 1 does: URL keeps W_cl a probability
-    (urlkit.loss.url), so InfoNCE's 1/T is not in URL(cl, cl)'s gradient, and the two objectives
-    of Figure 2 train at learning rates T apart. None at T = 1 or for another weight."""
-    temperature = weight_options(cfg).params.temperature
-    if temperature == 1.0 or cfg.weight.get("name") != "cl":
-        return None
-    return (f"weight.temperature={temperature:g}: URL(cl, cl)'s gradient is {temperature:g} times "
-            "native InfoNCE's (loss=native_infonce) at this temperature; compare the two at T = 1, "
-            f"or give URL train.lr x {1 / temperature:g}")
-
-
 def check_direction(cfg: DictConfig) -> str:
     """The direction URL trains and ranks with, checked now (a :class:`ConfigError` naming the
     valid ones): ``cfg.direction.name``, with ``direction=rand`` resolved to its form

@@ -189,6 +189,16 @@ def check_train_config(cfg: DictConfig) -> None:
     _check_mixture(cfg)
 
 
+def temperature_note(cfg: DictConfig) -> str | None:
+    """URL keeps W_cl a probability (urlkit.loss.url): at a cl temperature T != 1 the two
+    objectives of Figure 2 train at learning rates T apart. None at T = 1 or another weight."""
+    t = float(cfg.weight.get("temperature") or 1.0)
+    if t == 1.0 or cfg.weight.get("name") != "cl":
+        return None
+    return (f"weight.temperature={t:g}: URL(cl, cl)'s gradient is {t:g} times native InfoNCE's "
+            f"(loss=native_infonce) at this temperature; compare the two at T = 1, or give URL train.lr x {1 / t:g}")
+
+
 def check_evaluate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value ``python -m urlkit.evaluate`` cannot use."""
     own_data = bool(cfg.get("run_dir"))  # a trained run brings its data unless data is overridden

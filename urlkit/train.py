@@ -148,11 +148,11 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         build_reranker,
         check_direction,
         shared_queries,
-        temperature_note,
         trainer_arguments,
         training_workload,
         weight_options,
     )
+    from urlkit.config import temperature_note
     from urlkit.data.stream import RankShard
     from urlkit.training.callbacks import FinalEvaluation, MixtureLog, PeriodicEvaluation
     from urlkit.training.checkpointing import AtomicCheckpointIO
