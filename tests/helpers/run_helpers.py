@@ -44,6 +44,13 @@ def write_small_dataset(root: Path) -> Path:
     return root
 
 
+def first_documents_ranking(split, k: int) -> dict[str, list[tuple[str, float]]]:
+    """Every query of ``split`` with the corpus's first ``k`` documents as its candidates: ``k``
+    pairs a query whatever their words (BM25 retrieves only documents sharing a term with the
+    query, none for some of the small dataset's)."""
+    return {q.id: [(d, 0.0) for d in list(split.corpus)[:k]] for q in split.queries}
+
+
 def compose_train(data_path: Path, *overrides: str, config_name: str = "train"):
     """The training config as ``python -m urlkit.run`` composes it, with tiny settings."""
     register_resolvers()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.run_helpers import compose_train, write_small_dataset
+from helpers.run_helpers import compose_train, first_documents_ranking, write_small_dataset
 
 from urlkit.build import build_reranker, load_data_split
-from urlkit.data.candidates import first_stage
 from urlkit.evaluation.rerank import rerank_split
 from urlkit.model.lora import lora_layers, lora_merged
 
@@ -24,7 +23,7 @@ def setup(tmp_path_factory):
             if "lora_B" in name:
                 parameter.normal_(0, 0.05)
     split = load_data_split(cfg.data, "test")
-    ranking = first_stage(split, cfg.data.retriever, k=5, run_file=None)
+    ranking = first_documents_ranking(split, 5)  # 5 pairs a query (BM25 has fewer for some)
     return built, split, ranking
 
 

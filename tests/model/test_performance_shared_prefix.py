@@ -166,15 +166,14 @@ def test_lora_gradients_through_shared_prefixes_equal_the_plain_pass(tiny_backbo
 
 
 def test_rerank_split_batches_queries_together_and_scores_as_alone(tiny_backbone, renderer, tmp_path):
-    from helpers.run_helpers import write_small_dataset
+    from helpers.run_helpers import first_documents_ranking, write_small_dataset
 
-    from urlkit.data.candidates import first_stage
     from urlkit.data.loaders import load_split
     from urlkit.evaluation.rerank import rerank_split
     from urlkit.loss import relevance
 
     split = load_split(write_small_dataset(tmp_path / "data"), "test")
-    ranking = first_stage(split, "bm25", k=5, cache=False)
+    ranking = first_documents_ranking(split, 5)
     shared, plain = _rerankers(tiny_backbone)
     run = rerank_split(shared, renderer, split, ranking, depth=5, batch_size=7, progress=False)
     assert sum(map(len, run.values())) == 5 * len(split.queries)

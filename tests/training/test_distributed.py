@@ -147,7 +147,7 @@ def test_rank_shards_together_are_the_one_process_stream_and_resume_at_a_step(da
         next(iter(RankShard(GroupStream(groups, seed=0, start=3), 0, 2, 1)))
 
 
-def test_processes_of_one_torchrun_or_slurm_job_compose_the_same_run_directory(monkeypatch):
+def test_processes_of_one_torchrun_or_slurm_job_compose_the_same_run_directory(monkeypatch, tmp_path):
     from urlkit.config import run_dir
 
     for variable in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_STEP_ID"):
@@ -162,7 +162,11 @@ def test_processes_of_one_torchrun_or_slurm_job_compose_the_same_run_directory(m
     monkeypatch.setenv("SLURM_NTASKS", "16")
     monkeypatch.setenv("SLURM_STEP_ID", "3")
     assert run_dir("out", "x") == "out/runs/slurm-4242.3_x"
-    assert run_dir("out", "x", resume="out/runs/old") == "out/runs/old"
+    old = tmp_path / "old"  # a training run's folder: resume= names it whatever the launcher
+    old.mkdir()
+    (old / "config.yaml").write_text("train: {max_steps: 3}\ntrainer: {devices: 1}\n")
+    (old / "run.json").write_text("{}")
+    assert run_dir("out", "x", resume=str(old)) == str(old)
 
 
 def _take(stream, n):
