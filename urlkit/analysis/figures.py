@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from urlkit.analysis.runs import Runs
-from urlkit.analysis.runset import describe_differences, setup_differences
+from urlkit.analysis.runset import require_one_setup
 
 FAMILY_LABEL = {"sft": "$W_{sft}$", "cl": "$W_{cl}$", "base": "$W_{base}$"}
 OBJECTIVE_LABEL = {"sft": "SFT", "cl": "CL"}
@@ -73,19 +73,19 @@ def weight_curves(
 def objective_runs(runs: Runs, families: Sequence[str] = ("sft", "cl")) -> Runs:
     """The finished runs of Figure 3's findings: URL with a family's own (weight, direction)
     pair (URL(sft,cl) is neither SFT nor CL; a native loss is Figure 2's), of one setup
-    (runs that differ in more, e.g. the negatives per query, are an error naming the key)."""
+    (runs that differ in more, e.g. the negatives per query, are an AnalysisError, a
+    ValueError, naming the key)."""
     runs = runs.complete()
     config = runs.config
-    keep = config["weight.name"].isin(families) if "weight.name" in config else config["run_id"].isna()
+    if "weight.name" not in config:
+        return runs.subset([])
+    keep = config["weight.name"].isin(families)
     if "direction.name" in config:
         keep &= config["direction.name"].isna() | (config["direction.name"] == config["weight.name"])
     if "loss" in config:
         keep &= config["loss"].isna() | (config["loss"] == "url")
     runs = runs.subset(config.loc[keep, "run_id"])
-    differences = setup_differences(runs.config, ["objective"])
-    if differences:
-        raise ValueError(f"{describe_differences(differences)}: not one setup; select one, "
-                         "e.g. runs.select(experiment_name=[...]) or runs.select({...})")
+    require_one_setup(runs.config, ["objective"])
     return runs
 
 
@@ -161,9 +161,7 @@ def native_losses(runs: Runs, smoothing: int = 10) -> plt.Figure:
     if "objective" not in runs.config or not len(runs):
         raise ValueError("no run selected (or none with weight.name and direction.name)")
     runs = runs.complete()
-    differences = setup_differences(runs.config, ["objective"])
-    if differences:
-        raise ValueError(f"{describe_differences(differences)}: not one setup; select one")
+    require_one_setup(runs.config, ["objective"])
     panels = (
         (("sft", "native_sft"), "loss_sft_native", "native SFT loss"),
         (("cl", "native_infonce"), "loss_infonce_native", "native InfoNCE loss"),

@@ -62,6 +62,10 @@ def setup_differences(config: pd.DataFrame, varied: Iterable[str] = ()) -> dict[
         if key.endswith(".name"):
             freed.append(key.rsplit(".", 1)[0])
         freed.extend(IMPLIED.get(key, ()))
+    if "model_dtype" in config and config["model_dtype"].notna().all():
+        # "auto" was bfloat16 on one machine, float32 on another: where every run recorded the
+        # dtype it trained in (run.json), that is compared instead of the setting
+        freed.append("model.dtype")
     freed_prefixes = tuple(f"{k}." for k in freed)
 
     def compared(key: str) -> bool:
@@ -69,9 +73,6 @@ def setup_differences(config: pd.DataFrame, varied: Iterable[str] = ()) -> dict[
             return False
         return not any(key == b or (b.endswith(".") and key.startswith(b)) for b in BOOKKEEPING)
 
-    if "model_dtype" in config and config["model_dtype"].notna().all():
-        freed.append("model.dtype")  # "auto" was bfloat16 on one machine, float32 on another: the
-        # dtype a run trained in (run.json) is compared instead; without it, the setting is
     differences: dict[str, dict[str, int]] = {}
     for key in filter(compared, config.columns):
         column = config[key].astype(object)
@@ -89,6 +90,15 @@ def describe_differences(differences: Mapping[str, Mapping[str, int]], limit: in
              for key, counts in list(differences.items())[:limit]]  # fmt: skip
     more = len(differences) - limit
     return "the runs differ in " + "; ".join(parts) + (f"; and {more} more keys" if more > 0 else "")
+
+
+def require_one_setup(config: pd.DataFrame, varied: Iterable[str], what: str = "") -> None:
+    """An :class:`AnalysisError` naming the keys when ``config``'s runs are not one setup
+    (:func:`setup_differences`); ``what`` says what was asked of them (", so no table by x")."""
+    differences = setup_differences(config, varied)
+    if differences:
+        raise AnalysisError(f"{describe_differences(differences)}: not one setup{what}; select one, "
+                            "e.g. runs.select(experiment_name=[...]) or runs.select({...})")
 
 
 def seed_labels(config: pd.DataFrame) -> pd.Series:

@@ -22,12 +22,7 @@ import pandas as pd
 
 from urlkit.analysis.paper import PAPER_TABLES, paper_reference
 from urlkit.analysis.runs import Runs
-from urlkit.analysis.runset import (
-    AnalysisError,
-    describe_differences,
-    seed_labels,
-    setup_differences,
-)
+from urlkit.analysis.runset import require_one_setup, seed_labels
 
 DEFAULT_METRIC = "test/ndcg@10"
 # the paper reports MRB averages; urlkit sets them beside NDCG@10, its closest single metric.
@@ -53,10 +48,7 @@ def seed_summary(
     if missing:
         known = ", ".join(c for c in table.columns if "." in c or c in ("objective", "seed"))
         raise KeyError(f"no run column {missing}; config columns include: {known}")
-    differences = setup_differences(runs.config, by)
-    if differences:
-        raise AnalysisError(f"{describe_differences(differences)}: not one setup, so no table by "
-                            f"{', '.join(by)}; select one, e.g. runs.select({{...}})")
+    require_one_setup(runs.config, by, f", so no table by {', '.join(by)}")
     table = _normalise_keys(table, by)
     if "seed" not in by:
         table = table.assign(seed=seed_labels(table))

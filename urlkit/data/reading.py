@@ -207,13 +207,12 @@ class SkippedDocuments:
         if lost and len(lost) == len(query.positives):
             raise fields.error(f"query {query.id!r}: the documents of all its positives {lost[:5]} "
                                "were skipped", "positive's document skipped")
-        removed = len([d for d in query.qrels if d in self.ids]) + len([d for d in query.negatives if d in self.ids])
+        before = len(query.qrels) + len(query.negatives) + len(query.candidates or [])
         query.qrels = {d: grade for d, grade in query.qrels.items() if d not in self.ids}
         query.negatives = [d for d in query.negatives if d not in self.ids]
         if query.candidates is not None:
-            removed += len([d for d in query.candidates if d in self.ids])
             query.candidates = [d for d in query.candidates if d not in self.ids]
-        self.removed += removed
+        self.removed += before - (len(query.qrels) + len(query.negatives) + len(query.candidates or []))
         self.queries += 1
 
     def notes(self) -> list[str]:
