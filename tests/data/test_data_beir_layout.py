@@ -108,3 +108,59 @@ def test_identical_ids_are_not_training_negatives_either(tmp_path):
         cfg = compose_train(root, "data=beir", f"data.path={root}", f"data.ignore_identical_ids={ignore}")
         ranked = [doc for doc, _ in training_workload(cfg).ranking["0"]]  # where hard negatives come from
         assert (ranked[0] == "0") is not ignore and ("0" in ranked) is not ignore
+
+
+def _beir_ndcg10(qrels_file, run):
+    """BEIR's EvaluateRetrieval.evaluate: pytrec_eval on the qrels file as written (a document
+    the corpus lacks included), averaged over the run's queries."""
+    import pytrec_eval
+
+    qrels: dict[str, dict[str, int]] = {}
+    for line in qrels_file.read_text(encoding="utf-8").splitlines()[1:]:
+        query, doc, grade = line.split("\t")
+        qrels.setdefault(query, {})[doc] = int(grade)
+    scores = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    return sum(s["ndcg_cut_10"] for s in scores.values()) / len(scores)
+
+
+def test_judgements_of_documents_the_corpus_lacks_count_as_in_beir(tmp_path):
+    """ArguAna's qrels judge a document its corpus lacks (beir-cellar/beir#101). BEIR keeps the
+    judgement in the ideal DCG, and a query judging only such documents scores 0 in the mean;
+    urlkit's metrics (with on_error=skip) are BEIR's to the digit, and nothing absent is a
+    candidate or trained on."""
+    from urlkit.data.candidates import bm25_candidates
+    from urlkit.data.groups import TrainGroups
+    from urlkit.evaluation.rerank import first_stage_run, score
+
+    corpus = [{"_id": f"d{i}", "text": t} for i, t in enumerate(
+        ["cats sleep on warm mats", "dogs run in the park", "birds sing at dawn", "cats and dogs",
+         "fish swim in the sea", "the park has birds"])]  # fmt: skip
+    queries = [{"_id": "q1", "text": "cats sleep"}, {"_id": "q2", "text": "dogs park"},
+               {"_id": "q3", "text": "birds dawn"}]
+    qrels = ("query-id\tcorpus-id\tscore\nq1\td0\t1\nq1\tgone\t1\nq2\td1\t1\n"
+             "q3\tgone2\t2\nq3\td5\t0\n")
+    root = _beir(tmp_path, qrels, corpus=corpus, queries=queries)
+    with pytest.raises(DataError, match="unknown doc id 'gone'.*on_error=skip") as err:
+        load_split(root, "test", format="beir")
+    assert err.value.line == 3
+
+    split = load_split(root, "test", format="beir", on_error="skip")
+    by_id = {q.id: q for q in split.queries}
+    assert list(by_id) == ["q1", "q2", "q3"] and not split.skipped
+    assert by_id["q1"].qrels == {"d0": 1} and by_id["q1"].absent_qrels == {"gone": 1}
+    assert by_id["q3"].positives == [] and by_id["q3"].judgements == {"gone2": 2, "d5": 0}
+    assert any("2 judgements of documents the corpus lacks" in n for n in split.notes)
+    assert any("1 query judging only such documents" in n for n in split.notes)
+
+    ranking = bm25_candidates(split, k=10, cache=False)
+    assert all(d in split.corpus for docs in ranking.values() for d, _ in docs)
+    run = first_stage_run(split, ranking, depth=10)
+    per_query = score(split, run)
+    assert per_query.loc["q3", "ndcg@10"] == 0.0 and 0 < per_query.loc["q1", "ndcg@10"] < 1
+    assert per_query["ndcg@10"].mean() == pytest.approx(
+        _beir_ndcg10(root / "qrels" / "test.tsv", run), abs=1e-12)
+
+    groups = TrainGroups(split, ranking, n_negatives=2)
+    assert len(groups) == 2 and {groups[i]["query_id"] for i in range(2)} == {"q1", "q2"}
+    assert "1 query judges only documents the corpus lacks, left out" in groups.report()
+    assert all(d in split.corpus for i in range(2) for d in groups[i]["doc_ids"])

@@ -232,5 +232,6 @@ def test_beir_skip_mode_counts_bad_qrels_and_unjudged_positives(tmp_path):
              "q2\td2\t0\nq1\td1\t2\n")
     split = load_split(beir_dataset(tmp_path, qrels=qrels), "test", on_error="skip")
     assert [q.id for q in split.queries] == ["q1"] and split.queries[0].qrels == {"d1": 1}
-    assert split.skipped == {"unknown query id": 1, "unknown doc id": 1, "no positive": 1,
-                             "duplicate judgement": 1}
+    # the judgement of d99, absent from the corpus, is kept for the metrics (as BEIR keeps it)
+    assert split.queries[0].absent_qrels == {"d99": 1}
+    assert split.skipped == {"unknown query id": 1, "no positive": 1, "duplicate judgement": 1}

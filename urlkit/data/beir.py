@@ -43,12 +43,13 @@ def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
 
     corpus = _read_corpus(corpus_path, folder, policy)
     texts = _read_queries(queries_path, policy)  # query id -> (text, line number)
-    qrels, qrels_lines = _read_qrels(qrels_path, texts, corpus, policy)
+    qrels, absent, qrels_lines = _read_qrels(qrels_path, texts, corpus, policy)
 
     queries: list[Query] = []
-    for query_id, judgements in qrels.items():
+    for query_id in qrels_lines:  # every judged query, in the qrels' order
         text, line_no = texts[query_id]
-        query = Query(id=query_id, text=text, qrels=judgements)
+        query = Query(id=query_id, text=text, qrels=qrels.get(query_id, {}),
+                      absent_qrels=absent.get(query_id, {}))
         # The query is judged in the qrels but *written* in queries.jsonl: an empty text is
         # a queries.jsonl problem, a missing positive a qrels problem.
         where = (
@@ -62,6 +63,7 @@ def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
             policy.handle(err)
 
     empty = sum(doc.empty for doc in corpus.values())
+    notes = [f"{empty} empty documents kept, as BEIR keeps them"] if empty else []
     return Split(
         name=info["name"],
         split=split,
@@ -70,7 +72,7 @@ def load_beir(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         corpus=corpus,
         queries=queries,
         source=str(folder),
-        notes=[f"{empty} empty documents kept, as BEIR keeps them"] if empty else [],
+        notes=notes + absent_notes(queries),
     )
 
 
@@ -105,15 +107,19 @@ def _read_qrels(
     texts: dict[str, tuple[str, int]],
     corpus: dict[str, Document],
     policy: ErrorPolicy,
-) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
-    """query id -> {doc id: grade}, and query id -> the line of its first judgement.
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]], dict[str, int]]:
+    """query id -> {doc id: grade} of the corpus's documents, the same of documents the
+    corpus lacks, and query id -> the line of its first judgement.
 
     Lines are ``query-id corpus-id score`` (BEIR) or ``query-id 0 corpus-id score`` (TREC):
     split on tabs when the line has one (as BEIR reads them: an id may hold a space), else on
     whitespace; a first line whose score is not a number is the header; a score must be an
-    integer grade (BEIR's loader refuses "0.5" too).
+    integer grade (BEIR's loader refuses "0.5" too). A document the corpus lacks is an error
+    (a wrong corpus is the usual cause); with ``on_error=skip`` its judgement is kept apart
+    (``Query.absent_qrels``), as BEIR's evaluation keeps it in the ideal DCG.
     """
     qrels: dict[str, dict[str, int]] = {}
+    absent: dict[str, dict[str, int]] = {}
     first_line: dict[str, int] = {}
     with open(path, encoding="utf-8") as lines:
         for line_no, line in enumerate(lines, start=1):
@@ -139,16 +145,36 @@ def _read_qrels(
                 if query_id not in texts:
                     raise fields.error(f"unknown query id {query_id!r} (not in queries.jsonl)",
                                        "unknown query id")
-                if doc_id not in corpus:
-                    raise fields.error(f"unknown doc id {doc_id!r} (not in the corpus)",
-                                       "unknown doc id")
-                if doc_id in qrels.get(query_id, {}):
+                if doc_id in qrels.get(query_id, {}) or doc_id in absent.get(query_id, {}):
                     raise fields.error(f"second judgement of ({query_id!r}, {doc_id!r})",
                                        "duplicate judgement")
+                if doc_id not in corpus:
+                    if policy.on_error == "raise":
+                        raise fields.error(f"unknown doc id {doc_id!r} (not in the corpus; "
+                                           "data.on_error=skip keeps its judgement for the metrics "
+                                           "alone, as BEIR does)", "unknown doc id")
+                    absent.setdefault(query_id, {})[doc_id] = grade
+                    first_line.setdefault(query_id, line_no)
+                    continue
             except DataError as err:
                 policy.handle(err)
                 continue
             qrels.setdefault(query_id, {})[doc_id] = grade
             first_line.setdefault(query_id, line_no)
-    return qrels, first_line
+    return qrels, absent, first_line
+
+
+def absent_notes(queries: list[Query]) -> list[str]:
+    """For ``Split.notes``: the judgements of documents the corpus lacks, and the queries that
+    have no other positive."""
+    judged = sum(len(q.absent_qrels) for q in queries)
+    if not judged:
+        return []
+    only = sum(not q.positives for q in queries)
+    notes = [f"{judged} judgement{'s' if judged > 1 else ''} of documents the corpus lacks kept for "
+             "the metrics' ideal ranking (as BEIR's evaluation), never candidates"]
+    if only:
+        notes.append(f"{only} quer{'ies' if only > 1 else 'y'} judging only such documents evaluated "
+                     "(scoring 0, as in BEIR), never trained on")
+    return notes
 

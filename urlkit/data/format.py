@@ -88,6 +88,10 @@ class Query:
     qrels: dict[str, int]
     negatives: list[str] = field(default_factory=list)
     candidates: list[str] | None = None
+    # judgements of doc ids the corpus lacks (BEIR's ArguAna): never a candidate, a negative or
+    # a training positive, but part of the evaluation's qrels, so that the ideal DCG counts them
+    # as BEIR's pytrec_eval does (a query judging only such documents scores 0, not dropped)
+    absent_qrels: dict[str, int] = field(default_factory=dict)
 
     @property
     def positives(self) -> list[str]:
@@ -97,6 +101,11 @@ class Query:
     @property
     def modality(self) -> str:
         return _modality(bool(self.text), self.image is not None)
+
+    @property
+    def judgements(self) -> dict[str, int]:
+        """Every judgement, the corpus's documents' and absent ones': what metrics score against."""
+        return {**self.absent_qrels, **self.qrels} if self.absent_qrels else self.qrels
 
 
 @dataclass

@@ -63,8 +63,10 @@ class TrainGroups(Dataset):
         self.random_from = random_from
         self.epoch = 0
         self._corpus_ids = list(split.corpus)
+        # a query whose positives the corpus lacks (BEIR's absent judgements) is evaluated only
+        self.queries = [q for q in split.queries if q.positives]
         self.padded_queries = 0  # queries with fewer than N possible negatives
-        for query in split.queries:
+        for query in self.queries:
             supply = self._negative_supply(query)
             if n_negatives > 0 and supply == 0:
                 raise DataError(
@@ -78,10 +80,10 @@ class TrainGroups(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.split.queries)
+        return len(self.queries)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        query = self.split.queries[index]
+        query = self.queries[index]
         rng = query_rng(self.seed, self.epoch, query.id)
         extra = {}
         if len(query.instruction_choices) > 1:  # its own generator: the negatives stay as they were
@@ -105,6 +107,10 @@ class TrainGroups(Dataset):
                 f"positive + {self.n_negatives} negatives (hard fraction {self.hard_fraction}, random ones from the {self.random_from})")
         if self.padded_queries:
             line += f"; {self.padded_queries} queries have fewer negatives and are padded"
+        left_out = len(self.split.queries) - len(self.queries)
+        if left_out:
+            line += (f"; {left_out} {'query judges' if left_out == 1 else 'queries judge'} only "
+                     "documents the corpus lacks, left out")
         return line
 
     def _negative_supply(self, query) -> int:

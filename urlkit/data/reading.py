@@ -228,7 +228,8 @@ class SkippedDocuments:
 def check_query(query: Query, corpus: dict[str, Document], fields: LineFields,
                 skipped: SkippedDocuments | None = None) -> Query:
     """Every referenced doc id exists (once ``skipped`` documents are taken out); at least one
-    positive; positives inside the pool."""
+    positive (one the corpus lacks will do: such a query is evaluated, never trained on);
+    positives inside the pool."""
     if not (query.text.strip() or query.image):
         raise fields.error(f"query {query.id!r} is empty (no text and no image)", "empty query")
     if skipped is not None:
@@ -238,7 +239,7 @@ def check_query(query: Query, corpus: dict[str, Document], fields: LineFields,
     if unknown:
         raise fields.error(f"query {query.id!r} names unknown doc ids {unknown[:5]}",
                            "unknown doc id")
-    if not query.positives:
+    if not query.positives and not any(g > 0 for g in query.absent_qrels.values()):
         raise fields.error(f"query {query.id!r} has no positive (no doc with grade > 0)",
                            "no positive")
     if query.candidates is not None:

@@ -117,7 +117,7 @@ def first_stage_run(split: Split, ranking: Ranking, depth: int, max_queries: int
 
 def score(split: Split, run: dict[str, dict[str, float]]) -> pd.DataFrame:
     """Per-query metrics of ``run`` against the split's qrels (only the run's queries)."""
-    qrels = {q.id: q.qrels for q in split.queries if q.id in run}
+    qrels = {q.id: q.judgements for q in split.queries if q.id in run}
     return per_query_metrics(qrels, run)
 
 
