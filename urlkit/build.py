@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.config import resolve_path
+from urlkit.config import launched_as_other_rank, resolve_path
 from urlkit.data.candidates import Ranking, first_stage, without_identical_ids
 from urlkit.data.format import DataError, MissingSplitError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups
@@ -46,6 +46,12 @@ class Built:
     tokens: list[str]
 
 
+def report(line: str, **print_options) -> None:
+    """A line of what was built, printed by the launch's rank 0 alone (every rank builds)."""
+    if not launched_as_other_rank():
+        print(line, **print_options)
+
+
 def load_data_split(data_cfg: Any, split: str) -> Split:
     """One split of the configured dataset; skipped lines (on_error=skip) are reported."""
     path = resolve_path(data_cfg.path)
@@ -54,7 +60,7 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
         if split == data_cfg.get("train_split", "train"):
             raise ConfigError(f"data.dataset={list(dataset)}: several datasets train as a mixture (training_workload)")
         dataset = str(dataset[0])
-        print(f"[urlkit] data.dataset lists {len(data_cfg.dataset)} datasets: the {split} split is the first's, "
+        report(f"[urlkit] data.dataset lists {len(data_cfg.dataset)} datasets: the {split} split is the first's, "
               f"{dataset} (all of them: benchmark=<suite>)", flush=True)  # fmt: skip
     pools = data_cfg.get("pool") or {}  # M-BEIR: a pool file per split name
     pool = pools.get(split)
@@ -64,7 +70,7 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
         instructions=bool(data_cfg.get("instructions", True)),
         instruction_seed=int(data_cfg.get("instruction_seed", 0)),
     )  # fmt: skip
-    print(f"[urlkit] {loaded.report()}", flush=True)
+    report(f"[urlkit] {loaded.report()}", flush=True)
     return loaded
 
 
@@ -173,7 +179,7 @@ def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -
         except MissingSplitError as err:  # a dev split that is there but broken is an error
             if role == "test":
                 raise
-            print(f"[urlkit] no dev evaluation: {err}", flush=True)
+            report(f"[urlkit] no dev evaluation: {err}", flush=True)
             continue
         sets[role] = _ranked(split, cfg.data, cfg.eval.depth, limit)
     return sets
@@ -256,7 +262,7 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     """
     backbone = load_backbone(cfg.model)
     if str(cfg.model.get("dtype", "float32")) == "auto":
-        print(f"[urlkit] model.dtype=auto: {describe_auto_dtype(backbone.model.dtype)}", flush=True)
+        report(f"[urlkit] model.dtype=auto: {describe_auto_dtype(backbone.model.dtype)}", flush=True)
     renderer = make_renderer(backbone, cfg.model, cfg.get("prompt"))
     tokens = list(cfg.head.tokens)
     try:
@@ -328,7 +334,7 @@ def _expand_token_set(backbone, renderer, sample: Split | None, token_ids, extra
     batches = [renderer.collate(encoded[i : i + 16]) for i in range(0, len(encoded), 16)]
     ranked = top_tokens_by_mean_logit(backbone.model, batches, len(token_ids) + extra, leading=token_ids)
     tokens = [backbone.tokenizer.decode([i]) for i in ranked]
-    print(f"[urlkit] token set ({len(ranked)}): {tokens}", flush=True)
+    report(f"[urlkit] token set ({len(ranked)}): {tokens}", flush=True)
     return ranked, tokens
 
 
@@ -345,10 +351,11 @@ def token_sample_instances(split: Split, n: int, seed: int = 0) -> list[tuple[An
 
     rng = np.random.default_rng([seed, 0xB3])
     corpus_ids = list(split.corpus)
-    picks = rng.choice(len(split.queries), size=n, replace=n > len(split.queries))
+    queries = [q for q in split.queries if q.positives]  # not those judging only absent documents
+    picks = rng.choice(len(queries), size=n, replace=n > len(queries))
     instances = []
     for index in picks:
-        query = split.queries[int(index)]
+        query = queries[int(index)]
         positives = set(query.positives)
         if rng.random() < 0.5:
             instances.append((query, query.positives[int(rng.integers(len(query.positives)))]))

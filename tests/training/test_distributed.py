@@ -205,6 +205,7 @@ def test_the_ddp_command_keeps_one_record_of_the_run_written_by_rank_0(plain):
     assert "already holds a urlkit run" not in log
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log  # the second rank was Lightning's, and ran
     assert log.count("[urlkit] run directory:") == log.count("[urlkit] final metrics:") == 1  # rank 0's
+    assert log.count("[urlkit] small/test [T2T]:") == 1  # what was built: said by rank 0 alone
     # one record: the rank-0 files, nothing of rank 1 (no Hydra log, no .hydra copy, no checkpoint)
     expected = {".hydra", "checkpoints", "config.yaml", "eval.csv", "history.csv", "lightning", "metrics.json",
                 "per_query", "run.json", "run.log"}  # fmt: skip
