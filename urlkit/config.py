@@ -86,6 +86,23 @@ def log_file(output_dir: str, job_name: str) -> str:
     return os.devnull if launched_as_other_rank() else f"{output_dir}/{job_name}.log"
 
 
+def sets_data(overrides: Iterable[str]) -> bool:
+    """Whether command-line overrides set the data (``data=...``, ``data.path=...``): ``python
+    -m urlkit.evaluate run_dir=<run>`` scores the run's own data otherwise."""
+    return any(str(o).split("=")[0].lstrip("+~").startswith("data") for o in overrides or [])
+
+
+def evaluation_name(run_dir: str | None, name: str, overrides) -> str:
+    """The dataset an evaluation's folder is named after: a trained run's own data unless the
+    command line sets it (:func:`sets_data`), not the default's."""
+    if not run_dir or sets_data(overrides):
+        return name
+    config_file = Path(run_dir) / "config.yaml"
+    if not config_file.is_file():
+        return name  # load_trained says what is missing, naming the path
+    return str(OmegaConf.select(OmegaConf.load(config_file), "data.name", default=name))
+
+
 def hydra_subdir() -> str | None:
     """Hydra's ``output_subdir`` (its copy of the config): none on ranks other than 0."""
     return None if launched_as_other_rank() else ".hydra"
@@ -130,6 +147,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("urlkit_run_dir", run_dir, use_cache=True)
     if not OmegaConf.has_resolver("urlkit_log_file"):
         OmegaConf.register_new_resolver("urlkit_log_file", log_file)
+    if not OmegaConf.has_resolver("urlkit_evaluation_name"):
+        OmegaConf.register_new_resolver("urlkit_evaluation_name", evaluation_name)
     if not OmegaConf.has_resolver("urlkit_hydra_subdir"):
         OmegaConf.register_new_resolver("urlkit_hydra_subdir", hydra_subdir)
 

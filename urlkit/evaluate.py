@@ -29,6 +29,7 @@ def evaluate(cfg) -> dict[str, float]:
     from omegaconf import OmegaConf
 
     from urlkit.build import build_reranker, check_direction, evaluation_set, load_trained
+    from urlkit.config import sets_data
     from urlkit.records import RunDirectory
 
     out = RunDirectory(HydraConfig.get().runtime.output_dir)
@@ -36,11 +37,12 @@ def evaluate(cfg) -> dict[str, float]:
     if cfg.run_dir:
         built, run_cfg = load_trained(cfg.run_dir)
         direction, label = check_direction(run_cfg), Path(cfg.run_dir).name
-        overridden = any(o.split("=")[0].lstrip("+").startswith("data") for o in HydraConfig.get().overrides.task)
-        data_cfg = cfg.data if overridden else run_cfg.data
+        data_cfg = cfg.data if sets_data(HydraConfig.get().overrides.task) else run_cfg.data
     elif cfg.model.name != "none":
         built = build_reranker(cfg, trainable=False)
-    out.write_config(OmegaConf.to_container(cfg, resolve=True))
+    # what was scored with what: a run's own data (unless overridden), model, head, prompt, direction
+    written = {**OmegaConf.to_container(cfg, resolve=True), "data": OmegaConf.to_container(data_cfg, resolve=True)}
+    out.write_config({**written, **(scoring_settings(cfg, run_cfg) if cfg.run_dir else {})})
 
     def evaluate_one(data, split_name: str) -> tuple[list[dict], dict[str, float]]:
         return evaluate_dataset(

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers.data_builders import beir_dataset
 
 from urlkit.paths import REPO_ROOT
@@ -29,3 +30,33 @@ def test_a_beir_folder_is_evaluated_with_data_path_alone(tmp_path):
     per_query = written[0].parent / "per_query"
     assert (per_query / "scifact-like_test_tiny.trec").exists()
     assert (per_query / "scifact-like_test_tiny.csv").exists()
+
+
+def test_a_trained_run_is_evaluated_on_its_own_data(tmp_path):
+    """``python -m urlkit.evaluate run_dir=<run>`` scores the run's data with its last checkpoint:
+    the folder is named after that data, its config.yaml records it and the run's model (not the
+    defaults'),
+    and the metrics are the ones the run wrote at its end (one scoring function)."""
+    from helpers.run_helpers import compose_train, write_small_dataset
+    from omegaconf import OmegaConf
+
+    from urlkit.train import train
+
+    data = write_small_dataset(tmp_path / "small")
+    run_dir = tmp_path / "run"
+    trained = train(compose_train(data, "data.name=small"), run_dir)
+    out = subprocess.run(
+        [sys.executable, "-m", "urlkit.evaluate", f"run_dir={run_dir}", f"output_root={tmp_path / 'out'}",
+         "batch_size=8"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (folder,) = (tmp_path / "out" / "evaluations").iterdir()
+    assert "_small_" in folder.name and "wordsense" not in folder.name, folder.name
+    written = OmegaConf.load(folder / "config.yaml")
+    assert written.data.path == str(data) and written.data.name == "small"
+    assert written.model.name == "tiny" and written.run_dir == str(run_dir)  # the run's model, not the default's
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for metric in ("ndcg@10", "mrr@10"):
+        assert metrics[f"run/test/small/{metric}"] == pytest.approx(trained[f"test/{metric}"], abs=1e-6)
+        assert metrics[f"bm25/test/small/{metric}"] == pytest.approx(trained[f"bm25/test/{metric}"], abs=1e-12)
