@@ -132,6 +132,7 @@ if interactive:
         ),
     )
     def show(table, chosen):
-        shown = attempt(probe_table, runs.select(experiment_name=table), metric=chosen, paper=table)
+        experiments = list(TABLE_EXPERIMENTS.get(table, (table,)))  # Table 1: + figure3_weights' diagonal
+        shown = attempt(probe_table, runs.select(experiment_name=experiments), metric=chosen, paper=table)
         if shown is not None:
             display(format_table(shown))

@@ -87,14 +87,15 @@ def test_study_resumes_skips_finished_runs_and_refuses_a_changed_config(tiny_stu
 
 def test_laptop_plan_is_three_seeds_from_its_profile_and_overrides_widen_it(tmp_path):
     planned = plan(["table1"], "laptop", [], tmp_path, "none")
+    # Table 1's diagonal, URL(sft, sft) and URL(cl, cl), is figure3_weights' runs: trained once
     table1 = [p for p in planned if p.experiment == "table1_weight_direction"]
     assert sorted(p.run_dir.name for p in table1) == sorted(
-        f"weight={w},direction={d},seed={s}"
-        for w in ("sft", "cl")
-        for d in ("sft", "cl")
-        for s in (0, 1, 2)
+        f"weight={w},direction={d},seed={s}" for w, d in (("sft", "cl"), ("cl", "sft")) for s in (0, 1, 2)
     )
-    assert len(planned) == 12 + 6  # + figure3_weights: Table 1's diagonal in the same setting
+    diagonal = [p for p in planned if p.experiment == "figure3_weights"]
+    assert len(diagonal) == 6 and all(p.also == ["table1_weight_direction"] for p in diagonal)
+    assert {(p.cfg.weight.name, p.cfg.direction.name) for p in diagonal} == {("sft", "sft"), ("cl", "cl")}
+    assert len(planned) == 12
     for p in planned:
         assert (
             p.state == "new"
@@ -108,13 +109,13 @@ def test_laptop_plan_is_three_seeds_from_its_profile_and_overrides_widen_it(tmp_
         )
         assert p.cfg.data.random_from == "corpus"
     widened = plan(["table1"], "laptop", ["seed=0,1", "train.max_steps=20"], tmp_path, "none")
-    assert len(widened) == 12 and {p.cfg.train.max_steps for p in widened} == {20}
+    assert len(widened) == 8 and {p.cfg.train.max_steps for p in widened} == {20}
     assert {p.cfg.seed for p in widened} == {0, 1}
     runs, minutes = estimate(planned)
-    assert runs == 18 and minutes > 0
+    assert runs == 12 and minutes > 0
     # a key the user sweeps names the folders too (it used to put two runs in each folder)
     swept = plan(["table1"], "laptop", ["train.lr=1e-4,2e-4"], tmp_path, "none")
-    assert len(swept) == 36 and len({p.run_dir for p in swept}) == 36
+    assert len(swept) == 24 and len({p.run_dir for p in swept}) == 24
     assert {p.run_dir.name.split(",")[-1] for p in swept} == {"train.lr=0.0001", "train.lr=0.0002"}
 
 
@@ -123,6 +124,7 @@ def test_plan_only_prints_runs_and_minutes_per_study(capsys):
     out = capsys.readouterr().out
     assert "[study] figure5: 30 runs (30 to train, ~" in out and "data: manpages" in out
     assert "[study] plan: " in out and " min here (profile laptop" in out
+    assert "[study] table1_weight_direction: 6 of its runs are figure3_weights's (same config), trained once" in out
 
 
 def test_a_profile_is_a_hydra_config_group_of_urlkit_run(tmp_path):

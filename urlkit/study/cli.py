@@ -5,7 +5,7 @@ runs it produced and prints the verdicts of its findings (effect, 95% interval, 
 effect)::
 
     figure3   figure3_weights + figure2_native  -> weight_evolution      -> Figures 2 and 3
-    table1    table1_weight_direction (+ figure3_weights' diagonal) -> probing_tables -> Table 1
+    table1    figure3_weights (the diagonal) + table1_weight_direction -> probing_tables -> Table 1
     table2, table3, table5, tau, table15 (same pattern), figure4, figure5 -> negatives_and_tokens
     all       every one of them
 
@@ -93,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GridError, StudyError) as err:
         parser.exit(2, f"error: {err}\n")
     runs_left, minutes = estimate(planned)
+    for experiment in dict.fromkeys(e for p in planned for e in p.also):
+        shared = [p for p in planned if experiment in p.also]
+        print(f"[study] {experiment}: {len(shared)} of its runs are {shared[0].experiment}'s (same config), "
+              "trained once", flush=True)
     for name in names:
         own = [p for p in planned if p.experiment in STUDIES[name].experiments]
         left, own_minutes = estimate(own)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -20,6 +20,9 @@ from urlkit.analysis.runset import flatten
 from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
 
 PROFILES_DIR = CONF_DIR / "profile"
+# neither where a run resumed from, how it was logged nor a profile's time estimates change
+# what it computes
+IGNORED = ("resume", "logger.", "trainer.enable_progress_bar", "profile.")
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ PROBING = "wordsense, random negatives from the corpus (the paper's 1:1 random:h
 STUDIES = {
     "figure3": Study(("figure3_weights", "figure2_native"), "weight_evolution",
                      ("Figure 2", "Figure 3"), PROBING),
-    "table1": Study(("table1_weight_direction", "figure3_weights"), "probing_tables",
+    # figure3_weights first: Table 1's diagonal is its runs, trained once for both studies
+    "table1": Study(("figure3_weights", "table1_weight_direction"), "probing_tables",
                     ("Table 1",), PROBING),
     "table2": Study(("table2_weight_properties",), "probing_tables", ("Table 2",), PROBING),
     "table3": Study(("table3_random_direction",), "probing_tables", ("Table 3",), PROBING),
@@ -67,6 +71,7 @@ class Planned:
     run_dir: Path
     cfg: object  # DictConfig, as python -m urlkit.run composes it
     state: str  # "new" | "finished" | "resume"
+    also: list[str] = field(default_factory=list)  # other experiments with this very run (same config)
 
 
 def plan(
@@ -79,6 +84,7 @@ def plan(
         )
     fixed = [f"logger={logger}", "++trainer.enable_progress_bar=false"]
     planned, seen = [], set()
+    by_setup: dict[tuple, Planned] = {}  # what a run computes -> the run planned for it
     with config_composer() as compose:
         for name in names:
             for experiment in STUDIES[name].experiments:
@@ -103,9 +109,12 @@ def plan(
                     cfg = compose([*point, *fixed])
                     with open_dict(cfg):
                         del cfg["hydra"]
-                    planned.append(
-                        Planned(experiment, [*point, *fixed], run_dir, cfg, _state(run_dir, cfg))
-                    )
+                    setup = _setup(cfg)
+                    if setup in by_setup:  # e.g. Table 1's URL(sft, sft), a run of figure3_weights too
+                        by_setup[setup].also.append(experiment)
+                        continue
+                    by_setup[setup] = Planned(experiment, [*point, *fixed], run_dir, cfg, _state(run_dir, cfg))
+                    planned.append(by_setup[setup])
     folders: dict[Path, Planned] = {}
     for p in planned:  # two runs in one folder: the second would be refused, the sweep short
         if p.run_dir in folders:
@@ -131,18 +140,22 @@ def estimate(planned: Sequence[Planned]) -> tuple[int, float]:
     return len(todo), seconds / 60
 
 
+def _setup(cfg) -> tuple:
+    """What a run computes: its config but for the experiment's name (and what _state ignores)."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return tuple(sorted((k, repr(v)) for k, v in flat.items()
+                        if k != "experiment_name" and not k.startswith(IGNORED)))  # fmt: skip
+
+
 def _state(run_dir: Path, cfg) -> str:
     if not (run_dir / "config.yaml").exists():
         return "new"
     saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
     wanted = flatten(OmegaConf.to_container(cfg, resolve=True))
-    # neither where a run resumed from, how it was logged nor a profile's time estimates
-    # change what it computes
-    ignored = ("resume", "logger.", "trainer.enable_progress_bar", "profile.")
     changed = sorted(
         key
         for key in set(saved) | set(wanted)
-        if not key.startswith(ignored) and saved.get(key) != wanted.get(key)
+        if not key.startswith(IGNORED) and saved.get(key) != wanted.get(key)
     )
     if changed:
         raise StudyError(
