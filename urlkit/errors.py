@@ -43,6 +43,7 @@ from contextlib import contextmanager
 
 EXIT_BAD_INPUT = 2  # argparse's status for bad arguments; Hydra's own errors exit with 1
 EXIT_INTERRUPTED = 128 + 15  # the shell's status for a process ended by SIGTERM (pre-emption)
+EXIT_CTRL_C = 128 + 2  # the shell's status for a process ended by SIGINT (Ctrl-C)
 
 
 class UrlkitError(Exception):

@@ -12,11 +12,12 @@ from scratch in the same directory when it died before the first one).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.errors import EXIT_INTERRUPTED, ConfigError
+from urlkit.errors import EXIT_CTRL_C, EXIT_INTERRUPTED, ConfigError
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -61,6 +62,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
         error = type(err).__name__ + (f": {err}" if str(err) else "")
         run.update_info(status="interrupted" if interrupted else "failed", error=error)
+        if isinstance(err, KeyboardInterrupt):  # Ctrl-C outside fit (start-up, final evaluation)
+            print(f"\n[urlkit] interrupted; resume={run.path} continues the run", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_CTRL_C) from None  # said in one line, not a traceback
         if isinstance(err, SystemExit) and not err.code:
             # Lightning turns SIGTERM (a scheduler pre-empting the job) into SystemExit(None), which
             # would exit 0 and tell a sweep agent the run succeeded
@@ -154,9 +158,14 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     )
     from urlkit.config import temperature_note
     from urlkit.data.stream import RankShard
-    from urlkit.training.callbacks import FinalEvaluation, MixtureLog, PeriodicEvaluation
+    from urlkit.training.callbacks import (
+        FinalEvaluation,
+        MixtureLog,
+        PeriodicEvaluation,
+        step_progress_bar,
+    )
     from urlkit.training.checkpointing import AtomicCheckpointIO
-    from urlkit.training.loggers import finish, make_loggers
+    from urlkit.training.loggers import finish, make_loggers, route_lightning_logging
     from urlkit.training.module import RerankerModule
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -207,16 +216,21 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
 
     # checkpoints hold the state after the step, which is what resume needs
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    # Lightning's own pytree helper against torch's newer API: nothing a user can change
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    route_lightning_logging()
     loggers = make_loggers(cfg, run, wandb_id=wandb_id) if run is not None else []
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=Path(run_dir) / "checkpoints", every_n_train_steps=cfg.checkpoint.every_n_steps,
         save_last=True, save_top_k=0, enable_version_counter=False,
     )  # fmt: skip
+    arguments = trainer_arguments(cfg.trainer)
+    bar = [step_progress_bar()] if arguments.get("enable_progress_bar", True) else []
     trainer = L.Trainer(
-        **trainer_arguments(cfg.trainer),
+        **arguments,
         max_steps=cfg.train.max_steps,
         logger=loggers or False,
-        callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps), *mixture],
+        callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps), *mixture, *bar],
         plugins=[AtomicCheckpointIO()],  # write, fsync, rename: a kill mid-save keeps the last one
         default_root_dir=str(run_dir),
         enable_model_summary=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -63,3 +64,24 @@ def test_every_trainer_config_composes_and_builds_a_trainer(trainer):
     built = L.Trainer(**args, logger=False, enable_checkpointing=False, max_steps=1)
     if trainer == "ddp":
         assert type(built.strategy).__name__ == "DDPStrategy"
+
+
+def test_a_run_prints_lightnings_lines_once_and_no_product_tips(tmp_path):
+    """Under Hydra, Lightning's own console handler doubled its lines ("GPU available" twice, in
+    two formats); its "Tip: try installing litlogger" lines and its pytree deprecation warning
+    are noise no user can act on. One line each, kept in the run's log file. The training bar
+    counts optimizer steps: with accumulate=2 it ended at "4/2" (micro-batches)."""
+    from helpers.run_helpers import write_small_dataset
+
+    data = write_small_dataset(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    out = _cli("model=tiny", "logger=none", "train.max_steps=2", "train.accumulate=2", "train.warmup_steps=1", "eval.every_n_steps=0",
+               "eval.test_queries=2", "eval.depth=4", "eval.batch_size=4", "data.n_negatives=2",
+               f"data.path={data}", f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    printed = out.stdout + out.stderr
+    assert printed.count("GPU available") == 1, printed[-3000:]
+    assert "Tip" not in printed and "litlogger" not in printed and "LeafSpec" not in printed
+    assert "GPU available" in (run_dir / "run.log").read_text()
+    bars = [line for line in re.split(r"[\r\n]", printed) if line.startswith(("training steps", "Epoch 0"))]
+    assert bars and " 2/2 " in bars[-1] and "4/2" not in printed and "/-2" not in printed, bars[-3:]

@@ -18,6 +18,7 @@ process itself at the point ``die`` names (``none``: no hook):
     save:K       in the middle of writing the checkpoint of step K (half the bytes are on disk)
     final-eval   during the final test evaluation, after the reranker's results were written
     final-eval:term  SIGTERM instead of SIGKILL at that point (outside Lightning's fit)
+    final-eval:int   SIGINT (Ctrl-C) instead of SIGKILL at that point
 
 SIGKILL cannot be caught: nothing of urlkit runs after it, as when a scheduler pre-empts the
 job or the machine runs out of memory. Killing at a chosen point instead of after a timer
@@ -161,7 +162,8 @@ def install(point: str) -> None:
         "step": lambda: _die_after_step(int(step), float(delay.rstrip("s") or 0)),
         "term": lambda: _die_after_step(int(step), sig=signal.SIGTERM),
         "save": lambda: _die_while_saving(int(step)),
-        "final-eval": lambda: _die_in_final_evaluation(signal.SIGTERM if value == "term" else signal.SIGKILL),
+        "final-eval": lambda: _die_in_final_evaluation(
+            {"term": signal.SIGTERM, "int": signal.SIGINT}.get(value, signal.SIGKILL)),
         "none": lambda: None,
     }
     hooks[kind]()

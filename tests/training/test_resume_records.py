@@ -16,7 +16,7 @@ import pytest
 from helpers.reliability_helpers import Launcher, evaluations, train_args
 from helpers.run_helpers import write_small_dataset
 
-from urlkit.errors import EXIT_INTERRUPTED
+from urlkit.errors import EXIT_CTRL_C, EXIT_INTERRUPTED
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -68,3 +68,15 @@ def test_a_sigterm_during_the_final_evaluation_ends_the_run_as_interrupted(data,
     assert result.returncode == EXIT_INTERRUPTED, result.output[-3000:]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "interrupted" and "SIGTERM" in info["error"]
+
+
+def test_a_ctrl_c_during_the_final_evaluation_says_so_in_one_line(data, tmp_path):
+    """Lightning handles Ctrl-C inside fit; after it (the final evaluation) it was a traceback."""
+    run_dir = tmp_path / "run"
+    result = Launcher.shared().run(train_args(data, run_dir, "train.max_steps=2"), die="final-eval:int")
+    assert result.returncode == EXIT_CTRL_C, result.output[-3000:]
+    assert f"[urlkit] interrupted; resume={run_dir} continues the run" in result.output
+    assert "Traceback" not in result.output and "KeyboardInterrupt" not in result.output
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["error"] == "KeyboardInterrupt"
+

@@ -137,3 +137,33 @@ class FinalEvaluation:
 def _strip(means: dict[str, float]) -> dict[str, float]:
     """``test/<dataset>/ndcg@10`` -> ``ndcg@10``."""
     return {key.rsplit("/", 1)[-1]: value for key, value in means.items()}
+
+
+class _CountingSteps:
+    """A training bar in optimizer steps (``train.max_steps``, the history's rows), not in
+    micro-batches: with ``train.accumulate=k`` Lightning's bars counted k micro-batches a step
+    against a total of max_steps ("4/2" at the end of a 2-step run). Both of Lightning's bars
+    draw ``batch_idx + 1``; this hands them the steps done instead."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._first_step = trainer.global_step  # a resumed run's bar counts what is left
+        super().on_train_epoch_start(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, trainer.global_step - self._first_step - 1)
+
+
+class _RichSteps(_CountingSteps, L.pytorch.callbacks.RichProgressBar):
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "training steps"  # Lightning's "Epoch 0/-2" under max_epochs=-1 (max_steps runs)
+
+
+class _TqdmSteps(_CountingSteps, L.pytorch.callbacks.TQDMProgressBar):
+    pass
+
+
+def step_progress_bar() -> L.Callback:
+    """The bar Lightning would pick (Rich when installed, else tqdm), counting optimizer steps."""
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    return _RichSteps() if _RICH_AVAILABLE else _TqdmSteps()

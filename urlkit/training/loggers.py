@@ -117,3 +117,31 @@ def wandb_settings(flush_interval_s: float) -> dict:
     if "x_transaction_log_flush_interval" not in getattr(wandb.Settings, "model_fields", {}):
         return {}
     return {"settings": wandb.Settings(x_transaction_log_flush_interval=flush_interval_s)}
+
+
+class _NoProductTips:
+    """Lightning's "Tip: try installing litlogger/litmodels" lines: advice to install another
+    product, printed in every run, that no urlkit user can act on."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def route_lightning_logging() -> None:
+    """Lightning's messages once, through the handlers the entry point configured.
+
+    ``import lightning`` gives its logger a console handler of its own and lets records
+    propagate too, so under Hydra (which configures the root logger: console and the run's
+    log file) every "GPU available" line was printed twice; with the root configured, that
+    own handler goes, and the lines reach the console and the log file once. Idempotent."""
+    import logging
+
+    lightning = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in list(lightning.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning.removeHandler(handler)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoProductTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoProductTips())
