@@ -31,6 +31,12 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a full disk or a quota: say which file could not be written
+            raise OSError(err.errno, f"{err.strerror or err}; the previous file, if any, is intact",
+                          str(path)) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

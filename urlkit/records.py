@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -40,6 +41,13 @@ from urlkit.atomic import atomic_write
 def new_run_id() -> str:
     """Short, unique even for runs started in the same second by parallel sweep agents."""
     return f"{uuid.uuid4().hex[:8]}"
+
+
+def folder_run_id(path: Path) -> str | None:
+    """The id a run folder's name ends with (``<time>_<run name>_<id>``, config.run_dir), so
+    that run.json names a run as its folder does; None for a folder named otherwise."""
+    match = re.search(r"_([0-9a-f]{8})$", Path(path).name)
+    return match.group(1) if match else None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -149,7 +157,7 @@ class RunDirectory:
         info = self.read_info()
         if not info:
             info = {
-                "run_id": new_run_id(),
+                "run_id": folder_run_id(self.path) or new_run_id(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "host": socket.gethostname(),
             }

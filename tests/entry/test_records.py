@@ -30,3 +30,18 @@ def test_run_ids_are_unique_and_info_is_kept(tmp_path):
     first = run.update_info(status="running")
     second = run.update_info(status="finished")
     assert first["run_id"] == second["run_id"] and second["status"] == "finished"
+
+
+def test_run_json_names_the_run_by_its_folders_id(tmp_path):
+    """outputs/runs/<time>_<run name>_<id>/run.json says the same <id> (it said another one);
+    a folder named otherwise (a SLURM job's, hydra.run.dir) gets a new one."""
+    from omegaconf import OmegaConf
+
+    from urlkit.config import register_resolvers
+
+    register_resolvers()
+    folder = OmegaConf.create({"d": "${urlkit_run_dir:" + str(tmp_path) + ",sft-cl,null}"}).d
+    info = RunDirectory(folder).update_info(status="running")
+    assert folder.endswith("_" + info["run_id"]) and len(info["run_id"]) == 8
+    other = RunDirectory(tmp_path / "my-run").update_info(status="running")
+    assert len(other["run_id"]) == 8 and other["run_id"] != info["run_id"]

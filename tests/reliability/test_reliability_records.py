@@ -50,3 +50,18 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
         atomic_write_text(path, '{"ndcg": 0.6}')
     assert path.read_text() == '{"ndcg": 0.5}'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
+    """ENOSPC comes from write or fsync with no file name ("No space left on device", nothing
+    else); the error says which file, and the old one is intact."""
+    import errno
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    atomic_write_text(path, "old")
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    with pytest.raises(OSError) as err:
+        atomic_write_text(path, "new")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert str(err.value) == f"[Errno 28] No space left on device; the previous file, if any, is intact: '{path}'"
+    assert path.read_text() == "old" and [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
