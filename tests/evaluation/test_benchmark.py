@@ -93,6 +93,25 @@ def test_each_dataset_counts_with_its_own_metric(tmp_path):
     assert table.loc["mean of 2", "m"] == 40.0 and table.loc["mean of 2", "metric"] == "ndcg@10/recall@5"
 
 
+def test_a_saved_result_without_the_entrys_metric_is_recomputed(tmp_path):
+    """A result saved before success@k existed has no such key: computed again, not a KeyError."""
+    cfg = _suite("benchmark=embedded")
+    OmegaConf.set_struct(cfg, False)
+    entries = suite_entries(cfg.benchmark, cfg.data)
+    calls = []
+
+    def evaluate_one(entry, metrics=("ndcg@10",)):
+        calls.append(entry.name)
+        return [{"model": "m", **{m: 0.5 for m in metrics}}]
+
+    run_suite(entries, evaluate_one, tmp_path, {"model": "m"})
+    cfg.benchmark.datasets.manpages.metric = "success@5"
+    results = run_suite(suite_entries(cfg.benchmark, cfg.data),
+                        lambda e: evaluate_one(e, ("ndcg@10", "success@5")), tmp_path, {"model": "m"})
+    assert calls == ["wordsense", "manpages", "manpages"]  # wordsense read back, manpages recomputed
+    assert results.set_index("dataset").loc["manpages", "score"] == 0.5
+
+
 def test_a_training_run_ends_with_the_suite(tmp_path):
     from helpers.run_helpers import compose_train, write_small_dataset
 

@@ -53,3 +53,23 @@ def test_ties_follow_the_run_order_and_mrr_is_cut_at_10():
     frame = per_query_metrics(qrels, run, metrics=("mrr@10", "recall@10"))
     assert frame.loc["q", "mrr@10"] == 0.5
     assert frame.loc["p", "mrr@10"] == 0.0 and frame.loc["p", "recall@10"] == 0.0  # rank 12
+
+
+def test_success_is_m_beirs_recall_any_positive_in_the_top_k():
+    """UniIR scores M-BEIR's Recall@k as 1 when any positive is in the top k; trec_eval's recall@k
+    is the share of the positives there. A query with two positives, one at rank 3 and one at 7:"""
+    qrels = {"q": {"a": 1, "b": 1}, "r": {"c": 1}}
+    run = {"q": {d: 1.0 - i / 10 for i, d in enumerate(["x", "y", "a", "z", "w", "v", "b"])},
+           "r": {d: 1.0 - i / 10 for i, d in enumerate(["x", "y", "z", "w", "v", "c"])}}
+
+    def any_positive_in_top(k, ranked, positives):  # M-BEIR's definition, by hand
+        return float(bool(set(ranked[:k]) & set(positives)))
+
+    frame = per_query_metrics(qrels, run, metrics=("recall@5", "success@5", "recall@10", "success@10"))
+    for query in ("q", "r"):
+        for k in (5, 10):
+            assert frame.loc[query, f"success@{k}"] == any_positive_in_top(k, list(run[query]), qrels[query])
+    assert frame.loc["q", "recall@5"] == 0.5 and frame.loc["q", "success@5"] == 1.0
+    assert frame.loc["q", "recall@10"] == frame.loc["q", "success@10"] == 1.0
+    assert frame.loc["r", "success@5"] == 0.0 and frame.loc["r", "success@10"] == 1.0  # rank 6
+

@@ -13,7 +13,10 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-METRICS = ("ndcg@5", "ndcg@10", "recall@5", "recall@10", "mrr@10")
+# recall@k is trec_eval's (the share of a query's positives in its top k); success@k is 1 when
+# any positive is in the top k: what UniIR's evaluation, and so M-BEIR's tables, call Recall@k.
+# They differ on queries with several positives (M-BEIR's WebQA, OVEN, InfoSeek; BEIR's TREC-COVID)
+METRICS = ("ndcg@5", "ndcg@10", "recall@5", "recall@10", "success@5", "success@10", "mrr@10")
 MAIN_METRIC = "ndcg@10"
 
 Qrels = Mapping[str, Mapping[str, int]]
@@ -27,6 +30,8 @@ TREC_EVAL = {
     "recall@5": ("recall.5", "recall_5"),
     "recall@10": ("recall.10", "recall_10"),
     "recall@25": ("recall.25", "recall_25"),
+    "success@5": ("success.5", "success_5"),
+    "success@10": ("success.10", "success_10"),
     "mrr@10": ("recip_rank", "recip_rank"),  # on the run cut to its top 10, see below
 }
 
