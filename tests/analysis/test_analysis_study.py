@@ -119,6 +119,19 @@ def test_laptop_plan_is_three_seeds_from_its_profile_and_overrides_widen_it(tmp_
     assert {p.run_dir.name.split(",")[-1] for p in swept} == {"train.lr=0.0001", "train.lr=0.0002"}
 
 
+def test_every_study_finds_its_runs_under_its_own_experiments_in_a_plan_of_all(tmp_path):
+    """Runs are shared within a study (its findings read all its experiments), never across
+    studies: Table 3's URL(sft, sft) arm is a figure3_weights config too, but Table 3's
+    findings read table3_random_direction's runs, so `study all` must train it there."""
+    from urlkit.study.plan import STUDIES
+
+    everything = plan(list(STUDIES), "tiny", [], tmp_path, "none")
+    for name, study in STUDIES.items():
+        alone = plan([name], "tiny", [], tmp_path, "none")
+        within = [p for p in everything if p.experiment in study.experiments]
+        assert sorted(p.run_dir for p in within) == sorted(p.run_dir for p in alone), name
+
+
 def test_plan_only_prints_runs_and_minutes_per_study(capsys):
     assert main(["all", "--plan-only"]) == 0
     out = capsys.readouterr().out

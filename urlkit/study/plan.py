@@ -84,10 +84,14 @@ def plan(
         )
     fixed = [f"logger={logger}", "++trainer.enable_progress_bar=false"]
     planned, seen = [], set()
-    by_setup: dict[tuple, Planned] = {}  # what a run computes -> the run planned for it
+    setups: list[tuple[tuple, Planned]] = []  # what each planned run computes
     with config_composer() as compose:
         for name in names:
-            for experiment in STUDIES[name].experiments:
+            own = STUDIES[name].experiments
+            # within a study (whose findings and notebook read all its experiments) a setup is
+            # trained once; across studies not, since each reads its own experiments' runs
+            by_setup = {setup: run for setup, run in setups if run.experiment in own}
+            for experiment in own:
                 if experiment in seen:
                     continue
                 seen.add(experiment)
@@ -115,6 +119,7 @@ def plan(
                         continue
                     by_setup[setup] = Planned(experiment, [*point, *fixed], run_dir, cfg, _state(run_dir, cfg))
                     planned.append(by_setup[setup])
+                    setups.append((setup, by_setup[setup]))
     folders: dict[Path, Planned] = {}
     for p in planned:  # two runs in one folder: the second would be refused, the sweep short
         if p.run_dir in folders:
