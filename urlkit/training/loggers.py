@@ -120,8 +120,8 @@ def wandb_settings(flush_interval_s: float) -> dict:
 
 
 class _NoProductTips:
-    """Lightning's "Tip: try installing litlogger/litmodels" lines: advice to install another
-    product, printed in every run, that no urlkit user can act on."""
+    """Lightning's "Tip: try installing litlogger/litmodels" lines: another product's
+    advertisement in every run, nothing about this one."""
 
     @staticmethod
     def filter(record) -> bool:
