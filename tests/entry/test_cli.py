@@ -85,3 +85,21 @@ def test_a_run_prints_lightnings_lines_once_and_no_product_tips(tmp_path):
     assert "GPU available" in (run_dir / "run.log").read_text()
     bars = [line for line in re.split(r"[\r\n]", printed) if line.startswith(("training steps", "Epoch 0"))]
     assert bars and " 2/2 " in bars[-1] and "4/2" not in printed and "/-2" not in printed, bars[-3:]
+
+
+def test_the_tqdm_bar_counts_optimizer_steps_too(tmp_path, monkeypatch, capfd):
+    """Without rich installed Lightning draws tqdm's bar: the same step count (forced here, since
+    this machine has rich)."""
+    import lightning.pytorch.utilities.imports as imports
+    from helpers.run_helpers import compose_train, write_small_dataset
+
+    from urlkit.train import train
+
+    monkeypatch.setattr(imports, "_RICH_AVAILABLE", False)
+    data = write_small_dataset(tmp_path / "data")
+    cfg = compose_train(data, "train.max_steps=2", "train.accumulate=2", "eval.test_queries=2",
+                        "eval.depth=4", "++trainer.enable_progress_bar=true")  # fmt: skip
+    train(cfg, tmp_path / "run")
+    printed = "".join(capfd.readouterr())
+    bars = [line for line in re.split(r"[\r\n]", printed) if line.startswith("Epoch 0")]
+    assert bars and " 2/2 " in bars[-1] and "4/2" not in printed, bars[-3:]
