@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.config import launched_as_other_rank, resolve_path
+from urlkit.config import launched_as_other_rank, read_run_config, resolve_path
 from urlkit.data.candidates import Ranking, first_stage, without_identical_ids
 from urlkit.data.format import DataError, MissingSplitError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups
@@ -373,10 +373,7 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None,
     """The reranker of a finished (or killed) training run: its config + its last checkpoint
     (``dtype``: the backbone's, over the config's ``model.dtype``)."""
     run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{run_dir} is not a urlkit run directory (no config.yaml)")
-    cfg = OmegaConf.load(config_file)
+    cfg = read_run_config(run_dir)
     if dtype is not None:
         cfg.model.dtype = dtype
     sample = None

@@ -52,6 +52,21 @@ def run_dir(output_root: str, run_name: str, resume: str | None = None) -> str:
     return f"{output_root}/runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}_{run_name}_{new_run_id()}"
 
 
+def read_run_config(run_dir: str | Path) -> DictConfig:
+    """A training run's saved config.yaml; an error naming the folder or the file when it is
+    missing or damaged (a hand edit, a copy cut short), not a YAML parser's traceback."""
+    config_file = Path(run_dir) / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a urlkit run directory (no config.yaml)")
+    try:
+        cfg = OmegaConf.load(config_file)
+    except Exception as err:  # noqa: BLE001 - any unreadable config is the same answer
+        raise ConfigError(f"{config_file} cannot be read ({type(err).__name__}: {' '.join(str(err).split())})") from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{config_file} is not a run config (a YAML {type(cfg).__name__}, not a mapping)")
+    return cfg
+
+
 def check_resume_target(path: str | Path) -> None:
     """``resume=<path>`` names a training run: its config.yaml (with the ``train`` and
     ``trainer`` keys only a training run's has) and run.json. An evaluation's output folder
@@ -97,10 +112,10 @@ def evaluation_name(run_dir: str | None, name: str, overrides) -> str:
     command line sets it (:func:`sets_data`), not the default's."""
     if not run_dir or sets_data(overrides):
         return name
-    config_file = Path(run_dir) / "config.yaml"
-    if not config_file.is_file():
-        return name  # load_trained says what is missing, naming the path
-    return str(OmegaConf.select(OmegaConf.load(config_file), "data.name", default=name))
+    try:
+        return str(OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), "data.name", default=name))
+    except Exception:  # missing or unreadable: load_trained says so, naming the path, not Hydra
+        return name
 
 
 def hydra_subdir() -> str | None:

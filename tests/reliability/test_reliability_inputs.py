@@ -200,6 +200,22 @@ def test_evaluate_a_run_directory_that_does_not_exist(tmp_path, capsys, monkeypa
     assert_one_clear_error(status, err, "is not a urlkit run directory (no config.yaml)")
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("data: [cut short\n", "config.yaml cannot be read (ParserError: while parsing a flow sequence"),
+    ("- a list\n", "config.yaml is not a run config (a YAML ListConfig, not a mapping)"),
+], ids=["damaged", "a-list"])  # fmt: skip
+def test_evaluate_a_run_whose_config_is_damaged(tmp_path, capsys, monkeypatch, text, expected):
+    """A hand-edited or cut-short config.yaml: one line naming the file, not a YAML parser's
+    traceback (before: a traceback, and Hydra's own formatting failed on it)."""
+    from urlkit.evaluate import main
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(text)
+    argv = [f"run_dir={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'eval'}"]
+    status, err = in_process(main, argv, capsys, monkeypatch)
+    assert_one_clear_error(status, err, str(tmp_path / "run" / "config.yaml"), expected)
+
+
 def test_evaluate_with_a_value_out_of_range(tmp_path, capsys, monkeypatch):
     from urlkit.evaluate import main
 
