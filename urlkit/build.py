@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.config import launched_as_other_rank, read_run_config, resolve_path
+from urlkit.config import print_on_rank_zero, read_run_config, resolve_path
 from urlkit.data.candidates import Ranking, first_stage, without_identical_ids
 from urlkit.data.format import DataError, MissingSplitError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups
@@ -46,12 +46,6 @@ class Built:
     tokens: list[str]
 
 
-def report(line: str, **print_options) -> None:
-    """A line of what was built, printed by the launch's rank 0 alone (every rank builds)."""
-    if not launched_as_other_rank():
-        print(line, **print_options)
-
-
 def load_data_split(data_cfg: Any, split: str) -> Split:
     """One split of the configured dataset; skipped lines (on_error=skip) are reported."""
     path = resolve_path(data_cfg.path)
@@ -60,8 +54,8 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
         if split == data_cfg.get("train_split", "train"):
             raise ConfigError(f"data.dataset={list(dataset)}: several datasets train as a mixture (training_workload)")
         dataset = str(dataset[0])
-        report(f"[urlkit] data.dataset lists {len(data_cfg.dataset)} datasets: the {split} split is the first's, "
-              f"{dataset} (all of them: benchmark=<suite>)", flush=True)  # fmt: skip
+        print_on_rank_zero(f"[urlkit] data.dataset lists {len(data_cfg.dataset)} datasets: the {split} split is "
+                           f"the first's, {dataset} (all of them: benchmark=<suite>)", flush=True)  # fmt: skip
     pools = data_cfg.get("pool") or {}  # M-BEIR: a pool file per split name
     pool = pools.get(split)
     loaded = load_split(
@@ -70,7 +64,7 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
         instructions=bool(data_cfg.get("instructions", True)),
         instruction_seed=int(data_cfg.get("instruction_seed", 0)),
     )  # fmt: skip
-    report(f"[urlkit] {loaded.report()}", flush=True)
+    print_on_rank_zero(f"[urlkit] {loaded.report()}", flush=True)
     return loaded
 
 
@@ -179,7 +173,7 @@ def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -
         except MissingSplitError as err:  # a dev split that is there but broken is an error
             if role == "test":
                 raise
-            report(f"[urlkit] no dev evaluation: {err}", flush=True)
+            print_on_rank_zero(f"[urlkit] no dev evaluation: {err}", flush=True)
             continue
         sets[role] = _ranked(split, cfg.data, cfg.eval.depth, limit)
     return sets
@@ -262,7 +256,7 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     """
     backbone = load_backbone(cfg.model)
     if str(cfg.model.get("dtype", "float32")) == "auto":
-        report(f"[urlkit] model.dtype=auto: {describe_auto_dtype(backbone.model.dtype)}", flush=True)
+        print_on_rank_zero(f"[urlkit] model.dtype=auto: {describe_auto_dtype(backbone.model.dtype)}", flush=True)
     renderer = make_renderer(backbone, cfg.model, cfg.get("prompt"))
     tokens = list(cfg.head.tokens)
     try:
@@ -334,7 +328,7 @@ def _expand_token_set(backbone, renderer, sample: Split | None, token_ids, extra
     batches = [renderer.collate(encoded[i : i + 16]) for i in range(0, len(encoded), 16)]
     ranked = top_tokens_by_mean_logit(backbone.model, batches, len(token_ids) + extra, leading=token_ids)
     tokens = [backbone.tokenizer.decode([i]) for i in ranked]
-    report(f"[urlkit] token set ({len(ranked)}): {tokens}", flush=True)
+    print_on_rank_zero(f"[urlkit] token set ({len(ranked)}): {tokens}", flush=True)
     return ranked, tokens
 
 

@@ -72,13 +72,13 @@ def check_resume_target(path: str | Path) -> None:
     ``trainer`` keys only a training run's has) and run.json. An evaluation's output folder
     also has a config.yaml, and would fail later with a library traceback."""
     folder = Path(path)
-    if not (folder / "config.yaml").is_file():
-        raise FileNotFoundError(f"resume={path}: not a urlkit run directory (no config.yaml)")
     try:
-        saved = OmegaConf.load(folder / "config.yaml")
-    except Exception as err:  # noqa: BLE001 - any unreadable config is the same answer
-        raise ConfigError(f"resume={path}: not a urlkit run directory (config.yaml unreadable: {err})") from err
-    missing = [key for key in ("train", "trainer") if not isinstance(saved, DictConfig) or key not in saved]
+        saved = read_run_config(folder)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"resume={path}: not a urlkit run directory (no config.yaml)") from None
+    except ConfigError as err:  # damaged, or not a mapping
+        raise ConfigError(f"resume={path}: not a urlkit run directory ({err})") from err
+    missing = [key for key in ("train", "trainer") if key not in saved]
     if missing or not (folder / "run.json").is_file():
         what = f"its config.yaml has no {' or '.join(missing)}" if missing else "no run.json"
         raise ConfigError(f"resume={path}: not a urlkit training run directory ({what}; an evaluation's output "
@@ -93,6 +93,12 @@ def launched_as_other_rank() -> bool:
     slurm = os.environ.get("SLURM_PROCID") if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 else None
     ranks = [os.environ.get("RANK"), slurm, os.environ.get("NODE_RANK"), os.environ.get("LOCAL_RANK")]
     return any(rank not in (None, "", "0") for rank in ranks)
+
+
+def print_on_rank_zero(*args, **print_options) -> None:
+    """``print``, in the launch's rank 0 alone (every rank loads, builds and finishes a run)."""
+    if not launched_as_other_rank():
+        print(*args, **print_options)
 
 
 def log_file(output_dir: str, job_name: str) -> str:
@@ -113,8 +119,8 @@ def evaluation_name(run_dir: str | None, name: str, overrides) -> str:
     if not run_dir or sets_data(overrides):
         return name
     try:
-        return str(OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), "data.name", default=name))
-    except Exception:  # missing or unreadable: load_trained says so, naming the path, not Hydra
+        return str(OmegaConf.select(read_run_config(run_dir), "data.name", default=name))
+    except (FileNotFoundError, ConfigError):  # load_trained says so, naming the path, not Hydra
         return name
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from urlkit.config import (
     check_resume_target,
     check_train_config,
-    launched_as_other_rank,
+    print_on_rank_zero,
     register_resolvers,
 )
 from urlkit.errors import ConfigError, reported_errors
@@ -97,10 +97,9 @@ def main(cfg: DictConfig) -> float | None:
             cfg = resume_config(run_dir, cfg, list(hydra.core.hydra_config.HydraConfig.get().overrides.task))
         check_train_config(cfg)
         # rank 0 speaks for the run: another rank's final metrics lack the benchmark's, say
-        say = (lambda *args, **kwargs: None) if launched_as_other_rank() else print
-        say(f"[urlkit] run directory: {run_dir}", flush=True)
+        print_on_rank_zero(f"[urlkit] run directory: {run_dir}", flush=True)
         metrics = train(cfg, run_dir)
-        say(f"[urlkit] final metrics: {metrics}", flush=True)
+        print_on_rank_zero(f"[urlkit] final metrics: {metrics}", flush=True)
         return metrics.get("test/ndcg@10")
 
 

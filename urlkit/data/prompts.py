@@ -158,9 +158,8 @@ class PromptRenderer:
 
     def encode(self, instruction: str, query: Query, doc: Document) -> Encoded:
         """Token ids of the full prompt, the document's text cut to fit ``max_length``."""
-        self._check_backbone_reads(f"query {query.id!r}", query.image)
+        prefix, suffix = self._prefix_suffix(instruction, query)  # checks the query's image first
         self._check_backbone_reads(f"document {doc.id!r}", doc.image)
-        prefix, suffix = self._prefix_suffix(instruction, query)
         image_ids, document = self._document_ids(doc)
         budget = self.max_length - len(prefix) - len(suffix) - len(image_ids)
         if budget < 0:

@@ -113,11 +113,12 @@ def plan(
                     cfg = compose([*point, *fixed])
                     with open_dict(cfg):
                         del cfg["hydra"]
-                    setup = _setup(cfg)
+                    wanted = flatten(OmegaConf.to_container(cfg, resolve=True))
+                    setup = _setup(wanted)
                     if setup in by_setup:  # e.g. Table 1's URL(sft, sft), a run of figure3_weights too
                         by_setup[setup].also.append(experiment)
                         continue
-                    by_setup[setup] = Planned(experiment, [*point, *fixed], run_dir, cfg, _state(run_dir, cfg))
+                    by_setup[setup] = Planned(experiment, [*point, *fixed], run_dir, cfg, _state(run_dir, wanted))
                     planned.append(by_setup[setup])
                     setups.append((setup, by_setup[setup]))
     folders: dict[Path, Planned] = {}
@@ -145,18 +146,18 @@ def estimate(planned: Sequence[Planned]) -> tuple[int, float]:
     return len(todo), seconds / 60
 
 
-def _setup(cfg) -> tuple:
-    """What a run computes: its config but for the experiment's name (and what _state ignores)."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+def _setup(flat: dict) -> tuple:
+    """What a run computes (``flat``: its resolved config, flattened), but for the experiment's
+    name and what a resume ignores."""
     return tuple(sorted((k, repr(v)) for k, v in flat.items()
                         if k != "experiment_name" and not k.startswith(IGNORED)))  # fmt: skip
 
 
-def _state(run_dir: Path, cfg) -> str:
+def _state(run_dir: Path, wanted: dict) -> str:
+    """``wanted``: the run's resolved config, flattened."""
     if not (run_dir / "config.yaml").exists():
         return "new"
     saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
-    wanted = flatten(OmegaConf.to_container(cfg, resolve=True))
     changed = sorted(
         key
         for key in set(saved) | set(wanted)
