@@ -143,6 +143,12 @@ def _die_while_saving(step: int) -> None:
 def _die_in_final_evaluation(sig: int = signal.SIGKILL) -> None:
     import urlkit.training.callbacks
 
+    if sig == signal.SIGINT:
+        # a Ctrl-C from a terminal reaches Python's own handler; Python does not install it where
+        # SIGINT was ignored at start (a job started with `&` by a shell without job control, as
+        # a CI script may run the tests), and the signal would then do nothing
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     save_evaluation = urlkit.training.callbacks.save_evaluation
     calls = []
 
