@@ -67,8 +67,18 @@ def test_study_resumes_skips_finished_runs_and_refuses_a_changed_config(tiny_stu
         in capsys.readouterr().err
     )
 
-    # an unfinished run (killed, failed) is resumed by urlkit.run in its own directory
+    # a run's config.yaml cut short (a copy, a hand edit): an error naming the file, no traceback
     study_root = root / "out" / "studies" / "tiny"
+    config = study_root / "figure3_weights" / "objective=sft,seed=0" / "config.yaml"
+    text = config.read_text()
+    config.write_text(text[: len(text) // 3] + "\n  [unclosed: {\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--plan-only"])
+    assert exit_.value.code == 2
+    assert f"error: {config} cannot be read (" in capsys.readouterr().err
+    config.write_text(text)
+
+    # an unfinished run (killed, failed) is resumed by urlkit.run in its own directory
     run = study_root / "figure3_weights" / "objective=cl,seed=0"
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**info, "status": "failed"}))

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from omegaconf import OmegaConf, open_dict
 
 from urlkit.analysis.runset import flatten
+from urlkit.config import read_run_config
+from urlkit.errors import ConfigError
 from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
 
 PROFILES_DIR = CONF_DIR / "profile"
@@ -157,7 +158,10 @@ def _state(run_dir: Path, wanted: dict) -> str:
     """``wanted``: the run's resolved config, flattened."""
     if not (run_dir / "config.yaml").exists():
         return "new"
-    saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    try:
+        saved = flatten(OmegaConf.to_container(read_run_config(run_dir)))
+    except (FileNotFoundError, ConfigError) as err:  # damaged, not a mapping, a folder
+        raise StudyError(f"{err}; delete {run_dir} to run it again") from err
     changed = sorted(
         key
         for key in set(saved) | set(wanted)
