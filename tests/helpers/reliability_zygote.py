@@ -70,6 +70,10 @@ def start(job: dict) -> int:
         os.dup2(log, 2)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+        # Python's own Ctrl-C handler, as a python started from a terminal has: Python installs
+        # none where SIGINT was ignored at its start (the tests run as a job started with `&` by
+        # a shell without job control), and a SIGINT would then do nothing
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for key, value in job.get("env", {}).items():
             if value is None:
                 os.environ.pop(key, None)
@@ -142,12 +146,6 @@ def _die_while_saving(step: int) -> None:
 
 def _die_in_final_evaluation(sig: int = signal.SIGKILL) -> None:
     import urlkit.training.callbacks
-
-    if sig == signal.SIGINT:
-        # a Ctrl-C from a terminal reaches Python's own handler; Python does not install it where
-        # SIGINT was ignored at start (a job started with `&` by a shell without job control, as
-        # a CI script may run the tests), and the signal would then do nothing
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     save_evaluation = urlkit.training.callbacks.save_evaluation
     calls = []
