@@ -51,7 +51,9 @@ def iter_lines(path: Path, policy: ErrorPolicy) -> Iterator[tuple[int, str]]:
     DataError naming its line for ``policy`` ("malformed text": skip counts it) rather than a
     UnicodeDecodeError from the middle of the file. A gzip stream cut short (an interrupted
     copy) or a plain file named .gz stops the read with a DataError naming the file and the
-    last whole line read: what follows it cannot be read at all.
+    last whole line read: what follows it cannot be read at all. A UTF-8 byte order mark
+    opening the file (Windows editors write one) is not part of the first line: ``json``
+    refuses it and a TSV would take it into the first id.
     """
     line_no = 0
     try:
@@ -65,7 +67,7 @@ def iter_lines(path: Path, policy: ErrorPolicy) -> Iterator[tuple[int, str]]:
                         "line is not UTF-8 (save the file as UTF-8)",
                         path=path, line=line_no, reason="malformed text"))  # fmt: skip
                     continue
-                yield line_no, text
+                yield line_no, text.removeprefix("\ufeff") if line_no == 1 else text
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
         read = f"line {line_no} is the last line read whole" if line_no else "not one line could be read"
         raise DataError(f"damaged gzip stream, {read} ({err}): the file is cut short or not gzip; "
