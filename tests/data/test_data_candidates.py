@@ -151,3 +151,25 @@ def test_trec_first_stage_needs_every_query_and_known_documents(split, tmp_path)
         first_stage(split, "trec", k=5, run_file=path)
     with pytest.raises(ValueError, match="run_file"):
         first_stage(split, "trec", k=5)
+
+
+def test_a_run_file_saved_with_a_byte_order_mark_keeps_its_first_candidate(split, tmp_path):
+    """The mark made the first line a query of its own ('\\ufeffq1'): q1 lost its top document."""
+    run = {"q1": [("d2", 3.5), ("d6", 1.25)], "q2": [("d8", 2.0)], "q3": [("d3", 1.0)]}
+    path = tmp_path / "run.trec"
+    write_trec_run(path, run)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert read_trec_run(path) == run
+    assert first_stage(split, "trec", k=5, run_file=path)["q1"] == run["q1"]
+
+
+def test_a_gzip_run_file_is_read_and_a_byte_that_is_not_utf8_names_its_line(tmp_path):
+    import gzip
+
+    path = tmp_path / "run.trec.gz"
+    path.write_bytes(gzip.compress(b"q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 1.0 t\n"))
+    assert read_trec_run(path) == {"q1": [("d1", 2.0), ("d2", 1.0)]}
+    latin1 = tmp_path / "run.trec"
+    latin1.write_bytes(b"q1 Q0 d1 1 2.0 t\nq1 Q0 caf\xe9 2 1.0 t\n")
+    with pytest.raises(DataError, match=r"run\.trec:2: malformed text: byte 0xe9"):
+        read_trec_run(latin1)

@@ -35,6 +35,7 @@ import numpy as np
 
 from urlkit.atomic import atomic_write
 from urlkit.data.format import DataError, Split
+from urlkit.data.reading import ErrorPolicy, iter_lines
 
 Ranking = dict[str, list[tuple[str, float]]]
 
@@ -108,30 +109,34 @@ def bm25_candidates(
 
 
 def read_trec_run(path: str | Path) -> Ranking:
-    """Read ``qid Q0 docid rank score tag`` lines; each query's list sorted by score (desc.),
-    ties by rank. Errors name the file and line."""
+    """Read ``qid Q0 docid rank score tag`` lines (plain or gzip); each query's list sorted by
+    score (desc.), ties by rank. Errors name the file and line.
+
+    Read by the data files' own reader: a byte order mark opening the file is no part of the
+    first query id (it made that line a query of its own, so the real query silently lost its
+    top candidate), a byte that is not UTF-8 is an error naming its line, and ``run.trec.gz``
+    is read as gzip."""
     path = Path(path)
     if not path.is_file():
         raise DataError("TREC run file not found", path=path)
     entries: dict[str, dict[str, tuple[float, int]]] = {}
-    with open(path, encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            columns = line.split()
-            if not columns:
-                continue
-            if len(columns) != 6:
-                raise DataError(f"expected 6 columns 'qid Q0 docid rank score tag', got "
-                                f"{len(columns)}", path=path, line=line_no, reason="malformed run")
-            query_id, _, doc_id, rank, score = columns[:5]
-            try:
-                rank_value, score_value = int(rank), float(score)
-            except ValueError:
-                raise DataError(f"rank {rank!r} must be an integer and score {score!r} a number",
-                                path=path, line=line_no, reason="malformed run") from None
-            if doc_id in entries.setdefault(query_id, {}):
-                raise DataError(f"doc {doc_id!r} appears twice for query {query_id!r}",
-                                path=path, line=line_no, reason="malformed run")
-            entries[query_id][doc_id] = (score_value, rank_value)
+    for line_no, line in iter_lines(path, ErrorPolicy("raise")):
+        columns = line.split()
+        if not columns:
+            continue
+        if len(columns) != 6:
+            raise DataError(f"expected 6 columns 'qid Q0 docid rank score tag', got "
+                            f"{len(columns)}", path=path, line=line_no, reason="malformed run")
+        query_id, _, doc_id, rank, score = columns[:5]
+        try:
+            rank_value, score_value = int(rank), float(score)
+        except ValueError:
+            raise DataError(f"rank {rank!r} must be an integer and score {score!r} a number",
+                            path=path, line=line_no, reason="malformed run") from None
+        if doc_id in entries.setdefault(query_id, {}):
+            raise DataError(f"doc {doc_id!r} appears twice for query {query_id!r}",
+                            path=path, line=line_no, reason="malformed run")
+        entries[query_id][doc_id] = (score_value, rank_value)
     return {
         query_id: [(d, s) for d, (s, _) in sorted(docs.items(), key=lambda e: (-e[1][0], e[1][1]))]
         for query_id, docs in entries.items()
