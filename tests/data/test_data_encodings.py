@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from helpers.data_builders import beir_dataset, jsonl_dataset
 
-from urlkit.data import load_split
+from urlkit.data import DataError, load_split
 
 BOM = b"\xef\xbb\xbf"
 
@@ -40,3 +40,28 @@ def test_beir_corpus_and_queries_with_a_byte_order_mark_read_as_without(tmp_path
         _windows(root / name)
     split = load_split(root, "test", on_error="skip")  # skip would hide a refused first line
     assert split.corpus == plain.corpus and split.queries == plain.queries and not split.skipped
+
+
+def test_beir_qrels_with_a_byte_that_is_not_utf8_name_the_line(tmp_path):
+    root = beir_dataset(tmp_path)
+    qrels = root / "qrels" / "test.tsv"
+    qrels.write_bytes(qrels.read_bytes().replace(b"q2\td6\t0", b"q2\td\xe96\t0"))  # Latin-1
+    with pytest.raises(DataError, match=r"test\.tsv:5: malformed text: byte 0xe9"):
+        load_split(root, "test")
+    split = load_split(root, "test", on_error="skip")
+    assert split.skipped == {"malformed text": 1} and split.queries[1].qrels == {"d2": 1}
+
+
+def test_mbeir_qrels_with_a_byte_order_mark_keep_the_first_querys_grades(tmp_path):
+    """The mark made the first qid '\\ufeff7:300': its graded judgements gave way to
+    pos_cand_list, silently."""
+    from helpers.data_builders import mbeir_tree
+
+    root = mbeir_tree(tmp_path)
+    qrels = root / "qrels" / "test" / "mbeir_toy_task7_test_qrels.txt"
+    qrels.write_bytes(BOM + b"7:300 0 7:1 1 7\r\n7:300 0 7:5 2 7\r\n")
+    split = load_split(root, "test", dataset="toy_task7")
+    assert split.queries[0].id == "7:300" and split.queries[0].qrels == {"7:1": 1, "7:5": 2}
+    qrels.write_bytes(b"7:300 0 7:1 1 7\n7:300 0 7:\xe95 2 7\n")
+    with pytest.raises(DataError, match=r"_qrels\.txt:2: malformed text: byte 0xe9"):
+        load_split(root, "test", dataset="toy_task7")

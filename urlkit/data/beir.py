@@ -24,6 +24,7 @@ from urlkit.data.reading import (
     check_query,
     find_data_file,
     iter_jsonl,
+    iter_lines,
     parses_as,
     read_dataset_info,
     read_records,
@@ -121,46 +122,47 @@ def _read_qrels(
     qrels: dict[str, dict[str, int]] = {}
     absent: dict[str, dict[str, int]] = {}
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            line = line.rstrip("\r\n").removeprefix("\ufeff")  # a BOM is not part of the first id
-            columns = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
-            if not any(columns):
-                continue
-            fields = LineFields({}, path, line_no)
+    # the data files' line reader: a BOM is not part of the first id, a byte that is not UTF-8
+    # is a bad line (a DataError naming it, or skipped and counted), not a UnicodeDecodeError
+    for line_no, line in iter_lines(path, policy):
+        line = line.rstrip("\r\n")
+        columns = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
+        if not any(columns):
+            continue
+        fields = LineFields({}, path, line_no)
+        try:
+            if len(columns) not in (3, 4):
+                raise fields.error(
+                    f"expected 'query-id corpus-id score', got {len(columns)} columns",
+                    "malformed qrels line",
+                )
+            query_id, doc_id, score = columns[0], columns[-2], columns[-1]
             try:
-                if len(columns) not in (3, 4):
-                    raise fields.error(
-                        f"expected 'query-id corpus-id score', got {len(columns)} columns",
-                        "malformed qrels line",
-                    )
-                query_id, doc_id, score = columns[0], columns[-2], columns[-1]
-                try:
-                    grade = int(score)
-                except ValueError:
-                    if line_no == 1 and not parses_as(float, score):
-                        continue  # the header: query-id corpus-id score
-                    raise fields.error(f"score {score!r} is not an integer grade",
-                                       "malformed qrels line") from None
-                if query_id not in texts:
-                    raise fields.error(f"unknown query id {query_id!r} (not in queries.jsonl)",
-                                       "unknown query id")
-                if doc_id in qrels.get(query_id, {}) or doc_id in absent.get(query_id, {}):
-                    raise fields.error(f"second judgement of ({query_id!r}, {doc_id!r})",
-                                       "duplicate judgement")
-                if doc_id not in corpus:
-                    if policy.on_error == "raise":
-                        raise fields.error(f"unknown doc id {doc_id!r} (not in the corpus; "
-                                           "data.on_error=skip keeps its judgement for the metrics "
-                                           "alone, as BEIR does)", "unknown doc id")
-                    absent.setdefault(query_id, {})[doc_id] = grade
-                    first_line.setdefault(query_id, line_no)
-                    continue
-            except DataError as err:
-                policy.handle(err)
+                grade = int(score)
+            except ValueError:
+                if line_no == 1 and not parses_as(float, score):
+                    continue  # the header: query-id corpus-id score
+                raise fields.error(f"score {score!r} is not an integer grade",
+                                   "malformed qrels line") from None
+            if query_id not in texts:
+                raise fields.error(f"unknown query id {query_id!r} (not in queries.jsonl)",
+                                   "unknown query id")
+            if doc_id in qrels.get(query_id, {}) or doc_id in absent.get(query_id, {}):
+                raise fields.error(f"second judgement of ({query_id!r}, {doc_id!r})",
+                                   "duplicate judgement")
+            if doc_id not in corpus:
+                if policy.on_error == "raise":
+                    raise fields.error(f"unknown doc id {doc_id!r} (not in the corpus; "
+                                       "data.on_error=skip keeps its judgement for the metrics "
+                                       "alone, as BEIR does)", "unknown doc id")
+                absent.setdefault(query_id, {})[doc_id] = grade
+                first_line.setdefault(query_id, line_no)
                 continue
-            qrels.setdefault(query_id, {})[doc_id] = grade
-            first_line.setdefault(query_id, line_no)
+        except DataError as err:
+            policy.handle(err)
+            continue
+        qrels.setdefault(query_id, {})[doc_id] = grade
+        first_line.setdefault(query_id, line_no)
     return qrels, absent, first_line
 
 

@@ -75,6 +75,7 @@ from urlkit.data.reading import (
     check_document,
     check_query,
     iter_jsonl,
+    iter_lines,
     parses_as,
     read_records,
 )
@@ -365,17 +366,18 @@ def find_qrels(query_path: Path, root: Path) -> Path | None:
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """M-BEIR's qrels: ``qid 0 did grade [task_id]`` per line, whitespace-separated."""
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) not in (4, 5) or not parses_as(int, parts[3]):
-                raise DataError(
-                    f"expected 'qid 0 did grade [task_id]', got {line.strip()!r}",
-                    path=path, line=number, reason="malformed qrels line",
-                )  # fmt: skip
-            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+    # the data files' line reader: a BOM is no part of the first qid (whose graded judgements
+    # gave way to pos_cand_list), a byte that is not UTF-8 is an error naming its line
+    for number, line in iter_lines(path, ErrorPolicy("raise")):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) not in (4, 5) or not parses_as(int, parts[3]):
+            raise DataError(
+                f"expected 'qid 0 did grade [task_id]', got {line.strip()!r}",
+                path=path, line=number, reason="malformed qrels line",
+            )  # fmt: skip
+        qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
     return qrels
 
 
