@@ -65,3 +65,13 @@ def test_mbeir_qrels_with_a_byte_order_mark_keep_the_first_querys_grades(tmp_pat
     qrels.write_bytes(b"7:300 0 7:1 1 7\n7:300 0 7:\xe95 2 7\n")
     with pytest.raises(DataError, match=r"_qrels\.txt:2: malformed text: byte 0xe9"):
         load_split(root, "test", dataset="toy_task7")
+
+
+def test_dataset_json_with_a_byte_order_mark_is_read_and_one_not_utf8_is_named(tmp_path):
+    root = jsonl_dataset(tmp_path, info={"name": "mine", "category": "T2T", "instruction": "Find it."})
+    _windows(root / "dataset.json")
+    split = load_split(root, "train")
+    assert (split.name, split.instruction) == ("mine", "Find it.")
+    (root / "dataset.json").write_bytes(b'{"name": "caf\xe9"}')  # Latin-1
+    with pytest.raises(DataError, match=r"dataset\.json: malformed text: byte 0xe9 at byte 14 "):
+        load_split(root, "train")

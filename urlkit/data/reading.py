@@ -107,13 +107,18 @@ def read_dataset_info(folder: Path) -> dict[str, str]:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A whole-file JSON object (``dataset.json``)."""
+    """A whole-file JSON object (``dataset.json``); a byte order mark opening it is allowed,
+    as in the JSONL files."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             value = json.load(f)
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON ({err.msg})", path=path, line=err.lineno,
                         reason="malformed JSON") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"malformed text: byte {err.object[err.start]:#04x} at byte {err.start + 1} "
+                        "of the file is not UTF-8 (save the file as UTF-8)", path=path,
+                        reason="malformed text") from err
     if not isinstance(value, dict):
         raise DataError("expected a JSON object", path=path, line=1, reason="malformed JSON")
     return value
