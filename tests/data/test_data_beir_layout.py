@@ -164,3 +164,9 @@ def test_judgements_of_documents_the_corpus_lacks_count_as_in_beir(tmp_path):
     assert len(groups) == 2 and {groups[i]["query_id"] for i in range(2)} == {"q1", "q2"}
     assert "1 query judges only documents the corpus lacks, left out" in groups.report()
     assert all(d in split.corpus for i in range(2) for d in groups[i]["doc_ids"])
+
+
+def test_trailing_tabs_are_no_column_and_keep_the_first_judgement(tmp_path):
+    root = _beir(tmp_path, "q 1\td 1\t2\t\r\nq2\t1\t1\t\r\n")
+    split = load_split(root, "test", format="beir")
+    assert {q.id: q.qrels for q in split.queries} == {"q 1": {"d 1": 2}, "q2": {"1": 1}}

@@ -125,7 +125,9 @@ def _read_qrels(
     # the data files' line reader: a BOM is not part of the first id, a byte that is not UTF-8
     # is a bad line (a DataError naming it, or skipped and counted), not a UnicodeDecodeError
     for line_no, line in iter_lines(path, policy):
-        line = line.rstrip("\r\n")
+        # trailing tabs (some spreadsheet exports) are no columns: an empty last "score" made the
+        # first judgement a header, silently dropped, and every other line an error
+        line = line.rstrip()
         columns = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
         if not any(columns):
             continue
