@@ -74,6 +74,18 @@ def test_a_query_without_any_possible_negative_is_an_error(tmp_path):
     assert TrainGroups(one_doc, None, n_negatives=0)[0]["doc_ids"] == ["d1"]
 
 
+def test_a_split_with_no_query_to_train_on_is_an_error_not_a_division_by_zero(tmp_path):
+    """BEIR with data.on_error=skip and a corpus that does not go with the qrels: every query
+    judges only absent documents, so none trains; the stream divided by zero groups."""
+    from helpers.data_builders import beir_dataset
+
+    root = beir_dataset(tmp_path, corpus=[{"_id": "x1", "text": "cats"}, {"_id": "x2", "text": "dogs"}])
+    split = load_split(root, "train", on_error="skip")
+    assert [q.id for q in split.queries] == ["q3"] and not split.queries[0].positives
+    with pytest.raises(DataError, match=r"/train has no query to train on: all its 1 queries judge only"):
+        TrainGroups(split, None, n_negatives=4)
+
+
 def test_collator_renders_real_documents_in_row_major_mask_order(split, ranking):
     renderer = PromptRenderer(smollm2_tokenizer(), max_length=128)
     groups = TrainGroups(split, ranking, n_negatives=4, seed=5)

@@ -65,6 +65,12 @@ class TrainGroups(Dataset):
         self._corpus_ids = list(split.corpus)
         # a query whose positives the corpus lacks (BEIR's absent judgements) is evaluated only
         self.queries = [q for q in split.queries if q.positives]
+        if not self.queries:  # a stream over no group divides by zero in the data loader
+            raise DataError(
+                f"dataset {split.name}/{split.split} has no query to train on: all its "
+                f"{len(split.queries)} queries judge only documents the corpus lacks (a corpus "
+                "that does not go with the judgements?)", path=split.source or None,
+            )
         self.padded_queries = 0  # queries with fewer than N possible negatives
         for query in self.queries:
             supply = self._negative_supply(query)
