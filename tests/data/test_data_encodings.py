@@ -75,3 +75,15 @@ def test_dataset_json_with_a_byte_order_mark_is_read_and_one_not_utf8_is_named(t
     (root / "dataset.json").write_bytes(b'{"name": "caf\xe9"}')  # Latin-1
     with pytest.raises(DataError, match=r"dataset\.json: malformed text: byte 0xe9 at byte 14 "):
         load_split(root, "train")
+
+
+def test_an_mbeir_instruction_file_with_a_byte_that_is_not_utf8_names_the_line(tmp_path):
+    from helpers.data_builders import mbeir_tree
+
+    root = mbeir_tree(tmp_path)
+    tsv = root / "instructions" / "query_instructions.tsv"
+    _windows(tsv)  # a BOM and CRLF read as without
+    assert load_split(root, "test", dataset="toy_task7").queries[0].instruction
+    tsv.write_bytes(tsv.read_bytes().replace(b"Retrieve", b"R\xe9trieve"))  # Latin-1
+    with pytest.raises(DataError, match=r"query_instructions\.tsv:2: malformed text: byte 0xe9"):
+        load_split(root, "test", dataset="toy_task7")

@@ -391,30 +391,31 @@ def read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
             reason="missing instructions",
         )
     prompts: dict[tuple[str, str, str], list[str]] = {}
-    with open(path, encoding="utf-8-sig", newline="") as lines:
-        rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = [cell.strip() for cell in next(rows, [])]
-        # UniIR reads the columns by position (query_modality, cand_modality, dataset name,
-        # dataset_id, prompt_1, ...); a header that names them is read by name instead, so a
-        # reordered or extended file cannot turn a note into a prompt
-        named = {"query_modality", "cand_modality", "dataset_id"} <= set(header)
-        if named:
-            where = [header.index(name) for name in ("dataset_id", "query_modality", "cand_modality")]
-            prompt_columns = [i for i, name in enumerate(header) if name.startswith("prompt")]
-        else:
-            where, prompt_columns = [3, 0, 1], None
-        for number, row in enumerate(rows, 2):
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) <= max(where) or (not named and len(row) < 5):
-                raise DataError(
-                    "expected query_modality, cand_modality, dataset_name, dataset_id and at "
-                    f"least one prompt, got {len(row)} columns", path=path, line=number,
-                    reason="malformed instruction line",
-                )  # fmt: skip
-            key = tuple(row[i].strip() for i in where)
-            cells = row[4:] if prompt_columns is None else [row[i] for i in prompt_columns if i < len(row)]
-            prompts[key] = [cell.strip() for cell in cells if cell.strip()]
+    # the data files' line reader: a BOM dropped, a byte that is not UTF-8 an error naming its line
+    rows = csv.reader((line for _, line in iter_lines(path, ErrorPolicy("raise"))),
+                      delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = [cell.strip() for cell in next(rows, [])]
+    # UniIR reads the columns by position (query_modality, cand_modality, dataset name,
+    # dataset_id, prompt_1, ...); a header that names them is read by name instead, so a
+    # reordered or extended file cannot turn a note into a prompt
+    named = {"query_modality", "cand_modality", "dataset_id"} <= set(header)
+    if named:
+        where = [header.index(name) for name in ("dataset_id", "query_modality", "cand_modality")]
+        prompt_columns = [i for i, name in enumerate(header) if name.startswith("prompt")]
+    else:
+        where, prompt_columns = [3, 0, 1], None
+    for number, row in enumerate(rows, 2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(where) or (not named and len(row) < 5):
+            raise DataError(
+                "expected query_modality, cand_modality, dataset_name, dataset_id and at "
+                f"least one prompt, got {len(row)} columns", path=path, line=number,
+                reason="malformed instruction line",
+            )  # fmt: skip
+        key = tuple(row[i].strip() for i in where)
+        cells = row[4:] if prompt_columns is None else [row[i] for i in prompt_columns if i < len(row)]
+        prompts[key] = [cell.strip() for cell in cells if cell.strip()]
     return prompts
 
 
