@@ -235,3 +235,15 @@ def test_beir_skip_mode_counts_bad_qrels_and_unjudged_positives(tmp_path):
     # the judgement of d99, absent from the corpus, is kept for the metrics (as BEIR keeps it)
     assert split.queries[0].absent_qrels == {"d99": 1}
     assert split.skipped == {"unknown query id": 1, "no positive": 1, "duplicate judgement": 1}
+
+
+def test_a_pool_listing_a_document_twice_is_ranked_with_each_document_once(tmp_path):
+    from urlkit.data import first_stage
+
+    train = [{"id": "q1", "text": "cutting wood", "positives": ["d4"],
+              "candidates": ["d3", "d4", "d3", "d7", "d4", "d1"]}]
+    split = load_split(jsonl_dataset(tmp_path, train=train), "train")
+    assert split.queries[0].candidates == ["d3", "d4", "d7", "d1"]
+    for retriever in ("pool", "bm25"):
+        ranked = [doc for doc, _ in first_stage(split, retriever, k=4, cache=False)["q1"]]
+        assert sorted(ranked) == ["d1", "d3", "d4", "d7"], retriever  # four documents in the top 4

@@ -152,7 +152,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
             instruction=fields.text("instruction"),
             qrels=_read_positives(fields),
             negatives=fields.id_list("negatives") or [],
-            candidates=fields.id_list("candidates"),
+            candidates=_pool(fields),
         ),
         corpus,
         fields,
@@ -179,3 +179,11 @@ def _read_positives(fields: LineFields) -> dict[str, int]:
             raise fields.error("'positives' grades must be integers", "invalid field")
         return {str(doc_id): grade for doc_id, grade in value.items()}
     return dict.fromkeys(fields.id_list("positives", required=True) or [], 1)
+
+
+def _pool(fields: LineFields) -> list[str] | None:
+    """``candidates`` in its order, each id once: a pool merged from several retrievers lists
+    some twice, and the first stage ranked each copy, so a query's top-k held fewer documents
+    (reranked twice each) and random negatives favoured the repeated ones."""
+    pool = fields.id_list("candidates")
+    return None if pool is None else list(dict.fromkeys(pool))
