@@ -57,3 +57,19 @@ def test_an_mbeir_query_file_that_is_not_gzip_is_named_when_detecting_the_format
     path.write_bytes(gzip.compress(b'{"qid": "1:1", "pos_cand_list": []}\n')[:-10])
     with pytest.raises(DataError, match=r"query\.jsonl\.gz: damaged gzip stream"):
         load_split(path, "test")
+
+
+def test_a_beir_zip_given_as_the_dataset_says_to_unpack_it(tmp_path):
+    """BEIR's datasets download as zip files; the zip itself was 'malformed text ... (save the
+    file as UTF-8)' on its line 1."""
+    import zipfile
+
+    from helpers.data_builders import beir_dataset
+
+    root = beir_dataset(tmp_path / "scifact")
+    archive = tmp_path / "scifact.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(root.rglob("*")):
+            zipped.write(path, path.relative_to(tmp_path))
+    with pytest.raises(DataError, match=r"scifact\.zip: an archive, not a dataset: unpack it"):
+        load_split(archive, "test")

@@ -13,6 +13,7 @@ The urlkit JSONL format is documented in docs/architecture.md ("urlkit JSONL for
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split, infer_category
@@ -111,6 +112,9 @@ def detect_format(path: Path, split: str) -> str:
             f"qrels/{split}.tsv (BEIR)",
             path=path,
         )
+    if zipfile.is_zipfile(path) or path.name.endswith((".tar", ".tar.gz", ".tgz")):  # BEIR downloads zips
+        raise DataError("an archive, not a dataset: unpack it and give the folder it holds as data.path "
+                        "(a BEIR zip unpacks to <name>/corpus.jsonl, queries.jsonl, qrels/)", path=path)
     first = next((line for _, line in iter_lines(path, ErrorPolicy("raise")) if line.strip()), "")
     try:
         record = json.loads(first)
