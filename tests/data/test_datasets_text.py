@@ -68,6 +68,9 @@ def test_committed_splits_share_no_word_or_page(committed):
     assert not groups["train"] & groups["dev"]
     assert not groups["train"] & groups["test"]
     assert not groups["dev"] & groups["test"]
+    if name == "manpages":  # nor is an evaluation page a training positive of any grade
+        trained = {d for q in splits["train"].queries for d in q.qrels}
+        assert not trained & (groups["dev"] | groups["test"])
 
 
 def test_committed_wordsense_pools_hold_every_positive():
@@ -286,6 +289,21 @@ def test_manpages_split_keeps_page_groups_and_paragraph_queries_in_train(tiny_ma
     for query in built.splits["train"]:
         if ".p" in query["id"]:
             assert set(query["positives"]) <= pages["train"]
+
+
+def test_manpages_training_queries_relate_to_training_pages_only(tiny_manpages):
+    # foo(3) and bar(3) share a query whose SEE ALSO names qux(3) (through the alias baz(3)):
+    # with qux's group in test, the training query keeps its own pages and drops qux, which the
+    # test query keeps; with everything in train, qux is the training query's grade 1
+    files, render_page = tiny_manpages
+    built = build_manpages(files, test_queries=2, dev_queries=0, render_page=render_page)
+    split_of = {d: s for s, qs in built.splits.items() for q in qs for d, g in q["positives"].items() if g == 2}
+    assert split_of["qux.3"] == "test" and split_of["foo.3"] == "train"
+    for query in built.splits["train"]:
+        assert {split_of[d] for d in query["positives"]} == {"train"}, query
+    assert {q["id"]: q["positives"] for q in built.splits["train"]}["bar.3.name"] == {"bar.3": 2, "foo.3": 2}
+    everything = build_manpages(files, test_queries=0, dev_queries=0, render_page=render_page)
+    assert {q["id"]: q["positives"] for q in everything.splits["train"]}["bar.3.name"]["qux.3"] == 1
 
 
 def test_assign_groups_is_deterministic_and_fills_targets_in_order():
