@@ -28,9 +28,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     try:
         a, b = read_per_query(args.a, args.metric), read_per_query(args.b, args.metric)
+        test = paired_test(a, b, n_resamples=args.resamples, seed=args.seed, names=(args.a, args.b))
     except SignificanceInputError as err:
         raise SystemExit(str(err)) from err
-    result = {"metric": args.metric, **paired_test(a, b, n_resamples=args.resamples, seed=args.seed)}
+    result = {"metric": args.metric, **test}
     print(json.dumps(result, indent=2))
     return result
 
