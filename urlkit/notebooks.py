@@ -61,6 +61,8 @@ def execute_notebook(
         raise NotebookError(
             f"no notebook {name!r} in {NOTEBOOKS_DIR} (known: {', '.join(notebook_names())})"
         )
+    if not str(runs).startswith("wandb"):
+        _require_runs(Path(runs))
     out = Path(out).resolve()
     executed = (Path(executed) if executed else out / "notebooks" / f"{name}.ipynb").resolve()
     values = {
@@ -88,6 +90,24 @@ def execute_notebook(
         message = lines[-1].removeprefix("error: ") if lines else f"exit code {child.returncode}"
         raise NotebookError(message)
     return executed
+
+
+def _require_runs(folder: Path) -> None:
+    """A NotebookError naming ``folder`` when it holds no run directory: a notebook run on it
+    (a mistyped --runs) would print "no runs to show" in its cells and still report success,
+    with no figure or table written."""
+    from urlkit.analysis.local_source import find_run_dirs
+    from urlkit.analysis.runset import AnalysisError
+
+    try:
+        found = find_run_dirs(folder)
+    except AnalysisError as err:
+        raise NotebookError(str(err)) from err
+    if not found:
+        raise NotebookError(
+            f"no run directories under {folder} (a run directory holds config.yaml and "
+            "history.csv; train one with python -m urlkit.run)"
+        )
 
 
 def _execute_here(name: str, executed: str, parameters: Mapping[str, Any], kernel: str,

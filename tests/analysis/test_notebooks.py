@@ -126,6 +126,19 @@ def test_unknown_notebook_is_a_clear_error(tmp_path):
         execute_notebook("figure99", tmp_path, tmp_path)
 
 
+def test_a_headless_run_on_a_folder_without_runs_fails_naming_it(tmp_path, capsys):
+    from urlkit.notebooks import main
+
+    # it used to execute, print "no runs to show" in a cell and report success, writing nothing
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotebookError, match=r"no run directories under .*empty"):
+        execute_notebook("probing_tables", tmp_path / "empty", tmp_path / "figures")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "weight_evolution", "--runs", str(tmp_path / "typo"), "--out", str(tmp_path)])
+    assert exit_.value.code == 1 and "typo: no such folder of runs" in capsys.readouterr().err
+    assert not (tmp_path / "figures").exists()
+
+
 # -- as a user meets them: default parameters, the output of a plain `python -m urlkit.run` ----
 
 
