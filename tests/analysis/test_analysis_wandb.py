@@ -125,3 +125,35 @@ def test_bad_wandb_sources_are_clear_errors():
 
     with pytest.raises(AnalysisError, match="could not list the runs: api.wandb.ai unreachable"):
         load_runs("wandb:ent/proj", api=Unreachable([]))
+
+
+def test_a_resumed_runs_relogged_steps_count_once_as_in_its_history_csv(tmp_path):
+    """Killed after its step-2 checkpoint with steps 3-4 logged, then resumed: W&B holds steps
+    3-4 twice under one run id (the resumed attempt's values last), history.csv once."""
+    run = tmp_path / "runs" / "resumed"
+    run.mkdir(parents=True)
+    config = {"experiment_name": "figure3_weights", "seed": 0, "loss": "url",
+              "weight": {"name": "sft"}, "direction": {"name": "sft"}, "data": {"name": "wordsense"}}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "run.json").write_text(json.dumps({"run_id": "abcd1234", "status": "finished"}))
+    (run / "metrics.json").write_text(json.dumps({"test/ndcg@10": 0.5}))
+    final = {1: 0.9, 2: 0.8, 3: 0.7, 4: 0.6, 5: 0.5}
+    (run / "history.csv").write_text(
+        "step,w_pos_mean\n" + "".join(f"{s},{w}\n" for s, w in final.items())
+    )
+    fake = FakeRun(run)
+    killed = [(1, 0.9), (2, 0.8), (3, 0.71), (4, 0.61)]  # a GPU's last bits differ on replay
+    resumed = [(3, 0.7), (4, 0.6), (5, 0.5)]
+    fake._rows = [
+        {"_step": i, "trainer/global_step": s, "train/w_pos_mean": w, "dev/ndcg@10": w / 2}
+        for i, (s, w) in enumerate(killed + resumed)
+    ]
+    remote, local = load_runs("wandb:ent/proj", api=FakeApi([fake])), load_runs(tmp_path / "runs")
+    key = ["run_id", "step", "metric"]
+    assert (
+        remote.history.sort_values(key)
+        .reset_index(drop=True)
+        .equals(local.history.sort_values(key).reset_index(drop=True))
+    )
+    dev = remote.evals[remote.evals["split"] == "dev"]
+    assert list(dev["step"]) == [1, 2, 3, 4, 5] and list(dev["value"]) == [0.45, 0.4, 0.35, 0.3, 0.25]

@@ -12,6 +12,9 @@ silently thin a weight curve). Logged keys map back to history.csv / eval.csv na
     dev/<metric>    -> evals split "dev"
     [<model>/]test/<metric> in the summary -> metrics, and evals split "test:<model>"
 
+A step logged twice (a resumed run replays the steps after its last checkpoint) counts once,
+with the later value, as in history.csv.
+
 W&B stores nested config as is, but a sweep parameter locks its key: with ``weight=cl`` swept
 the run's config holds ``weight: "cl"`` (the choice) and no ``weight.name``. Such a column
 is kept as the choice.
@@ -95,7 +98,13 @@ def read_wandb_run(run: Any, source: str) -> Runs:
         split = f"test:{model.rstrip('/') or 'reranker'}"
         eval_rows.append((run_id, last_step, split, _dataset(config), metric, value))
 
+    # a resumed run logs again, under the same run id, the steps its killed attempt logged after
+    # the last checkpoint (docs/reliability.md): each step counts once, as in history.csv, with
+    # the value of the attempt that went on (scan_history gives the rows in logging order)
     history = pd.DataFrame(history_rows, columns=HISTORY_COLUMNS)
+    history = history.drop_duplicates(["step", "metric"], keep="last").reset_index(drop=True)
+    evals = pd.DataFrame(eval_rows, columns=EVAL_COLUMNS)
+    evals = evals.drop_duplicates(["step", "split", "metric"], keep="last").reset_index(drop=True)
     row = {
         "run_id": run_id,
         "name": getattr(run, "name", run_id),
@@ -107,7 +116,7 @@ def read_wandb_run(run: Any, source: str) -> Runs:
     return Runs(
         config=pd.DataFrame([row]),
         history=history,
-        evals=pd.DataFrame(eval_rows, columns=EVAL_COLUMNS),
+        evals=evals,
         metrics=pd.DataFrame([{"run_id": run_id, **metrics}]),
         source=source,
     )
