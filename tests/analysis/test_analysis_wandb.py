@@ -157,3 +157,33 @@ def test_a_resumed_runs_relogged_steps_count_once_as_in_its_history_csv(tmp_path
     )
     dev = remote.evals[remote.evals["split"] == "dev"]
     assert list(dev["step"]) == [1, 2, 3, 4, 5] and list(dev["value"]) == [0.45, 0.4, 0.35, 0.3, 0.25]
+
+
+def test_a_tau_locked_by_the_sweep_file_reads_as_the_number_it_trained_with(tmp_path):
+    """`wandb sweep sweeps/table6_tau.yaml` reads `values: [1e-2, 1e-3, 1e-4]` with YAML 1.1:
+    strings, which the sweep locks into each run's config ("weight.tau": "1e-3") over the
+    float the run logged; the tau table and its findings must still find the runs."""
+    from helpers.synthetic_runs import write_arms
+
+    from urlkit.analysis import probe_table
+    from urlkit.analysis.findings import TAU_ARMS, check_findings
+    from urlkit.grids import SWEEPS_DIR, read_sweep
+    from urlkit.training.loggers import flat_config
+
+    taus = read_sweep(SWEEPS_DIR / "table6_tau.yaml")["parameters"]["weight.tau"]["values"]
+    assert taus == ["1e-2", "1e-3", "1e-4"]  # what W&B locks: strings, not numbers
+    arms = {("table6_tau", label): {"weight.name": "tau_mask", **where} for label, where in TAU_ARMS.items()}
+    root = write_arms(tmp_path / "runs", arms, {("table6_tau", "tau=1e-3"): 5.0},
+                      queries=10, steps=3, seed_sd=0.3, query_sd=1.0)  # fmt: skip
+    fakes = []
+    for run_dir in find_run_dirs(root):
+        fake = FakeRun(run_dir)
+        fake.config = {"_wandb": {}, **flat_config(fake.config)}
+        fake.config["weight.tau"] = next(t for t in taus if float(t) == fake.config["weight.tau"])
+        fakes.append(fake)
+    remote, local = load_runs("wandb:ent/proj", api=FakeApi(fakes)), load_runs(root)
+    tables = [probe_table(r, paper="table6_tau") for r in (remote, local)]
+    assert list(tables[0]["n"]) == [3, 3, 3] and tables[0].equals(tables[1])
+    verdicts = check_findings(remote, only=["Appendix B.2"])
+    assert [v.status for v in verdicts] == ["holds", "holds"], [str(v) for v in verdicts]
+    assert [round(v.effect, 6) for v in verdicts] == [5.0, 5.0]

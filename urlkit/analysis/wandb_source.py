@@ -17,12 +17,15 @@ with the later value, as in history.csv.
 
 W&B stores nested config as is, but a sweep parameter locks its key: with ``weight=cl`` swept
 the run's config holds ``weight: "cl"`` (the choice) and no ``weight.name``. Such a column
-is kept as the choice.
+is kept as the choice. A locked value is the sweep file's as ``wandb sweep`` read it, with
+YAML 1.1, to which ``1e-3`` (no dot) is a string: ``weight.tau: "1e-3"``, where the run (Hydra)
+and its run directory hold the number 0.001. Such a string is read back as that number.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pandas as pd
@@ -38,6 +41,8 @@ from urlkit.analysis.runset import (
 )
 
 STEP_KEYS = ("trainer/global_step", "_step")
+# a number in exponent form without a dot: a float to Hydra and YAML 1.2, a string to YAML 1.1
+EXPONENT_ONLY = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -72,7 +77,7 @@ def load_wandb(source: str, api: Any = None) -> Runs:
 
 def read_wandb_run(run: Any, source: str) -> Runs:
     run_id = str(run.id)
-    config = {k: v for k, v in dict(run.config).items() if not str(k).startswith("_")}
+    config = {k: _sweep_value(v) for k, v in dict(run.config).items() if not str(k).startswith("_")}
     summary = dict(run.summary.items()) if hasattr(run.summary, "items") else dict(run.summary)
     metrics = {k: float(v) for k, v in summary.items() if "test/" in str(k) and _is_number(v)}
 
@@ -120,6 +125,13 @@ def read_wandb_run(run: Any, source: str) -> Runs:
         metrics=pd.DataFrame([{"run_id": run_id, **metrics}]),
         source=source,
     )
+
+
+def _sweep_value(value: Any) -> Any:
+    """A sweep-locked ``"1e-3"`` as the float the run trained with (module docstring)."""
+    if isinstance(value, str) and EXPONENT_ONLY.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _dataset(config: dict) -> str:
