@@ -184,6 +184,22 @@ def test_a_run_scored_on_dev_is_read_on_dev_alone(tmp_path):
     assert ndcg["value"].mean() == pytest.approx(dev["ndcg@10"].mean())
 
 
+def test_a_benchmark_suites_files_beside_the_final_evaluations_are_not_pooled(tmp_path):
+    # benchmark=<suite> after training writes each suite dataset's per-query file beside the
+    # final evaluation's: the per-query values are still the ones test/ndcg@10 averages
+    source = REPO_ROOT / "results" / "embedded" / "figure2_native" / "objective-native_sft_seed-1"
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    for model in ("reranker", "bm25"):
+        suite = pd.DataFrame({"query_id": [f"man-{i}" for i in range(300)], "ndcg@10": 0.0})
+        suite.to_csv(run_dir / "per_query" / f"manpages_test_{model}.csv", index=False)
+    own = pd.read_csv(run_dir / "per_query" / "wordsense_test_reranker.csv", dtype={"query_id": str})
+    per_query = load_runs(tmp_path).per_query
+    ndcg = per_query[per_query["metric"] == "ndcg@10"]
+    assert sorted(ndcg["query_id"]) == sorted(own["query_id"])
+    assert ndcg["value"].mean() == pytest.approx(_final(run_dir))
+
+
 @pytest.mark.timeout(120)
 def test_the_tuning_table_is_rebuilt_from_the_committed_runs():
     import subprocess

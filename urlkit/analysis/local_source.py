@@ -61,7 +61,7 @@ def read_run_dir(path: Path) -> Runs:
     long_history["value"] = pd.to_numeric(long_history["value"], errors="coerce")
     long_history = long_history.dropna(subset=["value"])
 
-    evals = pd.DataFrame(columns=EVAL_COLUMNS)
+    evals, tested = pd.DataFrame(columns=EVAL_COLUMNS), None
     if (path / "eval.csv").exists():
         wide = _read_csv(path / "eval.csv")
         missing = [k for k in EVAL_KEYS if k not in wide]
@@ -70,6 +70,9 @@ def read_run_dir(path: Path) -> Runs:
         if len(wide):
             evals = wide.melt(id_vars=list(EVAL_KEYS), var_name="metric", value_name="value")
             evals.insert(0, "run_id", run_id)
+        # the dataset the final evaluation scored (metrics.json's test/*): benchmark=<suite>
+        # writes the suite's datasets' per-query files beside its file
+        tested = set(wide.loc[wide["split"] == "test:reranker", "dataset"].astype(str)) or None
 
     row = {
         "run_id": run_id,
@@ -87,20 +90,28 @@ def read_run_dir(path: Path) -> Runs:
         evals=evals[EVAL_COLUMNS],
         metrics=pd.DataFrame([{"run_id": run_id, **metrics}]),
         source=str(path),
-        per_query=read_per_query(path, run_id, str((config.get("data") or {}).get("test_split") or "test")),
-    )
+        per_query=read_per_query(path, run_id, str((config.get("data") or {}).get("test_split") or "test"),
+                                 datasets=tested),
+    )  # fmt: skip
 
 
-def read_per_query(path: Path, run_id: str, split: str = "test", model: str = "reranker") -> pd.DataFrame:
+def read_per_query(
+    path: Path, run_id: str, split: str = "test", model: str = "reranker", datasets: set[str] | None = None
+) -> pd.DataFrame:
     """``model``'s per-query metrics of a run directory's final evaluation, long (the trained
     reranker, or the first stage scored beside it: ``bm25``).
 
     ``split``: the split that evaluation scored (the run's ``data.test_split``). Only its files
     are read: a run that scored dev to choose settings never mixes in a suite's test files.
-    Query ids are prefixed with the dataset name when a run was tested on several datasets.
+    ``datasets``: the datasets of the final evaluation (eval.csv's ``test:reranker`` rows), so
+    the per-query values are those its final metrics average; the files of a benchmark suite
+    run after it (``benchmark=<suite>``) are not pooled in. None: every dataset's file.
+    Query ids are prefixed with the dataset name when several files are read.
     """
     suffix = f"_{split}_{model}.csv"
     files = sorted((path / "per_query").glob(f"*{suffix}"))
+    if datasets is not None:
+        files = [file for file in files if file.name[: -len(suffix)] in datasets]
     parts = []
     for file in files:
         try:
