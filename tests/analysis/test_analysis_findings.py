@@ -181,3 +181,20 @@ def test_tables_count_seeds_of_finished_runs_as_the_findings_do(tmp_path):
     (run.with_name(run.name + "_again") / "run.json").write_text(json.dumps(info))
     table = seed_summary(load_runs(root), ["weight.name", "direction.name"])
     assert set(table["n"]) == {3}  # not 4 where a seed ran twice
+
+
+def test_the_first_stages_metric_is_its_own_final_metric_not_the_rerankers_per_query(tmp_path):
+    """--metric bm25/test/ndcg@10: the per-query files are the reranker's; the same BM25 for
+    every arm must give no effect, not the reranker's planted one."""
+    import json
+
+    finding = BY_NAME["Table 1 (diagonal)"]
+    root = write_arms(tmp_path / "runs", _arms(finding), _planted(finding, 10.0), seed_sd=0.5, query_sd=2.0)
+    for metrics in root.rglob("metrics.json"):
+        values = json.loads(metrics.read_text())
+        metrics.write_text(json.dumps({**values, "bm25/test/ndcg@10": 0.4}))
+    runs = load_runs(root)
+    assert check(finding, runs).status == HOLDS, str(check(finding, runs))  # the reranker effect
+    verdict = check(finding, runs, metric="bm25/test/ndcg@10")
+    assert verdict.effect == pytest.approx(0.0) and verdict.status == INCONCLUSIVE
+    assert "1 final metric" in verdict.detail

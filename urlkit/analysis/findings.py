@@ -193,6 +193,10 @@ def _complete(runs: Runs, finding: Finding, metric: str) -> Runs:
 
 
 def _has_per_query(arm: Runs, metric: str) -> bool:
+    # the per-query files are the trained reranker's (test/<m>); the first stage's final metric
+    # (bm25/test/<m>) is not their average, so it is compared as a final metric
+    if not metric.startswith("test/"):
+        return False
     short = metric.rsplit("/", 1)[-1]
     rows = arm.per_query[arm.per_query["metric"] == short]
     return len(arm) > 0 and set(arm.ids) <= set(rows["run_id"])
