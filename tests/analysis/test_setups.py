@@ -133,3 +133,34 @@ def test_figure3_reads_the_finished_url_runs_of_one_setup_each_counted_once(tmp_
     _edit(root / "figure3_weights" / "cl,seed=1", **{"data.n_negatives": 16})
     with pytest.raises(ValueError, match=r"data\.n_negatives"):
         weight_summary(load_runs(root))
+
+
+def test_figure5_points_are_the_tables_finished_runs_one_per_seed(tmp_path):
+    import shutil
+
+    from urlkit.analysis.figures import metric_by, metric_grid
+
+    arms = {("figure5_negatives", f"{o},N={n}"): {"objective": o, "data.n_negatives": n}
+            for o in ("sft", "cl") for n in (1, 16)}  # fmt: skip
+    root = write_arms(tmp_path / "runs", arms, {}, seeds=3, steps=4)
+    for config in root.rglob("config.yaml"):
+        _edit(config.parent, **{"weight.temperature": 1.0})
+    # a run that failed after writing its metrics, and seed 0 of another arm run twice
+    for name, status, ndcg in (("sft,N=1,seed=0", "failed", 0.99), ("cl,N=16,seed=0", "finished", 0.05)):
+        source = root / "figure5_negatives" / name
+        extra = source.with_name(name + "_again")
+        shutil.copytree(source, extra)
+        (extra / "run.json").write_text(json.dumps({"run_id": f"{name}/again", "status": status}))
+        (extra / "metrics.json").write_text(json.dumps({"test/ndcg@10": ndcg}))
+    runs = load_runs(root)
+    table = seed_summary(runs, ["objective", "data.n_negatives"]).set_index(["objective", "data.n_negatives"])
+    expected = sorted(zip(table.index.get_level_values(1), table["mean"], strict=True))
+
+    def points(ax):  # the (x, mean) of each drawn line (a curve per objective)
+        lines = [line for line in ax.lines if len(line.get_xdata()) == 2]
+        return sorted((int(x), y) for line in lines for x, y in zip(*line.get_data(), strict=True))
+
+    for fig in (metric_by(runs, "data.n_negatives"), metric_grid(runs, "data.n_negatives", ["test/ndcg@10"])):
+        drawn = points(fig.axes[0])
+        assert [x for x, _ in drawn] == [x for x, _ in expected]
+        assert [y for _, y in drawn] == pytest.approx([y for _, y in expected])

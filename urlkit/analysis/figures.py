@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from urlkit.analysis.runs import Runs
-from urlkit.analysis.runset import require_one_setup
+from urlkit.analysis.runset import require_one_setup, seed_labels
 
 FAMILY_LABEL = {"sft": "$W_{sft}$", "cl": "$W_{cl}$", "base": "$W_{base}$"}
 OBJECTIVE_LABEL = {"sft": "SFT", "cl": "CL"}
@@ -248,7 +248,7 @@ def metric_by(
     scale: float = 100.0,
 ) -> plt.Figure:
     """A final metric against a setting (negatives per query, token set size), mean +- sd over seeds."""
-    table = runs.final(metric).dropna(subset=[metric])
+    table = seed_finals(runs, [metric], [x, hue]).dropna(subset=[metric])
     if table.empty or x not in table:
         raise ValueError(f"no finished runs with {metric!r} and a {x!r} column")
     table = table.assign(**{metric: table[metric] * scale})
@@ -275,9 +275,9 @@ def metric_grid(
     runs: Runs, x: str, metrics: Sequence[str], hue: str = "objective", xlabel: str | None = None
 ) -> plt.Figure:
     """Several final metrics against one setting, one panel each."""
-    table = runs.final(list(metrics))
+    table = seed_finals(runs, list(metrics), [x, hue])
     long = table.melt(
-        id_vars=[c for c in ("run_id", x, hue) if c in table],
+        id_vars=[c for c in ("seed", x, hue) if c in table],
         value_vars=list(metrics),
         var_name="metric",
     )
@@ -294,6 +294,17 @@ def metric_grid(
     grid.set_axis_labels(xlabel or x, "metric (x100)")
     grid.set_titles("{col_name}")
     return grid.figure
+
+
+def seed_finals(runs: Runs, metrics: Sequence[str], keys: Sequence[str | None]) -> pd.DataFrame:
+    """Final ``metrics`` per setting (``keys``) and seed, as the tables count them
+    (:func:`urlkit.analysis.tables.seed_summary`): finished runs only (a failed run may have
+    written its metrics before it failed), the runs of one seed averaged (a seed run twice
+    is one point, not two)."""
+    table = runs.complete().final(list(metrics))
+    keys = [k for k in dict.fromkeys(keys) if k and k in table]
+    table = table.assign(seed=seed_labels(table))
+    return table.groupby([*keys, "seed"], dropna=False, sort=False)[list(metrics)].mean().reset_index()
 
 
 def probing_deltas(
