@@ -57,6 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = load_runs(args.source)
     except AnalysisError as err:
         parser.exit(2, f"error: {err}\n")
+    # a misspelt metric or claim would read as "not run" for every claim, or print none
+    known = sorted(c for c in runs.metrics.columns if c != "run_id")
+    if args.metric not in known:
+        parser.exit(2, f"error: no run in {args.source} has the final metric {args.metric!r} "
+                       f"(final metrics: {', '.join(known) or 'none'})\n")  # fmt: skip
+    names = [f.name for f in FINDINGS]
+    unknown = [n for n in args.only or [] if not any(m == n or m.startswith(n + " ") for m in names)]
+    if unknown:
+        parser.exit(2, f"error: --only {', '.join(map(repr, unknown))}: no such finding; findings: "
+                       f"{', '.join(names)}\n")  # fmt: skip
     print(
         f"{len(runs)} runs from {args.source}; {args.metric} x100 per query, "
         "95% paired t intervals over seeds and queries (steps: seeds)"

@@ -115,6 +115,24 @@ def test_cli_prints_effect_interval_verdict_and_detectable_effect(noise_only, ca
         )
 
 
+def test_cli_names_a_metric_or_finding_that_is_not_there(tmp_path, capsys):
+    # a misspelt metric made every claim "not run (no run of ...)" though the runs were there,
+    # a misspelt --only printed no claim at all; both exited 0
+    finding = BY_NAME["Table 1 (diagonal)"]
+    root = str(write_arms(tmp_path / "runs", _arms(finding), {}, queries=5, steps=2))
+    with pytest.raises(SystemExit) as exit_:
+        main([root, "--metric", "test/ndcg10"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "no run in" in err and "final metric 'test/ndcg10'" in err
+    assert "(final metrics: test/ndcg@10)" in err
+    with pytest.raises(SystemExit) as exit_:
+        main([root, "--only", "Table 1 (diag)", "Figure 3"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--only 'Table 1 (diag)': no such finding" in err
+    assert main([root, "--only", "Table 1 (diagonal)"]) == 0
+    assert "Table 1 (diagonal): SFT beats CL" in capsys.readouterr().out
+
+
 # -- real tiny runs: the numbers are the run files' ------------------------------------
 
 
