@@ -187,3 +187,38 @@ def test_a_tau_locked_by_the_sweep_file_reads_as_the_number_it_trained_with(tmp_
     verdicts = check_findings(remote, only=["Appendix B.2"])
     assert [v.status for v in verdicts] == ["holds", "holds"], [str(v) for v in verdicts]
     assert [round(v.effect, 6) for v in verdicts] == [5.0, 5.0]
+
+
+def test_the_overrides_a_sweep_locks_into_the_config_are_not_setups(tmp_path):
+    """A W&B sweep run's config holds its sweep parameters as keys beside the logged config:
+    `experiment`, `+objective` (sweeps/figure3_weights.yaml), `weight`, `direction` (Table 1's).
+    They say how the run was launched; Figure 2 pools two sweeps (figure3_weights and
+    figure2_native) and must not read their different `experiment` and `+objective` as two
+    setups."""
+    from helpers.synthetic_runs import write_arms
+
+    from urlkit.analysis.findings import check_findings
+    from urlkit.training.loggers import flat_config
+
+    arms = {("figure3_weights", "objective=sft"): {"objective": "sft"},
+            ("figure2_native", "objective=native_sft"): {"objective": "native_sft"},
+            ("table1_weight_direction", "weight=sft,direction=sft"): {"weight.name": "sft", "direction.name": "sft"},
+            ("table1_weight_direction", "weight=cl,direction=cl"): {"weight.name": "cl", "direction.name": "cl"}}  # fmt: skip
+    root = write_arms(tmp_path / "runs", arms, {}, queries=10, steps=3)
+    fakes = []
+    for run_dir in find_run_dirs(root):
+        fake = FakeRun(run_dir)
+        flat = flat_config(fake.config)
+        experiment, locked = flat["experiment_name"], {}
+        if experiment == "table1_weight_direction":
+            locked = {"weight": flat["weight.name"], "direction": flat["direction.name"]}
+        else:
+            native = flat["loss"] if flat["loss"] != "url" else flat["weight.name"]
+            locked = {"+objective": native}
+        fake.config = {"_wandb": {}, **flat, "experiment": experiment, **locked, "seed": flat["seed"]}
+        fakes.append(fake)
+    only = ["Figure 2 (SFT)", "Table 1 (diagonal)", "Figure 3"]
+    remote = check_findings(load_runs("wandb:ent/proj", api=FakeApi(fakes)), only=only)
+    local = check_findings(load_runs(root), only=only)
+    assert [v.status for v in remote] == [v.status for v in local], [str(v) for v in remote]
+    assert "mixed setups" not in {v.status for v in remote}

@@ -38,6 +38,8 @@ BOOKKEEPING = (
     # the same gradient, computed another way (tests/training: equal to float tolerance)
     "train.chunk_size", "train.gradient_checkpointing", "train.nonfinite", "train.max_consecutive_skips",
 )  # fmt: skip
+# Hydra overrides that name a config file, not a key: a W&B sweep locks them into a run's config
+SWEEP_CHOICES = ("experiment",)
 # compared even where a run does not record them: a run without one is another setup. Other
 # keys are compared among the runs that record them (a key newer than a run is not a difference)
 CORE_SETUP = ("data.name", "data.path", "data.test_split", "model.name", "train.max_steps", "train.lr",
@@ -70,6 +72,11 @@ def setup_differences(config: pd.DataFrame, varied: Iterable[str] = ()) -> dict[
 
     def compared(key: str) -> bool:
         if key in freed or key.startswith(freed_prefixes):
+            return False
+        # a W&B sweep keeps its parameters as config keys beside the logged config, Hydra
+        # overrides among them (experiment=figure2_native, +objective=native_sft): what they
+        # chose is in the resolved keys (experiment_name, weight.name, loss), compared themselves
+        if key.startswith(("+", "~")) or key in SWEEP_CHOICES:
             return False
         return not any(key == b or (b.endswith(".") and key.startswith(b)) for b in BOOKKEEPING)
 
