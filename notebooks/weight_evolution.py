@@ -55,7 +55,13 @@ from urlkit.analysis.figures import (
     weight_summary,
 )
 from urlkit.analysis.findings import check_findings, verdict_table
-from urlkit.analysis.notebook import attempt, interact, interactive_figures, load_or_explain
+from urlkit.analysis.notebook import (
+    attempt,
+    interact,
+    interactive_figures,
+    load_or_explain,
+    run_choices,
+)
 from urlkit.analysis.tables import format_table
 
 interactive_figures(interactive)
@@ -131,7 +137,8 @@ for line in verdicts["finding"] + ": " + verdicts["verdict"] + " (" + verdicts["
 if interactive and len(all_runs):
     import ipywidgets as widgets
 
-    names = dict(zip(all_runs.config["name"], all_runs.config["run_id"], strict=True))
+    names = run_choices(all_runs.config)  # label -> run id, one per run
+    chosen = [label for label, run_id in names.items() if run_id in set(runs.ids)]
     columns = sorted(all_runs.history["metric"].unique())
     groupings = [
         c
@@ -141,7 +148,7 @@ if interactive and len(all_runs):
 
     @interact(
         picked=widgets.SelectMultiple(
-            options=list(names), value=list(runs.config["name"]), description="runs"
+            options=list(names), value=chosen, description="runs"
         ),
         column=widgets.Dropdown(
             options=columns,
@@ -177,7 +184,7 @@ if interactive and len(all_runs):
 
     @interact(
         picked=widgets.SelectMultiple(
-            options=list(names), value=list(runs.config["name"]), description="runs"
+            options=list(names), value=chosen, description="runs"
         ),
         smoothing=widgets.IntSlider(value=smoothing, min=1, max=200, description="smoothing"),
         families=widgets.SelectMultiple(

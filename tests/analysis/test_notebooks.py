@@ -139,6 +139,25 @@ def test_a_headless_run_on_a_folder_without_runs_fails_naming_it(tmp_path, capsy
     assert not (tmp_path / "figures").exists()
 
 
+def test_the_run_picker_lists_every_run_when_folder_names_repeat(tmp_path):
+    # a study names run folders by grid point: figure3_weights/sft,seed=0 and
+    # table3_random_direction/sft,seed=0; the picker keyed runs by folder name, so it listed
+    # and drew one of the two
+    from helpers.synthetic_runs import write_arms
+
+    arms = {("figure3_weights", "sft"): {"objective": "sft"}, ("figure3_weights", "cl"): {"objective": "cl"},
+            ("table3_random_direction", "sft"): {"objective": "sft"}}  # fmt: skip
+    root = write_arms(tmp_path / "runs", arms, {}, seeds=2, queries=4, steps=3)
+    path = execute_notebook("weight_evolution", root, tmp_path / "figures",
+                            parameters={"interactive": True, "smoothing": 1}, timeout_s=180)  # fmt: skip
+    state = json.loads(path.read_text())["metadata"]["widgets"]
+    state = state["application/vnd.jupyter.widget-state+json"]["state"]
+    pickers = [w["state"] for w in state.values() if w["model_name"] == "SelectMultipleModel"]
+    runs = [p for p in pickers if p.get("description") == "runs"]
+    assert runs and all(len(p["_options_labels"]) == 6 and len(p["index"]) == 6 for p in runs)
+    assert "table3_random_direction/sft,seed=0" in runs[0]["_options_labels"]
+
+
 # -- as a user meets them: default parameters, the output of a plain `python -m urlkit.run` ----
 
 

@@ -44,6 +44,19 @@ def load_or_explain(source: Any) -> Runs:
         return empty_runs(str(source))
 
 
+def run_choices(config: pd.DataFrame) -> dict[str, str]:
+    """A run picker's labels -> run ids, one label per run: the run's folder name, with its
+    experiment where runs share a name (a study names folders by grid point, so
+    figure3_weights/objective=sft,seed=0 and table3_random_direction/objective=sft,seed=0),
+    and its run id where that is not enough either."""
+    labels = config["name"].astype(str)
+    shared = labels.duplicated(keep=False)
+    labels = labels.where(~shared, config["experiment_name"].astype(str) + "/" + labels)
+    shared = labels.duplicated(keep=False)
+    labels = labels.where(~shared, labels + " (" + config["run_id"].astype(str) + ")")
+    return dict(zip(labels, config["run_id"], strict=True))
+
+
 def attempt(make: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``make(*args, **kwargs)``; None after printing the reason when there is nothing to show."""
     try:
