@@ -10,6 +10,8 @@ offline or disabled is still fully analysable::
       eval.csv         one row per (step, split, dataset) evaluation, metric columns
       metrics.json     final metrics (test split), flat "split/dataset/metric" keys
       per_query/       per-query metrics and TREC run files of the final evaluation
+      benchmark/       with benchmark=<suite>: each dataset's result, per_query/ of the suite's
+      benchmark.csv    ... and the suite's table
       checkpoints/     LoRA adapter + head + optimizer state (Lightning checkpoints)
       wandb/           the W&B run (offline runs can be synced later)
 

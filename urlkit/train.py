@@ -268,14 +268,17 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
 def benchmark_suite(cfg: DictConfig, built, run, step: int) -> dict[str, float]:
     """``benchmark=<suite>``: the trained reranker on every dataset of the suite, as
     ``python -m urlkit.evaluate benchmark=<suite> run_dir=<run>`` would (benchmark.csv in the
-    run directory; a resumed run reads back the datasets it had finished at the same step)."""
+    run directory; a resumed run reads back the datasets it had finished at the same step).
+    The suite's per-query files go to ``benchmark/per_query/``: ``per_query/`` is the final
+    evaluation's, and a suite entry named as the run's dataset would write over its files."""
     from urlkit.build import check_direction
-    from urlkit.evaluation.benchmark import evaluate_suite
+    from urlkit.evaluation.benchmark import RESULTS_FOLDER, evaluate_suite
 
     results = evaluate_suite(
         cfg.benchmark, cfg.data, built, "reranker", check_direction(cfg), run.path, depth=cfg.eval.depth,
         batch_size=cfg.eval.batch_size, max_queries=cfg.eval.test_queries,
         merge_lora=bool(cfg.eval.get("merge_lora", True)), settings={"step": step},
+        per_query_dir=run.path / RESULTS_FOLDER / "per_query",
     )  # fmt: skip
     return {f"benchmark/{r.model}/{r.dataset}/{r.metric}": float(r.score) for r in results.itertuples()}
 

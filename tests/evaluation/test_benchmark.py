@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -122,10 +123,31 @@ def test_a_training_run_ends_with_the_suite(tmp_path):
     metrics = train(cfg, tmp_path / "run")
     table = pd.read_csv(tmp_path / "run" / "benchmark.csv")
     assert list(table["dataset"][:2]) == ["wordsense", "manpages"] and {"bm25", "reranker"} <= set(table.columns)
-    per_query = pd.read_csv(tmp_path / "run" / "per_query" / "manpages_test_reranker.csv")
+    # the suite's per-query files beside its results, not among the final evaluation's
+    per_query = pd.read_csv(tmp_path / "run" / "benchmark" / "per_query" / "manpages_test_reranker.csv")
     assert len(per_query) == 3
     assert metrics["benchmark/reranker/manpages/ndcg@10"] == pytest.approx(per_query["ndcg@10"].mean())
     assert "test/ndcg@10" in metrics  # the run's own test split comes first, as without a suite
+
+
+def test_a_suite_entry_named_as_the_runs_dataset_leaves_the_final_evaluations_files(tmp_path):
+    # a run on data of its own called "manpages" with the embedded suite, whose manpages entry
+    # is the embedded dataset: the suite used to write its file over the final evaluation's
+    from helpers.run_helpers import compose_train, write_small_dataset
+
+    from urlkit.run import train
+
+    data = write_small_dataset(tmp_path / "small")
+    info = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**info, "name": "manpages"}))
+    cfg = compose_train(data, "benchmark=embedded", "eval.test_queries=3", "eval.depth=4")
+    metrics = train(cfg, tmp_path / "run")
+    final = pd.read_csv(tmp_path / "run" / "per_query" / "manpages_test_reranker.csv", index_col=0)
+    assert all(str(q).startswith("test-") for q in final.index) and len(final) == 3  # the run's own queries
+    assert metrics["test/ndcg@10"] == pytest.approx(final["ndcg@10"].mean())
+    suite = pd.read_csv(tmp_path / "run" / "benchmark" / "per_query" / "manpages_test_reranker.csv", index_col=0)
+    assert not any(str(q).startswith("test-") for q in suite.index)
+    assert metrics["benchmark/reranker/manpages/ndcg@10"] == pytest.approx(suite["ndcg@10"].mean())
 
 
 def test_per_query_files_are_named_by_the_suite_entries(tmp_path):

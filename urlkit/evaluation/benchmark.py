@@ -114,11 +114,13 @@ def run_suite(
 def evaluate_suite(
     benchmark: DictConfig, base_data: DictConfig | None, built, label: str, direction: str, out_dir: Path, *,
     depth: int, batch_size: int, max_queries: int | None, merge_lora: bool = True, settings: dict | None = None,
-    split: str | None = None,
+    split: str | None = None, per_query_dir: Path | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Every dataset of the suite with one model (``built``; None: the first stage alone), the
-    per-query files under ``<out_dir>/per_query/`` named by the suite's dataset names (unique
-    within a suite, whatever the datasets call themselves); writes and prints the table."""
+    per-query files under ``per_query_dir`` (default ``<out_dir>/per_query/``) named by the
+    suite's dataset names (unique within a suite, whatever the datasets call themselves);
+    writes and prints the table."""
+    per_query_dir = Path(per_query_dir) if per_query_dir is not None else Path(out_dir) / "per_query"
     from urlkit.build import evaluation_set
     from urlkit.evaluation.rerank import evaluate_dataset
 
@@ -126,7 +128,7 @@ def evaluate_suite(
         evaluated = evaluation_set(entry.data, entry.split, depth, max_queries)
         evaluated.split.name = entry.name
         rows, _ = evaluate_dataset(
-            built, label, direction, evaluated, entry.data.retriever, Path(out_dir) / "per_query",
+            built, label, direction, evaluated, entry.data.retriever, per_query_dir,
             depth=depth, batch_size=batch_size, merge_lora=merge_lora,
         )  # fmt: skip
         return rows
