@@ -22,6 +22,7 @@ from urlkit.data.candidates import Ranking, first_stage, without_identical_ids
 from urlkit.data.format import DataError, MissingSplitError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups
 from urlkit.data.loaders import load_split
+from urlkit.data.mbeir import SPLIT_FOLDERS
 from urlkit.data.mixture import MixtureStream, Source
 from urlkit.data.prompts import PromptFormat, PromptRenderer
 from urlkit.data.stream import GroupStream
@@ -57,10 +58,13 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
         print_on_rank_zero(f"[urlkit] data.dataset lists {len(data_cfg.dataset)} datasets: the {split} split is "
                            f"the first's, {dataset} (all of them: benchmark=<suite>)", flush=True)  # fmt: skip
     pools = data_cfg.get("pool") or {}  # M-BEIR: a pool file per split name
-    pool = pools.get(split)
+    # under the split's own name, else M-BEIR's (dev is its val: data.dev_split=dev or a
+    # suite's split=dev read query/val/, whose pool the config names data.pool.val)
+    key = split if pools.get(split) else SPLIT_FOLDERS.get(split, split)
+    pool = pools.get(key)
     loaded = load_split(
         path, split, format=data_cfg.get("format", "auto"), on_error=data_cfg.get("on_error", "raise"),
-        dataset=dataset, pool=resolve_path(pool, f"data.pool.{split}") if pool else None,
+        dataset=dataset, pool=resolve_path(pool, f"data.pool.{key}") if pool else None,
         instructions=bool(data_cfg.get("instructions", True)),
         instruction_seed=int(data_cfg.get("instruction_seed", 0)),
     )  # fmt: skip

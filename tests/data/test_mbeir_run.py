@@ -139,3 +139,16 @@ def test_a_pool_per_split_from_the_command_line(tmp_path):
     out = _run(root, tmp_path, f"data.pool.test={pool}")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"toy_task7/test [IT2I]: 8 queries, 8 documents; nothing skipped; candidates from {pool} <-" in out.stdout
+
+
+def test_the_val_pool_serves_the_dev_split_by_either_name(tmp_path):
+    # M-BEIR's dev split is its val (data.dev_split=dev, or a suite's split=dev, read query/val/):
+    # the pool given for it as data.pool.val is read under either name, not the tree's own
+    from omegaconf import OmegaConf
+
+    root = mbeir_tree(tmp_path / "M-BEIR")
+    pool = tmp_path / "my_val_pool.jsonl"
+    pool.write_bytes((root / "cand_pool" / "local" / "mbeir_toy_task7_cand_pool.jsonl").read_bytes())
+    data = OmegaConf.create({"path": str(root), "format": "mbeir", "dataset": "toy_task7", "pool": {"val": str(pool)}})
+    for split in ("val", "dev"):
+        assert f"candidates from {pool}" in load_data_split(data, split).report(), split
