@@ -131,6 +131,7 @@ def test_trec_run_is_sorted_by_score(tmp_path):
         ("q1 Q0 d1 1 2.0 t\n\nq1 Q0 d2 x 1.0 t\n", 3, "rank 'x' must be an integer"),
         ("q1 Q0 d1 1 high t\n", 1, "score 'high'"),
         ("q1 Q0 d1 1 2.0 t\nq1 Q0 d1 2 1.0 t\n", 2, "doc 'd1' appears twice"),
+        ("q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 nan t\n", 2, "score 'nan' is not a number"),  # no order with NaN
     ],
 )
 def test_bad_trec_lines_name_file_and_line(tmp_path, text, line, message):

@@ -133,6 +133,9 @@ def read_trec_run(path: str | Path) -> Ranking:
         except ValueError:
             raise DataError(f"rank {rank!r} must be an integer and score {score!r} a number",
                             path=path, line=line_no, reason="malformed run") from None
+        if score_value != score_value:  # NaN: no order with any other score, so no ranking either
+            raise DataError(f"score {score!r} is not a number (a first stage's NaN: give it a finite score)",
+                            path=path, line=line_no, reason="malformed run")
         if doc_id in entries.setdefault(query_id, {}):
             raise DataError(f"doc {doc_id!r} appears twice for query {query_id!r}",
                             path=path, line=line_no, reason="malformed run")
