@@ -200,6 +200,23 @@ def test_a_benchmark_suites_files_beside_the_final_evaluations_are_not_pooled(tm
     assert ndcg["value"].mean() == pytest.approx(_final(run_dir))
 
 
+def test_a_dataset_named_like_a_number_keeps_its_per_query_values(tmp_path):
+    # eval.csv's dataset "007" read as the integer 7 named no per-query file: the run's per-query
+    # values were silently empty, and the findings fell back to the final metric alone
+    source = REPO_ROOT / "results" / "embedded" / "figure2_native" / "objective-native_sft_seed-1"
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    evals = pd.read_csv(run_dir / "eval.csv", dtype={"dataset": str})
+    evals["dataset"] = evals["dataset"].replace("wordsense", "007")
+    evals.to_csv(run_dir / "eval.csv", index=False)
+    for file in (run_dir / "per_query").glob("wordsense_*"):
+        file.rename(file.with_name(file.name.replace("wordsense_", "007_", 1)))
+    own = pd.read_csv(run_dir / "per_query" / "007_test_reranker.csv", dtype={"query_id": str})
+    per_query = load_runs(tmp_path).per_query
+    ndcg = per_query[per_query["metric"] == "ndcg@10"]
+    assert sorted(ndcg["query_id"]) == sorted(own["query_id"])
+
+
 @pytest.mark.timeout(120)
 def test_the_tuning_table_is_rebuilt_from_the_committed_runs():
     import subprocess

@@ -63,7 +63,7 @@ def read_run_dir(path: Path) -> Runs:
 
     evals, tested = pd.DataFrame(columns=EVAL_COLUMNS), None
     if (path / "eval.csv").exists():
-        wide = _read_csv(path / "eval.csv")
+        wide = _read_csv(path / "eval.csv", dtype={"dataset": str, "split": str})  # a dataset "007" is no 7
         missing = [k for k in EVAL_KEYS if k not in wide]
         if missing:
             raise AnalysisError(f"{path / 'eval.csv'}: missing columns {missing}")
@@ -169,9 +169,9 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, dtype: dict | None = None) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=dtype)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=["step"])
     except pd.errors.ParserError as err:
