@@ -82,10 +82,12 @@ def export_dtype(run_dir: Path, info: dict) -> tuple[str | None, str]:
     this machine's choice, and says so."""
     from omegaconf import OmegaConf
 
+    from urlkit.config import read_run_config
     from urlkit.hardware import auto_weight_dtype
 
+    # read_run_config: a damaged config.yaml is an error naming it, not a YAML traceback
     config = run_dir / "config.yaml"
-    configured = str(OmegaConf.select(OmegaConf.load(config), "model.dtype", default="auto")) if config.exists() else "auto"
+    configured = str(OmegaConf.select(read_run_config(run_dir), "model.dtype", default="auto")) if config.exists() else "auto"
     if configured != "auto":
         return None, f"model.dtype={configured}"
     if info.get("model_dtype"):

@@ -304,3 +304,15 @@ def test_a_cl_run_in_qwen3_format_exports_the_yes_logit(tmp_path):
     text = TrainedReranker.from_run(tmp_path / "run").built.renderer.render_text(
         info["instruction"], _as_query(pairs[0][0]), _as_document(pairs[0][1], 0))
     assert text.startswith("<|im_start|>system\nJudge whether the Document") and text.endswith("<think>\n\n</think>\n\n")
+
+
+def test_a_damaged_config_is_an_error_naming_it(exported, tmp_path, capsys):
+    """A config.yaml cut short (a copy interrupted) stops the export with the file's name, exit 2."""
+    run = copied_run(exported[0], tmp_path, "finished")
+    with (run / "config.yaml").open("a") as config:
+        config.write("model: [cut short\n")
+    with pytest.raises(SystemExit) as damaged:
+        main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    err = capsys.readouterr().err
+    assert damaged.value.code == 2 and f"{run / 'config.yaml'} cannot be read" in err
+    assert not (tmp_path / "folder").exists()
