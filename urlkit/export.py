@@ -34,11 +34,12 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
     from urlkit.build import load_trained
     from urlkit.data.prompts import PromptFormat
     from urlkit.model.export import ExportError, ExportSpec, write_folder
+    from urlkit.records import RunDirectory
     from urlkit.train import checkpoint_step
 
     run_dir = Path(run_dir)
     info_file = run_dir / "run.json"
-    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    info = RunDirectory(run_dir).read_info()  # a damaged run.json: an error naming it
     status = info.get("status")
     if (run_dir / "config.yaml").exists() and status != "finished" and not allow_unfinished:
         # checked before loading: an interrupted run's last checkpoint is not the trained model

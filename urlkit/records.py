@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from urlkit.atomic import atomic_write
+from urlkit.errors import ConfigError
 
 
 def new_run_id() -> str:
@@ -152,8 +153,18 @@ class RunDirectory:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def read_info(self) -> dict:
+        """run.json ({} when there is none); one damaged (a copy cut short, a hand edit) is an
+        error naming it, not a JSON parser's traceback."""
         f = self.path / "run.json"
-        return json.loads(f.read_text()) if f.exists() else {}
+        if not f.exists():
+            return {}
+        try:
+            info = json.loads(f.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{f} cannot be read ({type(err).__name__}: {err})") from err
+        if not isinstance(info, dict):
+            raise ConfigError(f"{f} is not a run record (a JSON {type(info).__name__}, not an object)")
+        return info
 
     def update_info(self, **fields: Any) -> dict:
         info = self.read_info()

@@ -316,3 +316,19 @@ def test_a_damaged_config_is_an_error_naming_it(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert damaged.value.code == 2 and f"{run / 'config.yaml'} cannot be read" in err
     assert not (tmp_path / "folder").exists()
+
+
+@pytest.mark.parametrize("record", ['{"status": "finis', "[1, 2]"])
+def test_a_damaged_run_json_is_an_error_naming_it(exported, tmp_path, capsys, record):
+    """run.json cut short or not an object: export and inference stop with its name, exit 2."""
+    from urlkit.inference import main as inference_main
+
+    run = copied_run(exported[0], tmp_path, "finished")
+    (run / "run.json").write_text(record)
+    for command in (lambda: main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"]),
+                    lambda: inference_main(["--run", str(run), "--query", "q", "--doc", "d"])):
+        with pytest.raises(SystemExit) as damaged:
+            command()
+        err = capsys.readouterr().err
+        assert damaged.value.code == 2 and f"error: {run / 'run.json'} " in err
+    assert not (tmp_path / "folder").exists()
