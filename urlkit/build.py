@@ -382,12 +382,23 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None,
     ckpt = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    try:  # written atomically, so only a file damaged or replaced later gets to the except
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same answer
+        raise DataError(f"not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:300]})",
+                        path=ckpt) from err
     prefix = "reranker."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    missing = set(weights) - set(built.reranker.state_dict())
-    if missing:
-        raise DataError(f"checkpoint {ckpt} has parameters this config does not build: {sorted(missing)[:5]}")
-    built.reranker.load_state_dict(weights, strict=False)
+    extra = set(weights) - set(built.reranker.state_dict())
+    # the checkpoint holds the trainable parameters alone: one of them absent would stay untrained
+    absent = {n for n, p in built.reranker.named_parameters() if p.requires_grad} - set(weights)
+    if extra or absent:
+        raise DataError(f"does not match {run_dir / 'config.yaml'}: parameters it does not build "
+                        f"{sorted(extra)[:5]}, trained ones it lacks {sorted(absent)[:5]}", path=ckpt)
+    try:
+        built.reranker.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # a shape the config builds otherwise (lora.r, say)
+        raise DataError(f"does not match {run_dir / 'config.yaml'}: {' '.join(str(err).split())[:300]}",
+                        path=ckpt) from err
     built.reranker.eval()
     return built, cfg

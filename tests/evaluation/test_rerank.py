@@ -61,3 +61,37 @@ def test_tuning_on_dev_scores_the_dev_split_and_says_so(tmp_path, capsys):
     assert not [name for name in per_query if "_test_" in name]
     dev_ids = {line.split(",")[0] for line in (tmp_path / "run/per_query/small_dev_reranker.csv").read_text().splitlines()[1:]}
     assert dev_ids == {f"dev-{name}" for name, _, _ in TOPICS[:4]}
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_a_damaged_checkpoint_is_an_error_naming_it(trained_run, tmp_path, capsys):
+    """last.ckpt cut short (a copy interrupted): the CLI says which file, exit 2, no traceback."""
+    run = _copy(trained_run, tmp_path)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(SystemExit) as damaged:
+        main(["--run", str(run), "--query", "q", "--doc", "d"])
+    err = capsys.readouterr().err
+    assert damaged.value.code == 2 and f"error: {ckpt}: not a readable checkpoint" in err
+
+
+@pytest.mark.parametrize("edit", [("  r: 4\n", "  r: 8\n"), ("trainable: false", "trainable: true")])
+def test_a_checkpoint_that_does_not_match_the_config_is_refused(trained_run, tmp_path, edit):
+    """config.yaml edited after training (another LoRA rank; a trainable head that the checkpoint
+    does not hold, which would have scored with the untrained copy): an error naming both files."""
+    from urlkit.build import load_trained
+    from urlkit.data.format import DataError
+
+    run = _copy(trained_run, tmp_path)
+    config = (run / "config.yaml").read_text()
+    assert config.count(edit[0]) == 1
+    (run / "config.yaml").write_text(config.replace(*edit))
+    with pytest.raises(DataError, match="does not match") as refused:
+        load_trained(run)
+    assert str(run / "checkpoints" / "last.ckpt") in str(refused.value) and "config.yaml" in str(refused.value)
