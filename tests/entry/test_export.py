@@ -332,3 +332,16 @@ def test_a_damaged_run_json_is_an_error_naming_it(exported, tmp_path, capsys, re
         err = capsys.readouterr().err
         assert damaged.value.code == 2 and f"error: {run / 'run.json'} " in err
     assert not (tmp_path / "folder").exists()
+
+
+def test_a_run_without_a_dev_split_exports_and_says_the_check_is_skipped(exported, tmp_path, capsys):
+    """The run's data has no dev split (training went on without a dev evaluation): the folder
+    is written, the export exits 0 and says why it checked no pairs, naming the file looked for."""
+    data = tmp_path / "data"
+    shutil.copytree(exported[0].parent / "data", data)
+    (data / "dev.jsonl").unlink()
+    run = copied_run(exported[0], tmp_path, "finished", config_edit=(str(exported[0].parent / "data"), str(data)))
+    out = main(["--run", str(run), "--out", str(tmp_path / "folder")])
+    said = capsys.readouterr().out
+    assert out == tmp_path / "folder" and (out / "urlkit_reranker.json").is_file()
+    assert "parity check skipped: the run's data has no dev split" in said and "dev.jsonl" in said
