@@ -345,3 +345,24 @@ def test_a_run_without_a_dev_split_exports_and_says_the_check_is_skipped(exporte
     said = capsys.readouterr().out
     assert out == tmp_path / "folder" and (out / "urlkit_reranker.json").is_file()
     assert "parity check skipped: the run's data has no dev split" in said and "dev.jsonl" in said
+
+
+def test_an_export_that_fails_midway_leaves_no_half_folder(exported, tmp_path, monkeypatch):
+    """The weights are written, then the CrossEncoder modules fail (a full disk, a kill): nothing
+    appears under --out (such a folder would load, with another score), a killed export's staging
+    folder is cleared by the next, and the next export writes the folder."""
+    from sentence_transformers import CrossEncoder
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CrossEncoder, "save", fail)
+        with pytest.raises(OSError, match="No space"):
+            main(["--run", str(exported[0]), "--out", str(tmp_path / "folder"), "--check", "0"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / ".folder.999999999.export-tmp").mkdir()  # a killed export's (no such process)
+    main(["--run", str(exported[0]), "--out", str(tmp_path / "folder"), "--check", "0"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+    assert (tmp_path / "folder" / "modules.json").is_file() and (tmp_path / "folder" / "README.md").is_file()
+    assert f"CrossEncoder({str(tmp_path / 'folder')!r})" in (tmp_path / "folder" / "README.md").read_text()

@@ -30,6 +30,8 @@ card says so and how). sentence-transformers is needed to write the CrossEncoder
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,18 +115,51 @@ def write_folder(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, 
     """Write the folder described at the top of this module; returns its path."""
     check_exportable(reranker, backbone, spec.direction, spec.token_ids)
     try:
-        from sentence_transformers import CrossEncoder
-        from sentence_transformers.base.modules import Transformer
-        from sentence_transformers.cross_encoder.modules import LogitScore
+        import sentence_transformers.cross_encoder.modules  # noqa: F401 - imported to check it is there
     except ImportError as err:
         raise ExportError("export writes sentence-transformers CrossEncoder modules: install it with "
                           "pip install 'sentence-transformers>=5' (or urlkit's export extra)") from err
-    from urlkit.model.backbone import parse_dtype
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"--out {out} exists and is not empty; give a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    # Written in a hidden sibling and renamed to ``out`` when complete: an export that fails or
+    # is killed midway leaves no half folder under ``out`` (the weights without the CrossEncoder
+    # modules still load, as a CrossEncoder with a sigmoid over the score) and a rerun is not refused.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*.export-tmp"):  # left by an export that was killed
+        if not _alive(stale.name.removesuffix(".export-tmp").rpartition(".")[2]):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = out.parent / f".{out.name}.{os.getpid()}.export-tmp"
+    try:
+        _write_files(reranker, renderer, backbone, spec, staging, card_folder=out.resolve())
+        try:
+            os.replace(staging, out)  # onto nothing, or onto an empty folder
+        except OSError as err:
+            raise ExportError(f"--out {out}: could not move the written folder there ({err})") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _write_files(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, out: Path, card_folder: Path) -> None:
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.cross_encoder.modules import LogitScore
+
+    from urlkit.model.backbone import parse_dtype
+
+    out.mkdir()
     tokenizer = backbone.tokenizer
     original_template = tokenizer.chat_template
     tokenizer.chat_template = renderer.pair_chat_template(spec.instruction)
@@ -147,8 +182,7 @@ def write_folder(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, 
     transformer.tokenizer.init_kwargs["padding_side"] = "left"
     cross_encoder.save(str(out))
     (out / EXPORT_INFO).write_text(json.dumps(export_info(spec), indent=2) + "\n")
-    (out / "README.md").write_text(model_card(spec, out.resolve()))
-    return out
+    (out / "README.md").write_text(model_card(spec, card_folder))
 
 
 def export_info(spec: ExportSpec) -> dict[str, Any]:
