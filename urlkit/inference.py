@@ -71,8 +71,21 @@ class TrainedReranker:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(run: str, merge: bool) -> TrainedReranker:
+def _cached(run: str, merge: bool, files: tuple) -> TrainedReranker:
     return TrainedReranker.from_run(run, merge=merge)
+
+
+def _run_files(run: Path) -> tuple:
+    """What the cached reranker was loaded from, as (path, mtime, size): a run resumed (or
+    retrained) in the same process since then is loaded again, not scored with old weights."""
+    stamps = []
+    for path in (run / "checkpoints" / "last.ckpt", run / "config.yaml", run / "run.json"):
+        try:
+            stat = path.stat()
+            stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
+        except OSError:  # missing: from_run says so when it loads
+            stamps.append((str(path), None, None))
+    return tuple(stamps)
 
 
 def rerank(
@@ -87,9 +100,11 @@ def rerank(
     """Scores of ``documents`` for ``query`` by the reranker of the training run ``run``.
 
     Queries and documents are strings or dicts with ``text`` and/or ``image`` (a path).
-    ``instruction`` defaults to the run's dataset instruction. The loaded run is cached.
+    ``instruction`` defaults to the run's dataset instruction. The loaded run is cached until
+    its checkpoint, config.yaml or run.json change (a resumed run is loaded again).
     """
-    reranker = _cached(str(Path(run).resolve()), merge)
+    resolved = Path(run).resolve()
+    reranker = _cached(str(resolved), merge, _run_files(resolved))
     return reranker.score(query, documents, instruction=instruction, batch_size=batch_size)
 
 

@@ -95,3 +95,20 @@ def test_a_checkpoint_that_does_not_match_the_config_is_refused(trained_run, tmp
     with pytest.raises(DataError, match="does not match") as refused:
         load_trained(run)
     assert str(run / "checkpoints" / "last.ckpt") in str(refused.value) and "config.yaml" in str(refused.value)
+
+
+def test_rerank_loads_a_run_again_once_its_checkpoint_changed(trained_run, tmp_path):
+    """urlkit.rerank caches the loaded run; a run resumed in the same process (a notebook that
+    scores, trains on, scores again) writes a new last.ckpt, which the next call scores with."""
+    run = _copy(trained_run, tmp_path)
+    docs = ["Cats sleep in warm places.", "A saw cuts wood.", "Walk a dog on a leash."]
+    before = urlkit.rerank("where do cats sleep", docs, run=run)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    for name, value in saved["state_dict"].items():  # what more training steps would do
+        if "lora_B" in name:
+            saved["state_dict"][name] = value * 3
+    torch.save(saved, ckpt)
+    after = urlkit.rerank("where do cats sleep", docs, run=run)
+    fresh = TrainedReranker.from_run(run).score("where do cats sleep", docs)
+    assert after == pytest.approx(fresh, abs=1e-6) and max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-4
