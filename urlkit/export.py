@@ -153,14 +153,17 @@ _MARK = "\u27e6document\u27e7"  # stands for the document while the chat templat
 def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
     """``n`` (query, document) text pairs from the run's dev split (a mixture: its first source's):
     each query with its first positive, then with a document that is not (deterministic)."""
-    from omegaconf import OmegaConf
-
     from urlkit.build import load_data_split, mixture_configs
+    from urlkit.config import read_run_config
     from urlkit.data.prompts import document_text
 
-    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    cfg = read_run_config(run_dir)
     data = mixture_configs(cfg.data)[0][2]  # a mixture's first source (as its dev evaluation)
-    split = load_data_split(data, data.get("dev_split", "dev"))
+    try:
+        split = load_data_split(data, data.get("dev_split", "dev"))
+    except FileNotFoundError as err:  # a run folder copied to another machine without its data
+        raise FileNotFoundError(f"{err} (the run's data: the parity check scores pairs of its dev split; "
+                                "--check 0 exports without the check)") from err
     documents = list(split.corpus.values())
     pairs: list[tuple[str, str]] = []
     for i, query in enumerate(split.queries):
@@ -175,13 +178,15 @@ def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def parity(run_dir: str | Path, folder: str | Path, n: int = 20, instruction: str | None = None) -> dict[str, Any]:
-    """Scores of ``n`` dev pairs by the run's reranker (as ``urlkit.rerank(run=run_dir)``, the
-    backbone in the folder's dtype) and by the exported folder, and the largest differences.
-    ``instruction``: the one the folder was written with (its default), given to urlkit."""
+def parity(run_dir: str | Path, folder: str | Path, n: int = 20, instruction: str | None = None,
+           pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Scores of ``n`` dev pairs (or ``pairs``: :func:`check_pairs`'s, read already) by the run's
+    reranker (as ``urlkit.rerank(run=run_dir)``, the backbone in the folder's dtype) and by the
+    exported folder, and the largest differences. ``instruction``: the one the folder was
+    written with (its default), given to urlkit."""
     from urlkit.inference import TrainedReranker
 
-    pairs = check_pairs(run_dir, n)
+    pairs = check_pairs(run_dir, n) if pairs is None else pairs
     if not pairs:
         return {"pairs": 0, "urlkit": []}
     # urlkit's scores with the backbone in the folder's dtype (model.dtype=auto would take this
@@ -237,18 +242,20 @@ def main(argv: list[str] | None = None) -> Path:
                         help="largest allowed score difference for a float32 export (bfloat16: reported only)")
     args = parser.parse_args(argv)
     with reported_errors():  # bad input: "error: <message>", exit status 2
+        # the check's pairs first: data that cannot be read here stops the export before it writes
+        pairs, skipped = None, "--check 0"
+        if args.check > 0:
+            try:
+                pairs = check_pairs(args.run, args.check)
+            except MissingSplitError as err:  # a run without dev data trains (no dev evaluation): so it exports
+                skipped = f"the run's data has no dev split to draw pairs from: {err}"
         out = export_run(args.run, args.out, args.instruction, args.allow_unfinished)
         print(f"[urlkit] exported {args.run} -> {out}", flush=True)
-        if args.check <= 0:
-            print("[urlkit] parity check skipped (--check 0)", flush=True)
+        if pairs is None:
+            print(f"[urlkit] parity check skipped ({skipped})", flush=True)
             return out
         # with --instruction the folder's default instruction is that one, and urlkit scores with it
-        try:
-            result = parity(args.run, out, args.check, args.instruction)
-        except MissingSplitError as err:  # a run without dev data trains (no dev evaluation): so it exports
-            print(f"[urlkit] parity check skipped: the run's data has no dev split to draw pairs from ({err})",
-                  flush=True)
-            return out
+        result = parity(args.run, out, args.check, args.instruction, pairs=pairs)
         asked = f" ({args.check} asked: the dev split has no more text pairs)" if result["pairs"] < args.check else ""
         with_instruction = "" if args.instruction is None else f" with --instruction {args.instruction!r}"
         if not result["pairs"]:

@@ -344,7 +344,7 @@ def test_a_run_without_a_dev_split_exports_and_says_the_check_is_skipped(exporte
     out = main(["--run", str(run), "--out", str(tmp_path / "folder")])
     said = capsys.readouterr().out
     assert out == tmp_path / "folder" and (out / "urlkit_reranker.json").is_file()
-    assert "parity check skipped: the run's data has no dev split" in said and "dev.jsonl" in said
+    assert "parity check skipped (the run's data has no dev split" in said and "dev.jsonl" in said
 
 
 def test_an_export_that_fails_midway_leaves_no_half_folder(exported, tmp_path, monkeypatch):
@@ -366,3 +366,18 @@ def test_an_export_that_fails_midway_leaves_no_half_folder(exported, tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
     assert (tmp_path / "folder" / "modules.json").is_file() and (tmp_path / "folder" / "README.md").is_file()
     assert f"CrossEncoder({str(tmp_path / 'folder')!r})" in (tmp_path / "folder" / "README.md").read_text()
+
+
+def test_a_run_whose_data_is_not_here_stops_before_writing_and_says_check_0(exported, tmp_path, capsys):
+    """A run folder copied to another machine without its data: the parity check cannot draw its
+    pairs, so the export stops before writing anything (a complete folder under an exit 2 would be
+    refused as 'not empty' by the rerun), naming the path and --check 0, which then exports."""
+    gone = tmp_path / "elsewhere"
+    run = copied_run(exported[0], tmp_path, "finished", config_edit=(str(exported[0].parent / "data"), str(gone)))
+    with pytest.raises(SystemExit) as missing:
+        main(["--run", str(run), "--out", str(tmp_path / "folder")])
+    err = capsys.readouterr().err
+    assert missing.value.code == 2 and str(gone) in err and "--check 0" in err
+    assert not (tmp_path / "folder").exists()
+    main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    assert (tmp_path / "folder" / "urlkit_reranker.json").is_file()
