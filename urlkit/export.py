@@ -63,8 +63,9 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         max_length=int(cfg.model.get("max_length", 512)),
         dtype=str(built.backbone.model.dtype).removeprefix("torch."),  # as loaded: export_dtype's
         # a hub id only where the weights came from the hub (model.source=hub: model.name is its
-        # id); urlkit's own configs (tiny, the embedded GGUF smollm2_135m) name no hub model
-        base_model=str(cfg.model.name) if cfg.model.get("source") == "hub" else None,
+        # id, unless it is a local folder, which the hub would reject as the card's base_model);
+        # urlkit's own configs (tiny, the embedded GGUF smollm2_135m) name no hub model
+        base_model=str(cfg.model.name) if cfg.model.get("source") == "hub" and not local_path(cfg.model.name) else None,
         model_config=str(cfg.model.get("name")),
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
              "data": data_label(cfg.data),
@@ -73,6 +74,11 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
              "metrics": _flat_numbers(metrics)},
     )
     return write_folder(built.reranker, built.renderer, built.backbone, spec, out)
+
+
+def local_path(name: str) -> bool:
+    """``model.name`` read as a local folder, as the hub loader reads it (urlkit.model.hub)."""
+    return Path(str(name)).expanduser().is_dir() or str(name).startswith((".", "/", "~"))
 
 
 def export_dtype(run_dir: Path, info: dict) -> tuple[str | None, str]:

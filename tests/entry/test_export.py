@@ -381,3 +381,16 @@ def test_a_run_whose_data_is_not_here_stops_before_writing_and_says_check_0(expo
     assert not (tmp_path / "folder").exists()
     main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
     assert (tmp_path / "folder" / "urlkit_reranker.json").is_file()
+
+
+def test_a_local_folder_backbone_is_no_base_model_on_the_card(exported, tmp_path):
+    """model.source=hub with model.name a local folder (here the exported tiny model, trained on):
+    the hub would reject a path as the card's base_model, so the card names none."""
+    run = copied_run(exported[0], tmp_path, "finished")
+    config = (run / "config.yaml").read_text()
+    assert "  name: tiny\n  source: tiny\n" in config
+    (run / "config.yaml").write_text(config.replace("  name: tiny\n  source: tiny\n",
+                                                    f"  name: {exported[1]}\n  source: hub\n", 1))
+    main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    assert json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())["base_model"] is None
+    assert "base_model" not in (tmp_path / "folder" / "README.md").read_text().split("---")[1]
