@@ -7,7 +7,7 @@ the library is :mod:`urlkit.evaluation.rerank`, the data come from :mod:`urlkit.
     python -m urlkit.evaluate model=none               # BM25 alone
     python -m urlkit.evaluate benchmark=embedded       # a suite: every dataset, one table + CSV
 
-Writes to its output directory (or the run's): ``metrics.json``, ``per_query/<dataset>_<model>.csv``
+Writes to its output directory (never a training run's folder, whose files it would replace): ``metrics.json``, ``per_query/<dataset>_<model>.csv``
 and the TREC run files ``per_query/<dataset>_<model>.trec``; prints the metrics table with
 BM25 as one of its rows and the Table 4 category layout. With ``benchmark=<suite>`` it does
 that for every dataset of the suite, and writes ``benchmark.csv`` and ``benchmark/<dataset>.json``
@@ -30,9 +30,16 @@ def evaluate(cfg) -> dict[str, float]:
 
     from urlkit.build import build_reranker, check_direction, evaluation_set, load_trained
     from urlkit.config import sets_data
+    from urlkit.errors import ConfigError
     from urlkit.records import RunDirectory
 
     out = RunDirectory(HydraConfig.get().runtime.output_dir)
+    if (out.path / "run.json").exists():
+        # its config.yaml and metrics.json would be replaced by this evaluation's: the run could
+        # no longer be resumed or exported, and its own test metrics would be gone
+        raise ConfigError(f"hydra.run.dir={out.path} holds a training run (run.json): an evaluation writes its "
+                          "own config.yaml and metrics.json there; leave hydra.run.dir unset (a new folder "
+                          "under outputs/evaluations) or give a folder of its own")
     data_cfg, direction, label, built, run_cfg = cfg.data, cfg.direction.name, cfg.model.name, None, None
     if cfg.run_dir:
         built, run_cfg = load_trained(cfg.run_dir)

@@ -60,3 +60,22 @@ def test_a_trained_run_is_evaluated_on_its_own_data(tmp_path):
     for metric in ("ndcg@10", "mrr@10"):
         assert metrics[f"run/test/small/{metric}"] == pytest.approx(trained[f"test/{metric}"], abs=1e-6)
         assert metrics[f"bm25/test/small/{metric}"] == pytest.approx(trained[f"bm25/test/{metric}"], abs=1e-12)
+
+
+def test_evaluating_into_a_training_runs_folder_is_refused_and_keeps_its_files(tmp_path):
+    """hydra.run.dir=<the run> would have replaced the run's config.yaml (resume and export read
+    it) and metrics.json with the evaluation's: refused, exit 2, the run's files as they were."""
+    from helpers.run_helpers import compose_train, write_small_dataset
+
+    from urlkit.train import train
+
+    run_dir = tmp_path / "run"
+    train(compose_train(write_small_dataset(tmp_path / "small")), run_dir)
+    before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "metrics.json", "run.json")}
+    out = subprocess.run(
+        [sys.executable, "-m", "urlkit.evaluate", f"run_dir={run_dir}", f"hydra.run.dir={run_dir}", "batch_size=8"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"hydra.run.dir={run_dir} holds a training run" in out.stderr
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
