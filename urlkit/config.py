@@ -108,9 +108,11 @@ def log_file(output_dir: str, job_name: str) -> str:
 
 
 def sets_data(overrides: Iterable[str]) -> bool:
-    """Whether command-line overrides set the data (``data=...``, ``data.path=...``): ``python
-    -m urlkit.evaluate run_dir=<run>`` scores the run's own data otherwise."""
-    return any(str(o).split("=")[0].lstrip("+~").startswith("data") for o in overrides or [])
+    """Whether command-line overrides name another dataset (``data=...``, ``data.path=...``,
+    ``data.dataset=...``, ``data.mixture...``): ``python -m urlkit.evaluate run_dir=<run>`` scores
+    the run's own data otherwise, other ``data.*`` keys (``data.test_split=dev``) set on it."""
+    keys = [str(o).split("=")[0].lstrip("+~") for o in overrides or []]
+    return any(key in ("data", "data.path", "data.dataset") or key.startswith("data.mixture") for key in keys)
 
 
 def evaluation_name(run_dir: str | None, name: str, overrides) -> str:

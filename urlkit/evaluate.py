@@ -44,7 +44,8 @@ def evaluate(cfg) -> dict[str, float]:
     if cfg.run_dir:
         built, run_cfg = load_trained(cfg.run_dir)
         direction, label = check_direction(run_cfg), Path(cfg.run_dir).name
-        data_cfg = cfg.data if sets_data(HydraConfig.get().overrides.task) else run_cfg.data
+        overrides = HydraConfig.get().overrides.task
+        data_cfg = cfg.data if sets_data(overrides) else with_data_keys(run_cfg.data, cfg.data, overrides)
     elif cfg.model.name != "none":
         built = build_reranker(cfg, trainable=False)
     # what was scored with what: a run's own data (unless overridden), model, head, prompt, direction
@@ -78,6 +79,28 @@ def evaluate(cfg) -> dict[str, float]:
     print(f"\nTable 4 layout ({MAIN_METRIC} x100):\n{categories.to_string()}")
     print(f"\nwritten to {out.path}")
     return metrics
+
+
+def with_data_keys(run_data, data, overrides) -> object:
+    """The run's own data with the ``data.*`` keys the command line sets (``data.test_split=dev``,
+    ``data.retriever=trec data.run_file=...``) taken from ``data``, the evaluation's config: the
+    rest of that config is the default dataset's, not the run's."""
+    from omegaconf import OmegaConf
+
+    own = OmegaConf.create(OmegaConf.to_container(run_data, resolve=True))
+    for override in overrides or []:
+        key = str(override).split("=")[0]
+        if not key.lstrip("+~").startswith("data."):
+            continue
+        sub = key.lstrip("+~").removeprefix("data.")
+        if key.startswith("~"):
+            parent, _, leaf = sub.rpartition(".")
+            node = OmegaConf.select(own, parent) if parent else own
+            if node is not None and leaf in node:
+                node.pop(leaf)
+        else:
+            OmegaConf.update(own, sub, OmegaConf.select(data, sub), force_add=True)
+    return own
 
 
 def scoring_settings(cfg, model_cfg) -> dict:

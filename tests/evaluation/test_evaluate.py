@@ -79,3 +79,28 @@ def test_evaluating_into_a_training_runs_folder_is_refused_and_keeps_its_files(t
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"hydra.run.dir={run_dir} holds a training run" in out.stderr
     assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_a_data_key_set_with_run_dir_adjusts_the_runs_data_not_the_default_dataset(tmp_path):
+    """``run_dir=<run> data.test_split=dev`` scores the run's data (its dev split), not the default
+    data group (wordsense) with that key set; data.path (another dataset) still replaces it."""
+    from helpers.run_helpers import compose_train, write_small_dataset
+    from omegaconf import OmegaConf
+
+    from urlkit.config import sets_data
+    from urlkit.train import train
+
+    data = write_small_dataset(tmp_path / "small")
+    run_dir = tmp_path / "run"
+    train(compose_train(data, "data.name=small"), run_dir)
+    out = subprocess.run(
+        [sys.executable, "-m", "urlkit.evaluate", f"run_dir={run_dir}", "data.test_split=dev", "max_queries=2",
+         f"output_root={tmp_path / 'out'}", "batch_size=8"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (folder,) = (tmp_path / "out" / "evaluations").iterdir()
+    written = OmegaConf.load(folder / "config.yaml")
+    assert written.data.path == str(data) and written.data.test_split == "dev" and "_small_" in folder.name
+    assert "run/dev/small/ndcg@10" in json.loads((folder / "metrics.json").read_text())
+    assert sets_data(["data.path=/x"]) and sets_data(["data=beir"]) and not sets_data(["+data.on_error=skip"])
