@@ -17,7 +17,7 @@ import sys
 
 import pytest
 import torch
-from helpers.run_helpers import TOPICS, compose_train, write_small_dataset
+from helpers.run_helpers import TOPICS, compose_train, tiny_gemma2_folder, write_small_dataset
 
 import urlkit
 from urlkit.build import build_reranker
@@ -394,3 +394,19 @@ def test_a_local_folder_backbone_is_no_base_model_on_the_card(exported, tmp_path
     main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
     assert json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())["base_model"] is None
     assert "base_model" not in (tmp_path / "folder" / "README.md").read_text().split("---")[1]
+
+
+def test_a_gemma2_folder_scores_uncapped_logits_as_urlkit(tmp_path):
+    """Gemma 2 caps its output logits (cap * tanh(logit / cap)); urlkit's score reads the LM-head
+    rows uncapped, so the folder is written without the cap and scores what urlkit scores (the
+    export's own float32 check passes instead of failing at 2e-2)."""
+    base = tiny_gemma2_folder(tmp_path / "gemma2")
+    cfg = compose_train(write_small_dataset(tmp_path / "data"), "model.source=hub", f"model.name={base}",
+                        "train.lr=5e-2")
+    train(cfg, tmp_path / "run")
+    main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "folder")])  # its check: < 1e-4
+    assert json.loads((tmp_path / "folder" / "config.json").read_text())["final_logit_softcapping"] is None
+    pairs = PAIRS[:6]
+    ours = torch.tensor([urlkit.rerank(q, [d], run=tmp_path / "run")[0] for q, d in pairs])
+    for name, scores in score_folder(tmp_path / "folder", pairs).items():
+        assert (torch.tensor(scores) - ours).abs().max().item() < 1e-4, name

@@ -68,3 +68,24 @@ def compose_train(data_path: Path, *overrides: str, config_name: str = "train"):
     ]
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         return compose(config_name=config_name, overrides=[*tiny, *overrides])
+
+
+def tiny_gemma2_folder(root: Path, softcap: float = 3.0) -> Path:
+    """A tiny random Gemma-2 (final_logit_softcapping set, as Gemma 2's checkpoints have it) with
+    SmolLM2's tokenizer, saved as a local checkpoint folder for ``model.source=hub``."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from urlkit.model.backbone import load_smollm2_tokenizer
+
+    tokenizer = load_smollm2_tokenizer()
+    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, final_logit_softcapping=softcap,
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Gemma2ForCausalLM(config)
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root

@@ -9,7 +9,8 @@
 
 The score is urlkit's: the head reads the K gathered LM-head rows at the prompt's last token
 (``urlkit.model.heads``), and ``relevance`` turns them into logit(yes) - logit(no) (direction
-sft) or logit(yes) (direction cl). The merged model's full LM head gives the same two logits,
+sft) or logit(yes) (direction cl). The merged model's full LM head gives the same two logits
+(written without Gemma 2's final_logit_softcapping, which urlkit's rows do not apply),
 so sentence-transformers' ``LogitScore(yes_id, no_id)`` (or ``LogitScore(yes_id)``) and a plain
 ``AutoModelForCausalLM`` score exactly what urlkit scores, on the exact prompt (the chat template
 is built from urlkit's renderer, see ``PromptRenderer.pair_chat_template``).
@@ -166,6 +167,10 @@ def _write_files(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, 
     try:
         model = merged_causal_lm(reranker, backbone, parse_dtype(spec.dtype))
         model.config.use_cache = True
+        # Gemma 2's final_logit_softcapping writes cap * tanh(logit / cap) as the logits; urlkit's
+        # score reads the LM-head rows uncapped, so the folder's logits are written uncapped too
+        if getattr(model.config, "final_logit_softcapping", None) is not None:
+            model.config.final_logit_softcapping = None
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
     finally:
