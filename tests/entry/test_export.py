@@ -410,3 +410,24 @@ def test_a_gemma2_folder_scores_uncapped_logits_as_urlkit(tmp_path):
     ours = torch.tensor([urlkit.rerank(q, [d], run=tmp_path / "run")[0] for q, d in pairs])
     for name, scores in score_folder(tmp_path / "folder", pairs).items():
         assert (torch.tensor(scores) - ours).abs().max().item() < 1e-4, name
+
+
+def test_an_empty_out_folder_that_cannot_be_replaced_receives_the_files(exported, tmp_path, monkeypatch):
+    """--out an empty mount point (a container's volume): renaming the written folder over it
+    fails (EBUSY), so its files are moved into it."""
+    import errno
+
+    import urlkit.model.export as written
+
+    real = os.replace
+
+    def busy(src, dst):
+        if str(dst) == str(tmp_path / "mounted"):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real(src, dst)
+
+    (tmp_path / "mounted").mkdir()
+    monkeypatch.setattr(written.os, "replace", busy)
+    main(["--run", str(exported[0]), "--out", str(tmp_path / "mounted"), "--check", "0"])
+    assert (tmp_path / "mounted" / "modules.json").is_file() and (tmp_path / "mounted" / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mounted"]

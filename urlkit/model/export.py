@@ -137,7 +137,12 @@ def write_folder(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, 
         try:
             os.replace(staging, out)  # onto nothing, or onto an empty folder
         except OSError as err:
-            raise ExportError(f"--out {out}: could not move the written folder there ({err})") from err
+            if not (out.is_dir() and not any(out.iterdir())):
+                raise ExportError(f"--out {out}: could not move the written folder there ({err})") from err
+            # an empty folder that cannot be replaced (a mount point, a container's volume): the
+            # complete files are moved into it, the last step of a failed export that leaves them
+            for item in sorted(staging.iterdir()):
+                shutil.move(str(item), str(out / item.name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
