@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from urlkit.config import print_on_rank_zero, read_run_config, resolve_path
 from urlkit.data.candidates import Ranking, first_stage, without_identical_ids
-from urlkit.data.format import DataError, MissingSplitError, Split
+from urlkit.data.format import MissingSplitError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups
 from urlkit.data.loaders import load_split
 from urlkit.data.mbeir import SPLIT_FOLDERS
@@ -34,6 +34,7 @@ from urlkit.loss.directions import get_direction, resolve_direction
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
 from urlkit.model.scoring import Reranker, ScoringOptions
+from urlkit.records import RunDirectory
 
 
 @dataclass
@@ -252,11 +253,13 @@ def compile_setting(model_cfg: Any) -> bool | None:
     return COMPILE_SETTINGS[value]
 
 
-def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool = True) -> Built:
+def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool = True,
+                   recorded_tokens: list[int] | None = None) -> Built:
     """Backbone (+ LoRA when ``trainable``) + scoring head, from ``cfg.model``/``cfg.head``/``cfg.direction``.
 
     ``sample`` is a training split whose prompts rank the extra tokens when
-    ``head.num_tokens`` exceeds the listed tokens (paper Appendix B.3).
+    ``head.num_tokens`` exceeds the listed tokens (paper Appendix B.3); ``recorded_tokens``, the
+    set a run trained with (run.json ``token_ids``), is taken instead of ranking them again.
     """
     backbone = load_backbone(cfg.model)
     if str(cfg.model.get("dtype", "float32")) == "auto":
@@ -268,7 +271,12 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     except ValueError as err:
         raise ConfigError(f"head.tokens={tokens}: {err}") from err
     extra = int(cfg.head.get("num_tokens", len(tokens))) - len(tokens)
-    if extra > 0:
+    if extra > 0 and recorded_tokens:  # ranked again, grown data or another dtype could pick others
+        if len(recorded_tokens) != len(tokens) + extra or list(recorded_tokens[: len(tokens)]) != token_ids:
+            raise ConfigError(f"run.json token_ids {list(recorded_tokens)} are not head.tokens {tokens} "
+                              f"({token_ids}) and {extra} more (head.num_tokens)")
+        token_ids, tokens = [int(i) for i in recorded_tokens], [backbone.tokenizer.decode([int(i)]) for i in recorded_tokens]
+    elif extra > 0:
         token_ids, tokens = _expand_token_set(backbone, renderer, sample, token_ids, extra, cfg)
     direction = cfg.direction.name
     head = build_head(
@@ -374,31 +382,14 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None,
     cfg = read_run_config(run_dir)
     if dtype is not None:
         cfg.model.dtype = dtype
-    sample = None
-    if int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens):
+    sample, recorded = None, RunDirectory(run_dir).read_info().get("token_ids")
+    if int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens) and not recorded:  # a run from before the record
         first = mixture_configs(cfg.data)[0][2]  # the run's (first) training source ranked the tokens
         sample = load_data_split(first, first.train_split)
-    built = build_reranker(cfg, sample=sample, trainable=True)
+    built = build_reranker(cfg, sample=sample, trainable=True, recorded_tokens=recorded)
+    from urlkit.training.checkpointing import load_trained_weights  # lazy: it imports Lightning
+
     ckpt = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.exists():
-        raise FileNotFoundError(f"no checkpoint at {ckpt}")
-    try:  # written atomically, so only a file damaged or replaced later gets to the except
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same answer
-        raise DataError(f"not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:300]})",
-                        path=ckpt) from err
-    prefix = "reranker."
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    extra = set(weights) - set(built.reranker.state_dict())
-    # the checkpoint holds the trainable parameters alone: one of them absent would stay untrained
-    absent = {n for n, p in built.reranker.named_parameters() if p.requires_grad} - set(weights)
-    if extra or absent:
-        raise DataError(f"does not match {run_dir / 'config.yaml'}: parameters it does not build "
-                        f"{sorted(extra)[:5]}, trained ones it lacks {sorted(absent)[:5]}", path=ckpt)
-    try:
-        built.reranker.load_state_dict(weights, strict=False)
-    except RuntimeError as err:  # a shape the config builds otherwise (lora.r, say)
-        raise DataError(f"does not match {run_dir / 'config.yaml'}: {' '.join(str(err).split())[:300]}",
-                        path=ckpt) from err
+    load_trained_weights(built.reranker, ckpt, run_dir / "config.yaml")
     built.reranker.eval()
     return built, cfg

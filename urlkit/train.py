@@ -183,7 +183,8 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         # urlkit.rerank's default instruction, and the dtype model.dtype resolved to (auto: this
         # machine's choice), which python -m urlkit.export writes the model in
         run.update_info(instruction=train_split.instruction,
-                        model_dtype=str(built.backbone.model.dtype).removeprefix("torch."))
+                        model_dtype=str(built.backbone.model.dtype).removeprefix("torch."),
+                        token_ids=[int(i) for i in built.token_ids])  # the head's set, which load_trained reads
     if note := temperature_note(cfg):
         say(f"[urlkit] note: {note}", flush=True)
     evaluator = build_evaluator(cfg, built)

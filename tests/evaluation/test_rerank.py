@@ -112,3 +112,25 @@ def test_rerank_loads_a_run_again_once_its_checkpoint_changed(trained_run, tmp_p
     after = urlkit.rerank("where do cats sleep", docs, run=run)
     fresh = TrainedReranker.from_run(run).score("where do cats sleep", docs)
     assert after == pytest.approx(fresh, abs=1e-6) and max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-4
+
+
+def test_an_expanded_token_set_is_the_one_the_run_trained_with_after_its_data_grew(tmp_path):
+    """head.num_tokens > 2: training ranks the extra tokens on its data; loading the run takes the
+    set run.json records, so queries appended to the training file since (which rank others:
+    ' incre' for ' festivities' here) change neither the set nor the scores."""
+    import json
+
+    from urlkit.build import load_trained
+
+    data = write_small_dataset(tmp_path / "data")
+    train(compose_train(data, "head.num_tokens=6", "head.token_sample=32", "train.lr=5e-3"), tmp_path / "run")
+    trained = load_trained(tmp_path / "run")[0].token_ids
+    docs = ["Cats sleep in warm places.", "A saw cuts wood."]
+    before = TrainedReranker.from_run(tmp_path / "run").score("where do cats sleep", docs)
+    with (data / "train.jsonl").open("a") as f:
+        for i in range(12):
+            f.write(json.dumps({"id": f"new{i}", "text": f"completely different question number {i} about zebras",
+                                "positives": ["d-cats"]}) + "\n")
+    built, _ = load_trained(tmp_path / "run")
+    assert len(trained) == 6 and built.token_ids == trained
+    assert TrainedReranker.from_run(tmp_path / "run").score("where do cats sleep", docs) == pytest.approx(before, abs=1e-6)

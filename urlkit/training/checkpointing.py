@@ -77,3 +77,30 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def load_trained_weights(reranker: torch.nn.Module, ckpt: Path, config_file: Path) -> None:
+    """Load a training checkpoint's weights (its trainable parameters) into ``reranker``, built
+    from ``config_file``; a file damaged or replaced since, or one that does not match the
+    config, is an error naming it, not a traceback or parameters left untrained."""
+    from urlkit.data.format import DataError
+
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint at {ckpt}")
+    try:  # written atomically, so only a file damaged or replaced later gets to the except
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same answer
+        raise DataError(f"not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:300]})",
+                        path=ckpt) from err
+    prefix = "reranker."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    extra = set(weights) - set(reranker.state_dict())
+    # the checkpoint holds the trainable parameters alone: one of them absent would stay untrained
+    absent = {n for n, p in reranker.named_parameters() if p.requires_grad} - set(weights)
+    if extra or absent:
+        raise DataError(f"does not match {config_file}: parameters it does not build "
+                        f"{sorted(extra)[:5]}, trained ones it lacks {sorted(absent)[:5]}", path=ckpt)
+    try:
+        reranker.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # a shape the config builds otherwise (lora.r, say)
+        raise DataError(f"does not match {config_file}: {' '.join(str(err).split())[:300]}", path=ckpt) from err
