@@ -42,6 +42,10 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
     info_file = run_dir / "run.json"
     info = RunDirectory(run_dir).read_info()  # a damaged run.json: an error naming it
     status = info.get("status")
+    if (run_dir / "config.yaml").exists() and not info_file.exists() and not allow_unfinished:
+        raise ExportError(f"{info_file}: no such file, so nothing says the run finished: {run_dir} is not a "
+                          "training run's folder (an evaluation's has no run.json), or its run.json was lost; "
+                          "--allow-unfinished exports its last checkpoint anyway")
     if (run_dir / "config.yaml").exists() and status != "finished" and not allow_unfinished:
         # checked before loading: an interrupted run's last checkpoint is not the trained model
         raise ExportError(f"{info_file}: status {status!r}, not 'finished' (its last checkpoint is "

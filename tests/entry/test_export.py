@@ -431,3 +431,13 @@ def test_an_empty_out_folder_that_cannot_be_replaced_receives_the_files(exported
     main(["--run", str(exported[0]), "--out", str(tmp_path / "mounted"), "--check", "0"])
     assert (tmp_path / "mounted" / "modules.json").is_file() and (tmp_path / "mounted" / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mounted"]
+
+
+def test_a_folder_without_run_json_is_said_to_have_none_not_status_none(exported, tmp_path, capsys):
+    run = copied_run(exported[0], tmp_path, "finished")
+    (run / "run.json").unlink()
+    with pytest.raises(SystemExit) as refused:
+        main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and f"{run / 'run.json'}: no such file" in err and "status None" not in err
+    assert "--allow-unfinished" in err and not (tmp_path / "folder").exists()
