@@ -42,9 +42,17 @@ def evaluate(cfg) -> dict[str, float]:
                           "under outputs/evaluations) or give a folder of its own")
     data_cfg, direction, label, built, run_cfg = cfg.data, cfg.direction.name, cfg.model.name, None, None
     if cfg.run_dir:
-        built, run_cfg = load_trained(cfg.run_dir)
-        direction, label = check_direction(run_cfg), Path(cfg.run_dir).name
         overrides = HydraConfig.get().overrides.task
+        keys = [str(o).split("=")[0].lstrip("+~") for o in overrides]
+        # the run's config.yaml builds what scores; another model, head or prompt would not be used
+        unused = [o for o, k in zip(overrides, keys, strict=True)
+                  if k.split(".")[0] in ("model", "head", "prompt", "direction") and k != "model.dtype"]
+        if unused:
+            raise ConfigError(f"run_dir={cfg.run_dir} scores with the run's own model, head, prompt and direction "
+                              f"(its config.yaml), so {' '.join(unused)} would not be used: drop it "
+                              "(model.dtype=... alone applies to a run)")
+        built, run_cfg = load_trained(cfg.run_dir, dtype=cfg.model.dtype if "model.dtype" in keys else None)
+        direction, label = check_direction(run_cfg), Path(cfg.run_dir).name
         data_cfg = cfg.data if sets_data(overrides) else with_data_keys(run_cfg.data, cfg.data, overrides)
     elif cfg.model.name != "none":
         built = build_reranker(cfg, trainable=False)

@@ -104,3 +104,26 @@ def test_a_data_key_set_with_run_dir_adjusts_the_runs_data_not_the_default_datas
     assert written.data.path == str(data) and written.data.test_split == "dev" and "_small_" in folder.name
     assert "run/dev/small/ndcg@10" in json.loads((folder / "metrics.json").read_text())
     assert sets_data(["data.path=/x"]) and sets_data(["data=beir"]) and not sets_data(["+data.on_error=skip"])
+
+
+def test_a_model_head_or_prompt_override_with_run_dir_is_refused_and_model_dtype_applies(tmp_path):
+    """With run_dir the run's config.yaml builds the scorer: prompt=... or head.* given too were
+    dropped without a word; now an error names them. model.dtype=... is the one that applies."""
+    from helpers.run_helpers import compose_train, write_small_dataset
+    from omegaconf import OmegaConf
+
+    from urlkit.train import train
+
+    run_dir = tmp_path / "run"
+    train(compose_train(write_small_dataset(tmp_path / "small")), run_dir)
+    base = [sys.executable, "-m", "urlkit.evaluate", f"run_dir={run_dir}", f"output_root={tmp_path / 'out'}",
+            "batch_size=8"]
+    refused = subprocess.run([*base, "prompt=qwen3_reranker", "head.trainable=true"],
+                             capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "prompt=qwen3_reranker head.trainable=true would not be used" in refused.stderr
+    assert not (tmp_path / "out" / "evaluations").exists() or not any((tmp_path / "out" / "evaluations").glob("*/metrics.json"))
+    bf16 = subprocess.run([*base, "model.dtype=bfloat16"], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert bf16.returncode == 0, bf16.stderr[-2000:]
+    (folder,) = [f for f in (tmp_path / "out" / "evaluations").iterdir() if (f / "metrics.json").exists()]
+    assert OmegaConf.load(folder / "config.yaml").model.dtype == "bfloat16"
