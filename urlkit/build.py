@@ -382,8 +382,9 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None,
     cfg = read_run_config(run_dir)
     if dtype is not None:
         cfg.model.dtype = dtype
-    sample, recorded = None, RunDirectory(run_dir).read_info().get("token_ids")
-    if int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens) and not recorded:  # a run from before the record
+    expanded = int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens)  # only then run.json is needed
+    sample, recorded = None, RunDirectory(run_dir).read_info().get("token_ids") if expanded else None
+    if expanded and not recorded:  # a run from before the record
         first = mixture_configs(cfg.data)[0][2]  # the run's (first) training source ranked the tokens
         sample = load_data_split(first, first.train_split)
     built = build_reranker(cfg, sample=sample, trainable=True, recorded_tokens=recorded)
