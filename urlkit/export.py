@@ -57,7 +57,11 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
     steps = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     prompt = PromptFormat.from_config(cfg.get("prompt")).as_dict()
     metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    try:  # the card's table only, but one cut short is said so by name, not as a JSON traceback
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ExportError(f"{metrics_file} cannot be read ({type(err).__name__}: {err})") from err
+    metrics = metrics if isinstance(metrics, dict) else {}
     spec = ExportSpec(
         direction=str(cfg.direction.name),
         token_ids=list(built.token_ids),

@@ -441,3 +441,13 @@ def test_a_folder_without_run_json_is_said_to_have_none_not_status_none(exported
     err = capsys.readouterr().err
     assert refused.value.code == 2 and f"{run / 'run.json'}: no such file" in err and "status None" not in err
     assert "--allow-unfinished" in err and not (tmp_path / "folder").exists()
+
+
+def test_a_damaged_metrics_json_is_an_error_naming_it(exported, tmp_path, capsys):
+    run = copied_run(exported[0], tmp_path, "finished")
+    (run / "metrics.json").write_text('{"test/ndcg@10": 0.5')
+    with pytest.raises(SystemExit) as damaged:
+        main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
+    err = capsys.readouterr().err
+    assert damaged.value.code == 2 and f"error: {run / 'metrics.json'} cannot be read" in err
+    assert not (tmp_path / "folder").exists()
