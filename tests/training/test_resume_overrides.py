@@ -35,3 +35,28 @@ def test_resume_refuses_overrides_that_would_change_the_run_and_accepts_repeats(
     assert again.returncode == 0, again.stderr[-2000:]
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished" and info.get("error") is None  # not the earlier attempt's
+
+
+def test_a_resumed_run_keeps_the_expanded_token_set_its_checkpoint_trained(tmp_path):
+    # head.num_tokens > 2: the extra tokens are ranked on the training data when a run starts; a
+    # resume used to rank them again, so queries appended since (here, which rank others) gave the
+    # checkpoint's trained head rows to other tokens. It now takes the set run.json records
+    data = write_small_dataset(tmp_path / "small")
+    run = tmp_path / "run"
+    command = ["model=tiny", f"data.path={data}", "logger=none", "train.max_steps=2", "train.warmup_steps=1",
+               "eval.every_n_steps=0", "data.n_negatives=3", "+trainer.enable_progress_bar=false",
+               "head.num_tokens=6", "head.token_sample=32", "train.lr=5e-3", "checkpoint.every_n_steps=1"]  # fmt: skip
+    first = _run(*command, f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    info = json.loads((run / "run.json").read_text())
+    trained = info["token_ids"]
+    assert len(trained) == 6
+    info.update(status="interrupted", error="SIGTERMException")
+    (run / "run.json").write_text(json.dumps(info))
+    with (data / "train.jsonl").open("a") as f:
+        for i in range(12):
+            f.write(json.dumps({"id": f"new{i}", "text": f"completely different question number {i} about zebras",
+                                "positives": ["d-cats"]}) + "\n")
+    again = _run(*command, f"resume={run}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((run / "run.json").read_text())["token_ids"] == trained
