@@ -257,3 +257,12 @@ def test_table1_reads_its_diagonal_from_figure3_weights_as_the_findings_do():
     table = probe_table(runs.select(experiment_name=list(TABLE_EXPERIMENTS[name])), paper=name)
     assert list(table["n"]) == [3, 3, 3, 3]  # the diagonal too (it was n=0 from table1's runs alone)
     assert table.loc[0, "mean"] == pytest.approx(62.53, abs=0.01)  # figures/tables/table1_embedded.md
+
+
+def test_a_misspelt_metric_is_an_error_naming_it_not_a_table_of_no_runs():
+    # a notebook's metric="test/ndcg10" printed the paper's table with n = 0 in every row
+    runs = load_runs(REPO_ROOT / "results" / "embedded" / "table1_weight_direction")
+    assert len(runs)
+    with pytest.raises(KeyError, match=r"no finished run has the final metric 'test/ndcg10' \(final metrics: .*test/ndcg@10"):
+        probe_table(runs, metric="test/ndcg10", paper="table1_weight_direction")
+    assert probe_table(runs, metric="test/ndcg@10", paper="table1_weight_direction")["n"].sum() > 0
