@@ -58,3 +58,22 @@ def test_deep_single_channel_modes_are_scaled_by_their_full_scale(tmp_path, valu
     Image.fromarray(np.tile(values, (4, 1))).save(path)
     grey = np.array(read_image(path))[0, :, 0]
     np.testing.assert_array_equal(grey, np.round(values.astype(np.float64) * 255 / white).astype(np.uint8))
+
+
+def test_an_exif_rotated_photo_is_read_upright_as_transformers_does(tmp_path):
+    from transformers.image_utils import load_image
+
+    # stored 40 wide x 20 high, red left half and blue right; orientation 6: shown turned 90 degrees clockwise
+    stored = Image.new("RGB", (40, 20), (255, 0, 0))
+    ImageDraw.Draw(stored).rectangle((20, 0, 39, 19), fill=(0, 0, 255))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "portrait photo.jpg"
+    stored.save(path, exif=exif.tobytes(), quality=95)
+
+    image = read_image(path)
+    assert image.size == (20, 40)
+    pixels = np.asarray(image).astype(int)
+    assert pixels[5, 10, 0] > 200 and pixels[5, 10, 2] < 60  # the red half is on top once upright
+    assert pixels[35, 10, 2] > 200 and pixels[35, 10, 0] < 60
+    assert np.abs(pixels - np.asarray(load_image(str(path))).astype(int)).max() <= 1

@@ -88,13 +88,15 @@ def read_image(path: str | Path):
     """The image at ``path`` as 8-bit RGB, as the backbone's own pipeline shows it: transparency
     composited onto white (transformers' ``convert_to_rgb``; a bare ``convert("RGB")`` shows a
     transparent background as the black under it) and 16-/32-bit pixels scaled down to 8 bits
-    (``convert`` clips them: a 16-bit gradient came out 98% white). A :class:`DataError`
-    naming the file if it cannot be read."""
-    from PIL import Image
+    (``convert`` clips them: a 16-bit gradient came out 98% white), and turned upright by its
+    EXIF orientation as transformers' ``load_image`` does (a phone's portrait photo is stored
+    sideways: read as stored, it was scored sideways, with its width and height swapped). A
+    :class:`DataError` naming the file if it cannot be read."""
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
-            image = _eight_bit(image)
+            image = _eight_bit(ImageOps.exif_transpose(image))
             if "A" in image.getbands() or image.info.get("transparency") is not None:
                 white = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
