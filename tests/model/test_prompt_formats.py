@@ -86,6 +86,35 @@ def test_qwen3_vl_reranker_format_puts_images_after_the_field_labels(tmp_path):
     assert "<Query>:<|vision_start|><|image_pad|><|vision_end|>a red square\n<Document>:<|vision_start|>" in expected
 
 
+
+def test_qwen3_reranker_format_on_a_vision_language_backbone_writes_its_string(tmp_path):
+    """Its ChatML template writes a string content: the processor's content items came out as
+    their Python repr ("[{'type': 'text', ...}]"), and an image query failed."""
+    import torch
+    from PIL import Image
+
+    from urlkit.model.backbone import load_backbone
+    from urlkit.model.heads import LMHeadRows
+    from urlkit.model.scoring import Reranker
+
+    tiny = load_backbone({"family": "qwen2_5_vl", "source": "tiny"})
+    renderer = PromptRenderer.from_format(tiny.tokenizer, prompt_format("qwen3_reranker"), max_length=128,
+                                          processor=tiny.processor)
+    assert renderer.render_text("Find the capital.", QUERY, DOC) == official("Find the capital.", QUERY.text, DOC.text)
+    text_only = PromptRenderer.from_format(tiny.tokenizer, prompt_format("qwen3_reranker"), max_length=128)
+    assert renderer.encode("", QUERY, DOC).input_ids == text_only.encode("", QUERY, DOC).input_ids
+
+    Image.new("RGB", (56, 56), "red").save(tmp_path / "q.png")
+    query = Query(id="qi", text="a red square", image=str(tmp_path / "q.png"), qrels={})
+    image = "<|vision_start|><|image_pad|><|vision_end|>"
+    assert renderer.render_text("Find it.", query, DOC) == official("Find it.", image + query.text, DOC.text)
+    batch = renderer.collate([renderer.encode("Find it.", query, DOC), renderer.encode("Find it.", QUERY, DOC)])
+    assert int(batch["mm_token_type_ids"].sum()) == 4 and batch["image_grid_thw"].tolist() == [[1, 4, 4]]
+    reranker = Reranker(tiny, LMHeadRows(tiny.model.get_output_embeddings().weight,
+                                         resolve_token_ids(tiny.tokenizer, ["yes", "no"]))).eval()
+    with torch.no_grad():
+        assert torch.isfinite(reranker(batch)).all()
+
 def test_qwen3_reranker_model_uses_its_format_and_loads_through_the_hub_ladder(tmp_path, qwen_tokenizer):
     """model=qwen3_reranker_0_6b (hub id Qwen/Qwen3-Reranker-0.6B): the hub is unreachable here,
     so model.name points the same loading code at a local folder holding a tiny Qwen3."""

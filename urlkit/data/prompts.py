@@ -300,7 +300,11 @@ class PromptRenderer:
         query_field = text if query.image is None else _QUERY_IMAGE + text
         user = template.format(instruction=instruction, query=query_field, document=_SENTINEL)
         chat = {"chat_template": self.chat_template} if self.chat_template else {}
-        if self.processor is not None:  # content items: the template writes the image item
+        if self.processor is not None and self.chat_template:
+            # a format's own template (qwen3_reranker's ChatML) writes string contents: a list of
+            # content items came out as its Python repr. The image goes in as the processor writes it
+            user = user.replace(_QUERY_IMAGE, self._image_marker)
+        elif self.processor is not None:  # content items: the processor's template writes the image item
             before, _, after = user.partition(_QUERY_IMAGE)
             items = [{"type": "text", "text": before}]
             if query.image is not None:
