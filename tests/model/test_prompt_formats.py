@@ -182,3 +182,13 @@ def test_pair_chat_template_writes_the_renderers_prompt(smollm2_tokenizer):
 def test_unknown_prompt_keys_are_refused():
     with pytest.raises(ValueError, match="unknown key"):
         PromptFormat.from_config({"name": "x", "sytem": "typo"})
+
+
+def test_a_chat_template_that_does_not_parse_is_an_error_naming_the_key(smollm2_tokenizer):
+    from urlkit.errors import ConfigError
+
+    broken = "{% for message in messages %}\n{{ message['content'] }\n{% endfor %}"
+    with pytest.raises(ConfigError, match=r"prompt\.chat_template .*line 2"):
+        PromptRenderer(smollm2_tokenizer, chat_template=broken)
+    # loop controls, as transformers' own chat templates may use, parse
+    PromptRenderer(smollm2_tokenizer, chat_template="{% for m in messages %}{{ m['content'] }}{% break %}{% endfor %}")

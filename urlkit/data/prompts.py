@@ -121,6 +121,8 @@ class PromptRenderer:
     ):
         self.default_instruction = default_instruction
         self.chat_template = chat_template  # None: the tokenizer's (processor's) own
+        if chat_template:
+            _check_parses(chat_template)
         if not chat_template and not getattr(tokenizer, "chat_template", None):
             raise ConfigError("the tokenizer has no chat template; the prompt needs one to "
                              "open the assistant turn (use an instruction-tuned backbone)")
@@ -414,6 +416,18 @@ class PromptRenderer:
 
 
 _VALIDATE_MARGIN = 16  # tokens: see PromptRenderer.validate
+
+
+def _check_parses(chat_template: str) -> None:
+    """A ConfigError naming ``prompt.chat_template`` and the line where it does not parse (the
+    chat-template call raised jinja's bare "unexpected '}'", naming neither)."""
+    import jinja2
+
+    try:  # the loop controls transformers' chat templates may use
+        jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(chat_template)
+    except jinja2.TemplateSyntaxError as err:
+        raise ConfigError(f"prompt.chat_template is not a valid Jinja template: line {err.lineno}: "
+                          f"{err.message}") from err
 
 _JINJA_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
