@@ -150,6 +150,21 @@ def test_an_unreadable_image_is_a_data_error_naming_the_file(renderer, tmp_path)
         renderer.encode(INSTRUCTION, query, Document(id="d", image=str(broken)))
 
 
+
+def test_the_image_token_in_a_text_is_a_data_error_naming_its_query_or_document(renderer, tmp_path):
+    # read as a picture's place: a batch with pictures failed in the model, naming nothing
+    Image.new("RGB", (56, 56), "red").save(tmp_path / "red.png")
+    query = Query(id="q", text="what pads pictures in Qwen-VL", qrels={"d": 1})
+    mention = Document(id="d-mentions", text="Qwen2.5-VL writes <|image_pad|> once per image token.")
+    with pytest.raises(DataError, match="document 'd-mentions': its text holds the image token"):
+        renderer.encode(INSTRUCTION, query, mention)
+    asking = Query(id="q-asks", text="what is <|image_pad|>", qrels={}, image=str(tmp_path / "red.png"))
+    with pytest.raises(DataError, match="query 'q-asks': its text holds the image token"):
+        renderer.encode(INSTRUCTION, asking, Document(id="d", text="a red square"))
+    # the pictures' own tokens are the renderer's, not the text's
+    batch = renderer.collate([renderer.encode(INSTRUCTION, query, Document(id="p", image=str(tmp_path / "red.png")))])
+    assert int(batch["mm_token_type_ids"].sum()) == 4
+
 def test_an_image_on_a_text_only_backbone_is_the_prompt_error(tiny, t2i):
     text_only = PromptRenderer(tiny.tokenizer)
     query = t2i.queries[0]

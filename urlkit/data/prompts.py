@@ -241,8 +241,18 @@ class PromptRenderer:
                 "and the processor's prompt path)"
             )
 
+    def _check_no_image_token(self, owner: str, text: str) -> None:
+        """A DataError naming ``owner`` whose text holds the image token: the tokeniser reads it
+        as a picture's place, and a batch with pictures failed in the model ("Image features and
+        image tokens do not match", naming no query or document)."""
+        if self._images is not None and self._images.token in text:
+            raise DataError(f"{owner}: its text holds the image token {self._images.token!r}, which "
+                            "the vision-language backbone reads as the place of a picture; remove it "
+                            "from the data")
+
     def _prefix_suffix(self, instruction: str, query: Query) -> tuple[list[int], list[int]]:
         self._check_backbone_reads(f"query {query.id!r}", query.image)
+        self._check_no_image_token(f"query {query.id!r}", f"{instruction}{query.text}")
         key = (instruction, query.id, query.text, query.image)
         version = image_version(query.image)  # a picture rewritten at its path is tokenised again
         if key not in self._prefixes or self._prefixes[key][0] != version:
@@ -267,6 +277,7 @@ class PromptRenderer:
         cached = self._documents.get(doc)
         ids = cached[1] if cached is not None and cached[0] == version else None
         if ids is None:
+            self._check_no_image_token(f"document {doc.id!r}", document_text(doc))
             # Text kept up to max_length tokens: no budget is ever larger.
             if doc.image is None or self._image_marker is None:
                 ids = ([], self._tokenize(self._document_lead + document_text(doc))[: self.max_length])
