@@ -252,10 +252,10 @@ class PromptRenderer:
 
     def _prefix_suffix(self, instruction: str, query: Query) -> tuple[list[int], list[int]]:
         self._check_backbone_reads(f"query {query.id!r}", query.image)
-        self._check_no_image_token(f"query {query.id!r}", f"{instruction}{query.text}")
         key = (instruction, query.id, query.text, query.image)
         version = image_version(query.image)  # a picture rewritten at its path is tokenised again
         if key not in self._prefixes or self._prefixes[key][0] != version:
+            self._check_no_image_token(f"query {query.id!r}", f"{instruction}{query.text}")
             prefix, suffix = self._chat_text(instruction, query).split(_SENTINEL)
             prefix = prefix.removesuffix(self._document_lead)
             if query.image is not None:
