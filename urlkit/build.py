@@ -265,6 +265,8 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
     if str(cfg.model.get("dtype", "float32")) == "auto":
         print_on_rank_zero(f"[urlkit] model.dtype=auto: {describe_auto_dtype(backbone.model.dtype)}", flush=True)
     renderer = make_renderer(backbone, cfg.model, cfg.get("prompt"))
+    if isinstance(cfg.head.tokens, str):  # list("yes") was a head of the tokens 'y', 'e', 's'
+        raise ConfigError(f"head.tokens={cfg.head.tokens!r} must be a list of tokens, e.g. [yes, no]")
     tokens = list(cfg.head.tokens)
     try:
         token_ids = resolve_token_ids(backbone.tokenizer, tokens)

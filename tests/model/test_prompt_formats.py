@@ -192,3 +192,15 @@ def test_a_chat_template_that_does_not_parse_is_an_error_naming_the_key(smollm2_
         PromptRenderer(smollm2_tokenizer, chat_template=broken)
     # loop controls, as transformers' own chat templates may use, parse
     PromptRenderer(smollm2_tokenizer, chat_template="{% for m in messages %}{{ m['content'] }}{% break %}{% endfor %}")
+
+
+def test_answer_tokens_given_as_one_string_are_an_error_naming_the_key(tmp_path):
+    # list("yes") was a head of the tokens 'y', 'e', 's', scored without a word
+    from urlkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"prompt\.tokens='yes' must be a list"):
+        PromptFormat.from_config({"tokens": "yes"})
+    data = write_small_dataset(tmp_path / "data")
+    for override, key in (("prompt.tokens=yes", "prompt.tokens"), ("head.tokens=yes", "head.tokens")):
+        with pytest.raises(ConfigError, match=rf"{key}='yes' must be a list"):
+            build_reranker(compose_train(data, "model=tiny", override), trainable=False)

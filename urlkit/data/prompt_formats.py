@@ -53,6 +53,9 @@ class PromptFormat:
             raise ConfigError(f"prompt: unknown key(s) {unknown}; a prompt format has {sorted(known)}")
         values = {key: cfg[key] for key in known if key in cfg}
         if "tokens" in values:
+            if isinstance(values["tokens"], str):  # tuple("yes") would be the tokens 'y', 'e', 's'
+                raise ConfigError(f"prompt.tokens={values['tokens']!r} must be a list of answer tokens, "
+                                  "e.g. [yes, no]")
             values["tokens"] = tuple(str(t) for t in values["tokens"])
         return cls(**values)
 
