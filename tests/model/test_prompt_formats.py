@@ -204,3 +204,13 @@ def test_answer_tokens_given_as_one_string_are_an_error_naming_the_key(tmp_path)
     for override, key in (("prompt.tokens=yes", "prompt.tokens"), ("head.tokens=yes", "head.tokens")):
         with pytest.raises(ConfigError, match=rf"{key}='yes' must be a list"):
             build_reranker(compose_train(data, "model=tiny", override), trainable=False)
+
+
+def test_a_null_system_turn_is_an_error_naming_the_key_not_the_text_none(smollm2_tokenizer):
+    from urlkit.errors import ConfigError
+
+    for key in ("system", "template"):
+        with pytest.raises(ConfigError, match=rf"prompt\.{key}=None must be a string"):
+            PromptFormat.from_config({key: None})
+    empty = PromptRenderer.from_format(smollm2_tokenizer, PromptFormat.from_config({"system": ""}))
+    assert "None" not in empty.render_text("", QUERY, DOC)

@@ -52,6 +52,10 @@ class PromptFormat:
         if unknown:
             raise ConfigError(f"prompt: unknown key(s) {unknown}; a prompt format has {sorted(known)}")
         values = {key: cfg[key] for key in known if key in cfg}
+        for key in ("system", "template"):  # a null system turn was written as the text "None"
+            if key in values and not isinstance(values[key], str):
+                raise ConfigError(f"prompt.{key}={values[key]!r} must be a string"
+                                  + (" ('' for an empty system turn)" if key == "system" else ""))
         if "tokens" in values:
             if isinstance(values["tokens"], str):  # tuple("yes") would be the tokens 'y', 'e', 's'
                 raise ConfigError(f"prompt.tokens={values['tokens']!r} must be a list of answer tokens, "
