@@ -6,17 +6,28 @@
 
 Each file is a W&B grid that calls ``python -m urlkit.run ${args_no_hyphens}`` with
 ``experiment=<name>`` and one parameter per swept key, its values written exactly as the
-experiment spells them (``1e-2`` stays ``1e-2``), so ``wandb sweep sweeps/<name>.yaml`` runs
+experiment spells them (``1e-2`` stays ``1e-2``) unless W&B's YAML 1.1 would read them as
+another value (``null``, ``yes``, ``010``: quoted, :func:`wandb_value`), so ``wandb sweep sweeps/<name>.yaml`` runs
 the same points as ``python -m urlkit.run -m experiment=<name>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from urlkit.grids import SWEEPS_DIR, config_composer, experiment_names, experiment_params
+import yaml
+
+from urlkit.grids import (
+    SWEEPS_DIR,
+    GridError,
+    config_composer,
+    experiment_names,
+    experiment_params,
+    parse_point,
+)
 
 HEADER = """\
 # W&B sweep of conf/experiment/{name}.yaml (its comments say what it measures).
@@ -67,12 +78,38 @@ def _yaml_key(key: str) -> str:
     return f'"{key}"' if not key[0].isalnum() else key
 
 
+def _hydra_value(text: str) -> str:
+    """How Hydra reads one override value (type included: ``1`` is not ``'1'``)."""
+    value = parse_point([f"k={text}"])["k"]
+    return f"{type(value).__name__}:{value!r}"
+
+
+def wandb_value(text: str) -> str:
+    """One value of a sweep file, for the Hydra value ``text``. W&B reads the file as YAML 1.1
+    (PyYAML) and its agent passes ``f"{key}={value}"``: ``null`` would reach Hydra as the
+    string ``None``, ``yes``/``off`` as booleans, ``010`` as 8, ``'a,b'`` as a sweep of two
+    values. So a value is written as the experiment spells it where it comes back to Hydra as
+    the same value, else as a YAML string holding the Hydra text, which the agent passes as is."""
+    try:
+        read = yaml.safe_load(f"[{text}]")
+        if len(read) == 1 and _hydra_value(f"{read[0]}") == _hydra_value(text):
+            return text
+    except Exception:  # noqa: BLE001 - not plain YAML, or not a Hydra value once read: quote it
+        pass
+    return json.dumps(text)  # a JSON string is a YAML double-quoted string
+
+
 def render(name: str, compose_overrides=None) -> str:
     """The text of ``sweeps/<name>.yaml`` for the experiment ``name``."""
     params = experiment_params(name, compose_overrides)
     lines = [HEADER.format(name=name), BODY.format(name=name)]
     for key, values in params.items():
-        lines.append(f"  {_yaml_key(key)}:\n    values: [{', '.join(split_values(values))}]\n")
+        try:
+            written = [wandb_value(value) for value in split_values(values)]
+        except Exception as err:  # noqa: BLE001 - Hydra's parser errors are of several types
+            raise GridError(f"conf/experiment/{name}.yaml: hydra.sweeper.params.{key}={values} is not a "
+                            f"Hydra sweep ({err})") from err  # fmt: skip
+        lines.append(f"  {_yaml_key(key)}:\n    values: [{', '.join(written)}]\n")
     return "".join(lines)
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from urlkit import sweeps
-from urlkit.grids import experiment_grid, parse_point, sweep_grid
+from urlkit.grids import expand, experiment_grid, parse_point, sweep_grid
 from urlkit.paths import REPO_ROOT
 
 
@@ -48,3 +48,15 @@ def test_write_then_check_and_every_difference_is_named(sweeps_dir, capsys):
 def test_split_values_keeps_brackets_and_quotes():
     assert sweeps.split_values("1e-2,1e-3") == ["1e-2", "1e-3"]
     assert sweeps.split_values("[a,b],'c,d',e") == ["[a,b]", "'c,d'", "e"]
+
+
+def test_values_yaml_1_1_reads_otherwise_reach_hydra_as_the_experiment_spells_them(sweeps_dir, monkeypatch):
+    # W&B reads a sweep file with PyYAML (YAML 1.1) and passes f"{key}={value}": unquoted,
+    # null became the string 'None', yes a boolean, 010 the integer 8, 'a,b' a sweep of two
+    swept = {"run_name": "null,yes,off,010,0x10,1:30,'a,b',abc", "train.lr": "1e-2,1.0e-3", "head.trainable": "false,true"}
+    monkeypatch.setattr(sweeps, "experiment_params", lambda name, compose=None: swept)
+    path = sweeps_dir / "odd.yaml"
+    path.write_text(sweeps.render("odd"))
+    as_set = lambda grid: {frozenset((k, repr(v)) for k, v in parse_point(p).items()) for p in grid}  # noqa: E731
+    assert as_set(sweep_grid(path)) == as_set(expand({"experiment": "odd", **swept}))
+    assert "values: [1e-2, 1.0e-3]" in path.read_text()  # plain where W&B reads the same value
