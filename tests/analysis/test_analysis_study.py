@@ -129,6 +129,26 @@ def test_laptop_plan_is_three_seeds_from_its_profile_and_overrides_widen_it(tmp_
     assert {p.run_dir.name.split(",")[-1] for p in swept} == {"train.lr=0.0001", "train.lr=0.0002"}
 
 
+def test_the_estimate_counts_dev_evaluations_queries_per_step_and_the_whole_test_split(tmp_path):
+    # the paper profile: 25 s start-up, 1.4 s a step of one query x (1 + 4) documents, 0.34 s a
+    # query scored: the whole test split (wordsense 500, manpages 300 queries) and, every 100 of
+    # the 300 steps, 50 dev queries. It used to leave out the dev evaluations and
+    # queries_per_step x accumulate, and took 500 test queries for every dataset.
+    def minutes(study, *overrides):
+        runs = plan([study], "paper", ["seed=0", *overrides], tmp_path, "none")
+        assert len(runs) == 1
+        return estimate(runs)[1]
+
+    assert minutes("tau", "weight.tau=1e-3") == pytest.approx((25 + 1.4 * 300 + 0.34 * (500 + 3 * 50)) / 60)
+    four_queries = ["train.queries_per_step=2", "train.accumulate=2"]
+    assert minutes("tau", "weight.tau=1e-3", *four_queries) == pytest.approx(
+        (25 + 1.4 * 300 * 4 + 0.34 * (500 + 3 * 50)) / 60
+    )
+    assert minutes("figure5", "+objective=sft", "data.n_negatives=4") == pytest.approx(
+        (25 + 1.4 * 300 + 0.34 * (300 + 3 * 50)) / 60
+    )
+
+
 def test_every_study_finds_its_runs_under_its_own_experiments_in_a_plan_of_all(tmp_path):
     """Runs are shared within a study (its findings read all its experiments), never across
     studies: Table 3's URL(sft, sft) arm is a figure3_weights config too, but Table 3's

@@ -8,6 +8,7 @@ to every run as ``+profile=<name>``: it sets steps, test queries and seeds (thro
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from urlkit.analysis.runset import flatten
-from urlkit.config import read_run_config
+from urlkit.config import read_run_config, resolve_path
+from urlkit.data.reading import find_data_file
 from urlkit.errors import ConfigError
 from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
 
@@ -136,15 +138,35 @@ def estimate(planned: Sequence[Planned]) -> tuple[int, float]:
     seconds = 0.0
     for p in todo:
         timing = p.cfg.get("profile") or {}
-        queries = p.cfg.eval.test_queries or 500
+        train, evaluation = p.cfg.train, p.cfg.eval
+        # a dev evaluation every eval.every_n_steps steps scores its queries as the test does
+        dev_evaluations = int(train.max_steps) // int(evaluation.every_n_steps) if evaluation.every_n_steps else 0
+        queries = _queries(p.cfg, "test") + dev_evaluations * _queries(p.cfg, "dev")
         seconds += (
             float(timing.get("seconds_per_run", 0))
-            # a step scores 1 + N documents; the estimates are for the probing 1 + 4
-            + float(timing.get("seconds_per_step", 0)) * int(p.cfg.train.max_steps)
-            * (1 + int(p.cfg.data.n_negatives)) / 5
-            + float(timing.get("seconds_per_test_query", 0)) * int(queries)
+            # a step scores queries_per_step x accumulate queries of 1 + N documents; the
+            # estimates are for one query of the probing 1 + 4
+            + float(timing.get("seconds_per_step", 0)) * int(train.max_steps)
+            * int(train.queries_per_step) * int(train.accumulate) * (1 + int(p.cfg.data.n_negatives)) / 5
+            + float(timing.get("seconds_per_test_query", 0)) * queries
         )
     return len(todo), seconds / 60
+
+
+def _queries(cfg, split: str) -> int:
+    """Queries one evaluation of ``split`` (dev or test) scores: ``eval.<split>_queries``, or
+    (null) all of the split: its lines in a urlkit JSONL folder, else 500 (the wordsense test)."""
+    chosen = cfg.eval.get(f"{split}_queries")
+    if chosen is not None:
+        return int(chosen)
+    try:
+        found = find_data_file(resolve_path(cfg.data.path), str(cfg.data.get(f"{split}_split")))
+    except (FileNotFoundError, TypeError):  # no data.path (yet): each run's own check names it
+        found = None
+    if found is None:
+        return 500
+    with gzip.open(found, "rt") if found.name.endswith(".gz") else open(found) as lines:
+        return sum(1 for line in lines if line.strip())
 
 
 def _setup(flat: dict) -> tuple:
