@@ -1,7 +1,8 @@
 """The composed config: the OmegaConf resolvers conf/ uses, and the checks that run before any work.
 
 Resolvers (:func:`register_resolvers`, called once before Hydra composes): ``${urlkit_run_id:}``
-and ``${urlkit_run_dir:...}``, the run directory of a new or resumed run.
+and ``${urlkit_run_dir:...}``, the run directory of a new or resumed run;
+``${urlkit_folder_name:...}``, a run name as one folder name.
 
 Checks: a typo costs a second, not a run.
 
@@ -46,10 +47,16 @@ def run_dir(output_root: str, run_name: str, resume: str | None = None) -> str:
         with reported_errors():
             check_resume_target(resume)
         return str(resume)
-    job = launcher_job_id()
+    name, job = folder_name(run_name), launcher_job_id()
     if job:
-        return f"{output_root}/runs/{job}_{run_name}"
-    return f"{output_root}/runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}_{run_name}_{new_run_id()}"
+        return f"{output_root}/runs/{job}_{name}"
+    return f"{output_root}/runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}_{name}_{new_run_id()}"
+
+
+def folder_name(name: str) -> str:
+    """A run name as one folder name: ``run_name=ablation/lr`` would put the run a folder
+    down, in a folder that looks like a run and is none (``../x``: out of runs/)."""
+    return str(name).replace("/", "-").replace(os.sep, "-")
 
 
 def read_run_config(run_dir: str | Path) -> DictConfig:
@@ -168,6 +175,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("urlkit_run_id", new_run_id, use_cache=True)
     if not OmegaConf.has_resolver("urlkit_run_dir"):
         OmegaConf.register_new_resolver("urlkit_run_dir", run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("urlkit_folder_name"):
+        OmegaConf.register_new_resolver("urlkit_folder_name", folder_name)
     if not OmegaConf.has_resolver("urlkit_log_file"):
         OmegaConf.register_new_resolver("urlkit_log_file", log_file)
     if not OmegaConf.has_resolver("urlkit_evaluation_name"):

@@ -1,6 +1,8 @@
 """The run directory keeps history readable after kills and resumes."""
 
-from urlkit.records import CsvLog, RunDirectory, new_run_id
+from pathlib import Path
+
+from urlkit.records import CsvLog, RunDirectory, folder_run_id, new_run_id
 
 
 def test_history_appends_flushes_and_truncates_for_resume(tmp_path):
@@ -45,3 +47,22 @@ def test_run_json_names_the_run_by_its_folders_id(tmp_path):
     assert folder.endswith("_" + info["run_id"]) and len(info["run_id"]) == 8
     other = RunDirectory(tmp_path / "my-run").update_info(status="running")
     assert len(other["run_id"]) == 8 and other["run_id"] != info["run_id"]
+
+
+def test_a_run_name_with_a_slash_names_one_folder_under_runs(tmp_path, monkeypatch):
+    # run_name=ablation/lr-high used to put the run in <time>_ablation/lr-high_<id>: a folder
+    # down, under one that looks like a run and is none; a multirun's subdir nested it the same way
+    from omegaconf import open_dict
+
+    from urlkit.grids import config_composer
+
+    for variable in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    with config_composer() as compose:
+        cfg = compose(["run_name=ablation/../lr-high", f"output_root={tmp_path}"])
+    run_dir = Path(cfg.hydra.run.dir)
+    assert run_dir.parent == tmp_path / "runs" and "_ablation-..-lr-high_" in run_dir.name
+    assert folder_run_id(run_dir) is not None
+    with open_dict(cfg):
+        cfg.hydra.job.num = 3
+    assert cfg.hydra.sweep.subdir == "3_ablation-..-lr-high"
