@@ -149,6 +149,20 @@ def test_the_estimate_counts_dev_evaluations_queries_per_step_and_the_whole_test
     )
 
 
+def test_a_value_urlkit_run_refuses_is_an_error_before_the_plan(tmp_path, capsys):
+    # it used to be a ValueError traceback from the estimate (exit 1), or a plan whose every
+    # run then failed with it in turn
+    for override, message in (
+        ("train.max_steps=abc", "train.max_steps='abc' must be an integer >= 1"),
+        ("eval.test_queries=-3", "eval.test_queries=-3 must be an integer >= 1 or null"),
+        ("data.path=/nowhere", "data.path=/nowhere: no such file or directory"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["tau", "--tiny", "--plan-only", "--output-root", str(tmp_path), override])
+        assert exit_.value.code == 2
+        assert f"error: {message}\n" in capsys.readouterr().err
+
+
 def test_every_study_finds_its_runs_under_its_own_experiments_in_a_plan_of_all(tmp_path):
     """Runs are shared within a study (its findings read all its experiments), never across
     studies: Table 3's URL(sft, sft) arm is a figure3_weights config too, but Table 3's

@@ -32,6 +32,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from urlkit.errors import FILE_ERRORS, ConfigError, message_of
 from urlkit.grids import GridError
 from urlkit.study.launch import run_all
 from urlkit.study.plan import (
@@ -90,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         planned = plan(names, profile, args.overrides, root, args.logger)
-    except (GridError, StudyError) as err:
-        parser.exit(2, f"error: {err}\n")
+    except (GridError, StudyError, ConfigError, *FILE_ERRORS) as err:  # a value or path urlkit.run refuses
+        parser.exit(2, f"error: {message_of(err)}\n")
     runs_left, minutes = estimate(planned)
     for experiment in dict.fromkeys(e for p in planned for e in p.also):
         shared = [p for p in planned if experiment in p.also]

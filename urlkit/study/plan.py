@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from urlkit.analysis.runset import flatten
-from urlkit.config import read_run_config, resolve_path
+from urlkit.config import check_train_config, read_run_config, resolve_path
 from urlkit.data.reading import find_data_file
 from urlkit.errors import ConfigError
 from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
@@ -116,6 +116,9 @@ def plan(
                     cfg = compose([*point, *fixed])
                     with open_dict(cfg):
                         del cfg["hydra"]
+                    # a value urlkit.run refuses (train.max_steps=abc) is refused here, before
+                    # the estimate reads it and before each run of the plan fails with it in turn
+                    check_train_config(cfg)
                     wanted = flatten(OmegaConf.to_container(cfg, resolve=True))
                     setup = _setup(wanted)
                     if setup in by_setup:  # e.g. Table 1's URL(sft, sft), a run of figure3_weights too
