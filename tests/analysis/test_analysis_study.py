@@ -163,6 +163,21 @@ def test_a_value_urlkit_run_refuses_is_an_error_before_the_plan(tmp_path, capsys
         assert f"error: {message}\n" in capsys.readouterr().err
 
 
+def test_a_damaged_run_json_is_an_error_naming_it_not_a_traceback(tmp_path, capsys):
+    import yaml
+    from omegaconf import OmegaConf
+
+    args = ["tau", "--tiny", "--plan-only", "--output-root", str(tmp_path), "weight.tau=1e-3"]
+    (run,) = plan(["tau"], "tiny", args[-1:], tmp_path / "studies" / "tiny", "none")
+    run.run_dir.mkdir(parents=True)  # a run of this very config, its run.json cut short by a copy
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(run.cfg, resolve=True)))
+    (run.run_dir / "run.json").write_text('{"status": "fini')
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert f"error: {run.run_dir / 'run.json'} cannot be read (" in capsys.readouterr().err
+
+
 def test_every_study_finds_its_runs_under_its_own_experiments_in_a_plan_of_all(tmp_path):
     """Runs are shared within a study (its findings read all its experiments), never across
     studies: Table 3's URL(sft, sft) arm is a figure3_weights config too, but Table 3's

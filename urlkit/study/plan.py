@@ -9,7 +9,6 @@ to every run as ``+profile=<name>``: it sets steps, test queries and seeds (thro
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from urlkit.config import check_train_config, read_run_config, resolve_path
 from urlkit.data.reading import find_data_file
 from urlkit.errors import ConfigError
 from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
+from urlkit.records import RunDirectory
 
 PROFILES_DIR = CONF_DIR / "profile"
 # neither where a run resumed from, how it was logged nor a profile's time estimates change
@@ -197,8 +197,11 @@ def _state(run_dir: Path, wanted: dict) -> str:
             f"{run_dir} holds a run with another config (differs in: {', '.join(changed)}); "
             "use another --output-root, or delete that directory to run it again"
         )
-    info = run_dir / "run.json"
-    if info.exists() and json.loads(info.read_text()).get("status") == "finished":
+    try:
+        status = RunDirectory(run_dir).read_info().get("status")
+    except ConfigError as err:  # run.json cut short or hand-edited
+        raise StudyError(f"{err}; delete {run_dir} to run it again") from err
+    if status == "finished":
         return "finished"
     # killed, interrupted or failed: urlkit.run resumes from the last checkpoint (or from
     # scratch in the same directory when there is none)
