@@ -178,6 +178,15 @@ def test_a_damaged_run_json_is_an_error_naming_it_not_a_traceback(tmp_path, caps
     assert f"error: {run.run_dir / 'run.json'} cannot be read (" in capsys.readouterr().err
 
 
+def test_the_same_swept_overrides_in_another_order_name_the_same_folders(tmp_path):
+    # a study run again with its overrides in another order used to name other folders, and
+    # so trained every finished run again
+    first = plan(["tau"], "tiny", ["train.lr=1e-4,2e-4", "data.n_negatives=2,4"], tmp_path, "none")
+    again = plan(["tau"], "tiny", ["data.n_negatives=2,4", "train.lr=1e-4,2e-4"], tmp_path, "none")
+    assert len(first) == 12 and sorted(p.run_dir for p in first) == sorted(p.run_dir for p in again)
+    assert "weight.tau=0.0001,seed=0,data.n_negatives=2,train.lr=0.0001" in {p.run_dir.name for p in first}
+
+
 def test_every_study_finds_its_runs_under_its_own_experiments_in_a_plan_of_all(tmp_path):
     """Runs are shared within a study (its findings read all its experiments), never across
     studies: Table 3's URL(sft, sft) arm is a figure3_weights config too, but Table 3's

@@ -111,8 +111,12 @@ def plan(
                         key, _, value = override.partition("=")
                         values.setdefault(key.lstrip("+~"), set()).add(value)
                 swept |= {key for key, seen_values in values.items() if len(seen_values) > 1}
+                # the grid's keys in its order, then the user's in the order of their names: the
+                # same overrides in another order name the same folders (its finished runs kept)
+                grid = [key.lstrip("+~") for key in params]
                 for point in points:
-                    run_dir = root / experiment / point_label(point, only=swept)
+                    ordered = sorted(point, key=lambda override: _label_rank(override, grid))
+                    run_dir = root / experiment / point_label(ordered, only=swept)
                     cfg = compose([*point, *fixed])
                     with open_dict(cfg):
                         del cfg["hydra"]
@@ -133,6 +137,11 @@ def plan(
             raise StudyError(f"two runs of the plan share {p.run_dir}: {folders[p.run_dir].point} and {p.point}")
         folders[p.run_dir] = p
     return planned
+
+
+def _label_rank(override: str, grid: list[str]) -> tuple:
+    key = override.partition("=")[0].lstrip("+~")
+    return (0, grid.index(key), "") if key in grid else (1, 0, key)
 
 
 def estimate(planned: Sequence[Planned]) -> tuple[int, float]:
