@@ -214,9 +214,13 @@ INTEGERS = {
     "eval.batch_size": 1,
     "log.histogram_every_n_steps": 0,
     "checkpoint.every_n_steps": 1,
+    "seed": 0,  # Lightning refuses a negative one, with a traceback, after the model loads
+    "head.num_tokens": 2,  # the relevant and the irrelevant token at least
     "depth": 1,  # urlkit.evaluate
     "batch_size": 1,
 }
+# switches read with bool(): the string 'false' or 'maybe' would turn them on
+BOOLEANS = ("head.trainable", "train.gradient_checkpointing", "eval.merge_lora", "data.ignore_identical_ids")
 NULLABLE_INTEGERS = {"train.chunk_size": 1, "eval.dev_queries": 1, "eval.test_queries": 1, "max_queries": 1}
 # key -> (lowest, highest, lowest excluded)
 NUMBERS = {
@@ -327,6 +331,10 @@ def _check_ranges(cfg: DictConfig, only: str = "", name: Any = str) -> None:
         value = _get(cfg, key) if key.startswith(only) else None
         if value is not None and value not in allowed:
             raise ConfigError(f"{name(key)}={value!r} is not one of {', '.join(allowed)}")
+    for key in BOOLEANS:
+        value = _get(cfg, key) if key.startswith(only) else None
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{name(key)}={value!r} must be true or false")
     for key, lowest in {**INTEGERS, **NULLABLE_INTEGERS}.items():
         value = _get(cfg, key, default=...) if key.startswith(only) else ...
         if value is ... or (value is None and key in NULLABLE_INTEGERS):

@@ -94,6 +94,26 @@ def test_a_config_value_urlkit_cannot_use(tmp_path, override, expected):
     assert not (tmp_path / "run" / "config.yaml").exists()  # failed before any work
 
 
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("seed=abc", "seed='abc' must be an integer >= 0"),
+        ("seed=1.5", "seed=1.5 must be an integer >= 0"),
+        ("seed=-1", "seed=-1 must be an integer >= 0"),
+        ("head.num_tokens=abc", "head.num_tokens='abc' must be an integer >= 2"),
+        ("head.trainable=maybe", "head.trainable='maybe' must be true or false"),
+        ("head.trainable='false'", "head.trainable='false' must be true or false"),
+    ],
+    ids=["seed-text", "seed-float", "seed-negative", "num-tokens-text", "trainable-text", "trainable-quoted"],
+)
+def test_a_value_of_the_wrong_type(tmp_path, override, expected):
+    # seed and head.num_tokens were a ValueError traceback (exit 1) from deep in the run, a
+    # negative seed a random one, and head.trainable any non-empty string: trainable
+    out = cli(*TINY, f"data.path={REPO_ROOT / 'data' / 'wordsense'}", override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_clear_error(out.returncode, out.stderr, expected)
+    assert not (tmp_path / "run" / "config.yaml").exists()  # failed before any work
+
+
 def test_a_required_value_left_out(tmp_path):
     out = cli(*TINY, "data.path=null", f"hydra.run.dir={tmp_path}")
     assert_one_clear_error(out.returncode, out.stderr, "data.path must be given: data.path=<")
