@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from urlkit.grids import (
     SWEEPS_DIR,
@@ -99,13 +100,25 @@ def wandb_value(text: str) -> str:
     return json.dumps(text)  # a JSON string is a YAML double-quoted string
 
 
+def sweep_values(text: str) -> list[str]:
+    """The values of one swept key, as the experiment spells them: ``1e-2,1e-3`` split, a
+    sweep function (``range(0,3)``, ``choice(a,b)``) listed, since W&B passes each value
+    to a single run of Hydra, where a sweep is an error."""
+    values = split_values(text)
+    if len(values) == 1:
+        override = OverridesParser.create().parse_override(f"k={values[0]}")
+        if override.is_sweep_override():
+            return list(override.sweep_string_iterator())
+    return values
+
+
 def render(name: str, compose_overrides=None) -> str:
     """The text of ``sweeps/<name>.yaml`` for the experiment ``name``."""
     params = experiment_params(name, compose_overrides)
     lines = [HEADER.format(name=name), BODY.format(name=name)]
     for key, values in params.items():
         try:
-            written = [wandb_value(value) for value in split_values(values)]
+            written = [wandb_value(value) for value in sweep_values(values)]
         except Exception as err:  # noqa: BLE001 - Hydra's parser errors are of several types
             raise GridError(f"conf/experiment/{name}.yaml: hydra.sweeper.params.{key}={values} is not a "
                             f"Hydra sweep ({err})") from err  # fmt: skip

@@ -60,3 +60,15 @@ def test_values_yaml_1_1_reads_otherwise_reach_hydra_as_the_experiment_spells_th
     as_set = lambda grid: {frozenset((k, repr(v)) for k, v in parse_point(p).items()) for p in grid}  # noqa: E731
     assert as_set(sweep_grid(path)) == as_set(expand({"experiment": "odd", **swept}))
     assert "values: [1e-2, 1.0e-3]" in path.read_text()  # plain where W&B reads the same value
+
+
+def test_a_sweep_function_of_an_experiment_is_listed_value_by_value(sweeps_dir, monkeypatch):
+    # range(0,3) was written as is: YAML split it at its comma into 'range(0' and '3)', and
+    # W&B would pass a sweep to a single run of Hydra, where it is an error
+    swept = {"seed": "range(0,3)", "run_name": "choice(a,b)"}
+    monkeypatch.setattr(sweeps, "experiment_params", lambda name, compose=None: swept)
+    path = sweeps_dir / "ranged.yaml"
+    path.write_text(sweeps.render("ranged"))
+    as_set = lambda grid: {frozenset((k, repr(v)) for k, v in parse_point(p).items()) for p in grid}  # noqa: E731
+    assert len(sweep_grid(path)) == 6
+    assert as_set(sweep_grid(path)) == as_set(expand({"experiment": "ranged", **swept}))
