@@ -46,8 +46,12 @@ def experiment_names() -> list[str]:
     """Experiments that carry a grid (``probing`` is the shared setting, not a grid)."""
     names = []
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text()) or {}
-        if (spec.get("hydra") or {}).get("sweeper", {}).get("params"):
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:  # PyYAML names "<unicode string>", not the file
+            raise GridError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+        sweeper = (spec.get("hydra") or {}).get("sweeper") if isinstance(spec, dict) else None
+        if isinstance(sweeper, dict) and sweeper.get("params"):
             names.append(path.stem)
     return names
 

@@ -150,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="compare sweeps/ with the experiments; exit 1 on a difference")
     mode.add_argument("--write", action="store_true", help="write sweeps/ from the experiments")
     args = parser.parse_args(argv)
-    expected = expected_files()
+    try:
+        expected = expected_files()
+    except GridError as err:  # an experiment that is not valid YAML or does not compose
+        parser.exit(2, f"error: {err}\n")
     problems = differences(expected)
     if args.check:
         for problem in problems:

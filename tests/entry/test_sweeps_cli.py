@@ -72,3 +72,18 @@ def test_a_sweep_function_of_an_experiment_is_listed_value_by_value(sweeps_dir, 
     as_set = lambda grid: {frozenset((k, repr(v)) for k, v in parse_point(p).items()) for p in grid}  # noqa: E731
     assert len(sweep_grid(path)) == 6
     assert as_set(sweep_grid(path)) == as_set(expand({"experiment": "ranged", **swept}))
+
+
+def test_an_experiment_that_is_not_valid_yaml_is_an_error_naming_it(sweeps_dir, tmp_path, monkeypatch, capsys):
+    # it was a PyYAML traceback naming "<unicode string>", not the file
+    from urlkit import grids
+
+    experiments = tmp_path / "experiment"
+    experiments.mkdir()
+    (experiments / "broken.yaml").write_text("hydra:\n  sweeper:\n    params: {seed: 0,1\n")
+    monkeypatch.setattr(grids, "EXPERIMENTS_DIR", experiments)
+    with pytest.raises(SystemExit) as exit_:
+        sweeps.main(["--check"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {experiments / 'broken.yaml'}: not valid YAML: " in err and "line 4" in err
