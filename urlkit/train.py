@@ -102,13 +102,15 @@ def _check_no_earlier_run(run_dir: Path, rank: int) -> None:
     """Refuse a folder that holds a run of an earlier launch (read-only, so every rank can run
     it before any collective). Rank 0 refuses any run there; a rank other than 0 accepts the
     one its own rank 0 has just started (run.json: this launch's id, status running)."""
-    import json
-
     from urlkit.config import launch_id, launcher_job_id
+    from urlkit.records import RunDirectory
 
     if not (run_dir / "config.yaml").exists():
         return
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    try:
+        info = RunDirectory(run_dir).read_info()
+    except ConfigError:  # run.json cut short: the folder still holds a run, refused below as any other
+        info = {}
     mine = launch_id()
     if rank != 0 and mine is not None and info.get("launch") == mine and info.get("status") == "running":
         return

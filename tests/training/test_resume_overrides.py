@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers.run_helpers import write_small_dataset
 
 from urlkit.paths import REPO_ROOT
@@ -60,3 +61,17 @@ def test_a_resumed_run_keeps_the_expanded_token_set_its_checkpoint_trained(tmp_p
     again = _run(*command, f"resume={run}")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((run / "run.json").read_text())["token_ids"] == trained
+
+
+def test_a_folder_whose_run_json_is_cut_short_is_refused_as_a_run_not_a_json_traceback(tmp_path):
+    from helpers.run_helpers import compose_train
+
+    from urlkit.errors import ConfigError
+    from urlkit.run import train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "run.json").write_text('{"status": "runn')  # a copy cut short
+    with pytest.raises(ConfigError, match="already holds a urlkit run"):
+        train(compose_train(write_small_dataset(tmp_path / "small")), run)
