@@ -35,6 +35,7 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
     from urlkit.build import load_trained
     from urlkit.data.prompts import PromptFormat
     from urlkit.model.export import ExportError, ExportSpec, write_folder
+    from urlkit.model.hub import is_local_name
     from urlkit.records import RunDirectory
     from urlkit.train import checkpoint_step
 
@@ -73,7 +74,7 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         # a hub id only where the weights came from the hub (model.source=hub: model.name is its
         # id, unless it is a local folder, which the hub would reject as the card's base_model);
         # urlkit's own configs (tiny, the embedded GGUF smollm2_135m) name no hub model
-        base_model=str(cfg.model.name) if cfg.model.get("source") == "hub" and not local_path(cfg.model.name) else None,
+        base_model=str(cfg.model.name) if cfg.model.get("source") == "hub" and not is_local_name(cfg.model.name) else None,
         model_config=str(cfg.model.get("name")),
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
              "data": data_label(cfg.data),
@@ -82,11 +83,6 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
              "metrics": _flat_numbers(metrics)},
     )
     return write_folder(built.reranker, built.renderer, built.backbone, spec, out)
-
-
-def local_path(name: str) -> bool:
-    """``model.name`` read as a local folder, as the hub loader reads it (urlkit.model.hub)."""
-    return Path(str(name)).expanduser().is_dir() or str(name).startswith((".", "/", "~"))
 
 
 def export_dtype(run_dir: Path, info: dict) -> tuple[str | None, str]:

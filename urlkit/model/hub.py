@@ -103,6 +103,15 @@ def tiny_sizes(spec: Mapping[str, Any], defaults: Mapping[str, int]) -> dict[str
     return sizes
 
 
+PATH_PREFIXES = (".", "/", "~")  # a model.name written as a path, which no hub id is
+
+
+def is_local_name(name: str) -> bool:
+    """Whether ``model.name`` names a local folder, not a hub id, as :func:`load_from_hub`
+    reads it: an existing folder, or a name written as a path."""
+    return Path(str(name)).expanduser().is_dir() or str(name).startswith(PATH_PREFIXES)
+
+
 def load_from_hub(
     spec: Mapping[str, Any],
     load: Callable[[str, dict[str, Any]], Backbone],
@@ -126,7 +135,7 @@ def load_from_hub(
             return load(str(local), {"local_files_only": True})
         except NotInCache as err:
             raise ModelLoadError(f"model.name={name!r}: the folder is not a complete checkpoint: {err}") from err
-    if name.startswith((".", "/", "~")):
+    if name.startswith(PATH_PREFIXES):
         raise ModelLoadError(f"model.name={name!r} looks like a path, but there is no such folder")
     try:  # the local hub cache first: no network, no retries
         return load(name, {"revision": revision, "local_files_only": True})
