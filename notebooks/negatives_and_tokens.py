@@ -112,7 +112,7 @@ for line in verdicts["finding"] + ": " + verdicts["verdict"] + " (" + verdicts["
 if interactive:
     import ipywidgets as widgets
 
-    final_metrics = sorted(c for c in all_runs.metrics.columns if c != "run_id") or [metric]
+    final_metrics = all_runs.metric_names or [metric]
     settings = {
         "negatives per query": ("data.n_negatives", negatives, "figure5"),
         "token set size": ("head.num_tokens", tokens, "figure4"),

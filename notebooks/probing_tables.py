@@ -123,7 +123,7 @@ if verdicts is not None and len(verdicts):
 if interactive:
     import ipywidgets as widgets
 
-    final_metrics = sorted(c for c in runs.metrics.columns if c != "run_id") or [metric]
+    final_metrics = runs.metric_names or [metric]
 
     @interact(
         table=widgets.Dropdown(options=tables),

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AnalysisError as err:
         parser.exit(2, f"error: {err}\n")
     # a misspelt metric or claim would read as "not run" for every claim, or print none
-    known = sorted(c for c in runs.metrics.columns if c != "run_id")
+    known = runs.metric_names
     if args.metric not in known:
         parser.exit(2, f"error: no run in {args.source} has the final metric {args.metric!r} "
                        f"(final metrics: {', '.join(known) or 'none'})\n")  # fmt: skip

@@ -140,6 +140,11 @@ class Runs:
     def ids(self) -> list[str]:
         return list(self.config["run_id"])
 
+    @property
+    def metric_names(self) -> list[str]:
+        """The final metrics some run has (its metrics.json keys), sorted."""
+        return sorted(c for c in self.metrics.columns if c != "run_id")
+
     def select(self, where: Mapping[str, Any] | None = None, **equals: Any) -> Runs:
         """The runs whose config matches: ``runs.select({"weight.name": "sft"}, seed=0)``.
 

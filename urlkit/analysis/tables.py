@@ -43,7 +43,7 @@ def seed_summary(
     findings, instead of one row averaging both."""
     by = list(by)
     runs = runs.complete()
-    known = sorted(c for c in runs.metrics.columns if c != "run_id")
+    known = runs.metric_names
     if len(runs) and metric not in known:  # a misspelt metric would read as n = 0 everywhere
         raise KeyError(f"no finished run has the final metric {metric!r} (final metrics: {', '.join(known) or 'none'})")
     table = runs.final(metric)
