@@ -8,7 +8,6 @@ to every run as ``+profile=<name>``: it sets steps, test queries and seeds (thro
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from omegaconf import OmegaConf, open_dict
 
 from urlkit.analysis.runset import flatten
 from urlkit.config import check_train_config, read_run_config, resolve_path
-from urlkit.data.reading import find_data_file
+from urlkit.data.reading import ErrorPolicy, find_data_file, iter_lines
 from urlkit.errors import ConfigError
 from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
 from urlkit.records import RunDirectory
@@ -147,13 +146,13 @@ def _label_rank(override: str, grid: list[str]) -> tuple:
 def estimate(planned: Sequence[Planned]) -> tuple[int, float]:
     """(runs to train, minutes) from the profile's time estimates (conf/profile/)."""
     todo = [p for p in planned if p.state != "finished"]
-    seconds = 0.0
+    seconds, counted = 0.0, {}  # a split file's queries, counted once for all the runs reading it
     for p in todo:
         timing = p.cfg.get("profile") or {}
         train, evaluation = p.cfg.train, p.cfg.eval
         # a dev evaluation every eval.every_n_steps steps scores its queries as the test does
         dev_evaluations = int(train.max_steps) // int(evaluation.every_n_steps) if evaluation.every_n_steps else 0
-        queries = _queries(p.cfg, "test") + dev_evaluations * _queries(p.cfg, "dev")
+        queries = _queries(p.cfg, "test", counted) + dev_evaluations * _queries(p.cfg, "dev", counted)
         seconds += (
             float(timing.get("seconds_per_run", 0))
             # a step scores queries_per_step x accumulate queries of 1 + N documents; the
@@ -165,9 +164,10 @@ def estimate(planned: Sequence[Planned]) -> tuple[int, float]:
     return len(todo), seconds / 60
 
 
-def _queries(cfg, split: str) -> int:
+def _queries(cfg, split: str, counted: dict[Path, int]) -> int:
     """Queries one evaluation of ``split`` (dev or test) scores: ``eval.<split>_queries``, or
-    (null) all of the split: its lines in a urlkit JSONL folder, else 500 (the wordsense test)."""
+    (null) all of the split: its lines in a urlkit JSONL folder (``counted``: files counted
+    already), else 500 (the wordsense test)."""
     chosen = cfg.eval.get(f"{split}_queries")
     if chosen is not None:
         return int(chosen)
@@ -177,8 +177,9 @@ def _queries(cfg, split: str) -> int:
         found = None
     if found is None:
         return 500
-    with gzip.open(found, "rt") if found.name.endswith(".gz") else open(found) as lines:
-        return sum(1 for line in lines if line.strip())
+    if found not in counted:  # the data files' own line reader: plain or gzip
+        counted[found] = sum(1 for _, line in iter_lines(found, ErrorPolicy("skip")) if line.strip())
+    return counted[found]
 
 
 def _setup(flat: dict) -> tuple:
