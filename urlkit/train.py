@@ -160,6 +160,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     )
     from urlkit.config import temperature_note
     from urlkit.data.stream import RankShard
+    from urlkit.records import RunDirectory
     from urlkit.training.callbacks import (
         FinalEvaluation,
         MixtureLog,
@@ -180,7 +181,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     # a resumed run's expanded token set is the one its checkpoint's head was trained on (run.json,
     # in the run directory every rank reads the checkpoint from), not ranked again on data that
     # may have grown since or in a dtype another machine's model.dtype=auto chose
-    recorded = _recorded_token_ids(run_dir) if cfg.get("resume") else None
+    recorded = RunDirectory(run_dir).read_info().get("token_ids") if cfg.get("resume") else None
     built = build_reranker(cfg, sample=train_split, recorded_tokens=recorded)
     for source in workload.sources:
         built.renderer.validate(source.groups.split)  # an over-long query fails now, not mid-epoch
@@ -270,14 +271,6 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     finish(loggers, metrics)
     run.update_info(status="finished", steps=trainer.global_step, skipped_steps=module.skipped_steps)
     return metrics
-
-
-def _recorded_token_ids(run_dir: Path) -> list[int] | None:
-    """The head's token set run.json records (None: a run from before the record, or one that
-    stopped before training began)."""
-    from urlkit.records import RunDirectory
-
-    return RunDirectory(run_dir).read_info().get("token_ids") or None
 
 
 def benchmark_suite(cfg: DictConfig, built, run, step: int) -> dict[str, float]:
