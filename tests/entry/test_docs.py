@@ -60,3 +60,23 @@ def test_every_relative_link_resolves(page):
         elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
             broken.append(f"{target} (no heading with anchor #{anchor} in {linked.relative_to(ROOT)})")
     assert not broken, f"{page.relative_to(ROOT)}: broken links: {broken}"
+
+
+def _configuration_table() -> dict[str, str]:
+    """README's "Configuration" table: group -> its "options" cell."""
+    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", section, flags=re.MULTILINE))
+
+
+def test_the_readme_configuration_table_lists_every_config_group_and_its_options():
+    """Every group of conf/ has a row, and a row names exactly the group's options (before
+    "; key(s)", where the keys are described): an option added, renamed or removed shows."""
+    rows = _configuration_table()
+    groups = sorted(path.name for path in (ROOT / "conf").iterdir() if path.is_dir())
+    assert sorted(rows) == groups, "README's Configuration table: rows for conf/'s groups"
+    for group, cell in rows.items():
+        named = {name for name in re.findall(r"`(\w+)`", re.split(r"; keys? ", cell)[0])}
+        options = {path.stem for path in (ROOT / "conf" / group).glob("*.yaml")}
+        if group == "experiment":  # one per table and figure: the Studies section lists them
+            continue
+        assert named == options, f"README's Configuration table, `{group}`: names {sorted(named)}, conf/{group}/ holds {sorted(options)}"
