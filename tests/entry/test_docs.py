@@ -3,10 +3,19 @@ blocks are illustrations), and every link to a file of the repository (and its #
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from urlkit.config import register_resolvers
+from urlkit.grids import expand
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -80,3 +89,131 @@ def test_the_readme_configuration_table_lists_every_config_group_and_its_options
         if group == "experiment":  # one per table and figure: the Studies section lists them
             continue
         assert named == options, f"README's Configuration table, `{group}`: names {sorted(named)}, conf/{group}/ holds {sorted(options)}"
+
+
+# ---- every command a page tells the user to run is one its program accepts ----------------------
+
+PLACEHOLDER = "PLACEHOLDER"  # what a page's <run>, <M-BEIR root>, ... stand for here
+HYDRA_APPS = {"run": "train", "evaluate": "evaluate"}  # module -> its conf/*.yaml
+
+
+def _command_text(page: Path) -> str:
+    """A page as its commands read: performance.md's session history (commands as they were run
+    then) left out, fenced blocks other than shell ones dropped, a backtick span or a command
+    continued over a line break joined into one line."""
+    text = page.read_text()
+    if page.name == "performance.md":
+        text = text.split("\n### Session ", 1)[0]
+    kept, fence = [], None  # fence: the open block's language
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = line[3:].strip() if fence is None else None
+            continue
+        if fence not in (None, "bash", "sh"):
+            continue
+        if kept and (kept[-1].endswith("\\") or kept[-1].count("`") % 2):
+            kept[-1] = kept[-1].removesuffix("\\").rstrip() + " " + line.strip()
+        else:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def documented_commands() -> list[tuple[str, str, list[str]]]:
+    """(page, module, arguments) of every ``python -m urlkit.<module> <arguments>`` (and ``torchrun
+    ... -m urlkit.run``) that README.md and docs/*.md give in a shell block, an indented block or
+    backticks; comments dropped, ``[--flag ...]`` taken as given, each ``<...>`` a placeholder.
+    A module named without arguments, or followed by prose, is not a command to check."""
+    commands = []
+    for page in PAGES:
+        for match in re.finditer(r"(?<![\w-])-m urlkit\.(\w+(?:\.\w+)*)([^`\n)]*)", _command_text(page)):
+            module, rest = match.group(1), match.group(2).split(" #")[0]
+            rest = re.sub(r"<[^>]*>", PLACEHOLDER, re.sub(r"\[(--[^\]]*)\]", r"\1", rest))
+            if not rest.strip() or not re.match(r"\s+([-\w.+~]+=|-|\S*[/{}]|PLACEHOLDER|[a-z]\w*(\s|$))", rest):
+                continue
+            commands.append((str(page.relative_to(ROOT)), module, shlex.split(rest)))
+    return commands
+
+
+COMMANDS = documented_commands()
+
+
+class _ParserCaught(Exception):
+    def __init__(self, parser, method):
+        self.parser, self.method = parser, method
+
+
+PARSE_METHODS = ("parse_args", "parse_intermixed_args", "parse_known_args")
+
+
+def _parser_of(main, monkeypatch):
+    """The argparse parser a CLI's ``main`` builds and the method it parses with (``main`` is
+    stopped where it would parse)."""
+    with monkeypatch.context() as patch:
+        for method in PARSE_METHODS:
+            def catch(parser, *args, method=method, **kwargs):
+                raise _ParserCaught(parser, method)
+
+            patch.setattr(argparse.ArgumentParser, method, catch)
+        patch.setattr(sys, "argv", ["prog"])
+        with pytest.raises(_ParserCaught) as caught:
+            main(["--help"]) if main.__code__.co_argcount else main()
+    return caught.value.parser, caught.value.method
+
+
+def _cli_main(module: str):
+    if module == "bench":
+        module = "bench.cli"
+    elif module == "study":
+        module = "study.cli"
+    return importlib.import_module(f"urlkit.{module}").main
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("module", sorted({m for _, m, _ in COMMANDS if m not in HYDRA_APPS}))
+def test_every_documented_cli_command_parses(module, monkeypatch):
+    """Every flag and positional a page gives ``python -m urlkit.<module>`` is one its parser
+    accepts (a renamed or dropped flag shows here); a placeholder may fail a choice."""
+    parser, method = _parser_of(_cli_main(module), monkeypatch)
+
+    def refuse(self, message):
+        raise ValueError(message)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "error", refuse)
+    refused = []
+    for where, _, arguments in (command for command in COMMANDS if command[1] == module):
+        try:
+            getattr(parser, method)(arguments)
+        except ValueError as err:
+            if PLACEHOLDER not in str(err):
+                refused.append(f"{where}: python -m urlkit.{module} {shlex.join(arguments)}: {err}")
+    assert not refused, "\n".join(refused)
+
+
+def _hydra_points(module: str, arguments: list[str]) -> list[str]:
+    """The overrides of a documented Hydra command as one run composes them: a sweep's first point."""
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-") and PLACEHOLDER not in a and "..." not in a]
+    if module == "study":
+        profile = next((arguments[i + 1] for i, a in enumerate(arguments[:-1]) if a == "--profile"), "laptop")
+        overrides = [f"+profile={'tiny' if '--tiny' in arguments else profile}", *overrides]
+    return expand(overrides)[0] if overrides else []
+
+
+@pytest.mark.timeout(120)
+def test_every_documented_override_composes():
+    """Every ``key=value`` a page gives ``python -m urlkit.run`` / ``evaluate`` / ``study`` (a sweep:
+    its first point) composes in Hydra as that command would: a renamed key or group option
+    shows here, not on a user's first try."""
+    register_resolvers()
+    refused = []
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for where, module, arguments in COMMANDS:
+            if module not in (*HYDRA_APPS, "study"):
+                continue
+            try:
+                compose(config_name=HYDRA_APPS.get(module, "train"), overrides=_hydra_points(module, arguments),
+                        return_hydra_config=True)
+            except Exception as err:  # noqa: BLE001 - every failure is the finding, named
+                refused.append(f"{where}: python -m urlkit.{module} {shlex.join(arguments)}: {err}")
+    GlobalHydra.instance().clear()
+    assert not refused, "\n".join(refused)
