@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real runs behind figures/tables/findings_embedded.md (issue 17, item 8): Table 1,
+# The real runs behind figures/tables/findings_embedded.txt (issue 17, item 8): Table 1,
 # Figure 2 (URL vs native losses) and Figure 3 on the embedded default (SmolLM2-135M + LoRA,
 # wordsense, the paper's probing setting with random negatives from the corpus), 3 seeds each.
 #
