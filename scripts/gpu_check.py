@@ -31,8 +31,9 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="model config (tiny: seconds; smollm2_135m: the default backbone)")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--rtol", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps each version trains (default: %(default)s)")
+    parser.add_argument("--rtol", type=float, default=1e-3,
+                        help="largest relative difference allowed between the histories (default: %(default)s)")
     args = parser.parse_args()
     gpus = torch.cuda.device_count()
     if gpus == 0:

@@ -123,7 +123,7 @@ def _as_document(doc: str | dict, index: int) -> Document:
 def main(argv: list[str] | None = None) -> list[tuple[float, str]]:
     parser = argparse.ArgumentParser(prog="python -m urlkit.inference", description="Score documents with a trained urlkit run.")
     parser.add_argument("--run", required=True, help="a training run directory (outputs/runs/...)")
-    parser.add_argument("--query", required=True)
+    parser.add_argument("--query", required=True, help="the query the documents are scored for")
     parser.add_argument("--doc", action="append", default=[], help="a document (repeatable)")
     parser.add_argument("--docs-file", help="a text file with one document per line")
     parser.add_argument("--instruction", default=None, help="defaults to the run's dataset instruction")

@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m urlkit.notebooks", description=__doc__.split("\n\n")[0]
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, help="what to do")
     commands.add_parser("list", help="the notebooks in notebooks/")
     run = commands.add_parser("run", help="execute a notebook headlessly")
     run.add_argument("name", help="a notebook of notebooks/ without .py, or 'all'")

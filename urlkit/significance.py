@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m urlkit.significance", description=__doc__.split("\n")[0])
     parser.add_argument("a", help="per-query CSV of system A (the baseline)")
     parser.add_argument("b", help="per-query CSV of system B")
-    parser.add_argument("--metric", default=MAIN_METRIC)
-    parser.add_argument("--resamples", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metric", default=MAIN_METRIC, help="the per-query column compared (default: %(default)s)")
+    parser.add_argument("--resamples", type=int, default=10_000,
+                        help="resamples of the randomisation test and the bootstrap interval (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         a, b = read_per_query(args.a, args.metric), read_per_query(args.b, args.metric)

@@ -145,7 +145,7 @@ def differences(expected: dict[Path, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m urlkit.sweeps", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m urlkit.sweeps", description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true", help="compare sweeps/ with the experiments; exit 1 on a difference")
     mode.add_argument("--write", action="store_true", help="write sweeps/ from the experiments")

@@ -29,6 +29,18 @@ def test_help_lists_the_config_groups():
         assert f"{group}:" in out.stdout
 
 
+@pytest.mark.parametrize("module", ["urlkit.run", "urlkit.evaluate"])
+def test_help_opens_with_what_the_command_does_and_how_to_start(module):
+    """A newcomer's first ``--help`` names the command, says what it does and shows a first
+    command line (Hydra's default header is only "<app> is powered by Hydra.")."""
+    out = _cli("--help", module=module)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith(f"python -m {module}: "), first
+    assert "powered by Hydra" not in out.stdout.split("== Configuration groups ==")[0]
+    assert re.search(rf"^  python -m {re.escape(module)} \S+=", out.stdout, flags=re.MULTILINE), "an example command"
+
+
 def test_cfg_job_prints_the_composed_config():
     out = _cli("weight=cl", "direction=rand", "--cfg", "job")
     assert out.returncode == 0, out.stderr

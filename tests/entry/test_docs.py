@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import re
 import shlex
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from urlkit.config import register_resolvers
 from urlkit.grids import expand
@@ -124,13 +126,16 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
     backticks; comments dropped, ``[--flag ...]`` taken as given, each ``<...>`` a placeholder.
     A module named without arguments, or followed by prose, is not a command to check."""
     commands = []
-    for page in PAGES:
-        for match in re.finditer(r"(?<![\w-])-m urlkit\.(\w+(?:\.\w+)*)([^`\n)]*)", _command_text(page)):
+    helps = {f"conf/{name}.yaml (--help)": OmegaConf.select(OmegaConf.load(ROOT / "conf" / f"{name}.yaml"), "hydra.help.header", default="")
+             for name in HYDRA_APPS.values()}  # the examples python -m urlkit.run/evaluate --help shows
+    sources = {**{str(page.relative_to(ROOT)): _command_text(page) for page in PAGES}, **helps}
+    for where, text in sources.items():
+        for match in re.finditer(r"(?<![\w-])-m urlkit\.(\w+(?:\.\w+)*)([^`\n)]*)", text):
             module, rest = match.group(1), match.group(2).split(" #")[0]
             rest = re.sub(r"<[^>]*>", PLACEHOLDER, re.sub(r"\[(--[^\]]*)\]", r"\1", rest))
             if not rest.strip() or not re.match(r"\s+([-\w.+~]+=|-|\S*[/{}]|PLACEHOLDER|[a-z]\w*(\s|$))", rest):
                 continue
-            commands.append((str(page.relative_to(ROOT)), module, shlex.split(rest)))
+            commands.append((where, module, shlex.split(rest)))
     return commands
 
 
@@ -161,11 +166,12 @@ def _parser_of(main, monkeypatch):
 
 
 def _cli_main(module: str):
-    if module == "bench":
-        module = "bench.cli"
-    elif module == "study":
-        module = "study.cli"
-    return importlib.import_module(f"urlkit.{module}").main
+    if module.startswith("scripts/"):  # a script run as ``python scripts/<name>.py``
+        spec = importlib.util.spec_from_file_location(Path(module).stem, ROOT / module)
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        return script.main
+    return importlib.import_module(f"urlkit.{ {'bench': 'bench.cli', 'study': 'study.cli'}.get(module, module)}").main
 
 
 @pytest.mark.timeout(120)
@@ -217,3 +223,32 @@ def test_every_documented_override_composes():
                 refused.append(f"{where}: python -m urlkit.{module} {shlex.join(arguments)}: {err}")
     GlobalHydra.instance().clear()
     assert not refused, "\n".join(refused)
+
+
+# ---- --help is the first page a user reads of a program -------------------------------------------
+
+CLIS = ["inference", "export", "significance", "findings", "notebooks", "study", "sweeps", "bench",
+        "datasets.wordsense", "datasets.manpages", "datasets.emoji", "scripts/gpu_check.py"]
+
+
+def _all_parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                yield from _all_parsers(subparser)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("module", CLIS)
+def test_every_cli_help_names_the_command_and_explains_every_option(module, monkeypatch):
+    """``--help`` shows the command a user types (``python -m urlkit.<module>``, not a file name),
+    a description that is a whole sentence, and a line of help for every argument."""
+    parser, _ = _parser_of(_cli_main(module), monkeypatch)
+    if not module.startswith("scripts/"):
+        assert parser.prog == f"python -m urlkit.{module}"
+    assert parser.description and parser.description.rstrip().endswith("."), parser.description
+    unexplained = [f"{sub.prog} {action.option_strings or action.dest}"
+                   for sub in _all_parsers(parser) for action in sub._actions
+                   if not action.help and not isinstance(action, argparse._HelpAction)]
+    assert not unexplained, f"arguments without help: {unexplained}"

@@ -43,7 +43,8 @@ SHAPE_ROWS = (256, 512, 1024, 2048)  # tokens per decoder pass: a 1+4 step (~200
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m urlkit.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default here: %(default)s)")
     parser.add_argument("--model", default="default", help=f"{' | '.join(MODELS)} | any conf/model name")
     parser.add_argument("--quick", action="store_true", help="few rounds, few queries: a smoke test")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per section (default 5, quick 1)")

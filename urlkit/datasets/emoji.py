@@ -247,7 +247,7 @@ def build(out: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m urlkit.datasets.emoji", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/emoji", help="output folder (default data/emoji)")
     args = parser.parse_args(argv)
     try:

@@ -236,10 +236,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m urlkit.datasets.manpages",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="dataset folder to write (e.g. data/manpages)")
-    parser.add_argument("--max-chars", type=int, default=2000)
-    parser.add_argument("--per-page", type=int, default=30)
-    parser.add_argument("--test-queries", type=int, default=300)
-    parser.add_argument("--dev-queries", type=int, default=100)
+    parser.add_argument("--max-chars", type=int, default=2000,
+                        help="a page's text is cut at a word boundary before this length (default: %(default)s)")
+    parser.add_argument("--per-page", type=int, default=30,
+                        help="most paragraph queries per training page (default: %(default)s)")
+    parser.add_argument("--test-queries", type=int, default=300, help="test queries (default: %(default)s)")
+    parser.add_argument("--dev-queries", type=int, default=100, help="dev queries (default: %(default)s)")
     parser.add_argument("--report", action="store_true",
                         help="print split sizes and BM25's scores over the whole corpus")
     args = parser.parse_args(argv)

@@ -187,10 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m urlkit.datasets.wordsense",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="dataset folder to write (e.g. data/wordsense)")
-    parser.add_argument("--wordnet-dir", type=Path, default=WORDNET_DIR)
-    parser.add_argument("--pool-size", type=int, default=25)
-    parser.add_argument("--test-queries", type=int, default=500)
-    parser.add_argument("--dev-queries", type=int, default=400)
+    parser.add_argument("--wordnet-dir", type=Path, default=WORDNET_DIR,
+                        help="the WordNet 3.0 database files (default: %(default)s, from wordnet-base)")
+    parser.add_argument("--pool-size", type=int, default=25,
+                        help="most candidates (senses of the word) per query (default: %(default)s)")
+    parser.add_argument("--test-queries", type=int, default=500, help="test queries (default: %(default)s)")
+    parser.add_argument("--dev-queries", type=int, default=400, help="dev queries (default: %(default)s)")
     parser.add_argument("--report", action="store_true",
                         help="print split sizes and BM25's scores within each candidate pool")
     args = parser.parse_args(argv)
