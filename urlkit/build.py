@@ -63,11 +63,13 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
     # suite's split=dev read query/val/, whose pool the config names data.pool.val)
     key = split if pools.get(split) else SPLIT_FOLDERS.get(split, split)
     pool = pools.get(key)
+    # training: what the dev and test queries judge is never a negative (Split.held_out)
+    held_out = [data_cfg.get(s) for s in ("dev_split", "test_split")] if split == data_cfg.get("train_split", "train") else []
     loaded = load_split(
         path, split, format=data_cfg.get("format", "auto"), on_error=data_cfg.get("on_error", "raise"),
         dataset=dataset, pool=resolve_path(pool, f"data.pool.{key}") if pool else None,
         instructions=bool(data_cfg.get("instructions", True)),
-        instruction_seed=int(data_cfg.get("instruction_seed", 0)),
+        instruction_seed=int(data_cfg.get("instruction_seed", 0)), held_out_splits=[s for s in held_out if s],
     )  # fmt: skip
     print_on_rank_zero(f"[urlkit] {loaded.report()}", flush=True)
     return loaded

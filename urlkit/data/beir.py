@@ -125,10 +125,7 @@ def _read_qrels(
     # the data files' line reader: a BOM is not part of the first id, a byte that is not UTF-8
     # is a bad line (a DataError naming it, or skipped and counted), not a UnicodeDecodeError
     for line_no, line in iter_lines(path, policy):
-        # trailing tabs (some spreadsheet exports) are no columns: an empty last "score" made the
-        # first judgement a header, silently dropped, and every other line an error
-        line = line.rstrip()
-        columns = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
+        columns = qrels_columns(line)
         if not any(columns):
             continue
         fields = LineFields({}, path, line_no)
@@ -166,6 +163,32 @@ def _read_qrels(
         qrels.setdefault(query_id, {})[doc_id] = grade
         first_line.setdefault(query_id, line_no)
     return qrels, absent, first_line
+
+
+def qrels_columns(line: str) -> list[str]:
+    """The columns of a qrels line: split on tabs when it has one (as BEIR reads them: an id
+    may hold a space), else on whitespace. Trailing tabs (some spreadsheet exports) are no
+    columns: an empty last "score" made the first judgement a header, silently dropped, and
+    every other line an error."""
+    line = line.rstrip()
+    return [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
+
+
+def judged_ids(folder: Path, split: str, policy: ErrorPolicy) -> set[str]:
+    """The corpus ids ``qrels/<split>.tsv`` judges, any grade, without reading the corpus (a
+    training split's held-out documents, ``urlkit.data.loaders.judged_documents``)."""
+    path = folder / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        raise MissingSplitError(f"no qrels for split {split!r}", path=path)
+    judged: set[str] = set()
+    for line_no, line in iter_lines(path, policy):
+        columns = qrels_columns(line)
+        if len(columns) in (3, 4) and parses_as(int, columns[-1]):
+            judged.add(columns[-2])
+        elif any(columns) and not (line_no == 1 and not parses_as(float, columns[-1])):  # not the header
+            policy.handle(DataError(f"expected 'query-id corpus-id score', got {line.strip()!r}",
+                                    path=path, line=line_no, reason="malformed qrels line"))
+    return judged
 
 
 def absent_notes(queries: list[Query]) -> list[str]:

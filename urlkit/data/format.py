@@ -122,6 +122,9 @@ class Split:
     source: str = ""  # the path the split was loaded from (for reports; "" if built in memory)
     # what the loader left out or changed that is not an error, e.g. "12 lines of other tasks"
     notes: list[str] = field(default_factory=list)
+    # documents of this corpus that the dataset's dev or test queries judge (any grade): never a
+    # training negative, hard or random (``load_split(held_out_splits=...)``, urlkit.data.heldout)
+    held_out: frozenset[str] = frozenset()
 
     def instruction_for(self, query: Query) -> str:
         """The query's own instruction, falling back to the split's."""

@@ -62,7 +62,10 @@ class TrainGroups(Dataset):
             raise ValueError(f"random_from must be 'pool' or 'corpus', got {random_from!r}")
         self.random_from = random_from
         self.epoch = 0
-        self._corpus_ids = list(split.corpus)
+        # the documents the dataset's dev and test queries judge are never negatives (a test
+        # answer is no training negative); the corpus is filtered once, pools per draw
+        self.held_out = split.held_out
+        self._corpus_ids = [d for d in split.corpus if d not in self.held_out]
         # a query whose positives the corpus lacks (BEIR's absent judgements) is evaluated only
         self.queries = [q for q in split.queries if q.positives]
         if not self.queries:  # a stream over no group divides by zero in the data loader
@@ -77,7 +80,8 @@ class TrainGroups(Dataset):
             if n_negatives > 0 and supply == 0:
                 raise DataError(
                     f"dataset {split.name}/{split.split} is too small for {n_negatives} "
-                    f"negatives: query {query.id!r} has no document that is not a positive",
+                    f"negatives: query {query.id!r} has no document that is not a positive "
+                    "(nor held out: judged by a dev or test query)",
                     path=split.source or None,
                 )
             self.padded_queries += supply < n_negatives
@@ -100,7 +104,7 @@ class TrainGroups(Dataset):
         negatives = sample_negatives(
             query, self.ranking.get(query.id), self._corpus_ids, self.n_negatives,
             hard_fraction=self.hard_fraction, hard_depth=self.hard_depth, rng=rng,
-            random_from=self.random_from,
+            random_from=self.random_from, held_out=self.held_out,
         )
         padding = self.n_negatives - len(negatives)
         mask = torch.zeros(1 + self.n_negatives, dtype=torch.bool)
@@ -111,6 +115,8 @@ class TrainGroups(Dataset):
     def report(self) -> str:
         line = (f"{self.split.name}/{self.split.split}: {len(self)} training groups of 1 "
                 f"positive + {self.n_negatives} negatives (hard fraction {self.hard_fraction}, random ones from the {self.random_from})")
+        if self.held_out:
+            line += f"; {len(self.held_out)} documents judged by dev or test queries are never negatives"
         if self.padded_queries:
             line += f"; {self.padded_queries} queries have fewer negatives and are padded"
         left_out = len(self.split.queries) - len(self.queries)
@@ -123,9 +129,9 @@ class TrainGroups(Dataset):
         """How many distinct documents could serve as the query's negatives."""
         positives = set(query.positives)
         if query.candidates is None or self.random_from == "corpus":  # the whole corpus
-            return len(self._corpus_ids) - len(positives)
+            return len(self._corpus_ids) - len(positives.difference(self.held_out))
         ranked = [doc_id for doc_id, _ in self.ranking.get(query.id, [])[: self.hard_depth]]
-        return len({*query.candidates, *query.negatives, *ranked} - positives)
+        return len({*query.candidates, *query.negatives, *ranked} - positives - self.held_out)
 
 
 class GroupCollator:

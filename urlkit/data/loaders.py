@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split, infer_category
@@ -24,6 +25,7 @@ from urlkit.data.reading import (
     check_document,
     check_query,
     find_data_file,
+    iter_jsonl,
     iter_lines,
     read_dataset_info,
     read_records,
@@ -45,6 +47,7 @@ def load_split(
     dataset: str | None = None,
     instructions: bool = True,
     instruction_seed: int = 0,
+    held_out_splits: Sequence[str] = (),
 ) -> Split:
     """Load one split of a dataset into a :class:`Split`.
 
@@ -56,6 +59,8 @@ def load_split(
     layout when left out). ``dataset`` names the dataset inside an M-BEIR root
     (``cirr_task7``); ``instructions`` and ``instruction_seed``: M-BEIR's instruction file
     is read and each query's prompt chosen by (seed, query id) (urlkit.data.mbeir).
+    ``held_out_splits`` (a training split's dev and test): the documents their queries judge
+    become ``Split.held_out``, never a training negative (see :func:`judged_documents`).
     """
     path = Path(path).expanduser().resolve()
     if not path.exists():
@@ -87,7 +92,68 @@ def load_split(
     loaded.skipped = policy.skipped
     if not loaded.queries:
         raise DataError(f"split {split!r} has no usable query ({loaded.report()})", path=path)
+    if held_out_splits:
+        _hold_out(loaded, path, fmt, held_out_splits, on_error, dataset)
     return loaded
+
+
+def judged_documents(path: Path, fmt: str, split: str, policy: ErrorPolicy,
+                     dataset: str | None = None) -> set[str]:
+    """The doc ids the queries of ``split`` judge, any grade, read from its judgement lines
+    alone (urlkit JSONL ``positives``, BEIR ``qrels/<split>.tsv``, M-BEIR's qrels file and
+    ``pos_cand_list``): no corpus, no pool, so a training run pays a few reads of small files.
+    A :class:`MissingSplitError` when the dataset has no such split."""
+    if fmt == "beir":
+        from urlkit.data.beir import judged_ids
+
+        return judged_ids(path, split, policy)
+    if fmt == "mbeir":
+        from urlkit.data.mbeir import judged_ids
+
+        return judged_ids(path, dataset, split, policy)
+    split_path = find_data_file(path, split)
+    if split_path is None:
+        raise MissingSplitError(f"no split {split!r}: expected {split}.jsonl (optionally .gz)", path=path)
+    judged: set[str] = set()
+    for line_no, record in iter_jsonl(split_path, policy):
+        try:
+            judged.update(_read_positives(LineFields(record, split_path, line_no)))
+        except DataError as err:
+            policy.handle(err)
+    return judged
+
+
+def _hold_out(loaded: Split, path: Path, fmt: str, splits: Sequence[str], on_error: str,
+              dataset: str | None) -> None:
+    """Set ``loaded.held_out`` to the documents of its corpus that the queries of ``splits``
+    judge, and say how many in its notes. One corpus serves every split (emoji's, wordsense's,
+    BEIR's, an M-BEIR pool read by two splits), so "random from the corpus" or BM25's top-100
+    would otherwise show the test's own answers as training negatives. A split the dataset
+    lacks holds nothing out; a broken one is the error its evaluation would meet anyway.
+
+    A document that ``loaded``'s own queries name (a judgement, an explicit negative, a pool
+    member) stays in play: the dataset puts it in training by design (a WordNet synset that two
+    words share, a man page a test page's SEE ALSO names), so holding it out could not keep it
+    unseen, only empty pools. What is held out is what training reaches *beyond* its own
+    queries: the shared corpus (``random_from=corpus``) and the first stage's top-k."""
+    judged: set[str] = set()
+    read = []
+    for name in dict.fromkeys(splits):
+        if name == loaded.split:
+            continue
+        try:
+            judged |= judged_documents(path, fmt, name, ErrorPolicy(on_error), dataset)
+        except MissingSplitError:
+            continue
+        read.append(name)
+    judged.intersection_update(loaded.corpus)
+    trained = {d for q in loaded.queries for d in (*q.qrels, *q.negatives, *(q.candidates or ()))}
+    loaded.held_out = frozenset(judged - trained)
+    if read:
+        shared = len(judged) - len(loaded.held_out)
+        loaded.notes.append(f"{len(loaded.held_out)} documents judged by the {' and '.join(read)} queries "
+                            "held out: never training negatives" + (f" ({shared} more that training queries "
+                                                                     "name themselves kept)" if shared else ""))
 
 
 def detect_format(path: Path, split: str) -> str:

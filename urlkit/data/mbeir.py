@@ -26,7 +26,8 @@ union's training pool, ``cand_pool/global/mbeir_union_train_cand_pool.jsonl``, a
 keeping the candidates of the datasets the query file names (the part of each id before ":").
 Only a tree without it (nor a pool named after the training file) trains on the task's local
 pool, and says so in the split's report: those are the evaluation candidates, so random
-training negatives can be test documents. ``pool=`` (``data.pool.<split>=``) gives
+training negatives can be test candidates (never one that val or test judges:
+:func:`judged_ids`, ``Split.held_out``). ``pool=`` (``data.pool.<split>=``) gives
 any split another pool, e.g. the union's test pool for UniIR's global setting. A positive or
 negative of *another* dataset that is not in the pool is left out (OVEN's queries list InfoSeek
 positives its local pool does not hold; UniIR evaluates without them), and counted in the
@@ -71,6 +72,7 @@ from urlkit.data.format import DataError, Document, MissingSplitError, Query, Sp
 from urlkit.data.negatives import query_rng
 from urlkit.data.reading import (
     ErrorPolicy,
+    LineFields,
     SkippedDocuments,
     check_document,
     check_query,
@@ -379,6 +381,34 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             )  # fmt: skip
         qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
     return qrels
+
+
+def judged_ids(path: Path, dataset: str | None, split: str, policy: ErrorPolicy) -> set[str]:
+    """The candidate ids the queries of ``split`` judge (its qrels file and ``pos_cand_list``),
+    read without the pool (a training split's held-out documents,
+    ``urlkit.data.loaders.judged_documents``). ``path``: the M-BEIR root (with ``dataset``) or
+    a query file, whose tree holds the other splits; a file outside a tree holds only its own."""
+    path = path.resolve()
+    task = None
+    if path.is_dir():
+        root = path
+        query_file, task = find_query_file(root, dataset or "", split)
+    else:
+        root, own = find_mbeir_root(path), file_split(path)
+        query_file = path
+        if own is None or SPLIT_FOLDERS.get(own, own) != SPLIT_FOLDERS.get(split, split):
+            if not is_mbeir_root(root):
+                raise MissingSplitError(f"no {split} split: this query file is not inside an M-BEIR tree", path=path)
+            query_file, task = find_query_file(root, _dataset_name(path), split)
+    qrels_path = find_qrels(query_file, root)
+    judged = {did for grades in (read_qrels(qrels_path) if qrels_path else {}).values() for did in grades}
+    for line_no, record in iter_jsonl(query_file, policy):
+        if task is None or record.get("task_id") == task:
+            try:
+                judged.update(LineFields(record, query_file, line_no).id_list("pos_cand_list") or [])
+            except DataError as err:
+                policy.handle(err)
+    return judged
 
 
 def read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:

@@ -18,8 +18,10 @@ pooled dataset (wordsense) the pool mix is 1:1 in name only (random and hard com
 same few documents).
 When one kind runs short the other tops it up; when both do, fewer than ``n`` come back
 and the training group pads (see ``groups.py``). Positives (grade > 0) are never negatives;
-judged non-relevant documents (grade 0) may be. The list holds the hard negatives first,
-then the random ones, without duplicates.
+judged non-relevant documents (grade 0) may be. Nor is any ``held_out`` document, hard or
+random: those the dataset's dev and test queries judge (``Split.held_out``), since one corpus
+serves every split and a test's answer shown as a training negative is a leak. The list holds
+the hard negatives first, then the random ones, without duplicates.
 
 Determinism: :func:`query_rng` seeds one generator per (seed, epoch, query id) from a stable
 hash (blake2b; Python's ``hash()`` changes with every process).
@@ -28,7 +30,7 @@ hash (blake2b; Python's ``hash()`` changes with every process).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -51,11 +53,14 @@ def sample_negatives(
     hard_depth: int = 100,
     rng: np.random.Generator | None = None,
     random_from: str = "pool",
+    held_out: Collection[str] = frozenset(),
 ) -> list[str]:
     """Up to ``n`` negative doc ids for ``query`` (see the module docstring).
 
     ``ranking`` is the query's first-stage list ``[(doc id, score), ...]`` (None: no
-    retriever, only explicit negatives are hard); ``corpus_ids`` all doc ids of the split.
+    retriever, only explicit negatives are hard); ``corpus_ids`` all doc ids of the split
+    (:class:`~urlkit.data.groups.TrainGroups` passes them without ``held_out``, filtered once);
+    ``held_out``: ids that are never negatives (a set: looked up per candidate).
     """
     if rng is None:
         raise ValueError("pass rng=query_rng(seed, epoch, query.id) for reproducible negatives")
@@ -65,15 +70,15 @@ def sample_negatives(
         return []
     positives = set(query.positives)
     ranked = [doc_id for doc_id, _ in (ranking or [])[:hard_depth]]
-    hard_pool = [d for d in dict.fromkeys([*ranked, *query.negatives]) if d not in positives]
+    hard_pool = [d for d in dict.fromkeys([*ranked, *query.negatives]) if d not in positives and d not in held_out]
     pool = query.candidates if random_from == "pool" else None
-    random_pool = pool if pool is not None else corpus_ids
+    random_pool = corpus_ids if pool is None else [d for d in pool if d not in held_out]
 
     # rounded first: 25 x 0.58 is 14.499999999999998 in floating point, and floor(N h + 1/2) is 15
     n_hard = min(int(np.floor(round(n * hard_fraction, 9) + 0.5)), len(hard_pool))
     hard = [hard_pool[i] for i in rng.permutation(len(hard_pool))[:n_hard]]
     taken = positives | set(hard)
-    random = _draw_distinct(random_pool, n - n_hard, taken, rng)
+    random = _draw_distinct(random_pool, n - n_hard, taken, rng, held_out)
     negatives = hard + random
     if len(negatives) < n:  # the random pool ran short: top up with more hard negatives
         taken.update(random)
@@ -83,9 +88,11 @@ def sample_negatives(
 
 
 def _draw_distinct(
-    pool: Sequence[str], m: int, excluded: set[str], rng: np.random.Generator
+    pool: Sequence[str], m: int, excluded: set[str], rng: np.random.Generator,
+    held_out: Collection[str] = frozenset(),
 ) -> list[str]:
-    """``m`` distinct ids of ``pool`` not in ``excluded`` (fewer if the pool runs out).
+    """``m`` distinct ids of ``pool`` in neither ``excluded`` nor ``held_out`` (fewer if the
+    pool runs out).
 
     A large pool (the corpus) is sampled by rejection, which costs O(m) instead of O(|pool|);
     a small one (or a rejection run that keeps missing) is enumerated exactly.
@@ -97,9 +104,9 @@ def _draw_distinct(
         for _ in range(8):
             for i in rng.integers(0, len(pool), size=2 * m):
                 doc_id = pool[int(i)]
-                if doc_id not in excluded:
+                if doc_id not in excluded and doc_id not in held_out:
                     drawn[doc_id] = None
                     if len(drawn) == m:
                         return list(drawn)
-    allowed = [d for d in dict.fromkeys(pool) if d not in excluded]
+    allowed = [d for d in dict.fromkeys(pool) if d not in excluded and d not in held_out]
     return [allowed[i] for i in rng.permutation(len(allowed))[:m]]
