@@ -87,6 +87,21 @@ def test_qrels_file_gives_the_judgements(tmp_path):
     assert err.value.path == str(qrels) and err.value.line == 2
 
 
+def test_a_second_judgement_of_a_pair_is_an_error_naming_file_and_line_as_in_beir(tmp_path):
+    """A repeated (qid, did) line kept its last grade without a word; BEIR's reader refuses it.
+    Now both do: an error naming the file and line, or with on_error=skip the first kept and
+    the repeat counted."""
+    root = mbeir_tree(tmp_path)
+    qrels = root / "qrels" / "test" / "mbeir_toy_task7_test_qrels.txt"
+    qrels.write_text("7:300 0 7:1 2 7\n7:300 0 7:5 1 7\n7:300 0 7:1 1 7\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"second judgement of \('7:300', '7:1'\), first on line 1") as err:
+        load_split(root, "test", dataset="toy_task7")
+    assert err.value.path == str(qrels) and err.value.line == 3
+    split = load_split(root, "test", dataset="toy_task7", on_error="skip")
+    assert split.queries[0].qrels == {"7:1": 2, "7:5": 1}  # the first judgement, not the last
+    assert split.skipped == {"duplicate judgement": 1}
+
+
 def test_a_missing_split_file_is_an_error_naming_the_paths(tmp_path):
     root = mbeir_tree(tmp_path)
     (root / "query" / "val" / "mbeir_toy_task7_val.jsonl").unlink()

@@ -196,7 +196,7 @@ def load_mbeir(
     union_pool = pool_path.parent.name == "global"
     keep = _dataset_ids(query_path, task) if training and union_pool and not _is_union(query_path) else None
     qrels_path = find_qrels(query_path, root)
-    judged = read_qrels(qrels_path) if qrels_path else {}
+    judged = read_qrels(qrels_path, policy) if qrels_path else {}
     prompts = read_instructions(root / INSTRUCTIONS_FILE) if instructions else None
 
     modalities: dict[str, str] = {}  # did -> the pool's "modality" (the instruction key's third part)
@@ -365,20 +365,34 @@ def find_qrels(query_path: Path, root: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """M-BEIR's qrels: ``qid 0 did grade [task_id]`` per line, whitespace-separated."""
+def read_qrels(path: Path, policy: ErrorPolicy | None = None) -> dict[str, dict[str, int]]:
+    """M-BEIR's qrels: ``qid 0 did grade [task_id]`` per line, whitespace-separated.
+
+    As the BEIR reader: a malformed line, or a second judgement of a (qid, did) pair, is a
+    :class:`DataError` naming the file, the line (and the first judgement's) for ``policy``
+    (default raise; skip keeps the first and counts the line). UniIR's ``load_qrel`` appends a
+    repeat to the qid's list, and a later grade here replaced the first without a word."""
+    policy = policy or ErrorPolicy("raise")
     qrels: dict[str, dict[str, int]] = {}
+    first: dict[tuple[str, str], int] = {}
     # the data files' line reader: a BOM is no part of the first qid (whose graded judgements
     # gave way to pos_cand_list), a byte that is not UTF-8 is an error naming its line
-    for number, line in iter_lines(path, ErrorPolicy("raise")):
+    for number, line in iter_lines(path, policy):
         parts = line.split()
         if not parts:
             continue
         if len(parts) not in (4, 5) or not parses_as(int, parts[3]):
-            raise DataError(
+            policy.handle(DataError(
                 f"expected 'qid 0 did grade [task_id]', got {line.strip()!r}",
                 path=path, line=number, reason="malformed qrels line",
-            )  # fmt: skip
+            ))  # fmt: skip
+            continue
+        pair = (parts[0], parts[2])
+        if pair in first:
+            policy.handle(DataError(f"second judgement of ({pair[0]!r}, {pair[1]!r}), first on line "
+                                    f"{first[pair]}", path=path, line=number, reason="duplicate judgement"))
+            continue
+        first[pair] = number
         qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
     return qrels
 
@@ -401,7 +415,7 @@ def judged_ids(path: Path, dataset: str | None, split: str, policy: ErrorPolicy)
                 raise MissingSplitError(f"no {split} split: this query file is not inside an M-BEIR tree", path=path)
             query_file, task = find_query_file(root, _dataset_name(path), split)
     qrels_path = find_qrels(query_file, root)
-    judged = {did for grades in (read_qrels(qrels_path) if qrels_path else {}).values() for did in grades}
+    judged = {did for grades in (read_qrels(qrels_path, policy) if qrels_path else {}).values() for did in grades}
     for line_no, record in iter_jsonl(query_file, policy):
         if task is None or record.get("task_id") == task:
             try:
