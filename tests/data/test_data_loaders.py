@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -247,3 +248,56 @@ def test_a_pool_listing_a_document_twice_is_ranked_with_each_document_once(tmp_p
     for retriever in ("pool", "bm25"):
         ranked = [doc for doc, _ in first_stage(split, retriever, k=4, cache=False)["q1"]]
         assert sorted(ranked) == ["d1", "d3", "d4", "d7"], retriever  # four documents in the top 4
+
+
+def _damaged_png(path: Path) -> Path:
+    """A PNG whose pixel data is damaged (a byte of its IDAT chunk flipped): a batch reading it
+    would fail, hours into training."""
+    data = bytearray(write_image(path).read_bytes())
+    data[data.index(b"IDAT") + 6] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "not a picture", "empty file"])
+def test_a_corrupt_picture_is_found_when_the_data_is_loaded(tmp_path, damage):
+    from urlkit.data.images import read_image
+
+    path = tmp_path / "images" / "d9.png"
+    if damage == "flipped byte":
+        _damaged_png(path)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"<html>404</html>" if damage == "not a picture" else b"")
+    with pytest.raises(DataError):
+        read_image(path)  # what a training batch would meet
+    corpus = corpus_records()
+    corpus.insert(2, {"id": "d9", "image": "images/d9.png"})
+    train = [*train_records(), {"id": "q4", "text": "a picture", "positives": ["d9", "d1"]}]
+    jsonl_dataset(tmp_path, corpus=corpus, train=train)
+    with pytest.raises(DataError, match=r"unreadable image images/d9\.png") as err:
+        load_split(tmp_path, "train")
+    _error_location(err, tmp_path / "corpus.jsonl", 3)
+    assert err.value.reason == "unreadable image"
+    split = load_split(tmp_path, "train", on_error="skip")  # skipped and counted, its query kept
+    assert "d9" not in split.corpus and split.skipped == {"unreadable image": 1}
+    assert next(q for q in split.queries if q.id == "q4").positives == ["d1"]
+
+
+def test_pictures_are_checked_once_and_again_when_rewritten(tmp_path, monkeypatch):
+    from PIL import Image
+
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda path, *a, **kw: opened.append(path) or real_open(path, *a, **kw))
+    write_image(tmp_path / "images" / "d1.png")
+    corpus = [{"id": "d1", "image": "images/d1.png"}, *corpus_records()[1:]]
+    train = [{"id": "q1", "text": "red", "positives": ["d1"]}, {"id": "q2", "text": "x", "positives": ["d2"]}]
+    jsonl_dataset(tmp_path, corpus=corpus, train=train)
+    load_split(tmp_path, "train")
+    load_split(tmp_path, "train")
+    assert len(opened) == 1  # the second load (dev, test, a suite) reads the check from the cache
+    stamp = (tmp_path / "images" / "d1.png").stat().st_mtime_ns
+    os.utime(_damaged_png(tmp_path / "images" / "d1.png"), ns=(stamp + 10**9, stamp + 10**9))  # a later write
+    with pytest.raises(DataError, match="unreadable image"):
+        load_split(tmp_path, "train")

@@ -3,7 +3,8 @@
 Every loader (urlkit JSONL, BEIR, M-BEIR) produces a :class:`Split`; everything downstream
 (first stage, negatives, prompts, training groups, evaluation) reads only these classes.
 Text and images may appear on either side: a document or a query carries ``text``, an
-``image`` (absolute path, checked to exist at load time, never decoded here), or both.
+``image`` (absolute path, checked at load time to exist and to open as a picture, its pixels
+never decoded here: ``urlkit.data.images.picture_problem``), or both.
 """
 
 from __future__ import annotations

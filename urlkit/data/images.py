@@ -1,18 +1,21 @@
 """Pictures for vision-language backbones: reading an image file, and its pixel values and
 token count through the backbone's image processor (the renderer places the tokens; see
-``urlkit.data.prompts``)."""
+``urlkit.data.prompts``); and the cheap check a loader makes of every picture a dataset names
+(:func:`picture_problem`). Torch is imported by the image processor's users only: a loader that
+checks pictures does not pay for it."""
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from urlkit.data.format import DataError
 from urlkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ImageInputs:
@@ -82,6 +85,38 @@ def image_version(path: str | None) -> Version | None:
     except OSError as err:
         raise DataError(f"cannot read the image: {err.strerror}", path=path, reason="unreadable image") from err
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+# path -> (its image_version, why it cannot be read or None): a picture named by several lines
+# (M-BEIR's query images, emoji's pictures in two tasks) or splits is opened once per process;
+# bounded, since a pool of millions of pictures would otherwise hold them all
+_CHECKED: dict[str, tuple[Version | None, str | None]] = {}
+_CHECKED_MAX = 1 << 18
+
+
+def picture_problem(path: str) -> str | None:
+    """Why the picture at ``path`` cannot be read, or None: PIL opens its header and runs
+    ``verify()`` (PNG: every chunk's checksum; other formats: the header only), without decoding
+    the pixels, so a loader can check every picture in its first seconds rather than a batch
+    finding a corrupt one hours into training. A picture whose header is sound but whose data is
+    cut short (a truncated JPEG) passes, and :func:`read_image` names it when it is read. Cached
+    per :func:`image_version`: a file rewritten at its path is checked again."""
+    version = image_version(path)
+    cached = _CHECKED.get(path)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    from PIL import Image
+
+    problem = None
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as err:  # noqa: BLE001 -- PIL's verify raises SyntaxError, struct.error, OSError...
+        problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED[path] = (version, problem)
+    return problem
 
 
 def read_image(path: str | Path):

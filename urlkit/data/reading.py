@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from urlkit.data.format import DataError, Document, Query
+from urlkit.data.images import picture_problem
 
 ON_ERROR = ("raise", "skip")
 
@@ -169,7 +170,10 @@ class LineFields:
         return [str(v) for v in value]
 
     def image(self, key: str, root: Path) -> str | None:
-        """An optional image path relative to ``root``, resolved and checked to exist."""
+        """An optional image path relative to ``root``, resolved, checked to exist and to open as
+        a picture (:func:`~urlkit.data.images.picture_problem`: header and checksums, cached):
+        a corrupt one is an error naming this line now, or skipped and counted as "unreadable
+        image", not found by a batch hours into training."""
         raw = self.text(key)
         if not raw:
             return None
@@ -177,6 +181,9 @@ class LineFields:
         if not resolved.is_file():
             raise self.error(f"image file not found: {raw} (looked at {resolved})",
                              "missing image")
+        problem = picture_problem(str(resolved))
+        if problem is not None:
+            raise self.error(f"unreadable image {raw} ({resolved}): {problem}", "unreadable image")
         return str(resolved)
 
 
