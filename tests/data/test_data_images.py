@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -77,3 +80,45 @@ def test_an_exif_rotated_photo_is_read_upright_as_transformers_does(tmp_path):
     assert pixels[5, 10, 0] > 200 and pixels[5, 10, 2] < 60  # the red half is on top once upright
     assert pixels[35, 10, 2] > 200 and pixels[35, 10, 0] < 60
     assert np.abs(pixels - np.asarray(load_image(str(path))).astype(int)).max() <= 1
+
+
+def _same_size_rewrite(path, stat):
+    """Other bytes of the same length at ``path``, its modification time put back as it was: a
+    rewrite within one tick of the file system's clock, or a copy that keeps the time (cp -p)."""
+    data = bytearray(path.read_bytes())
+    data[data.index(b"IDAT") + 6] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size and os.stat(path).st_ino == stat.st_ino
+
+
+def test_a_same_size_rewrite_within_one_clock_tick_is_read_again(tmp_path):
+    from urlkit.data.images import image_version, picture_problem
+
+    path = tmp_path / "upload.png"
+    Image.new("RGB", (8, 8), "red").save(path)
+    before = image_version(str(path))
+    assert picture_problem(str(path)) is None
+    _same_size_rewrite(path, os.stat(path))
+    assert image_version(str(path)) != before
+    assert picture_problem(str(path)) is not None  # not the cached answer for the first picture
+
+
+@pytest.mark.timeout(30)
+def test_an_old_pictures_version_is_stable_and_a_copy_keeping_its_time_changes_it(tmp_path, monkeypatch):
+    from urlkit.data import images
+
+    monkeypatch.setattr(images, "RACY_NS", 0, raising=False)  # as if written long ago: only the stat fields decide
+    path = tmp_path / "picture.png"
+    Image.new("RGB", (8, 8), "red").save(path)
+    stat = os.stat(path)
+    before = images.image_version(str(path))
+    assert images.image_version(str(path)) == before  # what lets the caches work at all
+    probe, deadline = tmp_path / "probe", time.monotonic() + 10
+    while time.monotonic() < deadline:  # wait for the file system's clock to tick
+        probe.write_bytes(b"x")
+        if os.stat(probe).st_ctime_ns > stat.st_ctime_ns:
+            break
+        time.sleep(0.01)
+    _same_size_rewrite(path, stat)
+    assert images.image_version(str(path)) != before  # the status-change time, which utime cannot set

@@ -287,6 +287,10 @@ def test_a_corrupt_picture_is_found_when_the_data_is_loaded(tmp_path, damage):
 def test_pictures_are_checked_once_and_again_when_rewritten(tmp_path, monkeypatch):
     from PIL import Image
 
+    from urlkit.data import images
+
+    monkeypatch.setattr(images, "RACY_NS", 0)  # a picture written just now is re-read until it is older
+
     opened = []
     real_open = Image.open
     monkeypatch.setattr(Image, "open", lambda path, *a, **kw: opened.append(path) or real_open(path, *a, **kw))

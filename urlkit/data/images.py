@@ -6,7 +6,9 @@ checks pictures does not pay for it."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,22 +71,36 @@ class ImageInputs:
         return entry
 
 
-Version = tuple[int, int, int]
+Version = tuple[int, ...]
+
+# A file changed within this long of being looked at may change again within the same tick of
+# its file system's clock (ext4: a few ms; FAT, HFS+ and many NFS servers: 1-2 s) and keep
+# every stat field: its version is then never equal to another, so it is read again ("racy
+# git"). Files older than that (a dataset's pictures) are cached as usual.
+RACY_NS = 2_000_000_000
+_racy = itertools.count()
 
 
 def image_version(path: str | None) -> Version | None:
-    """(modification time in ns, size, inode) of the file at ``path``: what a cache of anything
-    read from it is kept with, so a file rewritten in place (a new size or a later time) or
-    replaced by a rename (a new inode) is read again. One ``stat``, about a microsecond: cheap
-    next to the tokeniser for every document. Not seen: a rewrite to the same size within one
-    tick of the file system's clock (a few ms on ext4). None for no image."""
+    """What a cache of anything read from the file at ``path`` is kept with: (modification and
+    status-change times in ns, size, inode). One ``stat``, about a microsecond: cheap next to the
+    tokeniser for every document. A rewrite in place changes the times or the size, a
+    replacement by a rename the inode, and a copy that keeps the old modification time (``cp
+    -p``, ``rsync -t``, ``os.utime``) the status-change time, which no user can set. A rewrite
+    of the same size within one tick of the file system's clock keeps all four: so a file
+    changed less than :data:`RACY_NS` ago gets a version of its own on every call, equal to no
+    other, and is read again until it is that old (a service writing each upload to one path
+    scores every upload, at the cost of reading it). None for no image."""
     if path is None:
         return None
     try:
         stat = os.stat(path)
     except OSError as err:
         raise DataError(f"cannot read the image: {err.strerror}", path=path, reason="unreadable image") from err
-    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+    version = (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
+    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) < RACY_NS:
+        return (*version, next(_racy))
+    return version
 
 
 # path -> (its image_version, why it cannot be read or None): a picture named by several lines
