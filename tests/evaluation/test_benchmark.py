@@ -70,6 +70,30 @@ def test_entries_merge_the_data_group_the_suite_and_the_entry():
     assert entries[-1].data.retriever == "trec" and entries[-1].data.run_file == "/r/IT2IT_OVEN.trec"
 
 
+@pytest.mark.parametrize(("suite", "name"), [("beir", "arguana"), ("mrb", "T2T_ArguAna")])
+def test_every_suites_arguana_keeps_the_judgement_of_a_document_its_corpus_lacks(tmp_path, suite, name):
+    """ArguAna's qrels judge a document its corpus lacks (beir-cellar/beir#101): the BEIR suite's
+    entry reads it with on_error=skip (the judgement kept for the metrics, as BEIR's evaluation),
+    and MRB's ArguAna, the same BEIR folder, stopped the suite with 'unknown doc id'."""
+    from urlkit.build import evaluation_set
+
+    folder = tmp_path / "root" / name
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in
+                                                 enumerate(["tabs beat spaces", "spaces beat tabs", "tabs or spaces"])))
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "tabs are better"}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\tgone\t1\n")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / f"{name}.trec").write_text("".join(f"q1 Q0 d{i} {i + 1} {3 - i} run\n" for i in range(3)))
+    runs_key = f"benchmark.runs={runs}" if suite == "mrb" else "data.retriever=bm25"  # BEIR's suite: BM25
+    cfg = _suite(f"benchmark={suite}", f"benchmark.root={tmp_path / 'root'}", runs_key)
+    (entry,) = [e for e in suite_entries(cfg.benchmark, cfg.data) if e.name == name]
+    evaluated = evaluation_set(entry.data, entry.split, depth=10)
+    (query,) = evaluated.split.queries
+    assert query.qrels == {"d1": 1} and query.absent_qrels == {"gone": 1}
+
+
 def test_bad_suites_name_the_key():
     cfg = _suite("benchmark=embedded")
     OmegaConf.set_struct(cfg, False)
