@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.config import print_on_rank_zero, read_run_config, resolve_path
+from urlkit.config import print_on_rank_zero, read_run_config
+from urlkit.config_checks import resolve_path
 from urlkit.data.candidates import Ranking, first_stage, without_identical_ids
 from urlkit.data.format import MissingSplitError, Split
 from urlkit.data.groups import GroupCollator, TrainGroups

@@ -54,7 +54,7 @@ class UrlkitError(Exception):
 
 class ConfigError(UrlkitError, ValueError):
     """A config value urlkit cannot run with; the message names the key, the value and
-    what is allowed (see :mod:`urlkit.config`)."""
+    what is allowed (see :mod:`urlkit.config_checks`)."""
 
 
 FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)

@@ -29,7 +29,7 @@ def evaluate(cfg) -> dict[str, float]:
     from omegaconf import OmegaConf
 
     from urlkit.build import build_reranker, check_direction, evaluation_set, load_trained
-    from urlkit.config import sets_data
+    from urlkit.config import override_key, sets_data
     from urlkit.errors import ConfigError
     from urlkit.records import RunDirectory
 
@@ -43,7 +43,7 @@ def evaluate(cfg) -> dict[str, float]:
     data_cfg, direction, label, built, run_cfg = cfg.data, cfg.direction.name, cfg.model.name, None, None
     if cfg.run_dir:
         overrides = HydraConfig.get().overrides.task
-        keys = [str(o).split("=")[0].lstrip("+~") for o in overrides]
+        keys = [override_key(o) for o in overrides]
         # the run's config.yaml builds what scores; another model, head or prompt would not be used
         unused = [o for o, k in zip(overrides, keys, strict=True)
                   if k.split(".")[0] in ("model", "head", "prompt", "direction") and k != "model.dtype"]
@@ -95,13 +95,15 @@ def with_data_keys(run_data, data, overrides) -> object:
     rest of that config is the default dataset's, not the run's."""
     from omegaconf import OmegaConf
 
+    from urlkit.config import override_key
+
     own = OmegaConf.create(OmegaConf.to_container(run_data, resolve=True))
     for override in overrides or []:
-        key = str(override).split("=")[0]
-        if not key.lstrip("+~").startswith("data."):
+        key = override_key(override)
+        if not key.startswith("data."):
             continue
-        sub = key.lstrip("+~").removeprefix("data.")
-        if key.startswith("~"):
+        sub = key.removeprefix("data.")
+        if str(override).startswith("~"):
             parent, _, leaf = sub.rpartition(".")
             node = OmegaConf.select(own, parent) if parent else own
             if node is not None and leaf in node:
@@ -134,7 +136,7 @@ def main() -> None:
 
 def _checked_evaluate(cfg) -> dict[str, float]:
     """:func:`evaluate` behind the config checks; bad input ends with ``error: <message>``, exit 2."""
-    from urlkit.config import check_evaluate_config
+    from urlkit.config_checks import check_evaluate_config
     from urlkit.errors import reported_errors
 
     with reported_errors():

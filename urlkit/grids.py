@@ -29,7 +29,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.config import register_resolvers
+from urlkit.config import override_key, register_resolvers
 from urlkit.errors import UrlkitError
 from urlkit.paths import REPO_ROOT
 
@@ -168,8 +168,7 @@ def point_label(point: Sequence[str], only: Collection[str] | None = None) -> st
     """
     parts = []
     for override in point:
-        key, _, value = override.partition("=")
-        key = key.lstrip("+~")
+        key, value = override_key(override), override.partition("=")[2]
         if key != "experiment" and (only is None or key in only):
             parts.append(f"{key}={value}".replace("/", "-"))
     return ",".join(parts) or "default"

@@ -15,12 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from urlkit.config import (
-    check_resume_target,
-    check_train_config,
-    print_on_rank_zero,
-    register_resolvers,
-)
+from urlkit.config import check_resume_target, override_key, print_on_rank_zero, register_resolvers
+from urlkit.config_checks import check_train_config
 from urlkit.errors import ConfigError, reported_errors
 from urlkit.paths import REPO_ROOT
 from urlkit.train import train
@@ -48,7 +44,7 @@ def resume_config(run_dir: Path, given: DictConfig | None = None, overrides: lis
     saved = OmegaConf.load(Path(run_dir) / "config.yaml")
     changed = []
     # the last override of a key is the one Hydra applied
-    last = {override.split("=", 1)[0].lstrip("+~"): override for override in overrides} if given is not None else {}
+    last = {override_key(override): override for override in overrides} if given is not None else {}
     for key, override in last.items():
         if key in ("resume", "hydra") or key.startswith("hydra."):
             continue

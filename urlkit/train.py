@@ -158,7 +158,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         training_workload,
         weight_options,
     )
-    from urlkit.config import temperature_note
+    from urlkit.config_checks import temperature_note
     from urlkit.data.stream import RankShard
     from urlkit.records import RunDirectory
     from urlkit.training.callbacks import (

@@ -20,7 +20,7 @@ import torch
 from helpers.run_helpers import compose_train, write_small_dataset
 
 from urlkit.build import check_direction, token_sample_instances
-from urlkit.config import check_train_config, temperature_note
+from urlkit.config_checks import check_train_config, temperature_note
 from urlkit.data import Query, query_rng, sample_negatives
 from urlkit.data.loaders import load_split
 from urlkit.errors import ConfigError

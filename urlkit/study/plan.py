@@ -15,7 +15,8 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from urlkit.analysis.runset import flatten
-from urlkit.config import check_train_config, read_run_config, resolve_path
+from urlkit.config import override_key, read_run_config
+from urlkit.config_checks import check_train_config, resolve_path
 from urlkit.data.reading import ErrorPolicy, find_data_file, iter_lines
 from urlkit.errors import ConfigError
 from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
@@ -101,18 +102,17 @@ def plan(
                 experiment_params(experiment, compose)  # names a missing or grid-less experiment
                 composed = compose([f"experiment={experiment}", f"+profile={profile}"])
                 params = {str(k): str(v) for k, v in composed.hydra.sweeper.params.items()}
-                swept = {key.lstrip("+~") for key in params}
+                swept = {override_key(key) for key in params}
                 points = list(expand({"experiment": experiment, **params}, [f"+profile={profile}", *overrides]))
                 # a key the user swept too (train.lr=1e-4,2e-4) names the folders as the grid's do
                 values: dict[str, set[str]] = {}
                 for point in points:
                     for override in point:
-                        key, _, value = override.partition("=")
-                        values.setdefault(key.lstrip("+~"), set()).add(value)
+                        values.setdefault(override_key(override), set()).add(override.partition("=")[2])
                 swept |= {key for key, seen_values in values.items() if len(seen_values) > 1}
                 # the grid's keys in its order, then the user's in the order of their names: the
                 # same overrides in another order name the same folders (its finished runs kept)
-                grid = [key.lstrip("+~") for key in params]
+                grid = [override_key(key) for key in params]
                 for point in points:
                     ordered = sorted(point, key=lambda override: _label_rank(override, grid))
                     run_dir = root / experiment / point_label(ordered, only=swept)
@@ -139,7 +139,7 @@ def plan(
 
 
 def _label_rank(override: str, grid: list[str]) -> tuple:
-    key = override.partition("=")[0].lstrip("+~")
+    key = override_key(override)
     return (0, grid.index(key), "") if key in grid else (1, 0, key)
 
 
