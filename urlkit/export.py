@@ -35,7 +35,6 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
     from urlkit.build import load_trained
     from urlkit.data.prompts import PromptFormat
     from urlkit.model.export import ExportError, ExportSpec, write_folder
-    from urlkit.model.hub import is_local_name
     from urlkit.records import RunDirectory
     from urlkit.train import checkpoint_step
 
@@ -63,6 +62,7 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
     except (ValueError, UnicodeDecodeError) as err:
         raise ExportError(f"{metrics_file} cannot be read ({type(err).__name__}: {err})") from err
     metrics = metrics if isinstance(metrics, dict) else {}
+    origin = base_origin(info, cfg, built.backbone.origin)
     spec = ExportSpec(
         direction=str(cfg.direction.name),
         token_ids=list(built.token_ids),
@@ -71,10 +71,10 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         instruction=info.get("instruction", "") if instruction is None else instruction,
         max_length=int(cfg.model.get("max_length", 512)),
         dtype=str(built.backbone.model.dtype).removeprefix("torch."),  # as loaded: export_dtype's
-        # a hub id only where the weights came from the hub (model.source=hub: model.name is its
-        # id, unless it is a local folder, which the hub would reject as the card's base_model);
-        # urlkit's own configs (tiny, the embedded GGUF smollm2_135m) name no hub model
-        base_model=str(cfg.model.name) if cfg.model.get("source") == "hub" and not is_local_name(cfg.model.name) else None,
+        # a hub id only where the weights came from the hub (not a local folder, which the hub
+        # would reject as the card's base_model, nor urlkit's tiny or embedded GGUF configs)
+        base_model=origin["name"] if origin.get("source") == "hub" else None,
+        base_origin=origin,
         model_config=str(cfg.model.get("name")),
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
              "data": data_label(cfg.data),
@@ -83,6 +83,31 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
              "metrics": _flat_numbers(metrics)},
     )
     return write_folder(built.reranker, built.renderer, built.backbone, spec, out)
+
+
+def base_origin(info: dict, cfg: Any, loaded: dict) -> dict:
+    """Where the run's base weights came from: run.json's ``base_model`` (the training machine's
+    load: a hub id's commit, a folder's path, the GGUF package's version). A run from before
+    urlkit recorded it: what its config says, without a revision (the commit this machine's
+    cache holds need not be the one it trained on). When this export merged the adapters into
+    another commit than the recorded one (the cache's main moved on), it says so."""
+    from urlkit.model.hub import is_local_name
+
+    recorded = info.get("base_model")
+    if isinstance(recorded, dict) and recorded.get("source"):
+        here, trained = loaded.get("revision"), recorded.get("revision")
+        if loaded.get("source") == "hub" == recorded.get("source") and here and trained and here != trained:
+            print(f"[urlkit] warning: the run trained on {recorded.get('name')} at revision {trained} (run.json), "
+                  f"this machine's hub cache gave revision {here}, which the adapters are merged into "
+                  "(the card records both)", flush=True)
+            return {**recorded, "merged_into_revision": here}
+        return recorded
+    name = str(cfg.model.get("name"))
+    if cfg.model.get("source") == "hub" and not is_local_name(name):
+        return {"source": "hub", "name": name, "revision": None}  # not recorded: unknown, not guessed
+    if cfg.model.get("source") == "hub":
+        return {"source": "folder", "path": name}
+    return {"source": str(cfg.model.get("source")), "name": name}
 
 
 def export_dtype(run_dir: Path, info: dict) -> tuple[str | None, str]:

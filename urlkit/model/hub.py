@@ -13,7 +13,9 @@ The ladder (:func:`load_from_hub`), for ``model.name``:
 
 Loaders (``urlkit.model.backbone`` for causal LMs, ``urlkit.model.vision`` for Qwen2.5-VL) pass
 the function that reads one checkpoint; it raises :class:`NotInCache` when the files are not
-where it looked.
+where it looked. The ladder sets the loaded :attr:`Backbone.origin`: a hub id with the commit
+its files came from (:func:`hub_origin`; run.json records it as ``base_model``), or a local
+folder's path, which has no revision.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -60,6 +62,10 @@ class Backbone:
     name: str
     processor: Any = None
     is_vision_language: bool = False
+    # where the weights came from, as run.json records it (``base_model``) and an export's card
+    # says: {"source": "hub", "name", "revision": the commit} from the hub or its cache,
+    # {"source": "folder", "path"}, {"source": "gguf", ...}, {"source": "tiny", ...}
+    origin: dict[str, Any] = field(default_factory=dict)
 
 
 def model_spec(spec: Any) -> dict[str, Any]:
@@ -132,13 +138,18 @@ def load_from_hub(
     local = Path(name).expanduser()
     if local.is_dir():
         try:
-            return load(str(local), {"local_files_only": True})
+            backbone = load(str(local), {"local_files_only": True})
         except NotInCache as err:
             raise ModelLoadError(f"model.name={name!r}: the folder is not a complete checkpoint: {err}") from err
+        # a folder is whatever it holds today: its path, and no revision that would pretend otherwise
+        backbone.origin = {"source": "folder", "path": str(local.resolve())}
+        return backbone
     if name.startswith(PATH_PREFIXES):
         raise ModelLoadError(f"model.name={name!r} looks like a path, but there is no such folder")
     try:  # the local hub cache first: no network, no retries
-        return load(name, {"revision": revision, "local_files_only": True})
+        backbone = load(name, {"revision": revision, "local_files_only": True})
+        backbone.origin = hub_origin(name, revision)
+        return backbone
     except NotInCache:
         pass
     if hub_offline():
@@ -149,9 +160,26 @@ def load_from_hub(
     if not hub_reachable(endpoint):
         raise ModelLoadError(offline_message(name, f"{endpoint} cannot be reached", kind, offline_fallback))
     try:
-        return load(name, {"revision": revision, "local_files_only": False})
+        backbone = load(name, {"revision": revision, "local_files_only": False})
     except NotInCache as err:
         raise ModelLoadError(f"could not load the {kind} {name!r} from {endpoint}: {err}") from err
+    backbone.origin = hub_origin(name, revision)  # the download put its files in the cache
+    return backbone
+
+
+def hub_origin(name: str, revision: str | None) -> dict[str, Any]:
+    """``{"source": "hub", "name", "revision"}`` of a checkpoint just loaded from the hub or its
+    cache: ``revision`` is the commit whose snapshot holds its config.json, as the cache's
+    ``refs/<branch or tag>`` resolves ``model.revision`` (None: main), the files transformers
+    read; a branch or tag asked for is kept as ``requested_revision``. None when the cache
+    cannot say (a checkpoint read from elsewhere): unknown, never guessed."""
+    from huggingface_hub import try_to_load_from_cache
+
+    # the cache transformers read (huggingface_hub's HF_HUB_CACHE, read at call time by both)
+    found = try_to_load_from_cache(name, "config.json", revision=revision)
+    commit = Path(found).parent.name if isinstance(found, str) else None
+    asked = {"requested_revision": str(revision)} if revision and str(revision) != commit else {}
+    return {"source": "hub", "name": name, "revision": commit, **asked}
 
 
 def hub_offline() -> bool:

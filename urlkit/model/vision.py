@@ -187,8 +187,9 @@ def build_tiny_vision_backbone(spec: dict[str, Any], dtype: torch.dtype = torch.
         torch.manual_seed(sizes["seed"])
         model = Qwen2_5_VLForConditionalGeneration(config)
     model.to(dtype).eval()
-    return Backbone(model=model, tokenizer=tokenizer, processor=processor,
-                    name=str(spec.get("name") or "tiny_vl"), is_vision_language=True)
+    name = str(spec.get("name") or "tiny_vl")
+    return Backbone(model=model, tokenizer=tokenizer, processor=processor, name=name, is_vision_language=True,
+                    origin={"source": "tiny", "name": name, **sizes})  # random weights: seed and sizes
 
 
 def _image_processor(folder: str | None, pixels: dict[str, Any], **options: Any) -> Any:

