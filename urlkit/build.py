@@ -5,7 +5,8 @@ The one place that assembles them: the reranker (:func:`build_reranker`,
 ranking, groups) and the evaluation workloads (:func:`evaluation_set`,
 :func:`evaluation_sets` for a training run's dev and test, :func:`build_evaluator`). Shared
 by ``urlkit.run`` (training), ``urlkit.evaluate``, ``urlkit.rerank`` and the benchmark, so
-that all of them load data, render prompts and score documents the same way.
+that all of them load data, render prompts and score documents the same way: kept in one file,
+a few lines over the house's 400, for that.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from urlkit.data.prompts import PromptFormat, PromptRenderer
 from urlkit.data.stream import GroupStream
 from urlkit.errors import ConfigError
 from urlkit.evaluation.rerank import EvalSet, Evaluator
-from urlkit.hardware import describe_auto_dtype
+from urlkit.hardware import describe_auto_dtype, trained_weight_dtype
 from urlkit.loss import LossInputError, WeightOptions
 from urlkit.loss.directions import get_direction, resolve_direction
 from urlkit.model.backbone import Backbone, load_backbone
@@ -382,13 +383,18 @@ def token_sample_instances(split: Split, n: int, seed: int = 0) -> list[tuple[An
 def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None,
                  dtype: str | None = None) -> tuple[Built, DictConfig]:
     """The reranker of a finished (or killed) training run: its config + its last checkpoint
-    (``dtype``: the backbone's, over the config's ``model.dtype``)."""
-    run_dir = Path(run_dir)
+    (``dtype``: the backbone's, over the config's ``model.dtype``; None: the config's, and for
+    ``auto`` the one training chose, :func:`urlkit.hardware.trained_weight_dtype`)."""
+    run_dir, info = Path(run_dir), RunDirectory(run_dir).read_info()
     cfg = read_run_config(run_dir)
+    if dtype is None:  # model.dtype=auto: the dtype training chose (run.json), not this machine's choice
+        dtype, _, note = trained_weight_dtype(cfg.model.get("dtype", "float32"), info.get("model_dtype"))
+        if note:
+            print_on_rank_zero(f"[urlkit] {run_dir}: {note}", flush=True)
     if dtype is not None:
         cfg.model.dtype = dtype
-    expanded = int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens)  # only then run.json is needed
-    sample, recorded = None, RunDirectory(run_dir).read_info().get("token_ids") if expanded else None
+    expanded = int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens)
+    sample, recorded = None, info.get("token_ids") if expanded else None
     if expanded and not recorded:  # a run from before the record
         first = mixture_configs(cfg.data)[0][2]  # the run's (first) training source ranked the tokens
         sample = load_data_split(first, first.train_split)

@@ -111,28 +111,22 @@ def base_origin(info: dict, cfg: Any, loaded: dict) -> dict:
 
 
 def export_dtype(run_dir: Path, info: dict) -> tuple[str | None, str]:
-    """(the dtype to load the run's backbone in, None: its config's; where that comes from).
-
-    ``model.dtype=auto`` resolves by the machine (bf16 matrix units or not), so the training
-    machine's choice, recorded in run.json as ``model_dtype``, is the one to export: an
-    exporting machine may choose otherwise. A run from before urlkit recorded it falls back to
-    this machine's choice, and says so."""
+    """(the dtype to load the run's backbone in, None: its config's; where that comes from), as
+    evaluation and ``urlkit.rerank`` load it (:func:`urlkit.hardware.trained_weight_dtype`): for
+    ``model.dtype=auto`` the training machine's choice, recorded in run.json as
+    ``model_dtype``, not the exporting machine's."""
     from omegaconf import OmegaConf
 
     from urlkit.config import read_run_config
-    from urlkit.hardware import auto_weight_dtype
+    from urlkit.hardware import trained_weight_dtype
 
     # read_run_config: a damaged config.yaml is an error naming it, not a YAML traceback
     config = run_dir / "config.yaml"
     configured = str(OmegaConf.select(read_run_config(run_dir), "model.dtype", default="auto")) if config.exists() else "auto"
-    if configured != "auto":
-        return None, f"model.dtype={configured}"
-    if info.get("model_dtype"):
-        return str(info["model_dtype"]), "run.json model_dtype (what model.dtype=auto chose in training)"
-    here = str(auto_weight_dtype()).removeprefix("torch.")
-    print(f"[urlkit] {run_dir / 'run.json'} records no model_dtype (a run from before urlkit recorded "
-          f"it): exporting in {here}, what model.dtype=auto chooses on this machine", flush=True)
-    return here, "this machine's model.dtype=auto (run.json records no model_dtype)"
+    dtype, source, note = trained_weight_dtype(configured, info.get("model_dtype"))
+    if note:
+        print(f"[urlkit] {run_dir}: {note}", flush=True)
+    return dtype, source
 
 
 def score_folder(folder: str | Path, pairs: list[tuple[str, str]], instruction: str | None = None,

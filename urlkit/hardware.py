@@ -71,6 +71,32 @@ def auto_weight_dtype(device_type: str | None = None):
     return torch.float32
 
 
+def trained_weight_dtype(configured: str, recorded: str | None) -> tuple[str | None, str, str | None]:
+    """(the dtype to load a trained run's frozen weights in, None: ``configured`` as it is; where
+    that comes from; a note to print, or None) for evaluation, ``urlkit.rerank`` and export.
+
+    ``model.dtype=auto`` resolves by the machine, so a run trained in bfloat16 on a machine with
+    bf16 units would score in float32 on one without (small score differences): the dtype
+    training chose, recorded in run.json as ``model_dtype`` (``recorded``), is the one it
+    scores in anywhere, with a note where this machine has no bf16 units (emulated bf16 is
+    slow: ``model.dtype=float32`` trades those last bits for speed). A run from before that
+    record takes this machine's choice, and the note says so. An explicit ``model.dtype`` given
+    for the evaluation is the caller's to pass instead of calling this."""
+    if str(configured) != "auto":
+        return None, f"model.dtype={configured}", None
+    here = str(auto_weight_dtype()).removeprefix("torch.")
+    if not recorded:
+        return here, "this machine's model.dtype=auto (run.json records no model_dtype)", (
+            f"its run.json records no model_dtype (a run from before urlkit recorded it): loading in {here}, "
+            "what model.dtype=auto chooses on this machine")  # fmt: skip
+    slow = None
+    if recorded in ("bfloat16", "bf16") and here != "bfloat16":
+        slow = (f"the run trained in {recorded} (run.json model_dtype: what model.dtype=auto chose there) and "
+                f"scores in it here too, though this machine has no bf16 matrix units (emulated bf16 is slow); "
+                "model.dtype=float32 is faster, its scores a little off the run's")  # fmt: skip
+    return str(recorded), "run.json model_dtype (what model.dtype=auto chose in training)", slow
+
+
 def describe_auto_dtype(dtype) -> str:
     """One line saying what ``model.dtype=auto`` chose here and why."""
     import torch

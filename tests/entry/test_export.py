@@ -267,7 +267,7 @@ def test_auto_dtype_exports_what_training_chose_not_what_this_machine_would(expo
     capsys.readouterr()
     main(["--run", str(old), "--out", str(tmp_path / "b"), "--check", "0"])
     assert json.loads((tmp_path / "b" / "urlkit_reranker.json").read_text())["dtype"] == here
-    assert f"records no model_dtype (a run from before urlkit recorded it): exporting in {here}" in capsys.readouterr().out
+    assert f"records no model_dtype (a run from before urlkit recorded it): loading in {here}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("override, reason", [("direction=rand", "random projection"),

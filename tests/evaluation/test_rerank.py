@@ -134,3 +134,52 @@ def test_an_expanded_token_set_is_the_one_the_run_trained_with_after_its_data_gr
     built, _ = load_trained(tmp_path / "run")
     assert len(trained) == 6 and built.token_ids == trained
     assert TrainedReranker.from_run(tmp_path / "run").score("where do cats sleep", docs) == pytest.approx(before, abs=1e-6)
+
+
+def auto_dtype_copy(run, folder, recorded):
+    """A copy of ``run`` trained with model.dtype=auto whose run.json says auto chose ``recorded``."""
+    import json
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    shutil.copytree(run, folder)
+    cfg = OmegaConf.load(folder / "config.yaml")
+    cfg.model.dtype = "auto"
+    OmegaConf.save(cfg, folder / "config.yaml")
+    info = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**info, "model_dtype": recorded}))
+    return folder
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("bf16_units", [True, False])
+def test_auto_dtype_scores_in_the_dtype_training_chose_whatever_this_machine_has(
+        trained_run, tmp_path, monkeypatch, capsys, bf16_units):
+    """model.dtype=auto resolves per machine: urlkit.rerank and python -m urlkit.evaluate load the
+    backbone in the dtype run.json records from training (as export does), with this machine's
+    bf16 units patched both ways; model.dtype=... given to the evaluation still wins. Where the
+    run trained in bfloat16 and this machine has no bf16 units, a note says it is slow."""
+    import sys
+
+    from omegaconf import OmegaConf
+
+    import urlkit.evaluate
+    import urlkit.hardware
+
+    for units in ("cpu_has_bf16_units", "cuda_has_bf16_units"):
+        monkeypatch.setattr(urlkit.hardware, units, lambda *args: bf16_units)
+    here, other = ("bfloat16", "float32") if bf16_units else ("float32", "bfloat16")
+    run = auto_dtype_copy(trained_run, tmp_path / "run", other)
+    capsys.readouterr()
+    assert TrainedReranker.from_run(run).built.backbone.model.dtype == getattr(torch, other)
+    said = capsys.readouterr().out
+    assert ("no bf16 matrix units" in said) == (other == "bfloat16")
+    assert TrainedReranker.from_run(run, dtype=here).built.backbone.model.dtype == getattr(torch, here)
+
+    for name, asked, expected in (("recorded", [], other), ("asked", [f"model.dtype={here}"], here)):
+        monkeypatch.setattr(sys, "argv", ["urlkit.evaluate", f"run_dir={run}", f"output_root={tmp_path / name}",
+                                          "max_queries=2", "depth=3", "batch_size=8", *asked])
+        urlkit.evaluate.main()
+        (folder,) = (tmp_path / name / "evaluations").iterdir()
+        assert OmegaConf.load(folder / "config.yaml").model.dtype == expected  # what scored
