@@ -273,7 +273,7 @@ def build_reranker(cfg: DictConfig, sample: Split | None = None, trainable: bool
         raise ConfigError(f"head.tokens={cfg.head.tokens!r} must be a list of tokens, e.g. [yes, no]")
     tokens = list(cfg.head.tokens)
     try:
-        token_ids = resolve_token_ids(backbone.tokenizer, tokens)
+        token_ids = resolve_token_ids(backbone.tokenizer, tokens, renderer.answer_context())
     except ValueError as err:
         raise ConfigError(f"head.tokens={tokens}: {err}") from err
     extra = int(cfg.head.get("num_tokens", len(tokens))) - len(tokens)

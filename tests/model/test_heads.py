@@ -133,3 +133,45 @@ def test_top_tokens_start_with_yes_no_then_follow_the_mean_logit(tiny_backbone):
     assert chosen[2:] == expected
     with pytest.raises(ValueError, match="smaller"):
         top_tokens_by_mean_logit(model, batches, k=1, leading=yes_no)
+
+
+def sentencepiece_tokenizer(with_bare_words: bool):
+    """A tiny SentencePiece-style tokenizer (Unigram, "▁" word starts) with a ChatML template,
+    built here: "yes" alone encodes as "▁yes"; after "assistant\\n" (no space: no "▁") it is
+    "yes" where the vocabulary has that piece (``with_bare_words``), else its letters."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<unk>", "</s>", "<|im_start|>", "<|im_end|>", "▁", "\n", "▁yes", "▁no", "▁assistant",
+              "▁system", "▁user", *"abcdefghijklmnopqrstuvwxyz:", *(["yes", "no"] if with_bare_words else [])]
+    model = models.Unigram([(p, -1.0 if len(p) > 1 else -5.0) for p in pieces], unk_id=0, byte_fallback=False)
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>", pad_token="</s>",
+                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return fast
+
+
+def test_a_sentencepiece_label_is_the_token_the_model_writes_after_the_prompt():
+    """Encoded alone, "yes" is "▁yes" (a word start); after the prompt's "assistant\\n" the model
+    writes "yes": the head reads that row (the label alone read "▁yes", a row the model does
+    not write there). A word the model writes in several pieces there is an error naming them."""
+    from urlkit.data.prompts import PromptRenderer
+
+    tokenizer = sentencepiece_tokenizer(with_bare_words=True)
+    context = PromptRenderer(tokenizer, max_length=64).answer_context()
+    assert context.endswith("<|im_start|>assistant\n")
+    alone = resolve_token_ids(tokenizer, ["yes", "no"])
+    assert tokenizer.convert_ids_to_tokens(alone) == ["▁yes", "▁no"]
+    ids = resolve_token_ids(tokenizer, ["yes", "no"], context)
+    assert tokenizer.convert_ids_to_tokens(ids) == ["yes", "no"]
+    prompt = tokenizer.encode(context, add_special_tokens=False)
+    assert tokenizer.encode(context + "yes", add_special_tokens=False) == [*prompt, ids[0]]
+
+    letters = sentencepiece_tokenizer(with_bare_words=False)
+    with pytest.raises(ValueError, match=r"'yes' is not a single token after the prompt") as caught:
+        resolve_token_ids(letters, ["yes", "no"], PromptRenderer(letters, max_length=64).answer_context())
+    assert "['y', 'e', 's']" in str(caught.value)

@@ -337,6 +337,12 @@ class PromptRenderer:
                                                       add_generation_prompt=True, **chat)
         return self._checked(text)
 
+    def answer_context(self) -> str:
+        """The prompt's text after the document up to the answer (the opened assistant turn):
+        the head's tokens are the ones the model writes after it (``resolve_token_ids``)."""
+        query = Query(id="", text="query", qrels={})  # the query comes before the document
+        return self._chat_text(self.default_instruction or "instruction", query).split(_SENTINEL)[1]
+
     def pair_chat_template(self, instruction: str) -> str:
         """A Jinja chat template that writes this renderer's prompt for a (query, document) pair
         given as messages with the roles ``query`` and ``document`` (how sentence-transformers'

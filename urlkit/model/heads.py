@@ -36,22 +36,31 @@ MODEL_INPUTS = (
 )
 
 
-def resolve_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:
+def resolve_token_ids(tokenizer: Any, labels: Sequence[str], context: str = "") -> list[int]:
     """The token id of each label; a label that is not exactly one token is a ``ValueError``.
 
     The answer follows the assistant turn opening. SmolLM2's (ChatML) template ends the prompt
     with ``"<|im_start|>assistant\\n"``, so the answer starts a new line and is the token
-    ``"yes"`` (id 10407), *not* ``" yes"`` (9805, the mid-sentence form). The byte-level BPE
-    pre-tokeniser splits at the newline, so a label encoded alone, without special tokens, is
-    the token the model would emit there. Pass labels as the model writes them at a line start.
+    ``"yes"`` (id 10407), *not* ``" yes"`` (9805, the mid-sentence form). ``context``: the
+    prompt's text before the answer (``PromptRenderer.answer_context``); each label is
+    tokenised after it, as the model writes it there. A byte-level BPE splits at the newline,
+    so there it is the label encoded alone; a SentencePiece tokeniser encodes "yes" alone as
+    "▁yes" (a word start) but writes other pieces after a newline, and those are the ones the
+    head must read. Where a label merges with the context's last token (a prompt ending in a
+    space), it is read alone. Pass labels as the model writes them at a line start.
     """
+    before = tokenizer.encode(context, add_special_tokens=False) if context else []
     ids: list[int] = []
     for label in labels:
         pieces = tokenizer.encode(label, add_special_tokens=False)
+        joined = tokenizer.encode(context + label, add_special_tokens=False) if before else []
+        if before and joined[: len(before)] == before:
+            pieces = joined[len(before) :]  # the tokens the model writes after the prompt
         if len(pieces) != 1:
             shown = tokenizer.convert_ids_to_tokens(pieces)
+            where = f" after the prompt's {context[-20:]!r}" if before else ""
             raise ValueError(
-                f"the label {label!r} is not a single token: it tokenises to {shown} (ids {pieces}). "
+                f"the label {label!r} is not a single token{where}: it tokenises to {shown} (ids {pieces}). "
                 "Pick labels that are one token each, written as they would start the answer "
                 "(e.g. 'yes' / 'no', without a leading space)"
             )
