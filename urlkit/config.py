@@ -2,7 +2,7 @@
 the keys the command line's overrides set.
 
 Resolvers (:func:`register_resolvers`, called once before Hydra composes): ``${urlkit_run_id:}``
-and ``${urlkit_run_dir:...}``, the run directory of a new or resumed run;
+and ``${urlkit_run_dir:...}``, the run directory of a new, resumed or requeued run;
 ``${urlkit_folder_name:...}``, a run name as one folder name.
 
 The checks a config passes before any work (values in range, files there) are
@@ -18,24 +18,26 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from urlkit import slurm
 from urlkit.errors import ConfigError, reported_errors
 from urlkit.records import new_run_id
 
 
-def run_dir(output_root: str, run_name: str, resume: str | None = None) -> str:
-    """``resume`` when resuming (the run continues in its own directory), else a new one:
+def run_dir(output_root: str, run_name: str, resume: str | None = None, overrides: Iterable[str] = ()) -> str:
+    """``resume`` (the run continues in its own directory), the run a requeued SLURM job started
+    with these command-line ``overrides`` (:func:`urlkit.slurm.requeued_run`), else a new one:
     ``<output_root>/runs/<date>_<time>_<run name>_<unique id>``.
 
     Processes that torchrun or SLURM start together compose their configs separately, so a
     time and a random id would give each rank its own directory: there the job's id names
     it instead (``<output_root>/runs/<job>_<run name>``), the same on every rank (urlkit's
     run directory is rank 0's; the other ranks write nothing in it)."""
-    if resume:
-        # here, when Hydra resolves its run directory: once that returns, Hydra writes its
-        # .hydra/ copy of the config and run.log into the folder (a mistyped path included)
-        with reported_errors():
+    with reported_errors():  # before Hydra writes .hydra/ and run.log in the folder (a mistyped one too)
+        if resume:
             check_resume_target(resume)
-        return str(resume)
+        found = resume or slurm.requeued_run(output_root, overrides or ())
+    if found:
+        return str(found)
     name, job = folder_name(run_name), launcher_job_id()
     if job:
         return f"{output_root}/runs/{job}_{name}"

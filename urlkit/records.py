@@ -53,6 +53,22 @@ def folder_run_id(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
+def read_run_info(run_dir: Path) -> dict:
+    """A run folder's run.json ({} when there is none), read without touching the folder (a
+    :class:`RunDirectory` creates it and tidies its CSVs); one damaged (a copy cut short, a hand
+    edit) is an error naming it, not a JSON parser's traceback."""
+    f = Path(run_dir) / "run.json"
+    if not f.exists():
+        return {}
+    try:
+        info = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{f} cannot be read ({type(err).__name__}: {err})") from err
+    if not isinstance(info, dict):
+        raise ConfigError(f"{f} is not a run record (a JSON {type(info).__name__}, not an object)")
+    return info
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write, fsync, then rename: a kill mid-write leaves the previous file intact."""
     atomic_write(path, lambda f: f.write(text))
@@ -153,18 +169,8 @@ class RunDirectory:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def read_info(self) -> dict:
-        """run.json ({} when there is none); one damaged (a copy cut short, a hand edit) is an
-        error naming it, not a JSON parser's traceback."""
-        f = self.path / "run.json"
-        if not f.exists():
-            return {}
-        try:
-            info = json.loads(f.read_text())
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{f} cannot be read ({type(err).__name__}: {err})") from err
-        if not isinstance(info, dict):
-            raise ConfigError(f"{f} is not a run record (a JSON {type(info).__name__}, not an object)")
-        return info
+        """run.json ({} when there is none); see :func:`read_run_info`."""
+        return read_run_info(self.path)
 
     def update_info(self, **fields: Any) -> dict:
         info = self.read_info()

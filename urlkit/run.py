@@ -5,20 +5,24 @@ and calls :func:`urlkit.train.train`, the whole run read top to bottom.
 
 Reliability (docs/reliability.md): the config is checked before any work; bad input ends
 with ``error: <message>`` and exit status 2; ``resume=<run dir>`` continues a killed run
-exactly, in its own directory, with the config it started with.
+exactly, in its own directory, with the config it started with; a requeued SLURM job
+continues the run it started the same way, without ``resume=`` (:mod:`urlkit.slurm`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from urlkit import slurm
 from urlkit.config import check_resume_target, override_key, print_on_rank_zero, register_resolvers
 from urlkit.config_checks import check_train_config
 from urlkit.errors import ConfigError, reported_errors
 from urlkit.paths import REPO_ROOT
+from urlkit.records import read_run_info
 from urlkit.train import train
 
 register_resolvers()
@@ -84,17 +88,40 @@ def check_sweep_of_one_process(cfg: DictConfig) -> None:
         )
 
 
+def continues_requeued_run(run_dir: Path, overrides: list[str]) -> bool:
+    """Whether this process is a requeued SLURM job whose run, started by this job with this
+    command line, is in ``run_dir`` (urlkit.slurm). Every rank decides alike: only a run of an
+    earlier start of the job can hold a checkpoint, and rank 0 of this start writes nothing
+    that removes its record; a rank that sees the run rank 0 has just started in the folder
+    (the earlier start left none) resumes from no checkpoint, which is the same fresh start."""
+    if not slurm.requeued() or not (run_dir / "config.yaml").exists():
+        return False  # no run yet (or only its run.json): a fresh start in the folder, same W&B id
+    if not slurm.started_by_this_job(run_dir, overrides):
+        return False  # another run: refused as any folder that holds a run
+    check_resume_target(run_dir)
+    return True
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     with reported_errors():  # bad input: "error: <message>", exit status 2
         check_sweep_of_one_process(cfg)
         run_dir = run_directory(cfg)
-        if cfg.get("resume"):
-            cfg = resume_config(run_dir, cfg, list(hydra.core.hydra_config.HydraConfig.get().overrides.task))
+        overrides = list(hydra.core.hydra_config.HydraConfig.get().overrides.task)
+        requeued = not cfg.get("resume") and continues_requeued_run(run_dir, overrides)
+        if requeued:
+            print_on_rank_zero(f"[urlkit] SLURM job {slurm.job_id()} was requeued (restart "
+                               f"{slurm.restart_count()}): continuing its run", flush=True)  # fmt: skip
+            if read_run_info(run_dir).get("status") == "finished":  # a later command of the job script was cut short
+                print_on_rank_zero(f"[urlkit] {run_dir} finished before the requeue: nothing to do", flush=True)
+                metrics_file = run_dir / "metrics.json"
+                return json.loads(metrics_file.read_text()).get("test/ndcg@10") if metrics_file.exists() else None
+        if cfg.get("resume") or requeued:
+            cfg = resume_config(run_dir, cfg, overrides)
         check_train_config(cfg)
         # rank 0 speaks for the run: another rank's final metrics lack the benchmark's, say
         print_on_rank_zero(f"[urlkit] run directory: {run_dir}", flush=True)
-        metrics = train(cfg, run_dir)
+        metrics = train(cfg, run_dir, command=overrides)
         print_on_rank_zero(f"[urlkit] final metrics: {metrics}", flush=True)
         return metrics.get("test/ndcg@10")
 

@@ -20,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from urlkit.errors import EXIT_CTRL_C, EXIT_INTERRUPTED, ConfigError
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+def train(cfg: DictConfig, run_dir: Path, command: list[str] | None = None) -> dict[str, float]:
     """One training run in ``run_dir``; returns the final metrics (also in metrics.json).
+    ``command``: the command line's overrides, recorded in run.json with the SLURM job's id
+    so that the job, requeued, finds its run (:mod:`urlkit.slurm`).
 
     ``run.json`` says how it ended: ``finished``, ``failed`` (with the error) or
     ``interrupted`` (Ctrl-C; SIGTERM, which also exits with status 143); a run killed
@@ -35,6 +37,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from urlkit.build import trainer_arguments
     from urlkit.config import launch_id
     from urlkit.records import RunDirectory, new_run_id
+    from urlkit.slurm import job_record
     from urlkit.training.distributed import launch_rank
 
     rank = launch_rank(trainer_arguments(cfg.trainer))
@@ -50,7 +53,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     launch = launch_id() or new_run_id()
     # a resumed run starts clean: the error of the attempt it continues is not this one's;
     # run.json names this launch before config.yaml marks the folder as a run
-    info = run.update_info(status="running", error=None, launch=launch,
+    job = job_record(command) if command is not None else None
+    info = run.update_info(status="running", error=None, launch=launch, **({"slurm": job} if job else {}),
                            wandb_id=run.read_info().get("wandb_id") or new_run_id())  # fmt: skip
     run.write_config(OmegaConf.to_container(cfg, resolve=True))
     inherited = os.environ.get("URLKIT_LAUNCH")
