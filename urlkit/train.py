@@ -26,7 +26,8 @@ def train(cfg: DictConfig, run_dir: Path, command: list[str] | None = None) -> d
     so that the job, requeued, finds its run (:mod:`urlkit.slurm`).
 
     ``run.json`` says how it ended: ``finished``, ``failed`` (with the error) or
-    ``interrupted`` (Ctrl-C; SIGTERM, which also exits with status 143); a run killed
+    ``interrupted`` (Ctrl-C; SIGTERM, which also exits with status 143, and during training
+    first checkpoints the step in flight, :mod:`urlkit.training.preemption`); a run killed
     outright stays ``running`` with the pid of its process.
 
     Under DDP every process runs this function. Every rank first checks that the folder
@@ -174,6 +175,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     from urlkit.training.checkpointing import AtomicCheckpointIO
     from urlkit.training.loggers import finish, make_loggers, route_lightning_logging
     from urlkit.training.module import RerankerModule
+    from urlkit.training.preemption import PreemptionCheckpoint, cluster_plugins
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     say = print if run is not None else (lambda *args, **kwargs: None)  # rank 0 reports
@@ -244,8 +246,11 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         **arguments,
         max_steps=cfg.train.max_steps,
         logger=loggers or False,
-        callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps), *mixture, *bar],
-        plugins=[AtomicCheckpointIO()],  # write, fsync, rename: a kill mid-save keeps the last one
+        # a SIGTERM or SLURM's requeue signal: last.ckpt of the step, after its dev evaluation, then stop
+        callbacks=[checkpoints, PeriodicEvaluation(evaluator, run, cfg.eval.every_n_steps), *mixture,
+                   PreemptionCheckpoint(Path(run_dir) / "checkpoints" / "last.ckpt"), *bar],
+        # write, fsync, rename: a kill mid-save keeps the last one; Lightning's SLURM requeue off
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         default_root_dir=str(run_dir),
         enable_model_summary=False,
         num_sanity_val_steps=0,

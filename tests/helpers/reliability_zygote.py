@@ -15,6 +15,7 @@ process itself at the point ``die`` names (``none``: no hook):
     step:K       right after the history row of optimizer step K is written
     step:K+Ss    S seconds after that (the process had moved on when it was killed)
     term:K       SIGTERM instead of SIGKILL after step K (a scheduler's pre-emption notice)
+    usr1:K       SIGUSR1 instead of SIGKILL after step K (SLURM's --signal=USR1@<s>: time limit near)
     save:K       in the middle of writing the checkpoint of step K (half the bytes are on disk)
     final-eval   during the final test evaluation, after the reranker's results were written
     final-eval:term  SIGTERM instead of SIGKILL at that point (outside Lightning's fit)
@@ -165,6 +166,7 @@ def install(point: str) -> None:
     hooks = {
         "step": lambda: _die_after_step(int(step), float(delay.rstrip("s") or 0)),
         "term": lambda: _die_after_step(int(step), sig=signal.SIGTERM),
+        "usr1": lambda: _die_after_step(int(step), sig=signal.SIGUSR1),
         "save": lambda: _die_while_saving(int(step)),
         "final-eval": lambda: _die_in_final_evaluation(
             {"term": signal.SIGTERM, "int": signal.SIGINT}.get(value, signal.SIGKILL)),

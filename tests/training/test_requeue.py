@@ -9,13 +9,15 @@ SLURM itself is simulated with its environment variables (no SLURM here); the ru
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 import pytest
+import torch
 from helpers.reliability_helpers import Launcher, history, tiny
 from helpers.run_helpers import write_small_dataset
 
-from urlkit.errors import ConfigError
+from urlkit.errors import EXIT_INTERRUPTED, ConfigError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,6 +53,42 @@ def test_a_requeued_slurm_job_continues_its_run_in_the_same_folder_from_its_chec
     resumed = json.loads((run_dir / "run.json").read_text())
     assert resumed["status"] == "finished" and resumed["wandb_id"] == info["wandb_id"]
     assert resumed["slurm"] == {"job_id": "4242", "overrides": command}  # the key the next requeue finds it by
+
+    # requeued once more after it finished (a later command of the job script was cut short)
+    done = launcher.run(command, env={**SLURM, "SLURM_RESTART_COUNT": "2"})
+    assert done.returncode == 0 and "finished before the requeue: nothing to do" in done.output, done.output[-3000:]
+    assert [row["step"] for row in history(run_dir)] == ["1", "2", "3", "4", "5"]
+
+
+def _checkpoint_step(run_dir) -> int:
+    return int(torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"])
+
+
+@pytest.mark.parametrize("notice", ["term", "usr1"])
+def test_a_preemption_notice_checkpoints_the_step_then_the_requeued_job_goes_on_from_it(data, tmp_path, notice):
+    # term: SIGTERM, what SLURM sends a pre-empted (or scancel'ed, or requeued) job before SIGKILL;
+    # usr1: SIGUSR1, what #SBATCH --signal=USR1@<s> sends before the time limit: urlkit requeues the job
+    scontrol = tmp_path / "bin" / "scontrol"  # SLURM's, faked: records what it was asked
+    scontrol.parent.mkdir()
+    scontrol.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    scontrol.chmod(0o755)
+    path = f"{scontrol.parent}:{os.environ['PATH']}"
+    command = [*tiny(), f"data.path={data}", f"output_root={tmp_path}", "train.max_steps=5",
+               "checkpoint.every_n_steps=2"]  # fmt: skip
+    launcher = Launcher.shared()
+    first = launcher.run(command, die=f"{notice}:3", env={**SLURM, "SLURM_RESTART_COUNT": None, "PATH": path})
+    assert first.returncode == EXIT_INTERRUPTED, first.output[-3000:]  # stopped, not trained to the end
+    [run_dir] = _runs(tmp_path)
+    assert _checkpoint_step(run_dir) == 3  # the step the notice came after, not the periodic step 2
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # Lightning's mid-step save is off
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    requeued = (tmp_path / "scontrol.log").read_text().split() if (tmp_path / "scontrol.log").exists() else []
+    assert requeued == (["requeue", "4242"] if notice == "usr1" else [])
+
+    again = launcher.run(command, env={**SLURM, "SLURM_RESTART_COUNT": "1", "PATH": path})
+    assert again.returncode == 0, again.output[-3000:]
+    assert "from step 3" in again.output
+    assert [row["step"] for row in history(run_dir)] == ["1", "2", "3", "4", "5"]
 
 
 def test_a_requeued_job_finds_the_run_of_its_own_command_among_the_runs_of_the_output_root(tmp_path, monkeypatch):

@@ -188,6 +188,11 @@ class RerankerModule(L.LightningModule):
         if len(self.step_stats) == self.accumulate:
             self._optimizer_step()
 
+    @property
+    def between_steps(self) -> bool:
+        """No micro-batch of an unfinished optimizer step is held: a checkpoint now is a step's."""
+        return not self._step_batches
+
     def _url_loss(self, logits: torch.Tensor, mask: torch.Tensor):
         # a native loss (Figure 2) trains through the same step and logs the same columns: its
         # info is URL's on the same scores (the weights the native loss implies)

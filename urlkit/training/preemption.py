@@ -1,0 +1,112 @@
+"""Stopping on a scheduler's signal without losing a step: checkpoint at the step boundary, then stop.
+
+* **SIGTERM** (a pre-emption, ``scancel``, ``scontrol requeue``; any scheduler, or ``kill``):
+  Lightning notes it and stops the loop after the step in flight; :class:`PreemptionCheckpoint`
+  first writes ``checkpoints/last.ckpt`` of that step, so that ``resume=`` (or the requeued
+  SLURM job, :mod:`urlkit.slurm`) continues from it instead of the last periodic checkpoint.
+* **SIGUSR1 in a SLURM job** (``#SBATCH --signal=USR1@<seconds>``: the time limit is near):
+  the same checkpoint, then ``scontrol requeue <job>`` (by global rank 0) and the run stops as
+  ``interrupted``; SLURM starts the job again and it continues its run.
+
+Lightning's own handling of that signal (``SLURMEnvironment(auto_requeue=True)``, its default
+under SLURM) is switched off (:func:`cluster_plugins`): it writes ``hpc_ckpt_<n>.ckpt`` from
+inside the signal handler, at whatever point of the step the signal lands (not a point an
+exact resume can start from; under DDP the save's collectives would run inside a handler,
+each rank at another point), and lets training go on; urlkit's resume reads ``last.ckpt``.
+
+The decision to stop is taken between optimizer steps (never between the micro-batches of
+one), and under DDP agreed by every rank (one small all-reduce per step, only with several
+ranks), so every rank saves, and stops, at the same step.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from urlkit import slurm
+from urlkit.training import distributed
+
+REQUEUE_SIGNAL = signal.SIGUSR1  # Lightning's, and what SLURM's --signal users are told to send
+
+
+class RequeueStop(SIGTERMException):
+    """The run stopped because SLURM's requeue signal asked it to (after its checkpoint); a
+    SystemExit, as Lightning's SIGTERM stop, so the run ends ``interrupted`` (exit status 143)."""
+
+
+def cluster_plugins() -> list:
+    """``[SLURMEnvironment(auto_requeue=False)]`` where Lightning would detect SLURM (its own
+    environment, auto-requeue on, otherwise), else nothing: the requeue signal is urlkit's."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if TorchElasticEnvironment.detect() or not SLURMEnvironment.detect():  # torchrun inside SLURM wins
+        return []
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+class PreemptionCheckpoint(L.Callback):
+    """On SIGTERM, or SLURM's requeue signal: save ``checkpoint`` at the end of the step, then stop."""
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = Path(checkpoint)
+        self.requeue_asked = False
+        self._previous = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # only in a SLURM job: elsewhere SIGUSR1 keeps its meaning (by default, it ends the process)
+        if slurm.job_id() and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(REQUEUE_SIGNAL, self._ask_requeue)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(REQUEUE_SIGNAL, self._previous)
+            self._previous = None
+
+    def _ask_requeue(self, signum, frame) -> None:
+        self.requeue_asked = True  # acted on between steps: a handler runs at any point of a step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not getattr(pl_module, "between_steps", True):  # a micro-batch of a step not finished yet
+            return
+        flags = [bool(trainer.received_sigterm), self.requeue_asked]
+        if trainer.world_size > 1:  # every rank stops at the same step, or the collectives would pair wrong
+            agreed = distributed.reduce_(torch.tensor(flags, dtype=torch.float32, device=pl_module.device), "max")
+            flags = [bool(flag) for flag in agreed.tolist()]
+        sigterm, requeue = flags
+        if not (sigterm or requeue):
+            return
+        trainer.save_checkpoint(self.checkpoint)  # every rank calls it; Lightning writes on rank 0
+        if trainer.is_global_zero:
+            why = "SIGTERM" if sigterm else f"{signal.Signals(REQUEUE_SIGNAL).name} (SLURM's requeue signal)"
+            print(f"\n[urlkit] {why}: saved the checkpoint of step {trainer.global_step} to {self.checkpoint}; "
+                  "stopping", file=sys.stderr, flush=True)  # fmt: skip
+            if requeue:
+                requeue_job()
+        if requeue and not sigterm:
+            raise RequeueStop()
+        raise SIGTERMException()  # what Lightning raises after this hook; raised here on every rank alike
+
+
+def requeue_job() -> None:
+    """``scontrol requeue`` this job; a failure is said, not raised (the checkpoint is saved:
+    ``resume=<run dir>`` by hand continues the run)."""
+    command = slurm.requeue_command()
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        print(f"[urlkit] warning: {' '.join(command)} failed ({err}); the job is not requeued", file=sys.stderr,
+              flush=True)  # fmt: skip
+        return
+    if result.returncode != 0:
+        print(f"[urlkit] warning: {' '.join(command)} exited with {result.returncode} "
+              f"({result.stderr.strip()[:300]}); the job is not requeued", file=sys.stderr, flush=True)  # fmt: skip
+    else:
+        print(f"[urlkit] requeued SLURM job {command[-1]}", file=sys.stderr, flush=True)
