@@ -65,10 +65,9 @@ def read_run_config(run_dir: str | Path) -> DictConfig:
     return cfg
 
 
-def check_resume_target(path: str | Path) -> None:
-    """``resume=<path>`` names a training run: its config.yaml (with the ``train`` and
-    ``trainer`` keys only a training run's has) and run.json. An evaluation's output folder
-    also has a config.yaml, and would fail later with a library traceback."""
+def check_resume_target(path: str | Path) -> DictConfig:
+    """The config.yaml of the training run ``resume=<path>`` names (with the ``train`` and ``trainer``
+    keys only a training run's has, and a run.json; an evaluation's folder has a config.yaml too)."""
     folder = Path(path)
     try:
         saved = read_run_config(folder)
@@ -81,6 +80,7 @@ def check_resume_target(path: str | Path) -> None:
         what = f"its config.yaml has no {' or '.join(missing)}" if missing else "no run.json"
         raise ConfigError(f"resume={path}: not a urlkit training run directory ({what}; an evaluation's output "
                           "folder cannot be resumed)")  # fmt: skip
+    return saved
 
 
 def launched_as_other_rank() -> bool:

@@ -34,18 +34,18 @@ CONFIG_DIR = str(REPO_ROOT / "conf")
 def run_directory(cfg: DictConfig) -> Path:
     """The Hydra output directory, or the directory of the run being resumed."""
     if cfg.get("resume"):
-        check_resume_target(cfg.resume)  # done already where hydra.run.dir resolves to it
         return Path(cfg.resume)
     return Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
 
 
-def resume_config(run_dir: Path, given: DictConfig | None = None, overrides: list[str] = ()) -> DictConfig:
-    """The config a resumed run continues with: the one it started with (same data, model,
-    loss and steps), plus ``resume=<run_dir>``. An override on the command line (``given``:
-    the config it composed) that would change it is an error naming it: a resumed run cannot
-    become another run (a new setting, more steps included, is a new run); one that repeats
-    the saved value (a requeued job's command line) is fine."""
-    saved = OmegaConf.load(Path(run_dir) / "config.yaml")
+def resume_config(run_dir: Path, saved: DictConfig, given: DictConfig | None = None,
+                  overrides: list[str] = ()) -> DictConfig:  # fmt: skip
+    """The config a resumed run continues with: the one it started with (``saved``, its
+    config.yaml as :func:`check_resume_target` read it: same data, model, loss and steps), plus
+    ``resume=<run_dir>``. An override on the command line (``given``: the config it composed)
+    that would change it is an error naming it: a resumed run cannot become another run (a new
+    setting, more steps included, is a new run); one that repeats the saved value (a requeued
+    job's command line) is fine."""
     changed = []
     # the last override of a key is the one Hydra applied
     last = {override_key(override): override for override in overrides} if given is not None else {}
@@ -98,7 +98,6 @@ def continues_requeued_run(run_dir: Path, overrides: list[str]) -> bool:
         return False  # no run yet (or only its run.json): a fresh start in the folder, same W&B id
     if not slurm.started_by_this_job(run_dir, overrides):
         return False  # another run: refused as any folder that holds a run
-    check_resume_target(run_dir)
     return True
 
 
@@ -117,7 +116,8 @@ def main(cfg: DictConfig) -> float | None:
                 metrics_file = run_dir / "metrics.json"
                 return json.loads(metrics_file.read_text()).get("test/ndcg@10") if metrics_file.exists() else None
         if cfg.get("resume") or requeued:
-            cfg = resume_config(run_dir, cfg, overrides)
+            # the run's config, read (and checked) once here, is the one it continues with
+            cfg = resume_config(run_dir, check_resume_target(run_dir), cfg, overrides)
         check_train_config(cfg)
         # rank 0 speaks for the run: another rank's final metrics lack the benchmark's, say
         print_on_rank_zero(f"[urlkit] run directory: {run_dir}", flush=True)

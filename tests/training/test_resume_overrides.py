@@ -75,3 +75,29 @@ def test_a_folder_whose_run_json_is_cut_short_is_refused_as_a_run_not_a_json_tra
     (run / "run.json").write_text('{"status": "runn')  # a copy cut short
     with pytest.raises(ConfigError, match="already holds a urlkit run"):
         train(compose_train(write_small_dataset(tmp_path / "small")), run)
+
+
+def test_a_resume_reads_the_runs_config_once_after_hydra_resolves_the_run_directory(tmp_path, monkeypatch):
+    # it read config.yaml three times: where Hydra resolves hydra.run.dir (the check that the
+    # folder is a run), again in run_directory (the same check) and a third time, unchecked, in
+    # resume_config; the app now reads it once, checked, and passes it down
+    import sys
+
+    from helpers.run_helpers import compose_train
+    from omegaconf import OmegaConf
+
+    import urlkit.run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = compose_train(write_small_dataset(tmp_path / "small"))
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(saved, resolve=True)))
+    (run / "run.json").write_text("{}")
+    reads, load = [], OmegaConf.load
+    monkeypatch.setattr(OmegaConf, "load", lambda f, *a, **k: (reads.append(str(f)), load(f, *a, **k))[1])
+    continued = []
+    monkeypatch.setattr(urlkit.run, "train", lambda cfg, run_dir, command=None: continued.append(cfg) or {})
+    monkeypatch.setattr(sys, "argv", ["urlkit.run", f"resume={run}"])
+    urlkit.run.main()
+    assert continued[0].resume == str(run) and continued[0].train == saved.train  # the run's own config
+    assert reads.count(str(run / "config.yaml")) == 2  # Hydra's run directory check, then the app's one read
