@@ -23,8 +23,8 @@
 # %% tags=["parameters"]
 runs_source = "../outputs"  # a folder of run directories, or "wandb:<entity>/<project>"
 metric = "test/ndcg@10"  # final metric of Figures 4 and 5
-negatives_experiments = ["figure5_negatives"]  # experiment_name of the runs of Figures 5/8
-tokens_experiments = ["figure4_tokens"]  # experiment_name of the runs of Figure 4
+negatives_experiments = ["figure5_negatives"]  # the experiments of the runs of Figures 5/8 (Runs.of_experiments)
+tokens_experiments = ["figure4_tokens"]  # the experiments of the runs of Figure 4 (its K=2: figure3_weights' run in a study)
 all_metrics = ["test/ndcg@5", "test/ndcg@10", "test/recall@5", "test/recall@10", "test/mrr@10"]
 figures_dir = "../outputs/figures"  # not ../figures: the committed figures stay as they are
 tables_dir = "../outputs/figures/tables"
@@ -45,8 +45,8 @@ from urlkit.analysis.tables import format_table
 
 interactive_figures(interactive)
 all_runs = load_or_explain(runs_source)
-negatives = all_runs.select(experiment_name=negatives_experiments, objective=["sft", "cl"])
-tokens = all_runs.select(experiment_name=tokens_experiments, objective="sft")
+negatives = all_runs.of_experiments(negatives_experiments).select(objective=["sft", "cl"])
+tokens = all_runs.of_experiments(tokens_experiments).select(objective="sft")
 print(
     f"{len(all_runs)} runs from {runs_source}: {len(negatives)} for Figures 5/8, {len(tokens)} for Figure 4"
 )

@@ -74,7 +74,7 @@ results = {}
 for name in tables:
     # Table 1's diagonal runs are figure3_weights' (the same probing setting), as for the findings
     experiments = list(TABLE_EXPERIMENTS.get(name, (name,)))
-    table = attempt(probe_table, runs.select(experiment_name=experiments), metric=metric, paper=name)
+    table = attempt(probe_table, runs.of_experiments(experiments), metric=metric, paper=name)
     if table is None:
         continue
     results[name] = table
@@ -133,6 +133,6 @@ if interactive:
     )
     def show(table, chosen):
         experiments = list(TABLE_EXPERIMENTS.get(table, (table,)))  # Table 1: + figure3_weights' diagonal
-        shown = attempt(probe_table, runs.select(experiment_name=experiments), metric=chosen, paper=table)
+        shown = attempt(probe_table, runs.of_experiments(experiments), metric=chosen, paper=table)
         if shown is not None:
             display(format_table(shown))

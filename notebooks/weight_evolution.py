@@ -31,7 +31,7 @@
 
 # %% tags=["parameters"]
 runs_source = "../outputs"  # a folder of run directories, or "wandb:<entity>/<project>"
-experiments = None  # experiment_name of the runs to use, e.g. ["figure3_weights", "figure2_native"]; None: every run
+experiments = None  # the experiments of the runs to use (Runs.of_experiments), e.g. ["figure3_weights", "figure2_native"]; None: every run
 families = ["sft", "cl"]  # weight families compared
 smoothing = 10  # moving average over this many optimizer steps (per run)
 counterfactual = True  # also draw each family's weight computed along the other's training
@@ -66,7 +66,7 @@ from urlkit.analysis.tables import format_table
 
 interactive_figures(interactive)
 all_runs = load_or_explain(runs_source)
-runs = all_runs.select(experiment_name=experiments) if experiments else all_runs
+runs = all_runs.of_experiments(experiments) if experiments else all_runs
 print(f"{len(runs)} of {len(all_runs)} runs from {runs_source}")
 if len(runs):
     display(

@@ -187,17 +187,82 @@ def test_the_same_swept_overrides_in_another_order_name_the_same_folders(tmp_pat
     assert "weight.tau=0.0001,seed=0,data.n_negatives=2,train.lr=0.0001" in {p.run_dir.name for p in first}
 
 
-def test_every_study_finds_its_runs_under_its_own_experiments_in_a_plan_of_all(tmp_path):
-    """Runs are shared within a study (its findings read all its experiments), never across
-    studies: Table 3's URL(sft, sft) arm is a figure3_weights config too, but Table 3's
-    findings read table3_random_direction's runs, so `study all` must train it there."""
+def _computation(planned):
+    from omegaconf import OmegaConf
+
+    from urlkit.analysis.runset import flatten
+    from urlkit.study.plan import _setup
+
+    return _setup(flatten(OmegaConf.to_container(planned.cfg, resolve=True)))
+
+
+def test_the_plan_of_all_trains_each_computation_once_and_every_study_keeps_its_arms(tmp_path):
+    """Table 3's native arms, Table 15's frozen head and Figure 4's K=2 are figure3_weights'
+    runs, Table 2's cl weight Table 1's URL(cl, sft), its tau mask the tau table's 1e-3: `study
+    all` trained each of them twice (once per experiment), 7 runs of 30 a seed."""
     from urlkit.study.plan import STUDIES
 
     everything = plan(list(STUDIES), "tiny", [], tmp_path, "none")
-    for name, study in STUDIES.items():
+    computations = [_computation(p) for p in everything]
+    assert len(set(computations)) == len(computations) == 30
+    served = {(e, c) for p, c in zip(everything, computations, strict=True) for e in p.experiments}
+    for name in STUDIES:  # every grid point of every study is a run of the plan, serving its experiment
         alone = plan([name], "tiny", [], tmp_path, "none")
-        within = [p for p in everything if p.experiment in study.experiments]
-        assert sorted(p.run_dir for p in within) == sorted(p.run_dir for p in alone), name
+        wanted = {(e, _computation(p)) for p in alone for e in p.experiments}
+        assert wanted <= served, name
+    by_folder = {f"{p.run_dir.parent.name}/{p.run_dir.name}": p.experiments for p in everything}
+    assert by_folder["figure3_weights/objective=sft,seed=0"] == [
+        "figure3_weights", "table1_weight_direction", "table3_random_direction", "table15_lm_head", "figure4_tokens"]  # fmt: skip
+    assert by_folder["table1_weight_direction/weight=cl,direction=sft,seed=0"] == [
+        "table1_weight_direction", "table2_weight_properties"]  # fmt: skip
+    assert by_folder["table2_weight_properties/weight=tau_mask,seed=0"] == ["table2_weight_properties", "table6_tau"]
+
+
+def test_a_later_study_plans_a_finished_run_of_another_experiment_as_its_own(tmp_path):
+    import yaml
+    from omegaconf import OmegaConf
+
+    root = tmp_path / "studies" / "tiny"
+    for run in plan(["figure3"], "tiny", ["+objective=sft"], root, "none"):  # figure3_weights' URL(sft, sft)
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "config.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(run.cfg, resolve=True)))
+        (run.run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
+    planned = plan(["table3"], "tiny", ["+objective=sft,cl"], root, "none")
+    again = {p.run_dir.parent.name + "/" + p.run_dir.name: p for p in planned}
+    reused = again["figure3_weights/objective=sft,seed=0"]
+    assert (reused.state, reused.experiments) == ("finished", ["figure3_weights", "table3_random_direction"])
+    assert again["table3_random_direction/objective=cl,seed=0"].state == "new"
+    assert set(again) == {"figure3_weights/objective=sft,seed=0", "table3_random_direction/objective=cl,seed=0"}
+
+
+@pytest.mark.timeout(600)
+def test_a_second_study_reuses_a_finished_run_and_its_findings_find_the_arm(tiny_study, capsys):
+    """`study table15` after `study figure3` into the same root: Table 15's frozen SFT head is
+    figure3_weights' URL(sft, sft), finished: kept, not trained again, and Table 15's
+    finding and the analysis read it as a run of table15_lm_head."""
+    from urlkit.analysis import load_runs
+
+    root, args = tiny_study
+    assert main([*args, "--skip-notebooks", "--progress-every", "0"]) == 0  # trained already: nothing
+    study = root / "out" / "studies" / "tiny"
+    shared = study / "figure3_weights" / "objective=sft,seed=0"
+    before = (shared / "history.csv").stat().st_mtime_ns, (shared / "run.json").read_text()
+    capsys.readouterr()
+    table15 = ["table15", *args[1:], "+objective=sft"]
+    assert main([*table15, "--skip-notebooks", "--progress-every", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "[study] table15_lm_head: 1 of its runs are figure3_weights's (same config), trained once" in out
+    assert "[study] 2 runs, 1 already finished, 1 to train" in out
+    assert ((shared / "history.csv").stat().st_mtime_ns, (shared / "run.json").read_text()) == before
+    assert sorted(p.name for p in (study / "table15_lm_head").iterdir() if p.is_dir()) == [
+        "objective=sft,head.trainable=True,seed=0"]  # fmt: skip
+    assert (shared / "experiments.txt").read_text().split() == ["table15_lm_head"]
+    verdicts = {line.split(":")[0]: line for line in out.splitlines() if line.startswith("- Table 15")}
+    assert "effect " in verdicts["- Table 15 (SFT)"] and "not run" not in verdicts["- Table 15 (SFT)"]
+    assert "no run of cl,trainable" in verdicts["- Table 15 (CL)"]  # the study ran SFT only
+    arms = load_runs(study).of_experiments("table15_lm_head").config
+    assert sorted(zip(arms["experiment_name"], arms["head.trainable"], strict=True)) == [
+        ("figure3_weights", False), ("table15_lm_head", True)]  # fmt: skip
 
 
 def test_plan_only_prints_runs_and_minutes_per_study(capsys):

@@ -2,7 +2,8 @@
 
 from urlkit.analysis import load_runs, probe_table
 runs = load_runs("outputs")                       # or "wandb:<entity>/<project>"
-probe_table(runs.select(experiment_name="table1_weight_direction"), paper="table1_weight_direction")
+# of_experiments: also the runs a study shared with the experiment (Table 1's diagonal: figure3_weights')
+probe_table(runs.of_experiments("table1_weight_direction"), paper="table1_weight_direction")
 """
 
 from urlkit.analysis.paper import PAPER_TABLES, PaperTable, paper_reference

@@ -204,7 +204,8 @@ def _has_per_query(arm: Runs, metric: str) -> bool:
 
 def check(finding: Finding, runs: Runs, metric: str = DEFAULT_METRIC, margin: float = DEFAULT_MARGIN) -> Verdict:
     """The verdict of one finding on ``runs`` (already narrowed to any selection)."""
-    selected = _complete(runs.select(experiment_name=list(finding.experiments)), finding, metric)
+    # a run a study shared among experiments (urlkit/study/plan.py) is a run of each of them
+    selected = _complete(runs.of_experiments(finding.experiments), finding, metric)
     arms = {label: selected.select(where) for label, where in finding.arms.items()}
 
     def verdict(status: str, detail: str, estimate: Estimate | None = None) -> Verdict:

@@ -3,7 +3,9 @@
 A run directory holds ``config.yaml`` and ``history.csv``; ``run.json``, ``metrics.json``,
 ``eval.csv`` and ``per_query/<dataset>_<split>_reranker.csv`` (the final evaluation, one row
 per query; ``<split>`` is the run's ``data.test_split``: ``dev`` when settings were chosen on
-dev, docs/studies.md) are read when present.
+dev, docs/studies.md) are read when present, and ``experiments.txt``: the experiments a
+study shared the run with (one a line, besides its config's ``experiment_name``: the run is
+a grid point of each; urlkit/study/plan.py writes it), the run's ``experiments`` column.
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ from urlkit.analysis.runset import (
     concat,
     flatten,
 )
+
+# the experiments a run serves besides its own (a study trains a computation once for all)
+EXPERIMENTS_FILE = "experiments.txt"
+
+
+def served_experiments(path: Path) -> list[str]:
+    """The experiments ``path``'s ``experiments.txt`` names ([] without one)."""
+    f = Path(path) / EXPERIMENTS_FILE
+    if not f.exists():
+        return []
+    try:
+        lines = f.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise AnalysisError(f"{f} cannot be read ({type(err).__name__}: {err})") from err
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:
@@ -82,6 +99,9 @@ def read_run_dir(path: Path) -> Runs:
         "steps": int(history["step"].max()) if len(history) else 0,
         **flatten(config),
     }
+    # every experiment the run is a grid point of: its own, then those a study shared it with
+    own = [str(config["experiment_name"])] if config.get("experiment_name") is not None else []
+    row["experiments"] = tuple(dict.fromkeys([*own, *served_experiments(path)]))
     if info.get("model_dtype"):  # what model.dtype=auto chose on the machine that trained
         row["model_dtype"] = str(info["model_dtype"])
     return Runs(

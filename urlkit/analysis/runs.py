@@ -3,7 +3,9 @@
 ``load_runs(source)`` returns :class:`Runs`, five pandas tables keyed by ``run_id``:
 
     config    one row per run: run_id, name, path, status, steps, model_dtype (run.json: the
-              dtype model.dtype=auto chose, local runs), experiment_name, objective,
+              dtype model.dtype=auto chose, local runs), experiment_name, experiments
+              (every experiment the run is a grid point of: its own and those a study
+              shared it with, experiments.txt; Runs.of_experiments), objective,
               loss, and the resolved config flattened to dotted columns (weight.name,
               direction.name, weight.tau, weight.dtype, head.trainable, head.num_tokens,
               data.n_negatives, seed, ...)

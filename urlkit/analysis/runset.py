@@ -31,7 +31,7 @@ COMPLETE_STATUSES = ("finished", "unknown")
 # columns that say how a run was launched, logged or recorded, not what it computed: runs that
 # differ only in these are one setup (a key ending in "." covers its group)
 BOOKKEEPING = (
-    "run_id", "name", "path", "status", "steps", "seed", "experiment_name", "objective", "run_name",
+    "run_id", "name", "path", "status", "steps", "seed", "experiment_name", "experiments", "objective", "run_name",
     "output_root", "resume", "logger.", "log.", "checkpoint.", "profile.", "hydra.",
     "trainer.enable_progress_bar", "trainer.devices", "trainer.num_nodes", "trainer.accelerator",
     "trainer.strategy", "eval.every_n_steps", "eval.dev_queries", "eval.batch_size", "eval.merge_lora",
@@ -160,6 +160,16 @@ class Runs:
             keep &= self.config[column].isin(values)
         return self.subset(self.config.loc[keep, "run_id"])
 
+    def of_experiments(self, names: str | Iterable[str]) -> Runs:
+        """The runs that are grid points of any experiment in ``names``: by their own
+        ``experiment_name``, or by one a study shared the run with (a study trains a
+        computation once: Table 3's URL(sft, sft) arm is figure3_weights' run; the
+        ``experiments`` column, read from the run's experiments.txt)."""
+        wanted = {names} if isinstance(names, str) else set(names)
+        config = self.config if "experiments" in self.config else add_derived_columns(self.config.copy())
+        keep = [not wanted.isdisjoint(served) for served in config["experiments"]]
+        return self.subset(config.loc[keep, "run_id"])
+
     def subset(self, run_ids: Iterable[str]) -> Runs:
         ids = set(run_ids)
         return Runs(
@@ -239,6 +249,10 @@ def objective_of(weight: Any, direction: Any, loss: Any = "url") -> Any:
 def add_derived_columns(config: pd.DataFrame) -> pd.DataFrame:
     if "experiment_name" not in config:
         config["experiment_name"] = float("nan")
+    # a source without a record of shared runs (W&B): each run serves its own experiment
+    own = [(e,) if isinstance(e, str) else () for e in config["experiment_name"]]
+    served = config["experiments"] if "experiments" in config else own
+    config["experiments"] = [s if isinstance(s, tuple) else o for s, o in zip(served, own, strict=True)]
     # runs older than the native losses trained with URL
     config["loss"] = config["loss"].fillna("url") if "loss" in config else "url"
     if {"weight.name", "direction.name"} <= set(config.columns):

@@ -1,6 +1,7 @@
 """Studies: the paper's probing experiments run on this machine (``python -m urlkit.study``).
 
-plan.py    studies, profiles (conf/profile/), the runs of a study and their states
+plan.py    studies, profiles (conf/profile/), the runs of a study and their states; a
+           computation is one run, shared by every experiment it is a grid point of
 launch.py  one ``python -m urlkit.run`` child process per run, progress and ETA
 cli.py     the command line: plan -> runs -> notebook -> findings
 """

@@ -22,13 +22,17 @@ Hydra overrides after the name apply to every run and replace a swept key's valu
 ``python -m urlkit.run -m``: ``python -m urlkit.study figure3 seed=0,1,2,3 train.max_steps=300``.
 Runs go to ``<output root>/studies/<profile>/<experiment>/<grid point>/``; a study is
 resumable: finished runs with the same config are skipped, an unfinished one resumes from its
-last checkpoint. Each run is a ``python -m urlkit.run`` child process (urlkit/study/launch.py);
-a failed run is reported and the study goes on.
+last checkpoint. A computation is trained once for every experiment it is a grid point of
+(Table 3's native arms are figure3_weights' runs), also across studies run one after another
+into the same output root: the plan prints which runs are shared. Each run is a
+``python -m urlkit.run`` child process (urlkit/study/launch.py); a failed run is reported and
+the study goes on.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +46,7 @@ from urlkit.study.plan import (
     estimate,
     plan,
     profile_names,
+    record_experiments,
 )
 
 
@@ -95,24 +100,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"error: {message_of(err)}\n")
     runs_left, minutes = estimate(planned)
     for experiment in dict.fromkeys(e for p in planned for e in p.also):
-        shared = [p for p in planned if experiment in p.also]
-        print(f"[study] {experiment}: {len(shared)} of its runs are {shared[0].experiment}'s (same config), "
-              "trained once", flush=True)
+        owners = Counter(p.experiment for p in planned if experiment in p.also)
+        whose = " and ".join(f"{owner}'s" + (f" ({n})" if len(owners) > 1 else "") for owner, n in owners.items())
+        print(f"[study] {experiment}: {sum(owners.values())} of its runs are {whose} (same config), trained once",
+              flush=True)  # fmt: skip
     for name in names:
-        own = [p for p in planned if p.experiment in STUDIES[name].experiments]
+        own = [p for p in planned if set(p.experiments) & set(STUDIES[name].experiments)]
         left, own_minutes = estimate(own)
         print(
             f"[study] {name}: {len(own)} runs ({left} to train, ~{own_minutes:.0f} min here); "
             f"data: {STUDIES[name].data}",
             flush=True,
         )
+    shared, saved = sum(1 for p in planned if p.also), sum(len(p.also) for p in planned)
     print(
         f"[study] plan: {len(planned)} runs ({runs_left} to train), about {minutes:.0f} min here "
-        f"(profile {profile}: conf/profile/{profile}.yaml)",
+        f"(profile {profile}: conf/profile/{profile}.yaml); {shared} of them serve several "
+        f"experiments: {saved} grid points not trained twice",
         flush=True,
     )
     if args.plan_only:
         return 0
+    record_experiments(planned)  # before training: --skip-runs, a killed study, find them too
     failures = [] if args.skip_runs else run_all(planned, args.progress_every)
 
     from urlkit.analysis import AnalysisError, load_runs

@@ -4,6 +4,16 @@ A study (:data:`STUDIES`) names experiments (conf/experiment/), the notebook tha
 and the findings it checks. A profile is a Hydra config group, conf/profile/<name>.yaml, added
 to every run as ``+profile=<name>``: it sets steps, test queries and seeds (through
 ``hydra.sweeper.params``), and carries the time estimates that :func:`estimate` prints.
+
+A computation is trained once, whichever experiments it is a grid point of: Table 3's native
+arms, Table 15's frozen head and Figure 4's K=2 are figure3_weights' runs, Table 2's cl weight
+is Table 1's URL(cl, sft), its tau mask the tau table's 1e-3. The plan keys a run by what it
+computes (:func:`_setup`: its resolved config but for the experiment's name and what a resume
+ignores); a grid point whose computation is planned already, or lies finished (or unfinished)
+in another experiment's folder under the same root, is that run. The run keeps its folder and
+``experiment_name``; :func:`record_experiments` writes the other experiments it serves into
+its ``experiments.txt``, which the analysis reads (``Runs.of_experiments``), so every
+study's findings and notebook find all their arms.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
+from urlkit.analysis.local_source import EXPERIMENTS_FILE, served_experiments
 from urlkit.analysis.runset import flatten
 from urlkit.config import override_key, read_run_config
 from urlkit.config_checks import check_train_config, resolve_path
@@ -69,12 +80,21 @@ class StudyError(RuntimeError):
 
 @dataclass
 class Planned:
-    experiment: str
+    experiment: str  # the experiment whose folder holds the run (its config's experiment_name)
     point: list[str]  # the Hydra overrides of this run (experiment, grid point, profile, user)
     run_dir: Path
     cfg: object  # DictConfig, as python -m urlkit.run composes it
     state: str  # "new" | "finished" | "resume"
     also: list[str] = field(default_factory=list)  # other experiments with this very run (same config)
+
+    @property
+    def experiments(self) -> list[str]:
+        """Every experiment this run is a grid point of."""
+        return [self.experiment, *self.also]
+
+    def serve(self, experiment: str) -> None:
+        if experiment not in self.experiments:
+            self.also.append(experiment)
 
 
 def plan(
@@ -86,15 +106,14 @@ def plan(
             f"no profile {profile!r} in {PROFILES_DIR} (known: {', '.join(profile_names())})"
         )
     fixed = [f"logger={logger}", "++trainer.enable_progress_bar=false"]
-    planned, seen = [], set()
-    setups: list[tuple[tuple, Planned]] = []  # what each planned run computes
+    planned: list[Planned] = []
+    seen: set[str] = set()
+    by_setup: dict[tuple, Planned] = {}  # what each planned run computes
+    by_folder: dict[Path, Planned] = {}
+    on_disk: dict[tuple, Path] | None = None  # the root's runs by what they compute, read once
     with config_composer() as compose:
         for name in names:
-            own = STUDIES[name].experiments
-            # within a study (whose findings and notebook read all its experiments) a setup is
-            # trained once; across studies not, since each reads its own experiments' runs
-            by_setup = {setup: run for setup, run in setups if run.experiment in own}
-            for experiment in own:
+            for experiment in STUDIES[name].experiments:
                 if experiment in seen:
                     continue
                 seen.add(experiment)
@@ -124,18 +143,58 @@ def plan(
                     check_train_config(cfg)
                     wanted = flatten(OmegaConf.to_container(cfg, resolve=True))
                     setup = _setup(wanted)
-                    if setup in by_setup:  # e.g. Table 1's URL(sft, sft), a run of figure3_weights too
-                        by_setup[setup].also.append(experiment)
+                    if (run_dir / "config.yaml").exists():
+                        # the grid point's own folder holds a run (refused if of another config)
+                        state = _state(run_dir, wanted)
+                        if run_dir in by_folder:  # a run an earlier study of the plan shares
+                            by_folder[run_dir].serve(experiment)
+                            continue
+                        found = Planned(experiment, [*point, *fixed], run_dir, cfg, state)
+                    elif setup in by_setup:  # e.g. Table 3's URL(sft, sft), figure3_weights' run
+                        by_setup[setup].serve(experiment)
                         continue
-                    by_setup[setup] = Planned(experiment, [*point, *fixed], run_dir, cfg, _state(run_dir, wanted))
-                    planned.append(by_setup[setup])
-                    setups.append((setup, by_setup[setup]))
-    folders: dict[Path, Planned] = {}
-    for p in planned:  # two runs in one folder: the second would be refused, the sweep short
-        if p.run_dir in folders:
-            raise StudyError(f"two runs of the plan share {p.run_dir}: {folders[p.run_dir].point} and {p.point}")
-        folders[p.run_dir] = p
+                    else:
+                        if on_disk is None:
+                            on_disk = _runs_on_disk(root)
+                        if setup in on_disk:  # trained (or begun) by an earlier study: kept
+                            there = on_disk[setup]
+                            found = Planned(there.parent.name, [*point, *fixed], there, cfg,
+                                            _state(there, wanted), [experiment])  # fmt: skip
+                        else:
+                            found = Planned(experiment, [*point, *fixed], run_dir, cfg, "new")
+                    if found.run_dir in by_folder:  # two runs in one folder: the second would be refused
+                        raise StudyError(f"two runs of the plan share {found.run_dir}: "
+                                         f"{by_folder[found.run_dir].point} and {found.point}")  # fmt: skip
+                    by_setup.setdefault(setup, found)
+                    by_folder[found.run_dir] = found
+                    planned.append(found)
     return planned
+
+
+def _runs_on_disk(root: Path) -> dict[tuple, Path]:
+    """The run folders under ``root`` (``<experiment>/<grid point>/``) by what they compute.
+    One whose config.yaml cannot be read is left out: it is no run to reuse, and its own
+    study's plan names it."""
+    found: dict[tuple, Path] = {}
+    for config in sorted(root.glob("*/*/config.yaml")):
+        try:
+            saved = flatten(OmegaConf.to_container(read_run_config(config.parent)))
+        except (FileNotFoundError, ConfigError):
+            continue
+        found.setdefault(_setup(saved), config.parent)
+    return found
+
+
+def record_experiments(planned: Sequence[Planned]) -> None:
+    """Write into each shared run's folder the experiments it serves besides its own
+    (``experiments.txt``, one a line, appended: two studies recording at once lose nothing),
+    so that the analysis finds it among each experiment's runs."""
+    for p in planned:
+        missing = [e for e in p.also if e not in served_experiments(p.run_dir)]
+        if missing:
+            p.run_dir.mkdir(parents=True, exist_ok=True)
+            with (p.run_dir / EXPERIMENTS_FILE).open("a", encoding="utf-8") as out:
+                out.write("".join(f"{e}\n" for e in missing))
 
 
 def _label_rank(override: str, grid: list[str]) -> tuple:
@@ -182,11 +241,15 @@ def _queries(cfg, split: str, counted: dict[Path, int]) -> int:
     return counted[found]
 
 
+def _computes(key: str) -> bool:
+    """Whether a config key says what a run computes: not the experiment's name (a run serves
+    every experiment it is a grid point of) nor what a resume ignores."""
+    return key != "experiment_name" and not key.startswith(IGNORED)
+
+
 def _setup(flat: dict) -> tuple:
-    """What a run computes (``flat``: its resolved config, flattened), but for the experiment's
-    name and what a resume ignores."""
-    return tuple(sorted((k, repr(v)) for k, v in flat.items()
-                        if k != "experiment_name" and not k.startswith(IGNORED)))  # fmt: skip
+    """What a run computes (``flat``: its resolved config, flattened)."""
+    return tuple(sorted((k, repr(v)) for k, v in flat.items() if _computes(k)))
 
 
 def _state(run_dir: Path, wanted: dict) -> str:
@@ -200,7 +263,7 @@ def _state(run_dir: Path, wanted: dict) -> str:
     changed = sorted(
         key
         for key in set(saved) | set(wanted)
-        if not key.startswith(IGNORED) and saved.get(key) != wanted.get(key)
+        if _computes(key) and saved.get(key) != wanted.get(key)
     )
     if changed:
         raise StudyError(
