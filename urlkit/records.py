@@ -15,6 +15,7 @@ offline or disabled is still fully analysable::
       checkpoints/     LoRA adapter + head + optimizer state (Lightning checkpoints)
       wandb/           the W&B run (offline runs can be synced later)
       experiments.txt  the other experiments a study shared the run with (urlkit/study/plan.py)
+      train.lock       while a study trains the run: its host and pid (urlkit/study/lock.py)
 
 History rows are appended, flushed and fsynced as training goes, so a killed run loses at
 most the step in flight; a row cut short by the kill is dropped when the file is reopened.

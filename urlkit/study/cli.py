@@ -26,7 +26,7 @@ last checkpoint. A computation is trained once for every experiment it is a grid
 (Table 3's native arms are figure3_weights' runs), also across studies run one after another
 into the same output root: the plan prints which runs are shared. Each run is a
 ``python -m urlkit.run`` child process (urlkit/study/launch.py); a failed run is reported and
-the study goes on.
+the study goes on, as is a run another study is training at the time (its train.lock).
 """
 
 from __future__ import annotations

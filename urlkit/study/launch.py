@@ -3,7 +3,9 @@
 A child per run keeps the study a plain user of the entry point (no library module imports
 it), gives each run the memory and thread settings of a fresh process, and lets a failed run
 fail alone: the study reports it and goes on. The child writes to the run directory the plan
-chose (``hydra.run.dir``); an unfinished one is continued with ``resume=<run dir>``.
+chose (``hydra.run.dir``); an unfinished one is continued with ``resume=<run dir>``. While it
+trains, the study holds the folder's lock (urlkit/study/lock.py): a second study over the same
+experiments skips that run and says so, instead of training into the same folder.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 import threading
 import time
 
-from urlkit.study.plan import Planned
+from urlkit.study.lock import RunLocked, acquire, release
+from urlkit.study.plan import Planned, StudyError
 
 
 def command(planned: Planned) -> list[str]:
@@ -91,16 +94,39 @@ def run_all(planned: list[Planned], progress_every_s: float = 30.0) -> list[tupl
     with Progress(planned, progress_every_s) as progress:
         for i, item in enumerate(todo, 1):
             progress.begin(item, f"run {i}/{len(todo)}")
-            item.run_dir.parent.mkdir(parents=True, exist_ok=True)
-            log = item.run_dir.parent / f"{item.run_dir.name}.log"
-            with log.open("a") as out:
-                code = subprocess.run(
-                    command(item), stdout=out, stderr=subprocess.STDOUT
-                ).returncode
-            if code != 0:  # one failed run must not lose the others' hours
-                tail = [line for line in log.read_text().splitlines() if line.strip()][-1:]
-                message = f"exit status {code}: {tail[0] if tail else ''} (log: {log})"
-                failures.append((item, message))
-                print(f"[study] FAILED {item.run_dir}: {message}", flush=True)
+            try:
+                # another study over the same experiments trains it now: not into one folder twice
+                lock = acquire(item.run_dir)
+            except RunLocked as err:
+                failures.append((item, str(err)))
+                print(f"[study] SKIPPED {err}", flush=True)
+                progress.end(item)
+                continue
+            try:
+                failure = _train(item)
+            finally:
+                release(lock)
+            if failure:  # one failed run must not lose the others' hours
+                failures.append((item, failure))
+                print(f"[study] FAILED {item.run_dir}: {failure}", flush=True)
             progress.end(item)
     return failures
+
+
+def _train(item: Planned) -> str | None:
+    """Train one run under its lock; the reason it failed, or None."""
+    try:
+        # another study may have trained (or begun) it between the plan and the lock
+        item.state = item.current_state()
+    except StudyError as err:
+        return str(err)
+    if item.state == "finished":
+        print(f"[study] {item.run_dir} was finished meanwhile by another study: kept", flush=True)
+        return None
+    log = item.run_dir.parent / f"{item.run_dir.name}.log"
+    with log.open("a") as out:
+        code = subprocess.run(command(item), stdout=out, stderr=subprocess.STDOUT).returncode
+    if code == 0:
+        return None
+    tail = [line for line in log.read_text().splitlines() if line.strip()][-1:]
+    return f"exit status {code}: {tail[0] if tail else ''} (log: {log})"

@@ -96,6 +96,10 @@ class Planned:
         if experiment not in self.experiments:
             self.also.append(experiment)
 
+    def current_state(self) -> str:
+        """:attr:`state` read again (another study may have trained the run since the plan)."""
+        return _state(self.run_dir, flatten(OmegaConf.to_container(self.cfg, resolve=True)))
+
 
 def plan(
     names: Sequence[str], profile: str, overrides: Sequence[str], root: Path, logger: str
