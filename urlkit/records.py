@@ -71,6 +71,24 @@ def read_run_info(run_dir: Path) -> dict:
     return info
 
 
+# the experiments a study shared the run with, one a line (urlkit/study/plan.py appends them):
+# the run is a grid point of each besides its config's experiment_name
+EXPERIMENTS_FILE = "experiments.txt"
+
+
+def served_experiments(run_dir: Path) -> list[str]:
+    """The experiments ``run_dir``'s ``experiments.txt`` names, in order, once each ([]
+    without one); an unreadable one is an error naming it."""
+    f = Path(run_dir) / EXPERIMENTS_FILE
+    if not f.exists():
+        return []
+    try:
+        lines = f.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{f} cannot be read ({type(err).__name__}: {err})") from err
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write, fsync, then rename: a kill mid-write leaves the previous file intact."""
     atomic_write(path, lambda f: f.write(text))

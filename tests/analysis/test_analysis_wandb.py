@@ -222,3 +222,33 @@ def test_the_overrides_a_sweep_locks_into_the_config_are_not_setups(tmp_path):
     local = check_findings(load_runs(root), only=only)
     assert [v.status for v in remote] == [v.status for v in local], [str(v) for v in remote]
     assert "mixed setups" not in {v.status for v in remote}
+
+
+def test_a_run_a_study_shared_before_it_trained_is_an_arm_of_both_experiments_from_wandb(runs_dir, tmp_path, monkeypatch):
+    """A study trains a computation once and records the other experiments it serves in the
+    run's experiments.txt before it trains; the config the run logs to W&B carries them, so an
+    analysis from W&B selects the run for either experiment, as one from its folder does."""
+    import shutil
+
+    import wandb
+    from omegaconf import OmegaConf
+
+    from urlkit.records import EXPERIMENTS_FILE, RunDirectory
+    from urlkit.training.loggers import wandb_config
+
+    source = find_run_dirs(runs_dir)[0]
+    run_dir = tmp_path / "runs" / source.name
+    shutil.copytree(source, run_dir)
+    (run_dir / EXPERIMENTS_FILE).write_text("table3_random_direction\n")
+    cfg = OmegaConf.create(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    own = cfg.get("experiment_name")
+
+    logged = wandb_config(cfg, RunDirectory(run_dir))
+    assert logged["experiments"] == [*([own] if own else []), "table3_random_direction"]
+    fake = FakeRun(run_dir)
+    fake.config = {"_wandb": {"cli_version": "0.0"}, **logged}
+    monkeypatch.setattr(wandb, "Api", lambda *a, **k: FakeApi([fake]))
+    remote, local = load_runs("wandb:ent/proj"), load_runs(tmp_path / "runs")
+    assert list(local.of_experiments("table3_random_direction").ids) == [fake.id]
+    assert list(remote.of_experiments("table3_random_direction").ids) == [fake.id]
+    assert list(remote.of_experiments("nothing_of_it").ids) == []

@@ -29,21 +29,8 @@ from urlkit.analysis.runset import (
     concat,
     flatten,
 )
-
-# the experiments a run serves besides its own (a study trains a computation once for all)
-EXPERIMENTS_FILE = "experiments.txt"
-
-
-def served_experiments(path: Path) -> list[str]:
-    """The experiments ``path``'s ``experiments.txt`` names ([] without one)."""
-    f = Path(path) / EXPERIMENTS_FILE
-    if not f.exists():
-        return []
-    try:
-        lines = f.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise AnalysisError(f"{f} cannot be read ({type(err).__name__}: {err})") from err
-    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+from urlkit.errors import ConfigError
+from urlkit.records import served_experiments
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:
@@ -101,7 +88,11 @@ def read_run_dir(path: Path) -> Runs:
     }
     # every experiment the run is a grid point of: its own, then those a study shared it with
     own = [str(config["experiment_name"])] if config.get("experiment_name") is not None else []
-    row["experiments"] = tuple(dict.fromkeys([*own, *served_experiments(path)]))
+    try:
+        served = served_experiments(path)
+    except ConfigError as err:
+        raise AnalysisError(str(err)) from err
+    row["experiments"] = tuple(dict.fromkeys([*own, *served]))
     if info.get("model_dtype"):  # what model.dtype=auto chose on the machine that trained
         row["model_dtype"] = str(info["model_dtype"])
     return Runs(

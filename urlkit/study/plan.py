@@ -24,14 +24,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from urlkit.analysis.local_source import EXPERIMENTS_FILE, served_experiments
 from urlkit.analysis.runset import flatten
 from urlkit.config import override_key, read_run_config
 from urlkit.config_checks import check_train_config, resolve_path
 from urlkit.data.reading import ErrorPolicy, find_data_file, iter_lines
 from urlkit.errors import ConfigError
 from urlkit.grids import CONF_DIR, config_composer, expand, experiment_params, point_label
-from urlkit.records import RunDirectory
+from urlkit.records import EXPERIMENTS_FILE, RunDirectory, served_experiments
 
 PROFILES_DIR = CONF_DIR / "profile"
 # neither where a run resumed from, how it was logged nor a profile's time estimates change

@@ -16,7 +16,7 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.records import RunDirectory
+from urlkit.records import RunDirectory, served_experiments
 
 LOGGERS = ("wandb", "csv", "none")
 WANDB_FLUSH_INTERVAL_S = 2.0  # seconds between flushes of the offline .wandb file (W&B: 15)
@@ -68,10 +68,21 @@ def make_loggers(cfg: DictConfig, run: RunDirectory, wandb_id: str) -> list:
             mode=mode,
             # dotted keys ("weight.name"): a W&B sweep parameter such as weight=cl would
             # otherwise replace the nested weight dict in the run's config
-            config=flat_config(OmegaConf.to_container(cfg, resolve=True)),
+            config=wandb_config(cfg, run),
             **wandb_settings(float(cfg.logger.get("flush_interval_s", WANDB_FLUSH_INTERVAL_S))),
         )
     ]
+
+
+def wandb_config(cfg: DictConfig, run: RunDirectory) -> dict:
+    """The run's config for W&B, flat, with ``experiments``: every experiment the run is a grid
+    point of, its own and those a study shared it with before it trained (experiments.txt), so
+    that an analysis from W&B finds a shared arm as one from the folders does. A share recorded
+    after the run finished reaches its folder only (docs/studies.md)."""
+    config = flat_config(OmegaConf.to_container(cfg, resolve=True))
+    own = [str(cfg.experiment_name)] if cfg.get("experiment_name") is not None else []
+    config["experiments"] = list(dict.fromkeys([*own, *served_experiments(run.path)]))
+    return config
 
 
 def csv_attempt(run: RunDirectory) -> str:
