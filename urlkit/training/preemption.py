@@ -1,9 +1,9 @@
 """Stopping on a scheduler's signal without losing a step: checkpoint at the step boundary, then stop.
 
 * **SIGTERM** (a pre-emption, ``scancel``, ``scontrol requeue``; any scheduler, or ``kill``):
-  Lightning notes it and stops the loop after the step in flight; :class:`PreemptionCheckpoint`
-  first writes ``checkpoints/last.ckpt`` of that step, so that ``resume=`` (or the requeued
-  SLURM job, :mod:`urlkit.slurm`) continues from it instead of the last periodic checkpoint.
+  :class:`PreemptionCheckpoint` writes ``checkpoints/last.ckpt`` when the step in flight ends,
+  then stops the run, so that ``resume=`` (or the requeued SLURM job, :mod:`urlkit.slurm`)
+  continues from it instead of the last periodic checkpoint.
 * **SIGUSR1 in a SLURM job** (``#SBATCH --signal=USR1@<seconds>``: the time limit is near):
   the same checkpoint, then ``scontrol requeue <job>`` (by global rank 0) and the run stops as
   ``interrupted``; SLURM starts the job again and it continues its run.
@@ -17,6 +17,13 @@ each rank at another point), and lets training go on; urlkit's resume reads ``la
 The decision to stop is taken between optimizer steps (never between the micro-batches of
 one), and under DDP agreed by every rank (one small all-reduce per step, only with several
 ranks), so every rank saves, and stops, at the same step.
+
+For that, the callback holds SIGTERM during training (from ``on_train_start``, after
+Lightning installed its handler, until Lightning restores the handlers it found when fit
+ends): Lightning's handler sets a flag each rank acts on alone after any batch (a notice
+between micro-batches stopped the step unsaved; under DDP a rank whose notice came after the
+agreement would stop without the others, which then wait in the next collective), and under
+DDP broadcasts from inside the handler, at whatever point of the step it lands.
 """
 
 from __future__ import annotations
@@ -58,25 +65,43 @@ class PreemptionCheckpoint(L.Callback):
     def __init__(self, checkpoint: Path):
         self.checkpoint = Path(checkpoint)
         self.requeue_asked = False
+        self.sigterm_received = False
         self._previous = None
+        self._previous_sigterm = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # only in a SLURM job: elsewhere SIGUSR1 keeps its meaning (by default, it ends the process)
         if slurm.job_id() and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(REQUEUE_SIGNAL, self._ask_requeue)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning installs its SIGTERM handler when fit starts (after setup) and puts back the
+        # handlers it found when fit ends (or fails); in between, the notice is this callback's
+        if threading.current_thread() is threading.main_thread():
+            self.sigterm_received = self.sigterm_received or bool(trainer.received_sigterm)
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._note_sigterm)
+
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._previous is not None:
             signal.signal(REQUEUE_SIGNAL, self._previous)
             self._previous = None
+        if self._previous_sigterm is not None:
+            if signal.getsignal(signal.SIGTERM) == self._note_sigterm:  # Lightning has not restored its own
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+            if self.sigterm_received:  # came after the last step's end: the handler now in place acts on it
+                signal.raise_signal(signal.SIGTERM)
 
     def _ask_requeue(self, signum, frame) -> None:
         self.requeue_asked = True  # acted on between steps: a handler runs at any point of a step
 
+    def _note_sigterm(self, signum, frame) -> None:
+        self.sigterm_received = True  # likewise
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not getattr(pl_module, "between_steps", True):  # a micro-batch of a step not finished yet
             return
-        flags = [bool(trainer.received_sigterm), self.requeue_asked]
+        flags = [self.sigterm_received, self.requeue_asked]
         if trainer.world_size > 1:  # every rank stops at the same step, or the collectives would pair wrong
             agreed = distributed.reduce_(torch.tensor(flags, dtype=torch.float32, device=pl_module.device), "max")
             flags = [bool(flag) for flag in agreed.tolist()]
@@ -92,7 +117,7 @@ class PreemptionCheckpoint(L.Callback):
                 requeue_job()
         if requeue and not sigterm:
             raise RequeueStop()
-        raise SIGTERMException()  # what Lightning raises after this hook; raised here on every rank alike
+        raise SIGTERMException()  # what Lightning raises on its own notice; raised here on every rank alike
 
 
 def requeue_job() -> None:
