@@ -6,9 +6,10 @@ One optimizer step, in full (``training_step`` runs once per micro-batch)::
     logits = scatter(scores, mask)              # (B, 1+N, K), padded negatives masked out
     loss, info = url_loss(logits, weight, direction, mask)   # loss=native_*: sft_loss / infonce_loss
     (loss / accumulate).backward()              # micro-batches add up their gradients
-    every `accumulate` micro-batches: read back telemetry + non-finite flags (one sync, all
-    ranks), optimizer.step() (clipping inside it, after any loss scaler has unscaled the
-    gradients), scheduler.step(), zero_grad()
+    every `accumulate` micro-batches: read back telemetry + non-finite flags + pre-emption
+    notices (one sync, all ranks), optimizer.step() (clipping inside it, after any loss scaler
+    has unscaled the gradients), check the parameters (the step's second sync), scheduler.step(),
+    zero_grad()
     log W+, W-, counterfactual W_sft/W_cl/W_base, native SFT and InfoNCE losses
 
 Optimisation is manual (Lightning's ``automatic_optimization = False``) so that the whole
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -146,6 +148,10 @@ class RerankerModule(L.LightningModule):
         self.step_stats = StepAccumulator()
         self._step_flags: torch.Tensor | None = None  # the guard's flags of the step's micro-batches
         self._step_batches: list[tuple] = []  # (logits, loss, info, mask, query ids): to name a fault
+        # flags every rank must agree on at a step's end besides the guard's (a pre-emption notice,
+        # urlkit.training.preemption): read with the step's one host sync, max over the ranks
+        self.notices: Callable[[], list[bool]] | None = None
+        self.agreed_notices: list[bool] = []  # as the last step's reduce read them
         self.items_consumed = 0  # training groups consumed: where the data stream resumes
         self._resumed_rng = None  # RNG state of a checkpoint, restored at the next step
         self._trainable: list[tuple[str, torch.nn.Parameter]] | None = None  # see trainable()
@@ -218,9 +224,14 @@ class RerankerModule(L.LightningModule):
         # with a loss scaler (16-mixed) an inf gradient is an overflow of the scaled loss: the
         # scaler skips that update and lowers its scale (no fault; the parameters are still checked)
         gradients = torch.zeros(1) if self._loss_scaled else self.guard.gradient_flag(p for _, p in self.trainable())
-        flags = torch.cat([self._step_flags, gradients.to(self._step_flags.device)])
-        # the one host sync of the step: telemetry and the guard's flags, reduced over the ranks
-        row, verdict = self.step_stats.finish(flags, reduce=distributed.reduce_)
+        device = self._step_flags.device
+        # a fill per notice, not torch.tensor(notices, device=...): a copy from the host waits for the device
+        notices = [torch.full((1,), float(n), device=device) for n in (self.notices() if self.notices else [])]
+        flags = torch.cat([self._step_flags, gradients.to(device), *notices])
+        # the step's one host sync before the update (the check of the updated parameters is the
+        # other): telemetry, the guard's flags and the notices, reduced over the ranks
+        row, flags = self.step_stats.finish(flags, reduce=distributed.reduce_)
+        verdict, self.agreed_notices = flags[: len(STAGES)], [bool(flag) for flag in flags[len(STAGES) :]]
         batches, self._step_flags, self._step_batches = self._step_batches, None, []
         query_ids = self.step_stats.query_ids
         skipped = False

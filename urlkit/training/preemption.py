@@ -15,15 +15,20 @@ exact resume can start from; under DDP the save's collectives would run inside a
 each rank at another point), and lets training go on; urlkit's resume reads ``last.ckpt``.
 
 The decision to stop is taken between optimizer steps (never between the micro-batches of
-one), and under DDP agreed by every rank (one small all-reduce per step, only with several
-ranks), so every rank saves, and stops, at the same step.
+one) and under DDP agreed by every rank, so every rank saves, and stops, at the same step. The
+agreement costs no collective and no host sync of its own: the callback hands its notices to
+the training module (``RerankerModule.notices``), which max-reduces them over the ranks with
+the step's telemetry and the non-finite guard's flags, read back with them in the step's one
+host sync before the update (``RerankerModule.agreed_notices``). A notice that comes
+after that reduce (during the update, the logging, a dev evaluation) is therefore agreed with
+the next step and acted on at its end; one process acts on it at the end of the step in flight.
 
 For that, the callback holds SIGTERM during training (from ``on_train_start``, after
 Lightning installed its handler, until Lightning restores the handlers it found when fit
-ends): Lightning's handler sets a flag each rank acts on alone after any batch (a notice
-between micro-batches stopped the step unsaved; under DDP a rank whose notice came after the
-agreement would stop without the others, which then wait in the next collective), and under
-DDP broadcasts from inside the handler, at whatever point of the step it lands.
+ends): Lightning's handler sets a flag each rank acts on alone after any batch (under DDP a
+rank whose notice came after the step's reduce would stop without the others, which then wait
+in the next collective, and a notice between micro-batches would stop the step unsaved), and
+under DDP broadcasts from inside the handler, at whatever point of the step it lands.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ import threading
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from urlkit import slurm
@@ -69,7 +73,12 @@ class PreemptionCheckpoint(L.Callback):
         self._previous = None
         self._previous_sigterm = None
 
+    def notices(self) -> list[bool]:
+        """``[SIGTERM, requeue]`` as this process has received them (sticky: never reset)."""
+        return [self.sigterm_received, self.requeue_asked]
+
     def setup(self, trainer, pl_module, stage: str) -> None:
+        pl_module.notices = self.notices  # reduced over the ranks with the step's telemetry
         # only in a SLURM job: elsewhere SIGUSR1 keeps its meaning (by default, it ends the process)
         if slurm.job_id() and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(REQUEUE_SIGNAL, self._ask_requeue)
@@ -89,7 +98,7 @@ class PreemptionCheckpoint(L.Callback):
             if signal.getsignal(signal.SIGTERM) == self._note_sigterm:  # Lightning has not restored its own
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
-            if self.sigterm_received:  # came after the last step's end: the handler now in place acts on it
+            if self.sigterm_received:  # too late for the last step's decision: the handler now in place acts on it
                 signal.raise_signal(signal.SIGTERM)
 
     def _ask_requeue(self, signum, frame) -> None:
@@ -101,11 +110,9 @@ class PreemptionCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not getattr(pl_module, "between_steps", True):  # a micro-batch of a step not finished yet
             return
-        flags = [self.sigterm_received, self.requeue_asked]
-        if trainer.world_size > 1:  # every rank stops at the same step, or the collectives would pair wrong
-            agreed = distributed.reduce_(torch.tensor(flags, dtype=torch.float32, device=pl_module.device), "max")
-            flags = [bool(flag) for flag in agreed.tolist()]
-        sigterm, requeue = flags
+        # one process: the notices as they stand; several: as the step's reduce agreed them
+        # (every rank stops at the same step, or the collectives would pair wrong)
+        sigterm, requeue = self.notices() if distributed.world_size() == 1 else pl_module.agreed_notices
         if not (sigterm or requeue):
             return
         trainer.save_checkpoint(self.checkpoint)  # every rank calls it; Lightning writes on rank 0
