@@ -69,6 +69,7 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
     held_out = [data_cfg.get(s) for s in ("dev_split", "test_split")] if split == data_cfg.get("train_split", "train") else []
     loaded = load_split(
         path, split, format=data_cfg.get("format", "auto"), on_error=data_cfg.get("on_error", "raise"),
+        check_pictures=data_cfg.get("check_pictures", "verify"),
         dataset=dataset, pool=resolve_path(pool, f"data.pool.{key}") if pool else None,
         instructions=bool(data_cfg.get("instructions", True)),
         instruction_seed=int(data_cfg.get("instruction_seed", 0)), held_out_splits=[s for s in held_out if s],

@@ -28,6 +28,7 @@ CHOICES = {
     "train.nonfinite": ("stop", "skip"),
     "data.retriever": ("bm25", "trec", "pool"),
     "data.on_error": ("raise", "skip"),
+    "data.check_pictures": ("verify", "exists"),
     "data.format": ("auto", "jsonl", "beir", "mbeir"),
     "logger.name": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "online", "offline", "disabled"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split
+from urlkit.data.picture_checks import PictureField
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
@@ -85,7 +86,7 @@ def _read_corpus(path: Path, folder: Path, policy: ErrorPolicy) -> dict[str, Doc
         text=fields.text("text"),
         title=fields.text("title"),
         image=fields.image("image", folder),
-    ), "document")  # fmt: skip
+    ), "document", picture=PictureField("image", folder))  # fmt: skip
 
 
 def _read_queries(path: Path, policy: ErrorPolicy) -> dict[str, tuple[str, int]]:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split, infer_category
+from urlkit.data.picture_checks import PictureField
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
@@ -40,6 +41,7 @@ def load_split(
     *,
     format: str = "auto",
     on_error: str = "raise",
+    check_pictures: str = "verify",
     instruction: str | None = None,
     category: str | None = None,
     pool: str | Path | None = None,
@@ -53,6 +55,8 @@ def load_split(
 
     ``on_error="raise"`` stops at the first bad line with a :class:`DataError` naming file
     and line; ``"skip"`` drops bad lines and counts them by reason in ``Split.skipped``.
+    ``check_pictures``: ``"verify"`` opens every picture a line names (PIL's ``verify()``),
+    ``"exists"`` only looks for the file (:mod:`urlkit.data.picture_checks`).
     ``instruction`` and ``category`` override ``dataset.json`` (and the category inferred
     from the modalities). ``pool`` and ``image_root`` are for M-BEIR only: the candidate
     pool file and the folder its image paths are relative to (both found from the M-BEIR
@@ -65,7 +69,7 @@ def load_split(
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise DataError("no such file or folder", path=path)
-    policy = ErrorPolicy(on_error)
+    policy = ErrorPolicy(on_error, check_pictures)
     fmt = detect_format(path, split) if format == "auto" else format
     if fmt == "jsonl":
         loaded = _load_jsonl_folder(path, split, policy)
@@ -213,7 +217,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
             title=fields.text("title"),
         ),
         fields,
-    ), "document", skipped)  # fmt: skip
+    ), "document", skipped, picture=PictureField("image", folder))  # fmt: skip
     queries = read_records(split_path, policy, lambda fields: check_query(
         Query(
             id=fields.id("id"),
@@ -227,7 +231,7 @@ def _load_jsonl_folder(folder: Path, split: str, policy: ErrorPolicy) -> Split:
         corpus,
         fields,
         skipped,
-    ), "query")  # fmt: skip
+    ), "query", picture=PictureField("image", folder))  # fmt: skip
 
     return Split(
         name=info["name"],

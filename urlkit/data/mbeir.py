@@ -70,6 +70,7 @@ from pathlib import Path
 
 from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split
 from urlkit.data.negatives import query_rng
+from urlkit.data.picture_checks import PictureField
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
@@ -263,8 +264,12 @@ def load_mbeir(
         return item
 
     skipped = SkippedDocuments()
-    corpus = read_records(pool_path, policy, document, "candidate", skipped, id_key="did")
-    queries = read_records(query_path, policy, query, "query")
+    # the pictures checked ahead: those of the candidates and queries kept, as document and query do
+    kept_candidate = None if keep is None else (lambda record: str(record.get("did")).partition(":")[0] in keep)
+    corpus = read_records(pool_path, policy, document, "candidate", skipped, id_key="did",
+                          picture=PictureField("img_path", root, kept_candidate))
+    of_task = None if task is None else (lambda record, task=task: record.get("task_id") == task)
+    queries = read_records(query_path, policy, query, "query", picture=PictureField("query_img_path", root, of_task))
     task = task if task is not None else (tasks.most_common(1)[0][0] if tasks else None)
     notes = [f"{n} {what}" for what, n in left_out.items() if n] + skipped.notes()
     only = f" (dataset ids {', '.join(sorted(keep))} only)" if keep is not None else ""

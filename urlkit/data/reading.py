@@ -17,18 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from urlkit.data.format import DataError, Document, Query
-from urlkit.data.images import picture_problem
+from urlkit.data.picture_checks import PictureChecks, PictureField
 
 ON_ERROR = ("raise", "skip")
 
 
 class ErrorPolicy:
-    """``raise`` or ``skip`` bad lines; counts what was skipped, by reason."""
+    """``raise`` or ``skip`` bad lines; counts what was skipped, by reason. ``check_pictures``:
+    how hard a picture is looked at (:mod:`urlkit.data.picture_checks`: ``verify`` or
+    ``exists``), by the load's :class:`~urlkit.data.picture_checks.PictureChecks`."""
 
-    def __init__(self, on_error: str):
+    def __init__(self, on_error: str, check_pictures: str = "verify"):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.on_error = on_error
+        self.pictures = PictureChecks(check_pictures)
         self.skipped: Counter[str] = Counter()
 
     def handle(self, error: DataError) -> None:
@@ -126,10 +129,12 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 class LineFields:
-    """Typed access to the fields of one JSONL record, with errors naming file and line."""
+    """Typed access to the fields of one JSONL record, with errors naming file and line;
+    ``pictures``: the load's picture checks (None: ``verify``, one picture at a time)."""
 
-    def __init__(self, record: dict[str, Any], path: Path, line: int):
+    def __init__(self, record: dict[str, Any], path: Path, line: int, pictures: PictureChecks | None = None):
         self.record, self.path, self.line = record, path, line
+        self.pictures = pictures
 
     def error(self, message: str, reason: str) -> DataError:
         return DataError(message, path=self.path, line=self.line, reason=reason)
@@ -170,18 +175,20 @@ class LineFields:
         return [str(v) for v in value]
 
     def image(self, key: str, root: Path) -> str | None:
-        """An optional image path relative to ``root``, resolved, checked to exist and to open as
-        a picture (:func:`~urlkit.data.images.picture_problem`: header and checksums, cached):
-        a corrupt one is an error naming this line now, or skipped and counted as "unreadable
-        image", not found by a batch hours into training."""
+        """An optional image path relative to ``root``, resolved, checked to exist and (with
+        ``check_pictures=verify``) to open as a picture
+        (:func:`~urlkit.data.images.picture_problem`: header and checksums, cached): a corrupt
+        one is an error naming this line now, or skipped and counted as "unreadable image", not
+        found by a batch hours into training. The check was started on a thread when
+        :func:`read_records` read the line (:mod:`urlkit.data.picture_checks`)."""
         raw = self.text(key)
         if not raw:
             return None
-        resolved = (root / raw).resolve()
-        if not resolved.is_file():
+        pictures = self.pictures or PictureChecks()
+        resolved, missing, problem = pictures.finding(root, raw)
+        if missing:
             raise self.error(f"image file not found: {raw} (looked at {resolved})",
                              "missing image")
-        problem = picture_problem(str(resolved))
         if problem is not None:
             raise self.error(f"unreadable image {raw} ({resolved}): {problem}", "unreadable image")
         return str(resolved)
@@ -284,30 +291,39 @@ def _where(err: json.JSONDecodeError) -> str:
 
 def read_records(
     path: Path, policy: ErrorPolicy, build: Callable[[LineFields], Any], kind: str,
-    skipped: SkippedDocuments | None = None, id_key: str = "id",
+    skipped: SkippedDocuments | None = None, id_key: str = "id", picture: PictureField | None = None,
 ) -> dict[str, Any]:
     """``{id: build(fields)}`` over the lines of ``path`` (documents or queries).
 
     A line that ``build`` rejects, or whose id repeats an earlier one, is a ``DataError``
     handed to ``policy`` (raise, or skip and count); the loaders differ only in ``build``,
     which returns None for a line it leaves out on purpose (counted by the loader). The ids
-    (``record[id_key]``) of skipped lines that no kept line has go to ``skipped``.
+    (``record[id_key]``) of skipped lines that no kept line has go to ``skipped``. ``picture``:
+    the field whose picture ``build`` asks about (``fields.image``), checked on threads ahead of
+    the line being built (:mod:`urlkit.data.picture_checks`); lines are still built, and their
+    errors handed to ``policy``, one by one in file order.
     """
     items: dict[str, Any] = {}
-    for line_no, record in iter_jsonl(path, policy):
-        fields = LineFields(record, path, line_no)
-        try:
-            item = build(fields)
-            if item is None:
+    lines = iter_jsonl(path, policy)
+    if picture is not None:
+        lines = policy.pictures.ahead(lines, picture)
+    try:
+        for line_no, record in lines:
+            fields = LineFields(record, path, line_no, policy.pictures)
+            try:
+                item = build(fields)
+                if item is None:
+                    continue
+                if item.id in items:
+                    raise fields.error(f"duplicate {kind} id {item.id!r}", "duplicate id")
+            except DataError as err:
+                policy.handle(err)
+                if skipped is not None:
+                    skipped.remember(record, id_key)
                 continue
-            if item.id in items:
-                raise fields.error(f"duplicate {kind} id {item.id!r}", "duplicate id")
-        except DataError as err:
-            policy.handle(err)
-            if skipped is not None:
-                skipped.remember(record, id_key)
-            continue
-        items[item.id] = item
+            items[item.id] = item
+    finally:
+        lines.close()  # a load stopped by an error: the checks not yet started are cancelled
     if skipped is not None:
         skipped.ids -= items.keys()
     return items
