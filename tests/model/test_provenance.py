@@ -104,3 +104,27 @@ def test_run_json_records_the_commit_and_the_export_carries_it(hub_cache, capsys
     moved = json.loads((hub_cache / "moved" / "urlkit_reranker.json").read_text())["base_model_origin"]
     assert moved == {**recorded, "merged_into_revision": COMMIT_B}
     assert f"merged into revision `{COMMIT_B}` at export" in (hub_cache / "moved" / "README.md").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_load_from_the_cache_asks_no_network_without_the_offline_flag(hub_cache, monkeypatch):
+    """The ladder's cache rung reads the cache alone (local_files_only); transformers' look for a
+    PEFT adapter_config.json did not pass that on and asked the hub: without HF_HUB_OFFLINE, ~25 s
+    of retries on a machine without network before every cached load, pinned commits included."""
+    import socket
+
+    from huggingface_hub.utils import build_hf_headers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    build_hf_headers()  # huggingface_hub's own once-a-process fetch (its user-agent registry), not ours
+    asked = []
+
+    def no_network(host, *args, **kwargs):
+        asked.append(host)
+        raise AssertionError(f"a network lookup of {host} during a load from the cache")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    for revision in (None, COMMIT_A):
+        loaded = load_backbone({"source": "hub", "name": NAME, "revision": revision})
+        assert loaded.origin["revision"] == COMMIT_A
+    assert asked == []

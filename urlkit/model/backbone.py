@@ -176,7 +176,10 @@ def _load_hub(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, **options)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **options)
+            # transformers looks for a PEFT adapter_config.json without local_files_only (it
+            # passes only the revision on): a cache load asked the hub, ~25 s of retries offline
+            adapter = {"local_files_only": bool(options.get("local_files_only", False))}
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, adapter_kwargs=adapter, **options)
         except OSError as err:
             raise NotInCache(str(err)) from err
         return Backbone(model=model, tokenizer=tokenizer, name=name)
