@@ -35,6 +35,7 @@ from urlkit.loss import LossInputError, WeightOptions
 from urlkit.loss.directions import get_direction, resolve_direction
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
+from urlkit.model.hub import ModelLoadError, trained_commit_missing, trained_revision
 from urlkit.model.scoring import Reranker, ScoringOptions
 from urlkit.records import RunDirectory
 
@@ -381,11 +382,13 @@ def token_sample_instances(split: Split, n: int, seed: int = 0) -> list[tuple[An
     return instances
 
 
-def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None,
-                 dtype: str | None = None) -> tuple[Built, DictConfig]:
+def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None, dtype: str | None = None,
+                 revision: str | None = None) -> tuple[Built, DictConfig]:
     """The reranker of a finished (or killed) training run: its config + its last checkpoint
     (``dtype``: the backbone's, over the config's ``model.dtype``; None: the config's, and for
-    ``auto`` the one training chose, :func:`urlkit.hardware.trained_weight_dtype`)."""
+    ``auto`` the one training chose, :func:`urlkit.hardware.trained_weight_dtype`; ``revision``:
+    a hub backbone's, over the commit run.json records it trained on, which None loads:
+    :func:`urlkit.model.hub.trained_revision`)."""
     run_dir, info = Path(run_dir), RunDirectory(run_dir).read_info()
     cfg = read_run_config(run_dir)
     if dtype is None:  # model.dtype=auto: the dtype training chose (run.json), not this machine's choice
@@ -394,12 +397,24 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None,
             print_on_rank_zero(f"[urlkit] {run_dir}: {note}", flush=True)
     if dtype is not None:
         cfg.model.dtype = dtype
+    # the commit the adapters trained on, not whatever the cache's main points to today
+    commit = trained_revision(cfg.model, info.get("base_model"))
+    if revision is not None and commit and str(revision) != commit:
+        print_on_rank_zero(f"[urlkit] {run_dir}: {cfg.model.name} at revision {revision}, as asked, not at commit "
+                           f"{commit} the run trained on (run.json base_model): scores differ from the run's")
+    if revision is not None or commit:
+        cfg.model.revision = str(revision) if revision is not None else commit
     expanded = int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens)
     sample, recorded = None, info.get("token_ids") if expanded else None
     if expanded and not recorded:  # a run from before the record
         first = mixture_configs(cfg.data)[0][2]  # the run's (first) training source ranked the tokens
         sample = load_data_split(first, first.train_split)
-    built = build_reranker(cfg, sample=sample, trainable=True, recorded_tokens=recorded)
+    try:
+        built = build_reranker(cfg, sample=sample, trainable=True, recorded_tokens=recorded)
+    except ModelLoadError as err:
+        if revision is not None or not commit:
+            raise
+        raise ModelLoadError(trained_commit_missing(run_dir, str(cfg.model.name), commit, err)) from err
     from urlkit.training.checkpointing import load_trained_weights  # lazy: it imports Lightning
 
     ckpt = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"

@@ -21,6 +21,10 @@ from pathlib import Path
 from urlkit.evaluation.metrics import MAIN_METRIC
 from urlkit.evaluation.rerank import evaluate_dataset, results_table
 
+# what a trained run's evaluation may set of its model: the dtype (else the one it trained in) and a
+# hub backbone's revision (else the commit it trained on, run.json base_model)
+RUN_MODEL_KEYS = ("model.dtype", "model.revision")
+
 
 def evaluate(cfg) -> dict[str, float]:
     """The Hydra app's work: rerank one split (or every dataset of ``benchmark=<suite>``) with
@@ -46,12 +50,13 @@ def evaluate(cfg) -> dict[str, float]:
         keys = [override_key(o) for o in overrides]
         # the run's config.yaml builds what scores; another model, head or prompt would not be used
         unused = [o for o, k in zip(overrides, keys, strict=True)
-                  if k.split(".")[0] in ("model", "head", "prompt", "direction") and k != "model.dtype"]
+                  if k.split(".")[0] in ("model", "head", "prompt", "direction") and k not in RUN_MODEL_KEYS]
         if unused:
             raise ConfigError(f"run_dir={cfg.run_dir} scores with the run's own model, head, prompt and direction "
                               f"(its config.yaml), so {' '.join(unused)} would not be used: drop it "
-                              "(model.dtype=... alone applies to a run)")
-        built, run_cfg = load_trained(cfg.run_dir, dtype=cfg.model.dtype if "model.dtype" in keys else None)
+                              "(model.dtype=... and model.revision=... alone apply to a run)")
+        built, run_cfg = load_trained(cfg.run_dir, dtype=cfg.model.dtype if "model.dtype" in keys else None,
+                                      revision=cfg.model.get("revision") if "model.revision" in keys else None)
         direction, label = check_direction(run_cfg), Path(cfg.run_dir).name
         data_cfg = cfg.data if sets_data(overrides) else with_data_keys(run_cfg.data, cfg.data, overrides)
     elif cfg.model.name != "none":

@@ -26,10 +26,12 @@ from urlkit.errors import reported_errors
 
 
 def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = None,
-               allow_unfinished: bool = False) -> Path:
+               allow_unfinished: bool = False, revision: str | None = None) -> Path:
     """Export the run at ``run_dir`` to ``out`` (see the module docstring); returns ``out``.
     A run whose run.json does not say ``finished`` is refused unless ``allow_unfinished``
-    (then the card says at which step it stopped)."""
+    (then the card says at which step it stopped). A hub backbone is merged at the commit the
+    run trained on (run.json ``base_model``); ``revision`` names another on purpose (the card
+    then records both)."""
     from omegaconf import OmegaConf
 
     from urlkit.build import load_trained
@@ -52,7 +54,7 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
                           "where it stopped); resume it to the end, or pass --allow-unfinished to "
                           "export that checkpoint (the card then says at which step it stopped)")
     dtype, dtype_from = export_dtype(run_dir, info)
-    built, cfg = load_trained(run_dir, dtype=dtype)
+    built, cfg = load_trained(run_dir, dtype=dtype, revision=revision)
     # the steps the exported weights trained, not train.max_steps (an interrupted run stops short)
     steps = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     prompt = PromptFormat.from_config(cfg.get("prompt")).as_dict()
@@ -208,11 +210,11 @@ def check_pairs(run_dir: str | Path, n: int) -> list[tuple[str, str]]:
 
 
 def parity(run_dir: str | Path, folder: str | Path, n: int = 20, instruction: str | None = None,
-           pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+           pairs: list[tuple[str, str]] | None = None, revision: str | None = None) -> dict[str, Any]:
     """Scores of ``n`` dev pairs (or ``pairs``: :func:`check_pairs`'s, read already) by the run's
     reranker (as ``urlkit.rerank(run=run_dir)``, the backbone in the folder's dtype) and by the
     exported folder, and the largest differences. ``instruction``: the one the folder was
-    written with (its default), given to urlkit."""
+    written with (its default), given to urlkit; ``revision``: the one the export loaded."""
     from urlkit.inference import TrainedReranker
 
     pairs = check_pairs(run_dir, n) if pairs is None else pairs
@@ -221,7 +223,7 @@ def parity(run_dir: str | Path, folder: str | Path, n: int = 20, instruction: st
     # urlkit's scores with the backbone in the folder's dtype (model.dtype=auto would take this
     # machine's, which need not be the one the run trained and exported in)
     dtype = json.loads((Path(folder) / "urlkit_reranker.json").read_text())["dtype"]
-    reranker = TrainedReranker.from_run(run_dir, dtype=dtype)
+    reranker = TrainedReranker.from_run(run_dir, dtype=dtype, revision=revision)
     ours = [reranker.score(q, [d], instruction=instruction)[0] for q, d in pairs]
     theirs = score_folder(folder, pairs)
     return {"pairs": len(pairs), "urlkit": ours, **theirs,
@@ -266,6 +268,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--instruction", default=None, help="the default instruction (default: the run's)")
     parser.add_argument("--allow-unfinished", action="store_true",
                         help="export a run whose run.json status is not finished (its last checkpoint)")
+    parser.add_argument("--revision", default=None,
+                        help="merge into this branch, tag or commit of a hub backbone (default: the commit the run trained on)")
     parser.add_argument("--check", type=int, default=20, help="dev pairs to score both ways after writing (0: none)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest allowed score difference for a float32 export (bfloat16: reported only)")
@@ -278,13 +282,13 @@ def main(argv: list[str] | None = None) -> Path:
                 pairs = check_pairs(args.run, args.check)
             except MissingSplitError as err:  # a run without dev data trains (no dev evaluation): so it exports
                 skipped = f"the run's data has no dev split to draw pairs from: {err}"
-        out = export_run(args.run, args.out, args.instruction, args.allow_unfinished)
+        out = export_run(args.run, args.out, args.instruction, args.allow_unfinished, args.revision)
         print(f"[urlkit] exported {args.run} -> {out}", flush=True)
         if pairs is None:
             print(f"[urlkit] parity check skipped ({skipped})", flush=True)
             return out
         # with --instruction the folder's default instruction is that one, and urlkit scores with it
-        result = parity(args.run, out, args.check, args.instruction, pairs=pairs)
+        result = parity(args.run, out, args.check, args.instruction, pairs=pairs, revision=args.revision)
         asked = f" ({args.check} asked: the dev split has no more text pairs)" if result["pairs"] < args.check else ""
         with_instruction = "" if args.instruction is None else f" with --instruction {args.instruction!r}"
         if not result["pairs"]:

@@ -40,8 +40,10 @@ class TrainedReranker:
         self.built, self.direction, self.instruction = built, direction, instruction
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, merge: bool = False, dtype: str | None = None) -> TrainedReranker:
-        built, cfg = load_trained(run_dir, dtype=dtype)
+    def from_run(cls, run_dir: str | Path, merge: bool = False, dtype: str | None = None,
+                 revision: str | None = None) -> TrainedReranker:
+        """``revision``: a hub backbone's branch, tag or commit (None: the commit the run trained on)."""
+        built, cfg = load_trained(run_dir, dtype=dtype, revision=revision)
         if merge:
             merge_lora(built.reranker)
         # the instruction the run trained with (recorded in run.json), as the default
@@ -71,8 +73,8 @@ class TrainedReranker:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(run: str, merge: bool, files: tuple) -> TrainedReranker:
-    return TrainedReranker.from_run(run, merge=merge)
+def _cached(run: str, merge: bool, files: tuple, revision: str | None = None) -> TrainedReranker:
+    return TrainedReranker.from_run(run, merge=merge, revision=revision)
 
 
 def _run_files(run: Path) -> tuple:
@@ -96,15 +98,18 @@ def rerank(
     run: str | Path,
     merge: bool = False,
     batch_size: int = 16,
+    revision: str | None = None,
 ) -> list[float]:
     """Scores of ``documents`` for ``query`` by the reranker of the training run ``run``.
 
     Queries and documents are strings or dicts with ``text`` and/or ``image`` (a path).
     ``instruction`` defaults to the run's dataset instruction. The loaded run is cached until
-    its checkpoint, config.yaml or run.json change (a resumed run is loaded again).
+    its checkpoint, config.yaml or run.json change (a resumed run is loaded again). A hub
+    backbone is loaded at the commit the run trained on (run.json ``base_model``), whatever the
+    cache's main points to now; ``revision`` loads another branch, tag or commit on purpose.
     """
     resolved = Path(run).resolve()
-    reranker = _cached(str(resolved), merge, _run_files(resolved))
+    reranker = _cached(str(resolved), merge, _run_files(resolved), revision)
     return reranker.score(query, documents, instruction=instruction, batch_size=batch_size)
 
 
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> list[tuple[float, str]]:
     parser.add_argument("--docs-file", help="a text file with one document per line")
     parser.add_argument("--instruction", default=None, help="defaults to the run's dataset instruction")
     parser.add_argument("--merge", action="store_true", help="merge LoRA into the backbone first")
+    parser.add_argument("--revision", default=None,
+                        help="the hub backbone's branch, tag or commit (default: the commit the run trained on)")
     args = parser.parse_args(argv)
     with reported_errors():  # bad input: "error: <message>", exit status 2
         documents = list(args.doc)
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> list[tuple[float, str]]:
             documents += [line.rstrip("\n") for line in Path(args.docs_file).read_text().splitlines() if line.strip()]
         if not documents:
             parser.error("give at least one --doc or a --docs-file")
-        scores = TrainedReranker.from_run(args.run, merge=args.merge).score(args.query, documents, args.instruction)
+        scores = TrainedReranker.from_run(args.run, merge=args.merge, revision=args.revision).score(args.query, documents, args.instruction)
     ranked = sorted(zip(scores, documents, strict=True), key=lambda pair: -pair[0])
     for rank, (score, doc) in enumerate(ranked, 1):
         print(f"{rank:>3}  {score:+.4f}  {doc}")

@@ -99,11 +99,59 @@ def test_run_json_records_the_commit_and_the_export_carries_it(hub_cache, capsys
 
     set_refs(hub_cache, {"main": COMMIT_B})  # the hub's main moved on; this cache followed it
     capsys.readouterr()
+    # the export merges into the commit the run trained on, not what main points to now
     export_main(["--run", str(run), "--out", str(hub_cache / "moved"), "--check", "0"])
+    assert "warning" not in capsys.readouterr().out
+    assert json.loads((hub_cache / "moved" / "urlkit_reranker.json").read_text())["base_model_origin"] == recorded
+    assert torch.equal(_weights(load_backbone({"source": "hub", "name": str(hub_cache / "folder")}).model),
+                       _weights(load_backbone({"source": "hub", "name": str(hub_cache / "moved")}).model))
+    # another revision asked on purpose: merged into it, said so, and the card records both
+    export_main(["--run", str(run), "--out", str(hub_cache / "main"), "--check", "0", "--revision", "main"])
     assert f"revision {COMMIT_A} (run.json)" in capsys.readouterr().out
-    moved = json.loads((hub_cache / "moved" / "urlkit_reranker.json").read_text())["base_model_origin"]
+    moved = json.loads((hub_cache / "main" / "urlkit_reranker.json").read_text())["base_model_origin"]
     assert moved == {**recorded, "merged_into_revision": COMMIT_B}
-    assert f"merged into revision `{COMMIT_B}` at export" in (hub_cache / "moved" / "README.md").read_text()
+    assert f"merged into revision `{COMMIT_B}` at export" in (hub_cache / "main" / "README.md").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_a_trained_run_scores_on_the_commit_it_trained_on_after_the_caches_main_moves_on(hub_cache):
+    """urlkit.rerank, evaluation and export load a run's hub backbone at the commit run.json
+    records, not whatever main points to today; model.revision (revision=) loads another on
+    purpose; a recorded commit missing here is an error naming it, the repo and the way out."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from urlkit.inference import TrainedReranker
+    from urlkit.model.hub import ModelLoadError
+    from urlkit.paths import REPO_ROOT
+
+    data = write_small_dataset(hub_cache / "data")
+    run = hub_cache / "run"
+    train(compose_train(data, "model.source=hub", f"model.name={NAME}"), run)
+    docs = ["Cats sleep in warm, sheltered places.", "A hand saw cuts wood."]
+    trained = TrainedReranker.from_run(run).score("where do cats sleep", docs)
+
+    set_refs(hub_cache, {"main": COMMIT_B})
+    pinned = TrainedReranker.from_run(run)
+    assert pinned.built.backbone.origin["revision"] == COMMIT_A
+    assert pinned.score("where do cats sleep", docs) == pytest.approx(trained, abs=1e-6)
+    asked = TrainedReranker.from_run(run, revision="main")
+    assert asked.built.backbone.origin == {"source": "hub", "name": NAME, "revision": COMMIT_B,
+                                           "requested_revision": "main"}
+
+    snapshots = hub_cache / "hub" / f"models--{NAME.replace('/', '--')}" / "snapshots"
+    shutil.move(snapshots / COMMIT_A, hub_cache / "elsewhere")  # the commit is not in this machine's cache
+    with pytest.raises(ModelLoadError) as err:
+        TrainedReranker.from_run(run)
+    assert COMMIT_A in str(err.value) and NAME in str(err.value) and "model.revision=" in str(err.value)
+    env = {**os.environ, "HF_HUB_CACHE": str(hub_cache / "hub"), "HF_HUB_OFFLINE": "1"}
+    evaluated = subprocess.run([sys.executable, "-m", "urlkit.evaluate", f"run_dir={run}", "model.revision=main",
+                                f"output_root={hub_cache / 'out'}", "batch_size=8", "max_queries=2"],
+                               capture_output=True, text=True, timeout=280, cwd=REPO_ROOT, env=env)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert f"not at commit {COMMIT_A} the run trained on" in evaluated.stdout
 
 
 @pytest.mark.timeout(120)

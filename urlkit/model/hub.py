@@ -153,16 +153,16 @@ def load_from_hub(
     except NotInCache:
         pass
     if hub_offline():
-        raise ModelLoadError(
-            offline_message(name, "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set", kind, offline_fallback)
-        )
+        raise ModelLoadError(offline_message(name, "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set", kind,
+                                             offline_fallback, revision))  # fmt: skip
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if not hub_reachable(endpoint):
-        raise ModelLoadError(offline_message(name, f"{endpoint} cannot be reached", kind, offline_fallback))
+        raise ModelLoadError(offline_message(name, f"{endpoint} cannot be reached", kind, offline_fallback, revision))
     try:
         backbone = load(name, {"revision": revision, "local_files_only": False})
     except NotInCache as err:
-        raise ModelLoadError(f"could not load the {kind} {name!r} from {endpoint}: {err}") from err
+        at = f" at revision {revision}" if revision else ""
+        raise ModelLoadError(f"could not load the {kind} {name!r}{at} from {endpoint}: {err}") from err
     backbone.origin = hub_origin(name, revision)  # the download put its files in the cache
     return backbone
 
@@ -201,10 +201,34 @@ def hub_reachable(endpoint: str) -> bool:
         return False
 
 
-def offline_message(name: str, why: str, kind: str, fallback: str) -> str:
+def offline_message(name: str, why: str, kind: str, fallback: str, revision: str | None = None) -> str:
+    at, option = (f" at revision {revision}", f" --revision {revision}") if revision else ("", "")
     return (
-        f"cannot load the {kind} {name!r}: the Hugging Face hub is offline here ({why}) and the "
-        "model is not in the local hub cache. Either set HF_HOME to a cache that holds it, "
-        f"download it on a machine with network (`hf download {name}`) and copy the cache or "
+        f"cannot load the {kind} {name!r}{at}: the Hugging Face hub is offline here ({why}) and the "
+        f"model{at} is not in the local hub cache. Either set HF_HOME to a cache that holds it, "
+        f"download it on a machine with network (`hf download {name}{option}`) and copy the cache or "
         f"the folder over (model.name=<folder>), or {fallback}"
     )
+
+
+def trained_revision(spec: Mapping[str, Any], recorded: Any) -> str | None:
+    """The commit a trained run's hub backbone is loaded at (evaluation, ``urlkit.rerank``,
+    export, a resume): the one run.json's ``base_model`` records it trained on, whatever the
+    cache's ``main`` points to today. None where nothing pins it: another source, another name
+    than the config's, a revision the training machine's cache could not say."""
+    if not isinstance(recorded, Mapping) or recorded.get("source") != "hub" or not recorded.get("revision"):
+        return None
+    if spec.get("source", "hub") != "hub" or str(recorded.get("name")) != str(spec.get("name")):
+        return None
+    return str(recorded["revision"])
+
+
+def trained_commit_missing(run_dir: Any, name: str, commit: str, err: Exception) -> str:
+    """The error of a trained run whose base commit (:func:`trained_revision`) cannot be loaded
+    here: both named, and how to score with another revision on purpose."""
+    return (f"{run_dir} trained on {name} at commit {commit} (run.json base_model), and that commit cannot be "
+            f"loaded here: {err}. Scores of another commit would not be the run's: put that commit in this "
+            f"machine's hub cache (`hf download {name} --revision {commit}`), or load another revision on purpose "
+            "with model.revision=<branch, tag or commit> (python -m urlkit.evaluate run_dir=...), --revision "
+            "(python -m urlkit.export, python -m urlkit.inference) or revision= (urlkit.rerank, "
+            "TrainedReranker.from_run)")  # fmt: skip
