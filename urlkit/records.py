@@ -5,7 +5,7 @@ offline or disabled is still fully analysable::
 
     <run dir>/
       config.yaml      the resolved Hydra config
-      run.json         run id, W&B id, status, start/end time, host, pid
+      run.json         run id, W&B id, status, start and end time, wall time (s), host, pid
       history.csv      one row per optimizer step (loss, weights, counterfactual weights, ...)
       eval.csv         one row per (step, split, dataset) evaluation, metric columns
       metrics.json     final metrics (test split), flat "split/dataset/metric" keys
@@ -41,6 +41,9 @@ import yaml
 
 from urlkit.atomic import atomic_write
 from urlkit.errors import ConfigError
+
+ENDED = ("finished", "failed", "interrupted")
+"""The statuses that end a run (its attempt): run.json gets ``ended`` and ``wall_time_s`` with them."""
 
 
 def new_run_id() -> str:
@@ -166,6 +169,8 @@ class RunDirectory:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # when this process's attempt at the run began: status=running resets it (a resume)
+        self._attempt_start = time.time()
         self.path.mkdir(parents=True, exist_ok=True)
         self.history = CsvLog(self.path / "history.csv")
         self.evals = CsvLog(self.path / "eval.csv")
@@ -193,6 +198,11 @@ class RunDirectory:
         return read_run_info(self.path)
 
     def update_info(self, **fields: Any) -> dict:
+        """Set ``fields`` in run.json. A ``status`` that ends the run (finished, failed,
+        interrupted) also records ``ended`` (local time, as ``started``) and ``wall_time_s``: the
+        seconds its attempts ran, each from its ``status=running`` to its end (a resumed run adds
+        this attempt's to the earlier ones'; a process killed outright ends nothing and adds
+        nothing); ``running`` clears ``ended`` until this attempt ends."""
         info = self.read_info()
         if not info:
             info = {
@@ -200,6 +210,14 @@ class RunDirectory:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "host": socket.gethostname(),
             }
+        now, status = time.time(), fields.get("status")
+        if status == "running":
+            self._attempt_start, self._earlier_s = now, float(info.get("wall_time_s") or 0.0)
+            fields = {**fields, "ended": None}
+        elif status in ENDED:
+            earlier = getattr(self, "_earlier_s", float(info.get("wall_time_s") or 0.0))
+            fields = {**fields, "ended": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)),
+                      "wall_time_s": round(earlier + now - self._attempt_start, 1)}
         info.update(fields, pid=os.getpid())
         atomic_write_text(self.path / "run.json", json.dumps(info, indent=2))
         return info

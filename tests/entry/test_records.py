@@ -66,3 +66,27 @@ def test_a_run_name_with_a_slash_names_one_folder_under_runs(tmp_path, monkeypat
     with open_dict(cfg):
         cfg.hydra.job.num = 3
     assert cfg.hydra.sweep.subdir == "3_ablation-..-lr-high"
+
+
+def test_run_json_records_when_the_run_ended_and_its_wall_time_over_its_attempts(tmp_path, monkeypatch):
+    """run.json recorded the start time and no end: the status that ends a run now comes with
+    ``ended`` and ``wall_time_s``; a resumed attempt clears ``ended`` and adds its own seconds."""
+    import time
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    run = RunDirectory(tmp_path / "run")
+    assert run.update_info(status="running").get("ended") is None
+    clock[0] += 90.0
+    ended = run.update_info(status="interrupted", error="SIGTERMException")
+    assert ended["ended"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(clock[0]))
+    assert ended["wall_time_s"] == 90.0
+    clock[0] += 3600.0  # an hour in the queue, then resumed by another process
+    resumed = RunDirectory(tmp_path / "run")
+    again = resumed.update_info(status="running", error=None)
+    assert again["ended"] is None and again["wall_time_s"] == 90.0  # the earlier attempts' so far
+    clock[0] += 30.5
+    resumed.update_info(steps=3)  # other fields leave the times alone
+    finished = resumed.update_info(status="finished")
+    assert finished["wall_time_s"] == 120.5 and finished["started"] == ended["started"]
+    assert finished["ended"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(clock[0]))
