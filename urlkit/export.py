@@ -64,6 +64,7 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
     except (ValueError, UnicodeDecodeError) as err:
         raise ExportError(f"{metrics_file} cannot be read ({type(err).__name__}: {err})") from err
     metrics = metrics if isinstance(metrics, dict) else {}
+    scored = scored_split(info, cfg)
     origin = base_origin(info, cfg, built.backbone.origin)
     spec = ExportSpec(
         direction=str(cfg.direction.name),
@@ -81,10 +82,34 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
         run={"name": run_dir.name, "path": str(run_dir.resolve()), "weight": str(cfg.weight.name),
              "data": data_label(cfg.data),
              "steps": steps, "max_steps": int(OmegaConf.select(cfg, "train.max_steps", default=0) or 0),
-             "status": status, "dtype_from": dtype_from,
-             "metrics": _flat_numbers(metrics)},
+             "status": status, "dtype_from": dtype_from, "final_split": scored,
+             "metrics": labelled_by_split(_flat_numbers(metrics), scored)},
     )
     return write_folder(built.reranker, built.renderer, built.backbone, spec, out)
+
+
+def scored_split(info: dict, cfg: Any) -> str:
+    """The split the run's final metrics scored: run.json's ``final_split``; a run from before
+    that record, its config's ``data.test_split`` (a resume cannot change it)."""
+    from omegaconf import OmegaConf
+
+    recorded = info.get("final_split")
+    if isinstance(recorded, dict) and recorded.get("split"):
+        return str(recorded["split"])
+    return str(OmegaConf.select(cfg, "data.test_split", default="test") or "test")
+
+
+def labelled_by_split(metrics: dict[str, float], split: str) -> dict[str, float]:
+    """metrics.json's keys with the role ``test`` (``test/ndcg@10``, ``bm25/test/ndcg@10``)
+    named as the split the final evaluation scored (``dev/ndcg@10`` under data.test_split=dev);
+    a benchmark suite's keys (``benchmark/...``: each dataset's own split) as they are."""
+    labelled = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if parts[0] != "benchmark" and "test" in parts[:2]:
+            parts[parts.index("test")] = split
+        labelled["/".join(parts)] = value
+    return labelled
 
 
 def base_origin(info: dict, cfg: Any, loaded: dict) -> dict:

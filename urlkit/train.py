@@ -276,6 +276,9 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     metrics = FinalEvaluation(evaluator, run)(trainer.global_step)
     if run is None:
         return metrics  # the benchmark suite (one process) and the records are rank 0's
+    # the split those metrics scored: their keys name the role (test/...) even under data.test_split=dev
+    scored = evaluator.sets["test"].split
+    run.update_info(final_split={"dataset": scored.name, "split": scored.split})
     if cfg.get("benchmark"):
         metrics.update(benchmark_suite(cfg, built, run, trainer.global_step))
         run.write_metrics(metrics)

@@ -451,3 +451,26 @@ def test_a_damaged_metrics_json_is_an_error_naming_it(exported, tmp_path, capsys
     err = capsys.readouterr().err
     assert damaged.value.code == 2 and f"error: {run / 'metrics.json'} cannot be read" in err
     assert not (tmp_path / "folder").exists()
+
+
+@pytest.mark.timeout(300)
+def test_the_card_labels_the_final_metrics_with_the_split_they_scored(tmp_path):
+    """data.test_split=dev: the final evaluation scored dev, and metrics.json's keys still say
+    test/ (the role); the card showed them as test metrics. run.json now records the split
+    scored, and the card and urlkit_reranker.json label the metrics with it."""
+    data = write_small_dataset(tmp_path / "data")
+    train(compose_train(data, "data.test_split=dev", "train.max_steps=2"), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["final_split"] == {"dataset": "small", "split": "dev"}
+    assert "test/ndcg@10" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "folder"), "--check", "0"])
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "| dev/ndcg@10 |" in card and "| bm25/dev/ndcg@10 |" in card and "test/" not in card
+    assert "| final metrics | the run's `dev` split |" in card
+    run = json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())["run"]
+    assert run["final_split"] == "dev" and "dev/ndcg@10" in run["metrics"] and "test/ndcg@10" not in run["metrics"]
+    # a run from before the record: its config's data.test_split says which split it was
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    del info["final_split"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "older"), "--check", "0"])
+    assert "| dev/ndcg@10 |" in (tmp_path / "older" / "README.md").read_text()

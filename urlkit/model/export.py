@@ -335,6 +335,6 @@ keeps the same tokens (its scores match urlkit's on documents longer than the li
 | data | {run.get("data", "?")} |
 | steps | {steps} |
 | source run | `{run.get("path", "?")}` |
-
+{f"| final metrics | the run's `{run['final_split']}` split |" + chr(10) if run.get("final_split") else ""}
 {"| metric | value |" + chr(10) + "| --- | --- |" + chr(10) + rows if rows else ""}
 """
