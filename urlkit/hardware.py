@@ -97,6 +97,36 @@ def trained_weight_dtype(configured: str, recorded: str | None) -> tuple[str | N
     return str(recorded), "run.json model_dtype (what model.dtype=auto chose in training)", slow
 
 
+DTYPE_NAMES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}  # model.dtype's short names
+
+
+def resumed_weight_dtype(configured: str, recorded: str | None) -> tuple[str | None, str | None]:
+    """(the dtype a resumed run's frozen weights continue in, None: ``configured`` as it
+    resolves here; a note to print, or None), for ``resume=`` and a requeued SLURM job.
+
+    ``model.dtype=auto`` continues in the dtype the run trained in so far (run.json
+    ``model_dtype``, ``recorded``), not the one auto would choose on this machine: its adapters
+    trained against those weights. An explicit ``model.dtype`` (one given to the resume) is
+    taken as it is, said when it is not the recorded one."""
+    if not recorded:  # a run from before the record: nothing to continue in
+        return None, None
+    recorded = DTYPE_NAMES.get(str(recorded), str(recorded))
+    if str(configured) != "auto":
+        asked = DTYPE_NAMES.get(str(configured), str(configured))
+        if asked == recorded:
+            return None, None
+        return None, (f"model.dtype={configured}: continuing in {asked}, as asked, though the run trained in "
+                      f"{recorded} so far (run.json model_dtype); it will not end as an uninterrupted run would")
+    here = str(auto_weight_dtype()).removeprefix("torch.")
+    if here == recorded:
+        return recorded, None
+    _, _, slow = trained_weight_dtype("auto", recorded)
+    return recorded, (f"model.dtype=auto: continuing in {recorded}, the dtype the run trained in so far (run.json "
+                      f"model_dtype), not {here}, which auto chooses on this machine"
+                      + (" (no bf16 matrix units here: slow; model.dtype=float32 given to the resume trades "
+                         "the run's dtype for speed, said so)" if slow else ""))  # fmt: skip
+
+
 def describe_auto_dtype(dtype) -> str:
     """One line saying what ``model.dtype=auto`` chose here and why."""
     import torch

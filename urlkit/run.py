@@ -38,6 +38,10 @@ def run_directory(cfg: DictConfig) -> Path:
     return Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
 
 
+# what a resume may set anew: the frozen weights' dtype (the adapters, head and optimizer stay float32)
+RESUME_MAY_CHANGE = ("model.dtype",)
+
+
 def resume_config(run_dir: Path, saved: DictConfig, given: DictConfig | None = None,
                   overrides: list[str] = ()) -> DictConfig:  # fmt: skip
     """The config a resumed run continues with: the one it started with (``saved``, its
@@ -45,8 +49,10 @@ def resume_config(run_dir: Path, saved: DictConfig, given: DictConfig | None = N
     ``resume=<run_dir>``. An override on the command line (``given``: the config it composed)
     that would change it is an error naming it: a resumed run cannot become another run (a new
     setting, more steps included, is a new run); one that repeats the saved value (a requeued
-    job's command line) is fine."""
-    changed = []
+    job's command line) is fine. ``model.dtype`` alone may change: the frozen weights' dtype (a
+    machine without bf16 units continuing a bf16 run in float32), said when the run continues
+    (:func:`urlkit.hardware.resumed_weight_dtype`)."""
+    changed, adopted = [], {}
     # the last override of a key is the one Hydra applied
     last = {override_key(override): override for override in overrides} if given is not None else {}
     for key, override in last.items():
@@ -58,11 +64,15 @@ def resume_config(run_dir: Path, saved: DictConfig, given: DictConfig | None = N
                      for v in (asked, kept)]  # fmt: skip
         except Exception:  # noqa: BLE001 - a value that cannot even be resolved is not the saved one
             plain = [override, None]
-        if plain[0] != plain[1]:
+        if plain[0] != plain[1] and key in RESUME_MAY_CHANGE:
+            adopted[key] = plain[0]
+        elif plain[0] != plain[1]:
             changed.append(f"{override} (the run has {key}={plain[1]!r})" if not isinstance(plain[1], dict) else override)
     if changed:
         raise ConfigError(f"resume={run_dir} continues the run with the config it started with; these overrides "
                           f"would change it: {'; '.join(changed)}. Resume without them, or start a new run")
+    for key, value in adopted.items():
+        OmegaConf.update(saved, key, value, force_add=True)
     saved.resume = str(run_dir)
     return saved
 

