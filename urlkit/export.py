@@ -117,7 +117,7 @@ def base_origin(info: dict, cfg: Any, loaded: dict) -> dict:
     load: a hub id's commit, a folder's path, the GGUF package's version). A run from before
     urlkit recorded it: what its config says, without a revision (the commit this machine's
     cache holds need not be the one it trained on). When this export merged the adapters into
-    another commit than the recorded one (the cache's main moved on), it says so."""
+    another commit than the recorded one (asked for with --revision), it says so."""
     from urlkit.model.hub import is_local_name
 
     recorded = info.get("base_model")
@@ -125,8 +125,8 @@ def base_origin(info: dict, cfg: Any, loaded: dict) -> dict:
         here, trained = loaded.get("revision"), recorded.get("revision")
         if loaded.get("source") == "hub" == recorded.get("source") and here and trained and here != trained:
             print(f"[urlkit] warning: the run trained on {recorded.get('name')} at revision {trained} (run.json), "
-                  f"this machine's hub cache gave revision {here}, which the adapters are merged into "
-                  "(the card records both)", flush=True)
+                  f"the adapters are merged into revision {here}, as --revision asked (the card records both)",
+                  flush=True)
             return {**recorded, "merged_into_revision": here}
         return recorded
     name = str(cfg.model.get("name"))
