@@ -56,3 +56,15 @@ def fsync_directory(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def process_alive(pid: int | str) -> bool:
+    """Whether process ``pid`` of this host still runs: the writer of a stale temporary file or
+    the holder of a lock (a pid that is not a number is no process; another user's is alive)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

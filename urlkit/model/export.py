@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from urlkit.atomic import process_alive
 from urlkit.errors import UrlkitError
 
 EXPORT_INFO = "urlkit_reranker.json"
@@ -131,7 +132,7 @@ def write_folder(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, 
     # modules still load, as a CrossEncoder with a sigmoid over the score) and a rerun is not refused.
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.*.export-tmp"):  # left by an export that was killed
-        if not _alive(stale.name.removesuffix(".export-tmp").rpartition(".")[2]):
+        if not process_alive(stale.name.removesuffix(".export-tmp").rpartition(".")[2]):
             shutil.rmtree(stale, ignore_errors=True)
     staging = out.parent / f".{out.name}.{os.getpid()}.export-tmp"
     try:
@@ -148,16 +149,6 @@ def write_folder(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, OverflowError, ProcessLookupError):
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _write_files(reranker: Any, renderer: Any, backbone: Any, spec: ExportSpec, out: Path, card_folder: Path) -> None:

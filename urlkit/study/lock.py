@@ -16,21 +16,13 @@ import socket
 import time
 from pathlib import Path
 
+from urlkit.atomic import process_alive
+
 LOCK_FILE = "train.lock"
 
 
 class RunLocked(RuntimeError):
     """Another process holds the run folder."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _describe(holder: dict) -> str:
@@ -53,7 +45,7 @@ def acquire(run_dir: Path) -> Path:
             if text is None:  # removed meanwhile (its run ended): try again
                 continue
             holder = _parse(text)
-            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not process_alive(holder["pid"]):
                 _take_over(path, text)
                 continue
             raise RunLocked(
