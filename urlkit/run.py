@@ -106,9 +106,8 @@ def continues_requeued_run(run_dir: Path, overrides: list[str]) -> bool:
     (the earlier start left none) resumes from no checkpoint, which is the same fresh start."""
     if not slurm.requeued() or not (run_dir / "config.yaml").exists():
         return False  # no run yet (or only its run.json): a fresh start in the folder, same W&B id
-    if not slurm.started_by_this_job(run_dir, overrides):
-        return False  # another run: refused as any folder that holds a run
-    return True
+    # False: another run's folder, refused as any folder that holds a run
+    return slurm.started_by_this_job(run_dir, overrides)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
