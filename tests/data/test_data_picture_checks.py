@@ -1,5 +1,6 @@
-"""Picture checks at load time at scale: ``data.check_pictures`` (verify | exists) and the checks
-run on threads ahead of the reader, with the errors and skips of checking one by one."""
+"""Picture checks at load time at scale: ``data.check_pictures`` (verify | exists), the checks
+run on threads ahead of the reader, with the errors and skips of checking one by one, and each
+DDP rank's share of the pictures to verify."""
 
 from __future__ import annotations
 
@@ -148,3 +149,74 @@ def test_training_on_one_dataset_checks_no_picture_of_the_union_pools_other_data
     train = load_split(root, "train", dataset="toy_task7")
     assert not any(did.startswith("9:") for did in train.corpus)
     assert opened and not [path for path in opened if "/other/" in path]
+
+
+def _faked_torchrun_rank(monkeypatch, rank: int, world: int):
+    """This process as torchrun's rank ``rank`` of ``world`` on one node, before any process
+    group: the share of the pictures the training run gives it (urlkit.train)."""
+    from urlkit.data.picture_checks import PictureShare
+    from urlkit.training.distributed import launch_layout
+
+    for name, value in {"RANK": rank, "LOCAL_RANK": rank, "GROUP_RANK": 0, "LOCAL_WORLD_SIZE": world,
+                        "WORLD_SIZE": world, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": 29500}.items():
+        monkeypatch.setenv(name, str(value))
+    layout = launch_layout({"accelerator": "cpu", "devices": world, "strategy": "ddp"})
+    assert layout == (rank, world)
+    return PictureShare(*layout)
+
+
+def _opened_by_load(monkeypatch, root, **options):
+    """The pictures ``load_split`` opened to verify, and the split it loaded."""
+    from urlkit.data import picture_checks
+
+    opened, real = [], picture_checks.picture_problem
+    monkeypatch.setattr(picture_checks, "picture_problem", lambda path: opened.append(path) or real(path))
+    split = load_split(root, "train", **options)
+    monkeypatch.setattr(picture_checks, "picture_problem", real)
+    return opened, split
+
+
+@pytest.mark.timeout(120)
+def test_under_ddp_each_rank_verifies_a_disjoint_share_and_together_every_picture(tmp_path, monkeypatch):
+    """M-BEIR's 1.5M pictures on 8 ranks of a node were opened 8 times each: every rank loads
+    before the ranks connect. Each rank now verifies its own share (and looks for the others'
+    files); the ranks load the same split, and a one-process load still verifies every one."""
+    n_docs = 40
+    root = _picture_dataset(tmp_path / "data", n_docs)
+    pictures = {str((root / "images" / f"d{i}.png").resolve()) for i in range(n_docs)}
+    alone, whole = _opened_by_load(monkeypatch, root)
+    assert sorted(alone) == sorted(pictures)  # one process: every picture, once
+    shares, splits = [], []
+    for rank in (0, 1):
+        share = _faked_torchrun_rank(monkeypatch, rank, 2)
+        opened, split = _opened_by_load(monkeypatch, root, picture_share=share)
+        assert len(opened) == len(set(opened)) and opened, f"rank {rank} opened {opened}"
+        shares.append(set(opened))
+        splits.append(split)
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == pictures
+    for split in splits:
+        assert {d: doc.image for d, doc in split.corpus.items()} == {d: doc.image for d, doc in whole.corpus.items()}
+        assert [q.id for q in split.queries] == [q.id for q in whole.queries]
+    # on_error=skip: every rank must skip the same lines, so each one verifies every picture
+    skipping, _ = _opened_by_load(monkeypatch, root, picture_share=share, on_error="skip")  # rank 1's
+    assert sorted(skipping) == sorted(pictures)
+
+
+@pytest.mark.timeout(120)
+def test_a_corrupt_picture_stops_the_rank_whose_share_it_is_naming_its_line(tmp_path):
+    from urlkit.data.picture_checks import PictureShare
+
+    n_docs = 16
+    ranks = [PictureShare(0, 2), PictureShare(1, 2)]
+    corrupt = next(i for i in range(n_docs) if ranks[1].verifies(f"images/d{i}.png"))
+    missing = next(i for i in range(n_docs) if ranks[1].verifies(f"images/d{i}.png") and i != corrupt)
+    root = _picture_dataset(tmp_path, n_docs, corrupt={corrupt})
+    assert load_split(root, "train", picture_share=ranks[0]).corpus[f"d{corrupt}"].image  # not rank 0's to open
+    for share in (ranks[1], None):
+        with pytest.raises(DataError, match=rf"unreadable image images/d{corrupt}\.png") as err:
+            load_split(root, "train", picture_share=share)
+        assert str(err.value).startswith(f"{root / 'corpus.jsonl'}:{corrupt + 1}: ")
+    # a missing picture is looked for by every rank: rank 0 stops at it too
+    (root / "images" / f"d{missing}.png").unlink()
+    with pytest.raises(DataError, match=rf"image file not found: images/d{missing}\.png"):
+        load_split(root, "train", picture_share=ranks[0])

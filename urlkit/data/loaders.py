@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from urlkit.data.format import DataError, Document, MissingSplitError, Query, Split, infer_category
-from urlkit.data.picture_checks import PictureField
+from urlkit.data.picture_checks import PictureField, PictureShare
 from urlkit.data.reading import (
     ErrorPolicy,
     LineFields,
@@ -50,13 +50,16 @@ def load_split(
     instructions: bool = True,
     instruction_seed: int = 0,
     held_out_splits: Sequence[str] = (),
+    picture_share: PictureShare | None = None,
 ) -> Split:
     """Load one split of a dataset into a :class:`Split`.
 
     ``on_error="raise"`` stops at the first bad line with a :class:`DataError` naming file
     and line; ``"skip"`` drops bad lines and counts them by reason in ``Split.skipped``.
     ``check_pictures``: ``"verify"`` opens every picture a line names (PIL's ``verify()``),
-    ``"exists"`` only looks for the file (:mod:`urlkit.data.picture_checks`).
+    ``"exists"`` only looks for the file (:mod:`urlkit.data.picture_checks`). ``picture_share``
+    (a rank of a DDP run, with ``on_error="raise"``): verify only this rank's share of the
+    pictures and look for the others' (:class:`~urlkit.data.picture_checks.PictureShare`).
     ``instruction`` and ``category`` override ``dataset.json`` (and the category inferred
     from the modalities). ``pool`` and ``image_root`` are for M-BEIR only: the candidate
     pool file and the folder its image paths are relative to (both found from the M-BEIR
@@ -69,7 +72,7 @@ def load_split(
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise DataError("no such file or folder", path=path)
-    policy = ErrorPolicy(on_error, check_pictures)
+    policy = ErrorPolicy(on_error, check_pictures, picture_share)
     fmt = detect_format(path, split) if format == "auto" else format
     if fmt == "jsonl":
         loaded = _load_jsonl_folder(path, split, policy)

@@ -6,7 +6,7 @@ A loader checks every picture its lines name when it reads them
 its line in the first minutes, not in a batch hours into training. One after the other, that
 is one ``stat``, ``open`` and read per picture in series: 60-200 us of CPU work each from a
 local disk's page cache (docs/data.md), plus 1-5 ms of waiting on a network file system, so M-BEIR's million pictures cost minutes to over
-an hour of start-up, on every rank. :meth:`PictureChecks.ahead` starts the check of each line's
+an hour of start-up. :meth:`PictureChecks.ahead` starts the check of each line's
 picture as the line is read, up to :data:`WINDOW` lines ahead of the line being built, on
 :data:`THREADS` threads (opening, reading and ``stat`` release the GIL); the builder takes each
 result in line order, so the errors, the skipped lines and their counts are exactly those of
@@ -16,10 +16,18 @@ dataset's candidate of M-BEIR's union pool) costs at most a check that was not n
 ``check_pictures``: ``verify`` (the default) opens each picture and runs PIL's ``verify()``
 (:func:`~urlkit.data.images.picture_problem`); ``exists`` only looks for the file, as loaders
 did before ``verify`` (a corrupt picture is then found when a batch reads it).
+
+Under DDP every rank loads the same splits before the ranks connect. A :class:`PictureShare`
+(the training run's rank and world size) makes each rank open and verify only its share of the
+pictures, chosen by the picture's name as the line writes it, so every rank agrees without
+talking and the R ranks together open each picture once, not R times; every rank still looks
+for every file (a ``stat``), so a missing picture stops (or is skipped by) every rank alike. A
+corrupt picture stops the rank whose share it is, with the DataError naming its line.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,6 +60,25 @@ class PictureField:
     wanted: Callable[[dict[str, Any]], bool] | None = None
 
 
+@dataclass(frozen=True)
+class PictureShare:
+    """Rank ``rank`` of ``world`` processes that load the same data: the pictures this rank
+    opens and verifies (:meth:`verifies`); the others' pictures it only looks for."""
+
+    rank: int
+    world: int
+
+    def __post_init__(self):
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank {self.rank} is not one of the {self.world} ranks of the run")
+
+    def verifies(self, raw: str) -> bool:
+        """Whether this rank verifies the picture the lines name ``raw``: its name's CRC-32
+        modulo the world size, the same answer on every rank and node (Python's ``hash`` is
+        salted per process), whatever the order the lines are read in."""
+        return zlib.crc32(raw.encode("utf-8", "surrogatepass")) % self.world == self.rank
+
+
 class Finding(NamedTuple):
     """What a look at one picture found: its absolute path, whether there is no file there, and
     why it cannot be read (None: it can, or ``exists`` did not look)."""
@@ -71,12 +98,14 @@ def look_at_picture(root: Path, raw: str, mode: str) -> Finding:
 
 class PictureChecks:
     """One load's picture checks: ``mode`` (one of :data:`CHECK_PICTURES`) and the checks started
-    ahead of the lines being built (:meth:`ahead`), which :meth:`finding` hands out."""
+    ahead of the lines being built (:meth:`ahead`), which :meth:`finding` hands out. ``share``:
+    the pictures this rank verifies (None: all); the others get ``exists``."""
 
-    def __init__(self, mode: str = "verify"):
+    def __init__(self, mode: str = "verify", share: PictureShare | None = None):
         if mode not in CHECK_PICTURES:
             raise ValueError(f"check_pictures (data.check_pictures) must be one of {CHECK_PICTURES}, got {mode!r}")
         self.mode = mode
+        self.share = share
         # (root, raw) -> the batch checking it (None: in the batch not yet started)
         self._pending: dict[tuple[Path, str], Future[dict] | None] = {}
         self._batch: list[tuple[Path, str]] = []
@@ -90,11 +119,17 @@ class PictureChecks:
             self._start_batch()
         future = self._pending.get(key)
         if future is None:
-            return look_at_picture(root, raw, self.mode)
+            return look_at_picture(root, raw, self.mode_for(raw))
         found = future.result()[key]
         if isinstance(found, BaseException):
             raise found  # as the check itself would have raised it, here, in line order
         return found
+
+    def mode_for(self, raw: str) -> str:
+        """How hard this rank looks at the picture ``raw``: ``exists`` where another rank verifies it."""
+        if self.share is None or self.mode != "verify" or self.share.verifies(raw):
+            return self.mode
+        return "exists"
 
     def ahead(self, lines: Iterator[tuple[int, dict[str, Any]]],
               field: PictureField) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -137,7 +172,7 @@ class PictureChecks:
     def _start_batch(self) -> None:
         if not self._batch or self._pool is None:
             return
-        future = self._pool.submit(_look_at_pictures, self._batch, self.mode)
+        future = self._pool.submit(_look_at_pictures, self._batch, [self.mode_for(raw) for _, raw in self._batch])
         for key in self._batch:
             self._pending[key] = future
         self._batch = []
@@ -152,10 +187,12 @@ class PictureChecks:
                 del users[key], self._pending[key]
 
 
-def _look_at_pictures(keys: list[tuple[Path, str]], mode: str) -> dict[tuple[Path, str], Finding | BaseException]:
-    """One thread's batch: each picture's finding, or the exception looking at it raised."""
+def _look_at_pictures(keys: list[tuple[Path, str]],
+                      modes: list[str]) -> dict[tuple[Path, str], Finding | BaseException]:
+    """One thread's batch: each picture's finding (as its mode says), or the exception looking
+    at it raised."""
     found: dict[tuple[Path, str], Finding | BaseException] = {}
-    for root, raw in keys:
+    for (root, raw), mode in zip(keys, modes, strict=True):
         try:
             found[root, raw] = look_at_picture(root, raw, mode)
         except Exception as err:  # noqa: BLE001 -- raised again by finding(), for the line that named it

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from urlkit.data.format import DataError, Document, Query
-from urlkit.data.picture_checks import PictureChecks, PictureField
+from urlkit.data.picture_checks import PictureChecks, PictureField, PictureShare
 
 ON_ERROR = ("raise", "skip")
 
@@ -25,13 +25,16 @@ ON_ERROR = ("raise", "skip")
 class ErrorPolicy:
     """``raise`` or ``skip`` bad lines; counts what was skipped, by reason. ``check_pictures``:
     how hard a picture is looked at (:mod:`urlkit.data.picture_checks`: ``verify`` or
-    ``exists``), by the load's :class:`~urlkit.data.picture_checks.PictureChecks`."""
+    ``exists``), by the load's :class:`~urlkit.data.picture_checks.PictureChecks`;
+    ``picture_share``: the pictures this rank of a DDP run verifies, with ``raise`` only."""
 
-    def __init__(self, on_error: str, check_pictures: str = "verify"):
+    def __init__(self, on_error: str, check_pictures: str = "verify", picture_share: PictureShare | None = None):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.on_error = on_error
-        self.pictures = PictureChecks(check_pictures)
+        # skip: every rank must drop the same lines, and the ranks cannot tell each other which
+        # pictures they found corrupt before they connect, so each rank verifies every picture
+        self.pictures = PictureChecks(check_pictures, picture_share if on_error == "raise" else None)
         self.skipped: Counter[str] = Counter()
 
     def handle(self, error: DataError) -> None:
