@@ -26,6 +26,7 @@ from urlkit.data.groups import GroupCollator, TrainGroups
 from urlkit.data.loaders import load_split
 from urlkit.data.mbeir import SPLIT_FOLDERS
 from urlkit.data.mixture import MixtureStream, Source
+from urlkit.data.picture_checks import PictureShare
 from urlkit.data.prompts import PromptFormat, PromptRenderer
 from urlkit.data.stream import GroupStream
 from urlkit.errors import ConfigError
@@ -51,8 +52,9 @@ class Built:
     tokens: list[str]
 
 
-def load_data_split(data_cfg: Any, split: str) -> Split:
-    """One split of the configured dataset; skipped lines (on_error=skip) are reported."""
+def load_data_split(data_cfg: Any, split: str, picture_share: PictureShare | None = None) -> Split:
+    """One split of the configured dataset; skipped lines (on_error=skip) are reported.
+    ``picture_share``: a DDP rank's share of the pictures to verify (urlkit.data.picture_checks)."""
     path = resolve_path(data_cfg.path)
     dataset = data_cfg.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
@@ -74,6 +76,7 @@ def load_data_split(data_cfg: Any, split: str) -> Split:
         dataset=dataset, pool=resolve_path(pool, f"data.pool.{key}") if pool else None,
         instructions=bool(data_cfg.get("instructions", True)),
         instruction_seed=int(data_cfg.get("instruction_seed", 0)), held_out_splits=[s for s in held_out if s],
+        picture_share=picture_share,
     )  # fmt: skip
     print_on_rank_zero(f"[urlkit] {loaded.report()}", flush=True)
     return loaded
@@ -104,13 +107,15 @@ class TrainingWorkload:
         return GroupCollator(renderer, self.split, chunk_size, sources=sources)
 
 
-def training_workload(cfg: DictConfig, split: Split | None = None) -> TrainingWorkload:
+def training_workload(cfg: DictConfig, split: Split | None = None,
+                      picture_share: PictureShare | None = None) -> TrainingWorkload:
     """The training workload of ``cfg`` (``split``: the training split when already loaded;
-    a mixture loads each source's own, see :func:`mixture_configs`)."""
+    a mixture loads each source's own, see :func:`mixture_configs`; ``picture_share``: see
+    :func:`load_data_split`)."""
     configs = mixture_configs(cfg.data)
     sources, rankings = [], []
     for name, weight, data in configs:
-        own = split if split is not None and len(configs) == 1 else load_data_split(data, data.train_split)
+        own = split if split is not None and len(configs) == 1 else load_data_split(data, data.train_split, picture_share)
         ranking = first_stage(own, data.retriever, k=data.hard_depth, run_file=data.run_file)
         if data.get("ignore_identical_ids", False):  # the query's own document is no negative either
             ranking = without_identical_ids(ranking)
@@ -168,7 +173,8 @@ def _ranked(split: Split, data_cfg: Any, depth: int, max_queries: int | None) ->
     return EvalSet(split, ranking, max_queries)
 
 
-def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -> dict[str, EvalSet]:
+def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test"),
+                    picture_share: PictureShare | None = None) -> dict[str, EvalSet]:
     """A training config's evaluation sets by role: ``dev`` (only when ``eval.every_n_steps``;
     left out, with a message, when the dataset has no dev split; a dev file that is there
     and cannot be read stops the run) and ``test``."""
@@ -180,7 +186,7 @@ def evaluation_sets(cfg: DictConfig, roles: tuple[str, ...] = ("dev", "test")) -
         if role not in roles or (role == "dev" and not cfg.eval.every_n_steps):
             continue
         try:
-            split = load_data_split(cfg.data, split_name)
+            split = load_data_split(cfg.data, split_name, picture_share)
         except MissingSplitError as err:  # a dev split that is there but broken is an error
             if role == "test":
                 raise
@@ -209,10 +215,11 @@ def shared_queries(train: list[Split], evaluated: dict[str, EvalSet]) -> list[st
     return lines
 
 
-def build_evaluator(cfg: DictConfig, built: Built) -> Evaluator:
+def build_evaluator(cfg: DictConfig, built: Built, picture_share: PictureShare | None = None) -> Evaluator:
     """The dev/test evaluator of a training run: its reranker on :func:`evaluation_sets`."""
     return Evaluator(
-        built.reranker, built.renderer, check_direction(cfg), evaluation_sets(cfg), cfg.eval.depth,
+        built.reranker, built.renderer, check_direction(cfg), evaluation_sets(cfg, picture_share=picture_share),
+        cfg.eval.depth,
         cfg.eval.batch_size, cfg.data.retriever, merge_lora=bool(cfg.eval.get("merge_lora", True)),
     )  # fmt: skip
 

@@ -15,10 +15,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from urlkit.errors import EXIT_CTRL_C, EXIT_INTERRUPTED, ConfigError
+
+if TYPE_CHECKING:
+    from urlkit.data.picture_checks import PictureShare
 
 
 def train(cfg: DictConfig, run_dir: Path, command: list[str] | None = None) -> dict[str, float]:
@@ -38,18 +42,21 @@ def train(cfg: DictConfig, run_dir: Path, command: list[str] | None = None) -> d
     """
     from urlkit.build import trainer_arguments
     from urlkit.config import launch_id
+    from urlkit.data.picture_checks import PictureShare
     from urlkit.records import RunDirectory, new_run_id
     from urlkit.slurm import job_record
-    from urlkit.training.distributed import launch_rank
+    from urlkit.training.distributed import launch_layout
 
-    rank = launch_rank(trainer_arguments(cfg.trainer))
+    rank, world = launch_layout(trainer_arguments(cfg.trainer))
+    # every rank loads every split before the ranks connect: each verifies its share of the pictures
+    share = PictureShare(rank, world) if world > 1 else None
     if not cfg.get("resume"):
         # every rank, before any collective: a rank that went on alone would wait for ever
         # (30 min, torch's timeout) in the process group for a rank 0 that has refused
         _check_no_earlier_run(Path(run_dir), rank)
     if rank != 0:
         start_step = (checkpoint_step(_last_checkpoint(run_dir)) or 0) if cfg.get("resume") else 0
-        return _fit_and_evaluate(cfg, Path(run_dir), None, "", start_step)
+        return _fit_and_evaluate(cfg, Path(run_dir), None, "", start_step, share)
     run = RunDirectory(run_dir)
     start_step = restart_point(run) if cfg.get("resume") else 0
     launch = launch_id() or new_run_id()
@@ -63,7 +70,7 @@ def train(cfg: DictConfig, run_dir: Path, command: list[str] | None = None) -> d
     os.environ["URLKIT_LAUNCH"] = launch  # the ranks Lightning's launcher starts inherit it
     restore_sigterm = _sigterm_interrupts()
     try:
-        return _fit_and_evaluate(cfg, run.path, run, info["wandb_id"], start_step)
+        return _fit_and_evaluate(cfg, run.path, run, info["wandb_id"], start_step, share)
     except BaseException as err:
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
         error = type(err).__name__ + (f": {err}" if str(err) else "")
@@ -147,8 +154,10 @@ def _last_checkpoint(run_dir: Path) -> Path | None:
     return last if last.exists() else None
 
 
-def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_step: int) -> dict[str, float]:
-    """``run``: the RunDirectory on rank 0, None on the other ranks (which write nothing)."""
+def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_step: int,
+                      picture_share: PictureShare | None = None) -> dict[str, float]:
+    """``run``: the RunDirectory on rank 0, None on the other ranks (which write nothing);
+    ``picture_share``: the pictures this rank verifies (urlkit.data.picture_checks, DDP only)."""
     # heavy imports here, not at module level: `python -m urlkit.run --help` stays instant
     import warnings
 
@@ -183,7 +192,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
 
     # data: the training groups and the first-stage candidates of dev and test
     # (several sources with data.mixture or a list of data.dataset: urlkit/data/mixture.py)
-    workload = training_workload(cfg)
+    workload = training_workload(cfg, picture_share=picture_share)
     train_split = workload.split
     # a resumed run's expanded token set is the one its checkpoint's head was trained on (run.json,
     # in the run directory every rank reads the checkpoint from), not ranked again on data that
@@ -207,7 +216,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
                         token_ids=[int(i) for i in built.token_ids])  # the head's set, which load_trained reads
     if note := temperature_note(cfg):
         say(f"[urlkit] note: {note}", flush=True)
-    evaluator = build_evaluator(cfg, built)
+    evaluator = build_evaluator(cfg, built, picture_share)
     for line in shared_queries([source.groups.split for source in workload.sources], evaluator.sets):
         say(f"[urlkit] warning: {line}", flush=True)  # said, never silent; the run goes on
 

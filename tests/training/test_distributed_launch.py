@@ -1,9 +1,11 @@
 """Launches of several processes that urlkit refuses, on every rank and before any collective,
 so that no process is left waiting for a rank that has gone: a Hydra multirun of a DDP job,
-and a SLURM job started again in the folder its job id names (a requeue)."""
+and a SLURM job started again in the folder its job id names (a requeue); and a job whose rank
+1 alone stops at load (a corrupt picture in its share), which does not leave rank 0 waiting."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import time
 
 import pytest
+from helpers.data_builders import write_image
 from helpers.reliability_helpers import tiny
 from helpers.run_helpers import write_small_dataset
 
@@ -91,3 +94,43 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.timeout(300)
+def test_a_corrupt_picture_in_rank_1s_share_stops_the_job_without_rank_0_waiting(data, tmp_path):
+    """Each rank verifies its share of the pictures (urlkit.data.picture_checks.PictureShare).
+    Lightning's launcher starts rank 1 when rank 0, its load passed, enters fit and waits for it
+    to connect; rank 1 stops at its corrupt picture, and the launcher ends rank 0 within seconds
+    instead of torch's 30 minutes of waiting for a rank that has gone."""
+    from urlkit.data.picture_checks import PictureShare
+
+    pictures = data.parent / "pictures"
+    pictures.mkdir()
+    for name in ("corpus.jsonl", "train.jsonl", "test.jsonl", "dataset.json"):
+        (pictures / name).write_bytes((data / name).read_bytes())
+    documents = [json.loads(line) for line in (pictures / "corpus.jsonl").read_text().splitlines()]
+    corrupt = next(d["id"] for d in documents if PictureShare(1, 2).verifies(f"images/{d['id']}.png"))
+    for document in documents:
+        document["image"] = f"images/{document['id']}.png"
+        picture = bytearray(write_image(pictures / document["image"]).read_bytes())
+        if document["id"] == corrupt:  # its header opens, its checksum fails
+            picture[picture.index(b"IDAT") + 6] ^= 0xFF
+            (pictures / document["image"]).write_bytes(bytes(picture))
+    (pictures / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents))
+    began = time.monotonic()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "urlkit.run", *tiny(), f"data.path={pictures}", f"hydra.run.dir={tmp_path / 'run'}",
+         *DDP, "train.queries_per_step=1", "train.max_steps=2"],
+        cwd=tmp_path, env=_environment({"MASTER_PORT": str(free_port())}), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        output = job.communicate(timeout=REFUSED_WITHIN_S + 90)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, 9)
+        pytest.fail(f"rank 0 still waited for rank 1: {job.communicate()[0][-3000:]}")
+    assert job.returncode != 0, output[-3000:]
+    # rank 0 passed its load (the picture is not its to open) and waited in fit for rank 1
+    assert "Initializing distributed: GLOBAL_RANK: 0" in output, output[-3000:]
+    assert f"unreadable image images/{corrupt}.png" in output, output[-3000:]
+    assert time.monotonic() - began < REFUSED_WITHIN_S + 90
