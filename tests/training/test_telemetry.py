@@ -1,7 +1,11 @@
 """Per-step statistics: the weights that trained, the counterfactual ones, and accumulation."""
 
+import math
+import traceback
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from urlkit.loss import WeightOptions, compute_weight, url_loss
 from urlkit.training.telemetry import StepAccumulator, step_statistics
@@ -85,6 +89,81 @@ def test_micro_batches_and_ranks_log_exactly_the_row_of_one_batch_with_all_their
 
     row, flags = ranks[0].finish(torch.tensor([1.0]), reduce=reduce)
     assert row == pytest.approx(reference, rel=1e-6) and flags == [1.0]
+
+
+def test_a_micro_batchs_row_is_the_plain_statistics_of_its_real_pairs():
+    """Every column against a plain computation over the real pairs (padded negatives left
+    out), including a micro-batch whose negatives are all padded (its w_neg_* are NaN) and
+    the histograms' negatives. Guards the values when the sums change how they are built."""
+    logits, mask = _batch(3, b=4, n=3)
+    mask[1, 2:] = False
+    loss, info = url_loss(logits, weight="cl", direction="cl", mask=mask)
+    acc = StepAccumulator()
+    acc.add(logits, loss, info, mask, ["a", "b", "c", "d"], WeightOptions("cl", torch.float32))
+    row = acc.finish()
+    real = mask[:, 1:]
+    p_yes = logits.softmax(-1)[..., 0]
+    best_negative = info["scores"][:, 1:].masked_fill(~real, float("-inf")).max(dim=1).values
+    expected = {
+        "loss": loss.item(),
+        "w_pos_mean": info["w_pos"].mean().item(), "w_pos_min": info["w_pos"].min().item(),
+        "w_pos_max": info["w_pos"].max().item(),
+        "w_neg_mean": info["w_neg"][real].mean().item(), "w_neg_min": info["w_neg"][real].min().item(),
+        "w_neg_max": info["w_neg"][real].max().item(),
+        "masked_fraction": info["masked_fraction"].item(),
+        "r_pos": info["r_pos"].mean().item(), "r_neg": info["r_neg"][real].mean().item(),
+        "p_yes_pos": p_yes[:, 0].mean().item(), "p_yes_neg": p_yes[:, 1:][real].mean().item(),
+        "pairwise_accuracy": (info["scores"][:, 0] > best_negative).float().mean().item(),
+    }  # fmt: skip
+    assert {key: row[key] for key in expected} == pytest.approx(expected, rel=1e-6)
+    assert torch.equal(torch.cat(acc.w_neg), info["w_neg"][real])
+
+    no_negatives = mask.clone()
+    no_negatives[:, 1:] = False
+    loss, info = url_loss(logits, weight="cl", direction="cl", mask=no_negatives)
+    row = step_statistics(logits, loss, info, no_negatives, OPTIONS)
+    assert all(math.isnan(row[key]) for key in ("w_neg_mean", "w_neg_min", "w_neg_max", "r_neg"))
+    assert row["w_pos_min"] == pytest.approx(info["w_pos"].min().item())
+
+
+# what makes the host wait for a CUDA device: a tensor made from host data (a copy from the
+# host), a result whose size is data (nonzero, a boolean selection), a read of a value
+HOST_WAITS = ("aten.lift_fresh", "aten.nonzero", "aten.masked_select", "aten._local_scalar_dense")
+
+
+class _HostWaits(TorchDispatchMode):
+    """Records the operations of ``HOST_WAITS`` (and boolean indexing) that telemetry.py's own
+    lines make (those of the losses it calls, e.g. their input checks, are theirs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        boolean_index = name.startswith("aten.index.") and any(
+            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] if len(args) > 1 else ())
+        )
+        if name.startswith(HOST_WAITS) or boolean_index:
+            frame = next((f for f in reversed(traceback.extract_stack()) if "/urlkit/" in f.filename.replace("\\", "/")),
+                         None)  # fmt: skip
+            if frame is not None and frame.filename.replace("\\", "/").endswith("/urlkit/training/telemetry.py"):
+                self.found.append(f"{name} at telemetry.py:{frame.lineno}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_adding_a_micro_batch_makes_nothing_the_host_waits_for():
+    """On CUDA each of these is a host sync: ``torch.tensor(count, device=...)`` (a copy from
+    the host), ``w_neg[mask]`` (a selection, whose size the host waits for). The accumulator
+    made 4 of them per micro-batch (the query count, +inf, the real negatives' extremes and
+    the histograms' negatives); the step's one read is :meth:`StepAccumulator.finish`'s."""
+    logits, mask = _batch(4)
+    loss, info = url_loss(logits, weight="sft", direction="cl", mask=mask)
+    acc = StepAccumulator()
+    with _HostWaits() as waits:
+        acc.add(logits, loss, info, mask, ["q"], OPTIONS)
+        acc.add(logits, loss, info, mask, ["q"], OPTIONS)
+    assert waits.found == []
 
 
 def test_a_training_step_reads_the_device_back_twice_whatever_the_accumulation(tmp_path, monkeypatch):

@@ -62,7 +62,9 @@ def batch_sums(
     if mask is None:
         mask = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
     neg_mask = mask[:, 1:]
-    queries = torch.tensor(float(logits.shape[0]), device=logits.device)
+    # counts known on the host are filled in on the device: torch.tensor(value, device=...) is a
+    # copy from the host, which on CUDA waits for the device to finish its queued work
+    queries = torch.full((), float(logits.shape[0]), device=logits.device)
     negatives = neg_mask.sum().float()
 
     def per_query(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +86,7 @@ def batch_sums(
     }
     pairs = mask.sum().float()
     sums["masked_fraction"] = (
-        torch.as_tensor(info.get("masked_fraction", 0.0), device=logits.device).float() * pairs,
+        info.get("masked_fraction", torch.zeros((), device=logits.device)).float() * pairs,
         pairs,
     )
     sums["loss_sft_native"] = mean_of_batch(sft_loss(logits, mask))
@@ -106,11 +108,16 @@ def batch_sums(
     best_negative = scores[:, 1:].masked_fill(~neg_mask, float("-inf")).max(dim=1).values
     sums["pairwise_accuracy"] = per_query(scores[:, 0] > best_negative)
 
-    inf = torch.tensor(float("inf"), device=logits.device)
-    real_neg = w_neg[neg_mask] if w_neg.shape == neg_mask.shape else w_neg.flatten()
+    # padded negatives are left out by filling them with the extreme's neutral value, not by
+    # selecting the real ones (w_neg[neg_mask]): a selection's size is data, which on CUDA the
+    # host waits for. No real negative gives (+inf, -inf) either way
+    inf = torch.full((), float("inf"), device=logits.device)
+    real = neg_mask if w_neg.shape == neg_mask.shape else torch.ones_like(w_neg, dtype=torch.bool)
     extremes = {
         "w_pos": (w_pos.min(), w_pos.max()),
-        "w_neg": (real_neg.min(), real_neg.max()) if real_neg.numel() else (inf, -inf),
+        "w_neg": (w_neg.masked_fill(~real, inf).min(), w_neg.masked_fill(~real, -inf).max())
+        if w_neg.numel()  # a shape, not data: no sync
+        else (inf, -inf),
     }
     return sums, extremes
 
@@ -156,7 +163,7 @@ class StepAccumulator:
         self._extremes: dict[str, list[torch.Tensor]] | None = None
         self.micro_batches = 0
         self.w_pos: list[torch.Tensor] = []
-        self.w_neg: list[torch.Tensor] = []
+        self._w_neg: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (weights, real negatives or None)
         self.query_ids: list[str] = []
 
     def add(
@@ -176,12 +183,14 @@ class StepAccumulator:
         self.micro_batches += 1
         self.w_pos.append(info["w_pos"].detach().float())
         w_neg = info["w_neg"].detach().float()
-        self.w_neg.append(
-            w_neg[mask[:, 1:]]
-            if mask is not None and w_neg.shape == mask[:, 1:].shape
-            else w_neg.flatten()
-        )
+        real = mask[:, 1:] if mask is not None and w_neg.shape == mask[:, 1:].shape else None
+        self._w_neg.append((w_neg, real))  # selected when read: a selection's size is data (a sync on CUDA)
         self.query_ids.extend(query_ids)
+
+    @property
+    def w_neg(self) -> list[torch.Tensor]:
+        """The step's real negatives' weights, one flat tensor per micro-batch (for histograms)."""
+        return [w_neg[real] if real is not None else w_neg.flatten() for w_neg, real in self._w_neg]
 
     def __len__(self) -> int:
         return self.micro_batches
