@@ -38,7 +38,7 @@ def _two_identical_ranks(monkeypatch) -> dict:
     """While the training step or PreemptionCheckpoint's end-of-batch hook runs, this process
     is rank 0 of 2 (urlkit.training.distributed and trainer.world_size say so) whose other rank
     holds the same numbers: an all-reduce doubles sums and keeps extremes, a gather returns two
-    copies. Returns the counts: ``collectives`` (all-reduces), ``reads`` (host syncs made by
+    copies. Returns the counts: ``collectives`` (all-reduces and tensor all-gathers), ``reads`` (host syncs made by
     urlkit/training code), each also ``_in_callback``, and ``steps`` (optimizer steps)."""
     counted = {"collectives": 0, "reads": 0, "collectives_in_callback": 0, "reads_in_callback": 0, "steps": 0}
     where = []  # "step" or "callback" while one of them runs
@@ -49,10 +49,17 @@ def _two_identical_ranks(monkeypatch) -> dict:
         if op == torch.distributed.ReduceOp.SUM:
             tensor.mul_(2)
 
+    def all_gather(rows, tensor, **kwargs):
+        counted["collectives"] += 1
+        counted["collectives_in_callback"] += where[-1:] == ["callback"]
+        for row in rows:
+            row.copy_(tensor)
+
     def all_gather_object(gathered, obj, **kwargs):
         gathered[:] = [obj] * len(gathered)
 
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    monkeypatch.setattr(torch.distributed, "all_gather", all_gather)
     monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
     world_size = distributed.world_size
     monkeypatch.setattr(distributed, "world_size", lambda: 2 if where else world_size())
@@ -94,15 +101,16 @@ def _two_identical_ranks(monkeypatch) -> dict:
 
 
 def test_a_ddp_step_agrees_the_preemption_notices_in_its_one_reduce(data, tmp_path, monkeypatch):
-    """Per optimizer step of several ranks: the telemetry's two all-reduces (sums; maxima with
-    the guard's flags and the pre-emption notices) and the updated parameters' check, with one
-    host read each (``tolist``, ``item``); the pre-emption callback adds neither. It added one
-    all-reduce and one ``tolist`` per step (b3da7df)."""
+    """Per optimizer step of several ranks: the telemetry's one all-gather (sums, and maxima
+    with the guard's flags and the pre-emption notices) and the updated parameters' check, with
+    one host read each (``tolist``, ``item``); the pre-emption callback adds neither. It added
+    one all-reduce and one ``tolist`` per step (b3da7df); the telemetry took two all-reduces
+    (a sum and a max) before its all-gather."""
     counted = _two_identical_ranks(monkeypatch)
     train(compose_train(data, "train.accumulate=2", "eval.test_queries=2"), tmp_path / "run")
     assert counted["steps"] == 3
     assert (counted["collectives_in_callback"], counted["reads_in_callback"]) == (0, 0)
-    assert counted["collectives"] == 3 * counted["steps"]
+    assert counted["collectives"] == 2 * counted["steps"]
     assert counted["reads"] == 2 * counted["steps"]
 
 
@@ -157,3 +165,4 @@ def test_a_sigterm_between_micro_batches_checkpoints_the_step_when_it_ends(data,
     assert stopped.value.code == EXIT_INTERRUPTED
     assert _history_steps(run_dir) == ["1", "2"]
     assert _checkpoint_step(run_dir) == 2
+

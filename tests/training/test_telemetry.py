@@ -68,26 +68,21 @@ def test_micro_batches_and_ranks_log_exactly_the_row_of_one_batch_with_all_their
         acc.add(logits, loss, info, mask, [], OPTIONS)
     assert acc.finish() == pytest.approx(reference, rel=1e-6)
 
-    # two "ranks": each holds one micro-batch; reduce adds the other rank's packed sums
+    # two "ranks": each holds one micro-batch; gather brings the other rank's packed vector
     ranks = []
     for logits, mask in (first, second):
         one = StepAccumulator()
         loss, info = url_loss(logits, weight="sft", direction="sft", mask=mask)
         one.add(logits, loss, info, mask, [], OPTIONS)
         ranks.append(one)
-    packed = {}
+    packed = []
 
-    def capture(tensor, op):
-        packed.setdefault(op, []).append(tensor.clone())
-        return tensor
+    def capture(vector):
+        packed.append(vector.clone())
+        return vector[None]
 
-    ranks[1].finish(torch.zeros(1), reduce=capture)  # rank 1's contribution
-    other = {op: tensors[0] for op, tensors in packed.items()}
-
-    def reduce(tensor, op):
-        return tensor + other[op] if op == "sum" else torch.maximum(tensor, other[op])
-
-    row, flags = ranks[0].finish(torch.tensor([1.0]), reduce=reduce)
+    ranks[1].finish(torch.zeros(1), gather=capture)  # rank 1's contribution
+    row, flags = ranks[0].finish(torch.tensor([1.0]), gather=lambda vector: torch.stack([vector, *packed]))
     assert row == pytest.approx(reference, rel=1e-6) and flags == [1.0]
 
 

@@ -7,7 +7,7 @@ any. What urlkit adds on top of Lightning's DDP:
 * :func:`launch_rank` / :func:`launch_layout`: the global rank (and world size) Lightning will
   give this process, known before the run directory is touched, so that only rank 0 writes
   the run's records (and a Hydra multirun of several processes is refused first);
-* :func:`reduce_`, :func:`gather`, :func:`agree`: thin wrappers of ``torch.distributed`` that
+* :func:`reduce_`, :func:`gather_rows`, :func:`gather`, :func:`agree`: thin wrappers of ``torch.distributed`` that
   are the identity in a single process (no process group), used by the step telemetry, the
   non-finite guard, the checkpoints' RNG states and the sharded evaluation;
 * :func:`clip_grad_norm`: the gradients' global norm clipped across ranks also when FSDP
@@ -74,6 +74,18 @@ def reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
                "min": torch.distributed.ReduceOp.MIN}  # fmt: skip
         torch.distributed.all_reduce(tensor, op=ops[op])
     return tensor
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``(world size, *tensor.shape)``: every rank's ``tensor`` in rank order, the same on every
+    rank (one all-gather; ``tensor[None]`` in one process, no collective). A small vector
+    gathered once gives both its sums and its maxima over the ranks, where an all-reduce needs
+    one collective per operation."""
+    if world_size() == 1:
+        return tensor.unsqueeze(0)
+    rows = [torch.empty_like(tensor) for _ in range(world_size())]
+    torch.distributed.all_gather(rows, tensor.contiguous())
+    return torch.stack(rows)
 
 
 def gather(obj: Any) -> list[Any]:

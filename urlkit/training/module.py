@@ -230,7 +230,7 @@ class RerankerModule(L.LightningModule):
         flags = torch.cat([self._step_flags, gradients.to(device), *notices])
         # the step's one host sync before the update (the check of the updated parameters is the
         # other): telemetry, the guard's flags and the notices, reduced over the ranks
-        row, flags = self.step_stats.finish(flags, reduce=distributed.reduce_)
+        row, flags = self.step_stats.finish(flags, gather=distributed.gather_rows)
         verdict, self.agreed_notices = flags[: len(STAGES)], [bool(flag) for flag in flags[len(STAGES) :]]
         batches, self._step_flags, self._step_batches = self._step_batches, None, []
         query_ids = self.step_stats.query_ids

@@ -24,9 +24,9 @@ Keys of a step's row (all floats):
 **Exact over micro-batches and ranks, one host sync per step.** Every mean is kept as a sum
 and a count (queries, real negatives or real pairs), every extreme as a running min/max, all
 as tensors on the scores' device. :class:`StepAccumulator` adds micro-batches up without
-reading anything back; :meth:`StepAccumulator.finish` reduces the step over the ranks (sums
-added, extremes compared: two collectives on one packed vector each) and reads the row back
-with one ``tolist()``. A step of R ranks x B queries therefore logs exactly the numbers of one
+reading anything back; :meth:`StepAccumulator.finish` reduces the step over the ranks (one
+all-gather of one packed vector: sums added, extremes compared, on every rank alike) and reads
+the row back with one ``tolist()``. A step of R ranks x B queries therefore logs exactly the numbers of one
 process with R x B queries, whatever the padding of each rank's negatives, and the host waits
 for the device once per optimizer step instead of ~30 times per micro-batch.
 """
@@ -198,17 +198,18 @@ class StepAccumulator:
     def finish(
         self,
         flags: torch.Tensor | None = None,
-        reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> dict[str, float] | tuple[dict[str, float], list[float]]:
-        """The step's row: sums over micro-batches (and over ranks with ``reduce(tensor, op)``,
-        op "sum" or "max", in place or returned), divided by their counts; one ``tolist()``.
+        """The step's row: sums over micro-batches (and over ranks with ``gather(vector)``, which
+        returns every rank's vector as the rows of a matrix: :func:`urlkit.training.distributed.gather_rows`),
+        divided by their counts; one ``tolist()``.
 
         ``flags``: a float vector to max-reduce along (the non-finite guard's verdicts); when
         given, returns ``(row, flags as floats)`` from the same host sync."""
         assert self._sums is not None, "finish() before any add()"
         keys, extreme_keys = list(self._sums), list(self._extremes)
         totals = torch.stack([v for k in keys for v in self._sums[k]])
-        # max-reduce the maxima and the negated minima together (and the flags)
+        # the maxima and the negated minima are maxima alike (and the flags)
         peaks = [
             torch.stack(
                 [v for k in extreme_keys for v in (-self._extremes[k][0], self._extremes[k][1])]
@@ -217,8 +218,12 @@ class StepAccumulator:
         if flags is not None:
             peaks.append(flags.to(totals.device, totals.dtype))
         peaks = torch.cat(peaks)
-        if reduce is not None:
-            totals, peaks = reduce(totals, "sum"), reduce(peaks, "max")
+        if gather is not None:
+            # one collective for both: every rank's sums and peaks, added and compared here (in
+            # rank order, so every rank reads the same numbers; sums cannot ride a max-reduce nor
+            # the signed sums of r_pos/r_neg a min one). A vector of about 50 floats per rank
+            ranks = gather(torch.cat([totals, peaks]))
+            totals, peaks = ranks[:, : len(totals)].sum(0), ranks[:, len(totals) :].amax(0)
         values = torch.cat([totals, peaks]).double().tolist()  # the one host sync of the step
         row: dict[str, float] = {}
         for i, key in enumerate(keys):
