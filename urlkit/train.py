@@ -185,7 +185,11 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     from urlkit.training.checkpointing import AtomicCheckpointIO
     from urlkit.training.loggers import finish, make_loggers, route_lightning_logging
     from urlkit.training.module import RerankerModule
-    from urlkit.training.preemption import PreemptionCheckpoint, cluster_plugins
+    from urlkit.training.preemption import (
+        PreemptionCheckpoint,
+        cluster_plugins,
+        signal_handlers_kept,
+    )
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     say = print if run is not None else (lambda *args, **kwargs: None)  # rank 0 reports
@@ -278,7 +282,8 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
         stream, batch_size=cfg.train.queries_per_step, collate_fn=workload.collator(built.renderer, cfg.train.chunk_size)
     )
     ckpt_path = str(_last_checkpoint(run_dir)) if start_step else None
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    with signal_handlers_kept():  # also when fit fails: Lightning then calls no callback's teardown
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     # max_steps is not a multiple of checkpoint.every_n_steps: keep the final weights (what
     # urlkit.evaluate and urlkit.rerank load, and where a resume restarts). Every rank calls
     # save_checkpoint (Lightning writes on rank 0 and gathers from all), so rank 0 decides,

@@ -166,3 +166,39 @@ def test_a_sigterm_between_micro_batches_checkpoints_the_step_when_it_ends(data,
     assert _history_steps(run_dir) == ["1", "2"]
     assert _checkpoint_step(run_dir) == 2
 
+
+@pytest.mark.parametrize("ending", ["error", "requeue"])
+def test_a_fit_that_ends_in_an_exception_leaves_the_signal_handlers_it_found(data, tmp_path, monkeypatch, ending):
+    """In a SLURM job the callback sets its requeue (SIGUSR1) handler at setup. When fit ends in
+    an exception (a crash, or the callback's own stop after SIGUSR1) Lightning calls no
+    teardown, and its own restore put that handler back: it stayed in place after the run, in
+    the interpreter of a notebook or of a study running many runs. Now the SIGTERM and SIGUSR1
+    handlers found before the run are the ones after it."""
+    from urlkit.training import preemption
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # a SLURM job, not an srun step Lightning would detect
+    for variable in ("SLURM_NTASKS", "SLURM_STEP_ID", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(preemption, "requeue_job", lambda: None)  # no scontrol here
+    original = RerankerModule.training_step
+
+    def second_step_ends(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if self.global_step == 2:
+            if ending == "error":
+                raise RuntimeError("a crash mid-run")
+            os.kill(os.getpid(), signal.SIGUSR1)  # acted on when the step ends: checkpoint, stop
+        return result
+
+    monkeypatch.setattr(RerankerModule, "training_step", second_step_ends)
+    notebooks = {signum: (lambda signum, frame: None) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    before = {signum: signal.signal(signum, handler) for signum, handler in notebooks.items()}
+    try:
+        with pytest.raises(RuntimeError if ending == "error" else SystemExit):
+            train(compose_train(data, "train.max_steps=4", "checkpoint.every_n_steps=100"), tmp_path / "run")
+        assert {signum: signal.getsignal(signum) for signum in notebooks} == notebooks
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    if ending == "requeue":
+        assert _checkpoint_step(tmp_path / "run") == 2

@@ -29,14 +29,20 @@ ends): Lightning's handler sets a flag each rank acts on alone after any batch (
 rank whose notice came after the step's reduce would stop without the others, which then wait
 in the next collective, and a notice between micro-batches would stop the step unsaved), and
 under DDP broadcasts from inside the handler, at whatever point of the step it lands.
+
+Whatever ends fit (a finished run, a crash, this callback's own stop), the handlers found
+before it are in place afterwards (:func:`signal_handlers_kept`, around ``trainer.fit``): a
+notebook or a study running many runs in one interpreter keeps its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -61,6 +67,25 @@ def cluster_plugins() -> list:
     if TorchElasticEnvironment.detect() or not SLURMEnvironment.detect():  # torchrun inside SLURM wins
         return []
     return [SLURMEnvironment(auto_requeue=False)]
+
+
+@contextlib.contextmanager
+def signal_handlers_kept() -> Iterator[None]:
+    """Put back the SIGTERM and requeue-signal handlers found on entry when the block ends, for any
+    reason. Around ``trainer.fit``: Lightning calls no callback's ``teardown`` when fit fails
+    (an error, or :class:`PreemptionCheckpoint`'s own stop), and its own restore, which does run
+    then, puts back the handlers it found after ``setup``, the requeue handler of this module's
+    callback among them (an ``on_exception`` hook runs before that restore: too early)."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+    found = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, REQUEUE_SIGNAL)}
+    try:
+        yield
+    finally:
+        for signum, handler in found.items():
+            if handler is not None:  # None: a handler not set from Python, which Python cannot set back
+                signal.signal(signum, handler)
 
 
 class PreemptionCheckpoint(L.Callback):
