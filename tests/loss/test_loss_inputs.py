@@ -59,3 +59,29 @@ def test_hyper_parameters_out_of_range(options, message):
 
 def test_errors_are_value_errors():
     assert issubclass(LossInputError, ValueError)
+
+
+def test_on_an_accelerator_the_mask_check_makes_the_host_wait_for_nothing(monkeypatch):
+    """The losses run ~10 times a training step (the loss, the telemetry's native losses and
+    weights); on a GPU each read of the mask back to the host (``nonzero().tolist()``) waited
+    for the step's queued forward pass. Off the CPU the check runs on the device instead: the
+    losses' own lines make no host wait, and a hidden positive still fails, with the message."""
+    from helpers.host_waits import HostWaits
+
+    from urlkit.loss import DIRECTIONS, WEIGHTS, inputs
+
+    monkeypatch.setattr(inputs, "reads_back_freely", lambda device: False, raising=False)
+    logits = torch.randn(3, 5, 2, requires_grad=True)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 3:] = False  # padded negatives
+    for weight in WEIGHTS:
+        for direction in DIRECTIONS:
+            with HostWaits("loss/") as waits:
+                loss, _ = url_loss(logits, weight=weight, direction=direction, mask=mask)
+                loss.backward()
+                sft_loss(logits, mask)
+                infonce_loss(logits, mask=mask)
+            assert waits.found == [], (weight, direction)
+    mask[2, 0] = False
+    with pytest.raises(RuntimeError, match=r"url_loss: mask hides the positive \(document 0\) of an example"):
+        url_loss(logits, mask=mask)

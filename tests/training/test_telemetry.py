@@ -1,11 +1,10 @@
 """Per-step statistics: the weights that trained, the counterfactual ones, and accumulation."""
 
 import math
-import traceback
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from helpers.host_waits import HostWaits
 
 from urlkit.loss import WeightOptions, compute_weight, url_loss
 from urlkit.training.telemetry import StepAccumulator, step_statistics
@@ -121,32 +120,6 @@ def test_a_micro_batchs_row_is_the_plain_statistics_of_its_real_pairs():
     assert row["w_pos_min"] == pytest.approx(info["w_pos"].min().item())
 
 
-# what makes the host wait for a CUDA device: a tensor made from host data (a copy from the
-# host), a result whose size is data (nonzero, a boolean selection), a read of a value
-HOST_WAITS = ("aten.lift_fresh", "aten.nonzero", "aten.masked_select", "aten._local_scalar_dense")
-
-
-class _HostWaits(TorchDispatchMode):
-    """Records the operations of ``HOST_WAITS`` (and boolean indexing) that telemetry.py's own
-    lines make (those of the losses it calls, e.g. their input checks, are theirs)."""
-
-    def __init__(self):
-        super().__init__()
-        self.found: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func)
-        boolean_index = name.startswith("aten.index.") and any(
-            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] if len(args) > 1 else ())
-        )
-        if name.startswith(HOST_WAITS) or boolean_index:
-            frame = next((f for f in reversed(traceback.extract_stack()) if "/urlkit/" in f.filename.replace("\\", "/")),
-                         None)  # fmt: skip
-            if frame is not None and frame.filename.replace("\\", "/").endswith("/urlkit/training/telemetry.py"):
-                self.found.append(f"{name} at telemetry.py:{frame.lineno}")
-        return func(*args, **(kwargs or {}))
-
-
 def test_adding_a_micro_batch_makes_nothing_the_host_waits_for():
     """On CUDA each of these is a host sync: ``torch.tensor(count, device=...)`` (a copy from
     the host), ``w_neg[mask]`` (a selection, whose size the host waits for). The accumulator
@@ -155,7 +128,7 @@ def test_adding_a_micro_batch_makes_nothing_the_host_waits_for():
     logits, mask = _batch(4)
     loss, info = url_loss(logits, weight="sft", direction="cl", mask=mask)
     acc = StepAccumulator()
-    with _HostWaits() as waits:
+    with HostWaits("training/telemetry.py") as waits:
         acc.add(logits, loss, info, mask, ["q"], OPTIONS)
         acc.add(logits, loss, info, mask, ["q"], OPTIONS)
     assert waits.found == []

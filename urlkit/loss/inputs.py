@@ -72,13 +72,31 @@ def check_mask(mask: torch.Tensor | None, logits: torch.Tensor, *, caller: str) 
         )
     if mask.device != logits.device:
         raise LossInputError(f"{caller}: mask is on {mask.device}, logits on {logits.device}")
+    check_positives_real(mask, caller=caller)
+    return mask
+
+
+def reads_back_freely(device: torch.device) -> bool:
+    """Whether reading a tensor on ``device`` back to the host costs nothing more than the read:
+    on the CPU it does; on an accelerator the host first waits for all the work queued on it
+    (the forward pass that made the logits), one sync per loss call."""
+    return device.type == "cpu"
+
+
+def check_positives_real(mask: torch.Tensor, *, caller: str) -> None:
+    """Raise unless every example's document 0 (its positive) is real in ``mask``.
+
+    On the CPU the error names the examples. On an accelerator the device checks it in its own
+    stream (``torch._assert_async``): the losses are called ~10 times a training step and each
+    read-back would make the host wait for the step's queued work; a hidden positive then fails
+    the step at its next sync, with this message but not the examples."""
+    advice = "only negatives (documents 1..N) may be padded"
+    if not reads_back_freely(mask.device):
+        torch._assert_async(mask[:, 0].all(), f"{caller}: mask hides the positive (document 0) of an example; {advice}")
+        return
     hidden = (~mask[:, 0]).nonzero().flatten().tolist()
     if hidden:
-        raise LossInputError(
-            f"{caller}: mask hides the positive (document 0) of example(s) {hidden}; "
-            "only negatives (documents 1..N) may be padded"
-        )
-    return mask
+        raise LossInputError(f"{caller}: mask hides the positive (document 0) of example(s) {hidden}; {advice}")
 
 
 def check_positive(value: float, *, name: str, caller: str) -> None:
