@@ -97,7 +97,8 @@ def trained_weight_dtype(configured: str, recorded: str | None) -> tuple[str | N
     return str(recorded), "run.json model_dtype (what model.dtype=auto chose in training)", slow
 
 
-DTYPE_NAMES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}  # model.dtype's short names
+# model.dtype's short names -> torch's (the one table: urlkit.model.hub.DTYPES maps both to torch dtypes)
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def resumed_weight_dtype(configured: str, recorded: str | None) -> tuple[str | None, str | None]:

@@ -32,13 +32,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from urlkit.errors import UrlkitError
-from urlkit.hardware import auto_weight_dtype
+from urlkit.hardware import DTYPE_NAMES, auto_weight_dtype
 
-DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}  # fmt: skip
+# model.dtype's names, torch's and the short ones of urlkit.hardware.DTYPE_NAMES (one table, read by both)
+DTYPES = {name: getattr(torch, full) for short, full in DTYPE_NAMES.items() for name in (full, short)}
 # Seconds to wait for a TCP connection to the hub before calling it unreachable. Without this
 # probe, huggingface_hub retries an unreachable host for ~25 s before failing.
 HUB_PROBE_TIMEOUT_S = 3.0
