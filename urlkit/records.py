@@ -171,6 +171,9 @@ class RunDirectory:
         self.path = Path(path)
         # when this process's attempt at the run began: status=running resets it (a resume)
         self._attempt_start = time.time()
+        # the seconds earlier attempts ran (run.json's wall_time_s when status=running began this
+        # attempt); None: this object began no attempt, so an end adds to run.json's as it is then
+        self._earlier_attempts_s: float | None = None
         self.path.mkdir(parents=True, exist_ok=True)
         self.history = CsvLog(self.path / "history.csv")
         self.evals = CsvLog(self.path / "eval.csv")
@@ -212,10 +215,12 @@ class RunDirectory:
             }
         now, status = time.time(), fields.get("status")
         if status == "running":
-            self._attempt_start, self._earlier_s = now, float(info.get("wall_time_s") or 0.0)
+            self._attempt_start, self._earlier_attempts_s = now, float(info.get("wall_time_s") or 0.0)
             fields = {**fields, "ended": None}
         elif status in ENDED:
-            earlier = getattr(self, "_earlier_s", float(info.get("wall_time_s") or 0.0))
+            earlier = self._earlier_attempts_s
+            if earlier is None:
+                earlier = float(info.get("wall_time_s") or 0.0)
             fields = {**fields, "ended": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)),
                       "wall_time_s": round(earlier + now - self._attempt_start, 1)}
         info.update(fields, pid=os.getpid())

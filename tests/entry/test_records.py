@@ -90,3 +90,7 @@ def test_run_json_records_when_the_run_ended_and_its_wall_time_over_its_attempts
     finished = resumed.update_info(status="finished")
     assert finished["wall_time_s"] == 120.5 and finished["started"] == ended["started"]
     assert finished["ended"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(clock[0]))
+    # an object that began no attempt (no status=running) adds its seconds to run.json's as it is then
+    marker = RunDirectory(tmp_path / "run")
+    clock[0] += 10.0
+    assert marker.update_info(status="failed")["wall_time_s"] == 130.5
