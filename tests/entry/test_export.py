@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -391,6 +392,9 @@ def test_a_local_folder_backbone_is_no_base_model_on_the_card(exported, tmp_path
     assert "  name: tiny\n  source: tiny\n" in config
     (run / "config.yaml").write_text(config.replace("  name: tiny\n  source: tiny\n",
                                                     f"  name: {exported[1]}\n  source: hub\n", 1))
+    info = json.loads((run / "run.json").read_text())  # as a run trained on the folder records it
+    folder = {"source": "folder", "path": str(Path(exported[1]).resolve())}
+    (run / "run.json").write_text(json.dumps({**info, "base_model": folder}))
     main(["--run", str(run), "--out", str(tmp_path / "folder"), "--check", "0"])
     assert json.loads((tmp_path / "folder" / "urlkit_reranker.json").read_text())["base_model"] is None
     assert "base_model" not in (tmp_path / "folder" / "README.md").read_text().split("---")[1]

