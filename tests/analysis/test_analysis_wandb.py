@@ -252,3 +252,48 @@ def test_a_run_a_study_shared_before_it_trained_is_an_arm_of_both_experiments_fr
     assert list(local.of_experiments("table3_random_direction").ids) == [fake.id]
     assert list(remote.of_experiments("table3_random_direction").ids) == [fake.id]
     assert list(remote.of_experiments("nothing_of_it").ids) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_finished_run_a_later_study_shares_tells_wandb_the_experiments_it_serves(runs_dir, tmp_path, monkeypatch):
+    """A later study that reuses a finished run recorded the share in its experiments.txt only: the
+    run, not trained again, never logged it, so W&B's record of it stayed without the experiment.
+    The study now opens the W&B run again as a resumed attempt does (offline here: one more
+    offline-run folder of the same id, which `wandb sync` uploads) with the config's
+    ``experiments`` as the folder has them; once told, a second study tells nothing again."""
+    import shutil
+
+    from helpers.wandb_log import logged_config
+
+    from urlkit.records import EXPERIMENTS_FILE
+    from urlkit.study.plan import Planned, record_experiments
+
+    home = tmp_path / "home"  # no key, no netrc, no W&B settings of this machine
+    for name, value in {"HOME": home, "WANDB_CONFIG_DIR": home / "config", "WANDB_CACHE_DIR": home / "cache",
+                        "WANDB_DATA_DIR": home / "data", "NETRC": home / ".netrc"}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    source = find_run_dirs(runs_dir)[0]
+    run_dir = tmp_path / "runs" / source.name
+    shutil.copytree(source, run_dir)
+    # as a run that logged to W&B records it: logger=wandb in its config, its W&B id in run.json
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["logger"] = {"name": "wandb", "project": "urlkit", "entity": None, "group": None, "tags": [],
+                        "mode": "auto", "flush_interval_s": 2.0}  # fmt: skip
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "wandb_id": "0a1b2c3d"}))
+    own = [str(config["experiment_name"])] if config.get("experiment_name") is not None else []
+
+    shared = Planned(own[0] if own else "", [], run_dir, None, "finished", ["table3_random_direction"])
+    said = record_experiments([shared])
+    assert (run_dir / EXPERIMENTS_FILE).read_text().split() == ["table3_random_direction"]
+    (told,) = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert told.name.endswith("0a1b2c3d") and "0a1b2c3d" in " ".join(said)
+    logged = logged_config(told / "run-0a1b2c3d.wandb")
+    assert logged.get("experiments") == [*own, "table3_random_direction"], (said, sorted(logged))
+    assert list(load_runs(tmp_path / "runs").of_experiments("table3_random_direction").ids) == [info["run_id"]]
+
+    assert record_experiments([shared]) == []  # nothing new to tell
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1

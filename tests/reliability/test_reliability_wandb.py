@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,33 +16,7 @@ from pathlib import Path
 import pytest
 from helpers.reliability_helpers import Launcher, history, train_args
 from helpers.run_helpers import write_small_dataset
-from wandb.proto import wandb_internal_pb2
-
-BLOCK = 32 * 1024  # the .wandb file is a LevelDB-style log: 32 KiB blocks of 7-byte-headed records
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def wandb_records(path: Path) -> list:
-    """The complete records of a ``.wandb`` file (a torn last record is left out)."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B" and struct.unpack("<HB", data[4:7]) == (0xBEE1, 0)
-    records, pending, position = [], b"", 7
-    while position + 7 <= len(data):
-        if BLOCK - position % BLOCK < 7:  # block trailer: zero padding
-            position += BLOCK - position % BLOCK
-            continue
-        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        payload = data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind == 0 or len(payload) < length:
-            break
-        if kind in (FULL, FIRST):
-            pending = payload
-        elif kind in (MIDDLE, LAST):
-            pending += payload
-        if kind in (FULL, LAST):
-            records.append(wandb_internal_pb2.Record.FromString(pending))
-    return records
+from helpers.wandb_log import wandb_records
 
 
 def logged_steps(path: Path) -> list[int]:

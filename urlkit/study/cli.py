@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.plan_only:
         return 0
-    record_experiments(planned)  # before training: --skip-runs, a killed study, find them too
+    for line in record_experiments(planned):  # before training: --skip-runs, a killed study, find them too
+        print(f"[study] {line}", flush=True)
     failures = [] if args.skip_runs else run_all(planned, args.progress_every)
 
     from urlkit.analysis import AnalysisError, load_runs

@@ -188,16 +188,35 @@ def _runs_on_disk(root: Path) -> dict[tuple, Path]:
     return found
 
 
-def record_experiments(planned: Sequence[Planned]) -> None:
+def record_experiments(planned: Sequence[Planned]) -> list[str]:
     """Write into each shared run's folder the experiments it serves besides its own
     (``experiments.txt``, one a line, appended: two studies recording at once lose nothing),
-    so that the analysis finds it among each experiment's runs."""
+    so that the analysis finds it among each experiment's runs. A run that will train logs
+    them to W&B then; a finished one that logged to W&B is told now
+    (:func:`urlkit.training.loggers.share_finished_run`). Returns the lines to say: what W&B
+    was told, or why it could not be (the folder has the share either way)."""
+    said = []
     for p in planned:
         missing = [e for e in p.also if e not in served_experiments(p.run_dir)]
         if missing:
             p.run_dir.mkdir(parents=True, exist_ok=True)
             with (p.run_dir / EXPERIMENTS_FILE).open("a", encoding="utf-8") as out:
                 out.write("".join(f"{e}\n" for e in missing))
+            if p.state == "finished":
+                said.extend(_share_with_wandb(p.run_dir))
+    return said
+
+
+def _share_with_wandb(run_dir: Path) -> list[str]:
+    # lazy: W&B is imported only for a finished run that logged to it
+    from urlkit.training.loggers import share_finished_run
+
+    try:
+        done = share_finished_run(run_dir)
+    except Exception as err:  # noqa: BLE001 - W&B's errors are of many kinds; the folder holds the share
+        return [f"warning: {run_dir}: W&B could not be told the experiments it now serves ({type(err).__name__}: "
+                f"{err}); its experiments.txt has them: analyse the study from its run folders"]
+    return [f"{run_dir}: {done}"] if done else []
 
 
 def _label_rank(override: str, grid: list[str]) -> tuple:

@@ -13,6 +13,7 @@ written row by row and is always complete (docs/reliability.md).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -76,13 +77,49 @@ def make_loggers(cfg: DictConfig, run: RunDirectory, wandb_id: str) -> list:
 
 def wandb_config(cfg: DictConfig, run: RunDirectory) -> dict:
     """The run's config for W&B, flat, with ``experiments``: every experiment the run is a grid
-    point of, its own and those a study shared it with before it trained (experiments.txt), so
-    that an analysis from W&B finds a shared arm as one from the folders does. A share recorded
-    after the run finished reaches its folder only (docs/studies.md)."""
+    point of, its own and those a study shared it with (experiments.txt), so that an analysis
+    from W&B finds a shared arm as one from the folders does. A share recorded after the run
+    finished reaches W&B through :func:`share_finished_run` (docs/studies.md)."""
     config = flat_config(OmegaConf.to_container(cfg, resolve=True))
     own = [str(cfg.experiment_name)] if cfg.get("experiment_name") is not None else []
     config["experiments"] = list(dict.fromkeys([*own, *served_experiments(run.path)]))
     return config
+
+
+def share_finished_run(run_dir: Path) -> str | None:
+    """Tell W&B the experiments a finished run serves now: a later study that reuses it adds
+    them to its experiments.txt, which the run, not trained again, never logs. The W&B run is
+    opened again as a resumed attempt opens it (its id, ``resume="allow"``, the config that
+    attempt would log, ``experiments`` included) and closed without a step: online the run's
+    config is updated at once; offline the run's ``wandb/`` gains one more ``offline-run-*``
+    folder, which ``wandb sync <run dir>/wandb/offline-run-*`` uploads with the others. Returns
+    what was done, for the study to say; None for a run that did not log to W&B."""
+    from urlkit.config import read_run_config
+    from urlkit.records import read_run_info
+
+    cfg, wandb_id = read_run_config(run_dir), read_run_info(run_dir).get("wandb_id")
+    if cfg.get("logger") is None or cfg.logger.get("name") != "wandb" or not wandb_id:
+        return None
+    mode = wandb_mode(str(cfg.logger.get("mode", "auto")))
+    if mode == "disabled":
+        return None
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")
+    run = RunDirectory(run_dir)
+    config = wandb_config(cfg, run)
+    experiment = wandb.init(
+        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
+        tags=list(cfg.logger.tags), name=run.path.name, id=wandb_id, resume="allow", dir=str(run.path),
+        mode=mode, config=config, allow_val_change=True,
+    )  # fmt: skip
+    experiment.finish()
+    # finish returns before wandb-core has written the offline .wandb file (seen empty under load);
+    # teardown waits for the service to close it: the share is on disk before the study goes on
+    wandb.teardown()
+    where = "updated" if mode == "online" else f"written offline under {run.path / 'wandb'} (wandb sync uploads it)"
+    return f"W&B run {wandb_id}: experiments={config['experiments']} {where}"
 
 
 def csv_attempt(run: RunDirectory) -> str:
