@@ -8,7 +8,7 @@ from helpers.data_builders import smollm2_tokenizer
 
 from urlkit.data import DataError, Document, PromptRenderer, Query, Split
 
-ANSWER_SUFFIX = "Is the document relevant to the query? Answer yes or no.<|im_end|>\n<|im_start|>assistant\n"
+ANSWER_SUFFIX = "Relevant?<|im_end|>\n<|im_start|>assistant\n"
 INSTRUCTION = "Find the passage that answers the question."
 QUERY = Query(id="q1", text="Where do cats like to sleep?", qrels={"d1": 1})
 SHORT = Document(id="d1", title="Cats", text="The cat sat on the warm mat and purred.")

@@ -77,11 +77,11 @@ def test_queries_are_grouped_so_each_prefix_is_computed_once(tiny_backbone, rend
 
 
 def test_a_level_continued_by_one_packed_row_per_row_is_folded_into_it(tiny_backbone, renderer):
-    # three queries, two candidates each: the query rows open the packed rows (pack_length 30:
-    # the whole batch, 254 tokens, is more than one row, ONE_ROW_WIDTH x 30)
+    # three queries, two candidates each: the query rows open the packed rows (pack_length 20:
+    # the whole batch, 194 tokens once shared, is more than one row, ONE_ROW_WIDTH x 20)
     batch = _batch(renderer, PAIRS[1])
-    unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False, pack_length=30)
-    folded = prefix_tree(batch["input_ids"], batch["attention_mask"], pack_length=30)
+    unfolded = prefix_tree(batch["input_ids"], batch["attention_mask"], fold=False, pack_length=20)
+    folded = prefix_tree(batch["input_ids"], batch["attention_mask"], pack_length=20)
     assert len(folded.levels) == 1 and len(unfolded.levels) == 2
     rows = torch.cat([packs.input_ids for packs in folded.buckets])
     assert len(rows) == 3

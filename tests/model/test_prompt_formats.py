@@ -138,17 +138,20 @@ def test_qwen3_reranker_model_uses_its_format_and_loads_through_the_hub_ladder(t
 
 def test_urlkit_document_last_shares_everything_but_the_document(smollm2_tokenizer):
     """The question asked before the document: two candidates of a query differ from the
-    document's first token on, and what follows the document is the turn's end alone (urlkit's
-    default asks after it, 20 more tokens every candidate computes)."""
-    renderers = {name: PromptRenderer.from_format(smollm2_tokenizer, prompt_format(name), max_length=256)
-                 for name in ("urlkit", "urlkit_document_last")}
+    document's first token on, and what follows the document is the turn's end alone. urlkit's
+    default asks after it in one word (4 more tokens every candidate computes), its wording
+    before session 25 (``urlkit_long_question``) in a sentence (14 more)."""
+    names = ("urlkit", "urlkit_long_question", "urlkit_document_last")
+    renderers = {name: PromptRenderer.from_format(smollm2_tokenizer, prompt_format(name), max_length=256) for name in names}
     other = Document(id="e", text="Shanghai is a city of China.")
     text = renderers["urlkit_document_last"].render_text("Find the capital.", QUERY, DOC)
     question = "Is the document below relevant to the query? Answer yes or no."
     assert text.endswith(f"Query: {QUERY.text}\n{question}\nDocument: {DOC.text}<|im_end|>\n<|im_start|>assistant\n")
-    # the same system turn, instruction and query as urlkit's; only the question moved (and says "below")
-    default = renderers["urlkit"].render_text("Find the capital.", QUERY, DOC)
-    assert text.replace(f"{question}\n", "") == default.replace("\nIs the document relevant to the query? Answer yes or no.", "")
+    # the same system turn, instruction and query as urlkit's; only the question differs
+    long = renderers["urlkit_long_question"].render_text("Find the capital.", QUERY, DOC)
+    assert text.replace(f"{question}\n", "") == long.replace("\nIs the document relevant to the query? Answer yes or no.", "")
+    assert renderers["urlkit"].render_text("Find the capital.", QUERY, DOC) == long.replace(
+        "Is the document relevant to the query? Answer yes or no.", "Relevant?")
     document = smollm2_tokenizer(" " + DOC.text, add_special_tokens=False)["input_ids"]
     after_document = {}
     for name, renderer in renderers.items():
@@ -156,12 +159,14 @@ def test_urlkit_document_last_shares_everything_but_the_document(smollm2_tokeniz
         shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
         assert first[shared:shared + len(document)] == document  # the candidates part at the document
         after_document[name] = first[shared + len(document):]
-    assert smollm2_tokenizer.decode(after_document["urlkit_document_last"]) == "<|im_end|>\n<|im_start|>assistant\n"
-    assert len(after_document["urlkit"]) - len(after_document["urlkit_document_last"]) >= 10
+    end = "<|im_end|>\n<|im_start|>assistant\n"
+    assert smollm2_tokenizer.decode(after_document["urlkit_document_last"]) == end
+    assert smollm2_tokenizer.decode(after_document["urlkit"]) == "\nRelevant?" + end
+    assert [len(after_document[name]) for name in names] == [10, 20, 6]
 
 
 def test_pair_chat_template_writes_the_renderers_prompt(smollm2_tokenizer):
-    for name in ("urlkit", "urlkit_document_last", "qwen3_reranker"):
+    for name in ("urlkit", "urlkit_long_question", "urlkit_document_last", "qwen3_reranker"):
         renderer = PromptRenderer.from_format(smollm2_tokenizer, prompt_format(name), max_length=256)
         template = renderer.pair_chat_template("Find the capital.")
         pair = [{"role": "query", "content": QUERY.text}, {"role": "document", "content": DOC.text}]

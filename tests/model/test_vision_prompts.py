@@ -108,7 +108,7 @@ def test_positions_of_image_tokens_come_from_mm_token_type_ids(tiny, renderer, i
 def test_images_sit_at_the_start_of_their_field_in_template_order(tiny, renderer, t2i, i2t):
     text = renderer.render_text(INSTRUCTION, i2t.queries[0], t2i.corpus[i2t.queries[0].id])
     image_item = "<|vision_start|><|image_pad|><|vision_end|>"
-    assert f"Query: {image_item}\nDocument: {image_item}\nIs the document" in text
+    assert f"Query: {image_item}\nDocument: {image_item}\nRelevant?" in text
     both = renderer.encode(INSTRUCTION, i2t.queries[0], t2i.corpus[i2t.queries[0].id])
     assert both.images == (i2t.queries[0].image, t2i.corpus[i2t.queries[0].id].image)
     ids = both.input_ids

@@ -17,11 +17,17 @@ DEFAULT_SYSTEM_PROMPT = (
     "Judge whether the document meets the requirements of the query and the instruction. "
     'Answer only "yes" or "no".'
 )
+# The question follows the document, where the backbone reads it right before its answer, in
+# one word: whatever follows the document every candidate computes (SmolLM2: 4 tokens and the
+# turn's 6-token end, against 20 for "Is the document relevant to the query? Answer yes or no."
+# until session 25, now ``prompt=urlkit_long_question``); the system turn above, which a query's
+# candidates share, says what to answer. On wordsense: +2.06 dev NDCG@10 (3 seeds) and the default
+# experiment in 0.73x the time (docs/performance.md, session 25; results/tuning_prompts/).
 DEFAULT_TEMPLATE = (
     "Instruction: {instruction}\n"
     "Query: {query}\n"
     "Document: {document}\n"
-    "Is the document relevant to the query? Answer yes or no."
+    "Relevant?"
 )
 
 
