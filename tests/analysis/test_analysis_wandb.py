@@ -233,7 +233,7 @@ def test_a_run_a_study_shared_before_it_trained_is_an_arm_of_both_experiments_fr
     import wandb
     from omegaconf import OmegaConf
 
-    from urlkit.records import EXPERIMENTS_FILE, RunDirectory
+    from urlkit.records import EXPERIMENTS_FILE
     from urlkit.training.loggers import wandb_config
 
     source = find_run_dirs(runs_dir)[0]
@@ -243,7 +243,7 @@ def test_a_run_a_study_shared_before_it_trained_is_an_arm_of_both_experiments_fr
     cfg = OmegaConf.create(yaml.safe_load((run_dir / "config.yaml").read_text()))
     own = cfg.get("experiment_name")
 
-    logged = wandb_config(cfg, RunDirectory(run_dir))
+    logged = wandb_config(cfg, run_dir)
     assert logged["experiments"] == [*([own] if own else []), "table3_random_direction"]
     fake = FakeRun(run_dir)
     fake.config = {"_wandb": {"cli_version": "0.0"}, **logged}

@@ -52,37 +52,37 @@ def make_loggers(cfg: DictConfig, run: RunDirectory, wandb_id: str) -> list:
         return [CSVLogger(save_dir=str(run.path), name="lightning", version=csv_attempt(run), flush_logs_every_n_steps=1)]
     from lightning.pytorch.loggers import WandbLogger
 
-    mode = wandb_mode(cfg.logger.mode)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_CONSOLE", "off")
-    run_name = run.path.name
     return [
         WandbLogger(
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            group=cfg.logger.group,
-            tags=list(cfg.logger.tags),
-            name=run_name,
-            id=wandb_id,
-            resume="allow",
             save_dir=str(run.path),
-            mode=mode,
-            # dotted keys ("weight.name"): a W&B sweep parameter such as weight=cl would
-            # otherwise replace the nested weight dict in the run's config
-            config=wandb_config(cfg, run),
+            **wandb_run(cfg, run.path, wandb_id, wandb_mode(cfg.logger.mode)),
             **wandb_settings(float(cfg.logger.get("flush_interval_s", WANDB_FLUSH_INTERVAL_S))),
         )
     ]
 
 
-def wandb_config(cfg: DictConfig, run: RunDirectory) -> dict:
+def wandb_run(cfg: DictConfig, run_dir: Path, wandb_id: str, mode: str) -> dict:
+    """Which W&B run a run folder logs to, and its config: ``wandb.init``'s arguments but the
+    folder (the training's logger and :func:`share_finished_run` open the same run alike)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")
+    return dict(
+        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
+        name=Path(run_dir).name, id=wandb_id, resume="allow", mode=mode,
+        # dotted keys ("weight.name"): a W&B sweep parameter such as weight=cl would
+        # otherwise replace the nested weight dict in the run's config
+        config=wandb_config(cfg, run_dir),
+    )  # fmt: skip
+
+
+def wandb_config(cfg: DictConfig, run_dir: Path) -> dict:
     """The run's config for W&B, flat, with ``experiments``: every experiment the run is a grid
     point of, its own and those a study shared it with (experiments.txt), so that an analysis
     from W&B finds a shared arm as one from the folders does. A share recorded after the run
     finished reaches W&B through :func:`share_finished_run` (docs/studies.md)."""
     config = flat_config(OmegaConf.to_container(cfg, resolve=True))
     own = [str(cfg.experiment_name)] if cfg.get("experiment_name") is not None else []
-    config["experiments"] = list(dict.fromkeys([*own, *served_experiments(run.path)]))
+    config["experiments"] = list(dict.fromkeys([*own, *served_experiments(Path(run_dir))]))
     return config
 
 
@@ -105,21 +105,14 @@ def share_finished_run(run_dir: Path) -> str | None:
         return None
     import wandb
 
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_CONSOLE", "off")
-    run = RunDirectory(run_dir)
-    config = wandb_config(cfg, run)
-    experiment = wandb.init(
-        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-        tags=list(cfg.logger.tags), name=run.path.name, id=wandb_id, resume="allow", dir=str(run.path),
-        mode=mode, config=config, allow_val_change=True,
-    )  # fmt: skip
+    arguments = wandb_run(cfg, run_dir, wandb_id, mode)
+    experiment = wandb.init(dir=str(run_dir), allow_val_change=True, **arguments)
     experiment.finish()
     # finish returns before wandb-core has written the offline .wandb file (seen empty under load);
     # teardown waits for the service to close it: the share is on disk before the study goes on
     wandb.teardown()
-    where = "updated" if mode == "online" else f"written offline under {run.path / 'wandb'} (wandb sync uploads it)"
-    return f"W&B run {wandb_id}: experiments={config['experiments']} {where}"
+    where = "updated" if mode == "online" else f"written offline under {Path(run_dir) / 'wandb'} (wandb sync uploads it)"
+    return f"W&B run {wandb_id}: experiments={arguments['config']['experiments']} {where}"
 
 
 def csv_attempt(run: RunDirectory) -> str:
