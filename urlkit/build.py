@@ -266,7 +266,8 @@ COMPILE_SETTINGS = {"auto": None, True: True, False: False}
 
 def compile_setting(model_cfg: Any) -> bool | None:
     """``model.compile`` as :attr:`ScoringOptions.compiled_layers`: ``auto`` (the default: passes
-    without gradients over bf16 weights on a CPU with a C++ compiler), ``true`` or ``false``."""
+    without gradients over bf16 weights on a CPU with a C++ compiler, in a scoring job of at
+    least ``ScoringOptions.compile_from_tokens`` prompt tokens), ``true`` or ``false``."""
     value = model_cfg.get("compile", "auto")
     if value not in COMPILE_SETTINGS:
         raise ConfigError(f"model.compile={value!r}: expected auto, true or false")

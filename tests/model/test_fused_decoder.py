@@ -230,19 +230,51 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
     assert [how["token_multiple"] for how in calls] == [1, 16, 1, 1]
     assert [how["read_only"] for how in calls] == [True, True, False, True]
     assert [how["banded"] for how in calls] == [True, True, True, False]
-    calls.clear()  # bf16 frozen weights: scoring compiles where the CPU can, training never does
+    calls.clear()  # bf16 frozen weights: a long scoring job compiles where the CPU can, training never does
     low, low_renderer = tiny_reranker(dtype=torch.bfloat16, device="cpu")
     low_batch = to_device(_batch(low_renderer, PAIRS["one-query"]), torch.device("cpu"))
+    long_job = low.with_options(job_tokens=ScoringOptions().compile_from_tokens)
     monkeypatch.setattr(scoring, "can_compile", lambda device: True)
     with torch.no_grad():
-        low.eval()(low_batch)
-        low.train()(low_batch)
-        low.with_options(compiled_layers=False).eval()(low_batch)
+        long_job.eval()(low_batch)
+        low.eval()(low_batch)  # a job of unknown size (one call): the compile would not pay
+        low.with_options(job_tokens=ScoringOptions().compile_from_tokens - 1).eval()(low_batch)
+        low.with_options(job_tokens=50, compile_from_tokens=50).eval()(low_batch)
+        long_job.train()(low_batch)
+        long_job.with_options(compiled_layers=False).eval()(low_batch)
     monkeypatch.setattr(scoring, "can_compile", lambda device: False)
     with torch.no_grad():
-        low.eval()(low_batch)
-    assert [how["compiled"] for how in calls] == [True, False, False, False]
+        long_job.eval()(low_batch)
+    assert [how["compiled"] for how in calls] == [True, False, False, True, False, False, False]
+    for bad in ({"job_tokens": -1}, {"compile_from_tokens": 1.5}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a non-negative int"):
+            ScoringOptions(**bad)
 
+
+
+def test_rerank_split_compiles_the_layers_of_a_job_long_enough_to_pay_for_it(tmp_path, monkeypatch):
+    # model.compile=auto: rerank_split tells the reranker its job's prompt tokens; a split that
+    # reaches compile_from_tokens scores through compiled layers, one token fewer eagerly
+    from helpers.run_helpers import first_documents_ranking, write_small_dataset
+
+    import urlkit.model.scoring as scoring
+    from urlkit.data.loaders import load_split
+    from urlkit.evaluation.rerank import rerank_split
+
+    calls = []
+    monkeypatch.setattr(scoring, "fused_decoder", lambda decoder, **how: calls.append(how["compiled"]) or None)
+    monkeypatch.setattr(scoring, "can_compile", lambda device: True)
+    reranker, renderer = tiny_reranker(dtype=torch.bfloat16, device="cpu")
+    split = load_split(write_small_dataset(tmp_path / "data"), "test")
+    ranking = first_documents_ranking(split, 3)
+    tokens = sum(len(renderer.encode(split.instruction_for(q), q, split.corpus[d]).input_ids)
+                 for q in split.queries for d, _ in ranking[q.id][:3])
+    for threshold, compiled in ((tokens, True), (tokens + 1, False)):
+        calls.clear()
+        long_enough = reranker.with_options(compile_from_tokens=threshold)
+        rerank_split(long_enough, renderer, split, ranking, depth=3, batch_size=4, progress=False)
+        assert calls and set(calls) == {compiled}, (threshold, tokens, calls)
+    assert reranker.options.job_tokens == 0  # a view scored the job; the reranker itself is unchanged
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bf16"])

@@ -273,8 +273,9 @@ def _evaluation(table, args, cfg, data, models, peers, shape, ceiling, sync) -> 
     unsorted = evaluation.unsorted_batches(renderer, split, ranking, depth, base)
     shares = built.reranker.eval().shares_prefixes()  # the default's choice on this device (no: on a GPU)
     read_only = reads_only_scored(built.reranker)  # its last layer: the scored tokens' output only
-    with torch.no_grad():  # what model.compile=auto chose for these weights here; the variant is the other
-        compiled = built.reranker.eval().layers_compiled()
+    job_tokens = int(sum(batch["attention_mask"].sum() for batch in batches[base]))
+    with torch.no_grad():  # what model.compile=auto chooses for a job of this size here; the variant is the other
+        compiled = built.reranker.with_options(job_tokens=job_tokens).eval().layers_compiled()
     other_layers = (f"eager layers (model.compile=false), batch {base}", False) if compiled else (
         f"compiled layers (model.compile=true), batch {base}", True)
     work = {f"rerank_split {dtype_label(main_dtype)} batch {size}": (

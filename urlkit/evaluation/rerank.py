@@ -22,6 +22,7 @@ from urlkit.data.format import Split
 from urlkit.evaluation.metrics import METRICS, category_table, per_query_metrics
 from urlkit.loss import relevance
 from urlkit.model.lora import lora_merged
+from urlkit.model.scoring import Reranker
 
 
 @dataclass
@@ -55,7 +56,9 @@ def rerank_split(
     direction's relevance (sft/rand: the yes-vs-rest log-odds; cl: the yes logit).
     ``merge_lora``: LoRA folded into the base weights while scoring (a float32 sum rounded
     once to their dtype), the exact weights restored after (``urlkit.model.lora.lora_merged``;
-    same scores up to float rounding, faster).
+    same scores up to float rounding, faster). A :class:`~urlkit.model.scoring.Reranker` scores
+    through a view that knows the job's prompt tokens (``ScoringOptions.job_tokens``: with
+    ``model.compile=auto`` a long job compiles the layers, a short one does not).
     """
     queries = split.queries[:max_queries] if max_queries else split.queries
     pairs = [(i, q, doc_id) for i, q in enumerate(queries) for doc_id, _ in ranking.get(q.id, [])[:depth]]
@@ -65,6 +68,8 @@ def rerank_split(
         shortest[i] = min(shortest[i], len(prompt.input_ids))
     order = sorted(range(len(pairs)), key=lambda k: (shortest[pairs[k][0]], pairs[k][0], len(encoded[k].input_ids)))
     batches = [[encoded[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    if isinstance(reranker, Reranker):  # the job's size: model.compile=auto compiles a long one
+        reranker = reranker.with_options(job_tokens=sum(len(prompt.input_ids) for prompt in encoded))
     bar = tqdm(batches, desc=f"scoring {split.name}/{split.split}", unit="batch", disable=not progress, file=sys.stderr)
 
     was_training = reranker.training

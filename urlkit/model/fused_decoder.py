@@ -30,7 +30,7 @@ A layer is two functions of (tokens, hidden) tensors around its attention
 (:func:`_attention_inputs`, :func:`_layer_output`: no module, no row, no cache), so
 ``torch.compile`` serves all layers and passes with one graph each (:func:`compiled_halves`),
 whose elementwise work (norms, rotary embeddings, gate, residual adds, casts) inductor fuses
-into a few kernels (``ScoringOptions.compiled_layers``: by default for evaluation on a CPU).
+into a few kernels (``ScoringOptions.compiled_layers``: by default for a long evaluation on a CPU).
 """
 
 from __future__ import annotations

@@ -72,15 +72,27 @@ class ScoringOptions:
                   a layer around its attention, compiled once a process): True always, False
                   never, None (the default) for eval-mode passes without gradients over
                   bf16 or float16 frozen weights on a CPU where inductor finds a C++
-                  compiler. There an evaluation call took 0.83x the time (its elementwise
-                  work fused; 2-core Xeon with AMX, bf16, docs/performance.md, session 11) for
-                  ~17 s of compiling on a cold cache. Over float32 weights the products are
-                  most of a call and the compile buys nothing it does not cost (AMD EPYC,
-                  the default experiment twice each way: its 500 test queries 144-153 s
-                  compiled, 144-147 s eager; the first dev evaluation 19-20 s against
-                  10-11 s; the run 491-496 s against 471-488 s; session 14), so those stay
-                  eager; the whole layer compiled made a training step 0.97-0.99x for ~45 s,
-                  so training stays eager by default, as does a GPU until measured there
+                  compiler, in a scoring job long enough to pay for compiling on a cold
+                  cache (``job_tokens`` at least ``compile_from_tokens``). Compiled, an
+                  evaluation call took 0.83x the time (its elementwise work fused; 2-core Xeon
+                  with AMX, bf16, session 11) and 0.91x (AMD EPYC with AVX512-BF16, session
+                  22), for 17-27 s of compiling on a cold cache (~22 runs of g++; ~4 s warm):
+                  the default experiment's 2,690 test prompts and 3 x 178 dev prompts ran
+                  4 min 58 s compiled against 4 min 25 s eager there (session 26). Over float32
+                  weights the products are most of a call and the compile buys nothing it
+                  does not cost (AMD EPYC, session 14), so those stay eager; the whole layer
+                  compiled made a training step 0.97-0.99x for ~45 s, so training stays eager
+                  by default, as does a GPU until measured there
+    job_tokens    the prompt tokens (padding aside, before prefix sharing) of the scoring job
+                  this reranker serves: ``urlkit.evaluation.rerank.rerank_split`` scores each
+                  split through a view with its count (0: a job of unknown size, e.g. one
+                  training step or a ``urlkit.rerank`` call)
+    compile_from_tokens
+                  the smallest ``job_tokens`` for which ``compiled_layers=None`` compiles:
+                  where a cold compile's ~20 s is won back by the ~10-17% faster calls, about
+                  280 s of eager scoring on the EPYC (~4,100 prompt tokens a second on
+                  wordsense, bf16) and ~100 s on the AMX Xeon, ~1M tokens on both: manpages'
+                  300 test queries (1.74M) compile, wordsense's 500 (0.26M) do not
     token_multiple
                   the fused pass's layers see a multiple of this many tokens (zero rows
                   appended to the pass, dropped before its attention and at its end; the
@@ -114,6 +126,8 @@ class ScoringOptions:
     cpu_training_attention: str = "math"
     fused_layers: bool = True
     compiled_layers: bool | None = None
+    job_tokens: int = 0
+    compile_from_tokens: int = 1_000_000
     token_multiple: int | None = None
     read_only_last_layer: bool = True
     banded_attention: bool = True
@@ -123,6 +137,9 @@ class ScoringOptions:
             raise ValueError(f"cpu_training_attention must be math or default, got {self.cpu_training_attention!r}")
         if self.token_multiple is not None and (not isinstance(self.token_multiple, int) or self.token_multiple < 1):
             raise ValueError(f"token_multiple must be a positive int or None, got {self.token_multiple!r}")
+        for name in ("job_tokens", "compile_from_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {getattr(self, name)!r}")
 
 
 class Reranker(nn.Module):
@@ -210,8 +227,10 @@ class Reranker(nn.Module):
         # eval mode and no gradients: a training-mode pass without them (the first pass of the
         # constant-memory step) must score as its pass with them does. Low-precision weights
         # only: with float32 products the fused elementwise kernels save too little to pay
-        # for the compile (docs/performance.md, session 14)
+        # for the compile (docs/performance.md, session 14); and a job long enough to win back
+        # a cold compile (session 26)
         return (device.type == "cpu" and not self.training and not torch.is_grad_enabled()
+                and self.options.job_tokens >= self.options.compile_from_tokens
                 and self.decoder.get_input_embeddings().weight.dtype in LOW_PRECISION and can_compile(device))
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
