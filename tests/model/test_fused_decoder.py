@@ -251,7 +251,6 @@ def test_the_fused_pass_is_an_option_of_the_reranker(monkeypatch):
             ScoringOptions(**bad)
 
 
-
 def test_rerank_split_compiles_the_layers_of_a_job_long_enough_to_pay_for_it(tmp_path, monkeypatch):
     # model.compile=auto: rerank_split tells the reranker its job's prompt tokens; a split that
     # reaches compile_from_tokens scores through compiled layers, one token fewer eagerly
@@ -275,6 +274,7 @@ def test_rerank_split_compiles_the_layers_of_a_job_long_enough_to_pay_for_it(tmp
         rerank_split(long_enough, renderer, split, ranking, depth=3, batch_size=4, progress=False)
         assert calls and set(calls) == {compiled}, (threshold, tokens, calls)
     assert reranker.options.job_tokens == 0  # a view scored the job; the reranker itself is unchanged
+
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bf16"])
